@@ -1,0 +1,67 @@
+"""Errors that reach the user: one line of what went wrong, a hint, an exit code.
+
+The CLI prints ``message`` and ``hint`` and exits with ``exit_code``; it never
+prints a traceback for these. Exit codes: 1 pipeline failed, 2 invalid project
+or usage, 3 Docker or storage unavailable.
+"""
+from __future__ import annotations
+
+
+class SoopervisorError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+
+
+class UsageError(SoopervisorError):
+    exit_code = 2
+
+
+class InvalidProject(SoopervisorError):
+    """Validation found errors; ``report`` holds every one of them."""
+
+    exit_code = 2
+
+    def __init__(self, report) -> None:  # report: soopervisor.project.Report
+        n = len(report.errors)
+        super().__init__(
+            f"the project is not valid ({n} problem{'s' if n != 1 else ''})",
+            "fix the problems listed above, then run again",
+        )
+        self.report = report
+
+
+class ArtifactsNotFound(SoopervisorError):
+    """Unknown project, unknown commit or ambiguous commit prefix."""
+
+    exit_code = 2
+
+
+class UnsafePath(SoopervisorError):
+    """A file name that would escape its folder (``../``, absolute, link)."""
+
+    exit_code = 2
+
+
+class IntegrityError(SoopervisorError):
+    """A downloaded file does not match the sha256 in its manifest."""
+
+    exit_code = 3
+
+
+class EngineUnavailable(SoopervisorError):
+    exit_code = 3
+
+
+class StorageUnavailable(SoopervisorError):
+    exit_code = 3
+
+
+class Cancelled(BaseException):
+    """SIGTERM, raised in the main thread; like Ctrl-C it must not be swallowed."""
