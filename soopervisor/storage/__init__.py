@@ -1,0 +1,85 @@
+"""Storage backends, chosen by the URL that names a storage target.
+
+``/some/path``, ``relative/path``, ``~/x`` and ``file:///abs/path`` are local
+folders. Other backends register a URL scheme with :func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
+
+from soopervisor import config
+from soopervisor.errors import UsageError
+from soopervisor.storage.base import MANIFEST, Storage, check_name, check_relpath
+from soopervisor.storage.local import LocalStorage
+
+__all__ = [
+    "MANIFEST",
+    "LocalStorage",
+    "Storage",
+    "check_name",
+    "check_relpath",
+    "open_storage",
+    "register_backend",
+]
+
+#: scheme -> factory taking the full URL
+_BACKENDS: dict[str, Callable[[str], Storage]] = {}
+
+#: backends that are planned but not written yet: scheme -> display name
+_PLANNED = {
+    "s3": "S3",
+    "gdrive": "Google Drive",
+    "dropbox": "Dropbox",
+    "onedrive": "OneDrive",
+    "box": "Box",
+}
+
+# only "scheme://" makes a URL, so "C:\\x" or "a:b" stay plain paths
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def register_backend(scheme: str, factory: Callable[[str], Storage]) -> None:
+    """Make ``<scheme>://...`` URLs open with ``factory(url)``."""
+    _BACKENDS[scheme.lower()] = factory
+
+
+def _open_file_url(url: str) -> Storage:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise UsageError(
+            f"file URL {url!r} names another host ({parts.netloc})",
+            hint="use file:///absolute/path or a plain path",
+        )
+    return LocalStorage(unquote(parts.path))
+
+
+register_backend("file", _open_file_url)
+
+
+def open_storage(url: str | os.PathLike[str] | None = None) -> Storage:
+    """The storage named by ``url``; None means ``config.default_storage_url()``."""
+    if url is None:
+        url = config.default_storage_url()
+    url = os.fspath(url)
+    if not url:
+        raise UsageError("the storage URL is empty", hint="use --storage /path")
+    m = _SCHEME.match(url)
+    if m is None:
+        return LocalStorage(url)
+    scheme = m.group(1).lower()
+    if scheme in _BACKENDS:
+        return _BACKENDS[scheme](url)
+    if scheme in _PLANNED:
+        raise UsageError(
+            f"{_PLANNED[scheme]} storage is not available yet",
+            hint="use a local folder for now: --storage /path",
+        )
+    supported = ", ".join(f"{s}://" for s in sorted(_BACKENDS))
+    raise UsageError(
+        f"unknown storage scheme '{scheme}://' in {url!r}",
+        hint=f"supported: a local path, {supported}",
+    )
