@@ -1,0 +1,187 @@
+"""The bash script a run executes, rendered from a :class:`~soopervisor.project.Project`.
+
+The travis-build idea: the script is data. :data:`STAGES` is the ordered list of
+stages; each is one bash function in ``stages/<function>.sh``, and one runner
+template (``runner.sh``) wraps them, announcing, timing and failing every stage
+the same way. Adding a stage is adding one entry and one snippet.
+
+Everything that varies with the project is rendered once, as quoted read-only
+variables at the top of the script (the "facts"), so the stage bodies are fixed
+text that ``shellcheck`` can check as written. The text depends only on the
+project: secrets reach the container as environment variables.
+
+Runtime contract (the executor relies on it): the repository tree is at
+``<root>/workspace``; the script ``cd``s into the project folder there;
+``bash run.sh env`` runs only the environment stages and then writes
+``<root>/opt/soopervisor/env.ready``; a full run skips the environment stages
+when that file exists; artifacts go to ``<root>/soopervisor/artifacts``.
+``root`` is ``/`` except in tests.
+"""
+from __future__ import annotations
+
+import posixpath
+import shlex
+import string
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from soopervisor.project import Project
+
+__all__ = ["ARTIFACTS", "ENV_READY", "SCRIPT_PATH", "STAGES", "WORKSPACE", "Stage", "render"]
+
+#: where things are inside the container (with the default root "/")
+WORKSPACE = "/workspace"
+ENV_READY = "/opt/soopervisor/env.ready"
+ARTIFACTS = "/soopervisor/artifacts"
+SCRIPT_PATH = "/soopervisor/run.sh"
+
+
+@dataclass(frozen=True)
+class Stage:
+    #: the name announced in the log ("==> soopervisor: <name>")
+    name: str
+    #: the bash function; its body is ``stages/<function>.sh``
+    function: str
+    #: an environment stage: runs in ``run.sh env``; skipped in a full run on a cached environment
+    env: bool = False
+    #: when it fails, the later stages still run and the script exits with its code
+    keep_going: bool = False
+
+    @property
+    def snippet(self) -> str:
+        return f"stages/{self.function}.sh"
+
+
+STAGES: list[Stage] = [
+    Stage("setup env", "setup_env", env=True),
+    Stage("ensure ploomber", "ensure_ploomber", env=True),
+    Stage("install project", "install_project"),
+    Stage("build pipeline", "build_pipeline", keep_going=True),
+    Stage("collect artifacts", "collect_artifacts", keep_going=True),
+]
+
+
+class _Template(string.Template):
+    # "$" belongs to bash; "@@{name}" never appears in bash we write
+    delimiter = "@@"
+
+
+def _read(name: str) -> str:
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _q(value: str) -> str:
+    return shlex.quote(str(value))
+
+
+def _heredoc(function: str, lines: list[str], comment: str) -> str:
+    body: list[str] = []
+    for entry in lines:
+        body.extend(str(entry).split("\n"))  # bash ends heredoc lines at \n only
+    delim = "SOOPERVISOR_REQUIREMENTS"
+    while delim in body:
+        delim += "_"
+    return "\n".join(
+        [f"# {comment}", f"{function}() {{", f"  cat <<'{delim}'", *body, delim, "}"]
+    )
+
+
+def _version() -> str:
+    try:
+        from soopervisor import __version__
+
+        return str(__version__)
+    except (ImportError, AttributeError):  # pragma: no cover - a partial checkout
+        return "(unknown version)"
+
+
+def render(project: Project, *, sample: bool, root: str = "/") -> str:
+    """The bash script that runs ``project``: a sample run when ``sample``.
+
+    ``root`` prefixes the container paths (``/workspace``, ``/opt/soopervisor``,
+    ``/soopervisor``); tests pass a temporary folder to run the script on the host.
+    """
+    if not project.env_file:
+        raise ValueError("the project has no environment spec (environment.yml or requirements.txt)")
+    subdir = project.subdir.strip("/")
+    if subdir and (posixpath.isabs(project.subdir) or ".." in subdir.split("/")):
+        raise ValueError(f"unsafe project sub-folder: {project.subdir!r}")
+
+    def at(*parts: str) -> str:
+        return posixpath.join(root, *parts)
+
+    workspace = at(WORKSPACE.lstrip("/"))
+    project_dir = posixpath.join(workspace, subdir) if subdir else workspace
+    opt = at("opt/soopervisor")
+    conda_kind = project.env_file.startswith("environment.")
+
+    build_args = ["--entry-point", "pipeline.yaml", "--force"]
+    if project.declares_sample:
+        build_args += ["--env--sample", "true" if sample else "false"]
+
+    facts = [
+        ("SV_PROJECT_NAME", project.name),
+        ("SV_RUN_KIND", "sample" if sample else "full"),
+        ("SV_PROJECT_DIR", project_dir),
+        ("SV_ENV_READY", at(ENV_READY.lstrip("/"))),
+        ("SV_CONDA_PREFIX", posixpath.join(opt, "conda")),
+        ("SV_VENV", posixpath.join(opt, "venv")),
+        ("SV_ARTIFACTS", at(ARTIFACTS.lstrip("/"))),
+        ("SV_ENV_FILE", project.env_file),
+        ("SV_ENV_KIND", "conda" if conda_kind else "pip"),
+        ("SV_CONDA_ONLY", ", ".join(project.conda_only) if conda_kind else ""),
+        ("SV_INSTALLABLE", "yes" if project.installable else "no"),
+        ("SV_SAMPLE_IGNORED", "yes" if sample and not project.declares_sample else "no"),
+    ]
+    lines = [f"readonly {k}={_q(v)}" for k, v in facts]
+    lines.append(f"readonly -a SV_BUILD_ARGS=({' '.join(_q(a) for a in build_args)})")
+    collect = project.collect_paths or ["output"]
+    lines.append(f"readonly -a SV_COLLECT_PATHS=({' '.join(_q(p) for p in collect)})")
+
+    if conda_kind:
+        requirements = _heredoc(
+            "soopervisor_pip_requirements", project.pip_requirements,
+            f"the pip: section of {project.env_file}, verbatim (a quoted heredoc: nothing expands)",
+        )
+    else:
+        requirements = (
+            "# requirements.txt is installed as it is (pip install -r requirements.txt)\n"
+            "soopervisor_pip_requirements() {\n  :\n}"
+        )
+
+    stages = "\n".join(_read(s.snippet) for s in STAGES)
+
+    main: list[str] = []
+    env_done = False
+    for s in STAGES:
+        if not s.env and not env_done:
+            env_done = True
+            main += [
+                '  if [ "$SV_ONLY_ENV" = yes ]; then',
+                '    mkdir -p "$(dirname "$SV_ENV_READY")"',
+                '    touch "$SV_ENV_READY"',
+                '    echo "soopervisor: environment ready, marked by $SV_ENV_READY"',
+                "    exit 0",
+                "  fi",
+            ]
+        call = f"soopervisor_stage {'env' if s.env else 'run'} {_q(s.name)} {s.function}"
+        if s.keep_going:
+            main += [
+                "  set +e",
+                f"  {call}",
+                "  stage_status=$?",
+                "  set -e",
+                '  if [ "$status" -eq 0 ]; then status=$stage_status; fi',
+            ]
+        else:
+            main.append(f"  {call}")
+
+    return _Template(_read("runner.sh")).substitute(
+        version=_version(),
+        facts="\n".join(lines),
+        requirements=requirements,
+        stages=stages,
+        main="\n".join(main),
+    )

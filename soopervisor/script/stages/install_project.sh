@@ -1,0 +1,8 @@
+# install project: pip install the project when it is a package.
+install_project() {
+  if [ "$SV_INSTALLABLE" = yes ]; then
+    soopervisor_pip_install .
+  else
+    echo "soopervisor: no setup.py or pyproject.toml, skipping"
+  fi
+}

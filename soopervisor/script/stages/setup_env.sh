@@ -1,0 +1,60 @@
+# setup env: the environment the pipeline runs in, from the project's spec.
+# environment.yml with micromamba, mamba or conda on PATH: a conda environment
+# at $SV_CONDA_PREFIX. Otherwise a venv at $SV_VENV and pip: requirements.txt,
+# or the pip: section of environment.yml.
+setup_env() {
+  local tool="" candidate
+  if [ "$SV_ENV_KIND" = conda ]; then
+    for candidate in micromamba mamba conda; do
+      if command -v "$candidate" >/dev/null 2>&1; then
+        tool=$candidate
+        break
+      fi
+    done
+  fi
+  if [ -n "$tool" ]; then
+    if [ -d "$SV_CONDA_PREFIX/conda-meta" ]; then
+      echo "soopervisor: conda environment found at $SV_CONDA_PREFIX, reusing it"
+    else
+      echo "soopervisor: creating a conda environment at $SV_CONDA_PREFIX from $SV_ENV_FILE with $tool"
+      if [ "$tool" = micromamba ]; then
+        micromamba create --yes --prefix "$SV_CONDA_PREFIX" --file "$SV_ENV_FILE"
+      else
+        "$tool" env create --prefix "$SV_CONDA_PREFIX" --file "$SV_ENV_FILE"
+      fi
+    fi
+    soopervisor_activate
+    python --version
+    return 0
+  fi
+
+  if [ "$SV_ENV_KIND" = conda ]; then
+    echo "soopervisor: no micromamba, mamba or conda on PATH: installing the pip: section of $SV_ENV_FILE into a venv"
+  fi
+  if [ -x "$SV_VENV/bin/python" ]; then
+    echo "soopervisor: venv found at $SV_VENV, reusing it"
+  else
+    echo "soopervisor: creating a venv at $SV_VENV"
+    python3 -m venv --system-site-packages "$SV_VENV"
+  fi
+  soopervisor_activate
+  python --version
+
+  if [ "$SV_ENV_KIND" = pip ]; then
+    soopervisor_pip_install -r "$SV_ENV_FILE"
+    return 0
+  fi
+  if [ -n "$SV_CONDA_ONLY" ]; then
+    echo "soopervisor: warning: pip cannot install these conda-only dependencies of $SV_ENV_FILE: $SV_CONDA_ONLY"
+  fi
+  # next to the spec, as conda does, so that "-r other.txt" lines resolve;
+  # global on purpose: the EXIT trap of this stage's subshell removes it
+  SV_PIP_REQUIREMENTS_FILE=$(mktemp ./.soopervisor-requirements.XXXXXX)
+  trap 'rm -f -- "$SV_PIP_REQUIREMENTS_FILE"' EXIT
+  soopervisor_pip_requirements >"$SV_PIP_REQUIREMENTS_FILE"
+  if [ -s "$SV_PIP_REQUIREMENTS_FILE" ]; then
+    soopervisor_pip_install -r "$SV_PIP_REQUIREMENTS_FILE"
+  else
+    echo "soopervisor: $SV_ENV_FILE has no pip: section, nothing to install"
+  fi
+}
