@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -21,10 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .project import Report
     from .runs import Run
 
-__all__ = ["__version__", "validate", "run", "list_runs", "get_artifacts"]
+__all__ = ["__version__", "get_artifacts", "list_runs", "run", "validate"]
 
 
-def validate(path: str | os.PathLike = ".") -> "Report":
+def validate(path: str | os.PathLike = ".") -> Report:
     """Inspect the project at ``path``; ``.ok`` and every ``.problems`` (what, where, hint)."""
     from .project import inspect
 
@@ -44,7 +45,7 @@ def run(
     timeout: float | None = None,
     cpus: float | None = None,
     memory: str | None = None,
-) -> "Run":
+) -> Run:
     """Run the pipeline at ``path`` in a fresh container; store its artifacts by commit.
 
     ``secrets`` are names of environment variables passed into the container
@@ -74,14 +75,14 @@ def run(
     return ctx.run
 
 
-def list_runs(project: str | None = None, limit: int | None = None) -> list["Run"]:
+def list_runs(project: str | None = None, limit: int | None = None) -> list[Run]:
     """Runs from the shared store, newest first."""
     from .runs import RunStore
 
     return RunStore().list(project=project, limit=limit)
 
 
-def get_artifacts(commit: str = "latest", project: str | None = None, storage: str | None = None) -> "Artifacts":
+def get_artifacts(commit: str = "latest", project: str | None = None, storage: str | None = None) -> Artifacts:
     """The artifacts stored for ``commit`` (full SHA, unique prefix or "latest")."""
     from .artifacts import get_artifacts as _get
 

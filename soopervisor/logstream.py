@@ -9,7 +9,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections import deque
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .redact import Redactor
 
@@ -24,8 +24,8 @@ STAGE_FAILED = re.compile(r"^!!! soopervisor: (?P<stage>.+) failed with exit cod
 # ploomber names the task that broke the build in these forms (0.23)
 _FAILED_TASK = [
     re.compile(r"""Error (?:when )?(?:executing|building) task ['"](?P<task>[^'"]+)['"]"""),
-    re.compile(r"""task ['"](?P<task>[^'"]+)['"] \(.*\) failed""", re.I),
-    re.compile(r"""^-+ Task ['"]?(?P<task>[^'"\s]+)['"]? failed""", re.I),
+    re.compile(r"""task ['"](?P<task>[^'"]+)['"] \(.*\) failed""", re.IGNORECASE),
+    re.compile(r"""^-+ Task ['"]?(?P<task>[^'"\s]+)['"]? failed""", re.IGNORECASE),
 ]
 
 

@@ -10,7 +10,7 @@ import dataclasses
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -66,9 +66,10 @@ class Run:
 
 
 _COLUMNS = [f.name for f in dataclasses.fields(Run)]
+_QUOTED = ", ".join(f'"{c}"' for c in _COLUMNS)  # "commit" is an SQL keyword
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
-    {", ".join(f"{c} {'INTEGER' if c in ('dirty', 'exit_code') else 'TEXT'}" for c in _COLUMNS)},
+    {", ".join(f'"{c}" {"INTEGER" if c in ("dirty", "exit_code") else "TEXT"}' for c in _COLUMNS)},
     PRIMARY KEY (id)
 );
 CREATE INDEX IF NOT EXISTS runs_project_started ON runs (project, started_at);
@@ -99,7 +100,7 @@ class RunStore:
         row = run.to_dict()
         with self._connect() as db:
             db.execute(
-                f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                f"INSERT INTO runs ({_QUOTED}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                 [row[c] for c in _COLUMNS],
             )
         return run
@@ -113,7 +114,7 @@ class RunStore:
             setattr(run, k, v)
         with self._connect() as db:
             db.execute(
-                f"UPDATE runs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?",
+                "UPDATE runs SET " + ", ".join(f'"{k}" = ?' for k in changes) + " WHERE id = ?",
                 [*changes.values(), run.id],
             )
         return run

@@ -90,3 +90,21 @@ def make_project(
     if commit:
         commit_all(root, "initial")
     return project
+
+
+def function_task(body: str) -> dict[str, str]:
+    """A project whose one task is a Python function: its prints reach the log.
+
+    (A notebook task's prints stay in the executed notebook.) ``body`` runs
+    inside ``emit(product)`` with ``os`` and ``sys`` imported.
+    """
+    code = "import os\nimport sys\nfrom pathlib import Path\n\n\ndef emit(product):\n"
+    code += "".join(f"    {line}\n" for line in body.splitlines())
+    code += "    Path(str(product)).parent.mkdir(parents=True, exist_ok=True)\n"
+    code += "    Path(str(product)).write_text('done')\n"
+    return {
+        "pipeline.yaml": "tasks:\n  - source: functions.emit\n    product: output/emitted.txt\n",
+        "env.yaml": "sample: false\n",
+        "requirements.txt": VALID["requirements.txt"],
+        "functions.py": code,
+    }

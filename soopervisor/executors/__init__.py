@@ -5,9 +5,10 @@ implements the same three calls.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 
 @dataclass
@@ -18,6 +19,9 @@ class ContainerSpec:
     workdir: str = "/workspace"
     environment: dict[str, str] = field(default_factory=dict)
     ca_bundle: Path | None = None
+    # name the CA in the container's environment; off for containers that are
+    # committed as images (the script names it itself when the file is there)
+    name_ca: bool = True
     cpus: float | None = None
     memory: str | None = None
     timeout: float | None = None
@@ -32,7 +36,7 @@ class ExecResult:
 
 
 class Executor(Protocol):
-    def resolve_image(self, image: str, explicit: bool, note: Callable[[str], None]) -> "ImageInfo": ...
+    def resolve_image(self, image: str, explicit: bool, note: Callable[[str], None]) -> ImageInfo: ...
 
     def execute(
         self,

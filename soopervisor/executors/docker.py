@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .. import config
 from ..errors import EngineUnavailable, SoopervisorError, UsageError
@@ -163,7 +163,7 @@ class DockerExecutor:
                 working_dir=spec.workdir,
                 environment=self._environment(spec),
                 labels={LABEL: "1", **spec.labels},
-                volumes=self._volumes(spec),
+                mounts=self._mounts(spec),
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 privileged=False,
@@ -216,13 +216,15 @@ class DockerExecutor:
     @staticmethod
     def _environment(spec: ContainerSpec) -> dict[str, str]:
         env = dict(spec.environment)
-        if spec.ca_bundle:
+        if spec.ca_bundle and spec.name_ca:
             env.update({name: CA_PATH for name in CA_VARIABLES})
         return env
 
     @staticmethod
-    def _volumes(spec: ContainerSpec) -> dict:
-        # the only mount: the CA bundle, read-only (corporate proxies)
+    def _mounts(spec: ContainerSpec) -> list:
+        # The only mount: the CA bundle, read-only (corporate proxies). A Mount,
+        # not `volumes=`: docker-py also declares those as image volumes, which
+        # a committed environment image would then carry.
         if not spec.ca_bundle:
-            return {}
-        return {str(spec.ca_bundle): {"bind": CA_PATH, "mode": "ro"}}
+            return []
+        return [_docker().types.Mount(CA_PATH, str(spec.ca_bundle), type="bind", read_only=True)]

@@ -1,0 +1,88 @@
+"""Shared fixtures: an isolated soopervisor home per test, and the real Docker engine.
+
+Docker tests never skip: when no engine answers they fail and say how to start
+one (scripts/setup does it), so a green run always means they ran.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from soopervisor import config
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Runs, logs, artifacts and caches of this test only."""
+    home = tmp_path / "soopervisor-home"
+    monkeypatch.setenv("SOOPERVISOR_HOME", str(home))
+    monkeypatch.delenv("SOOPERVISOR_STORAGE", raising=False)
+    return home
+
+
+def _pick_image(client) -> str:
+    """The image tests run on: SOOPERVISOR_TEST_IMAGE, the public default, or the offline one."""
+    wanted = [os.environ.get("SOOPERVISOR_TEST_IMAGE"), config.DEFAULT_IMAGE, config.OFFLINE_IMAGE]
+    for name in filter(None, wanted):
+        try:
+            client.images.get(name)
+            return name
+        except Exception:
+            continue
+    pytest.fail(
+        f"no base image in the engine (tried {wanted}); run scripts/setup, "
+        "which pulls one or builds one from Debian packages",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:  # noqa: BLE001 - any failure means: no engine
+        pytest.fail(f"no Docker engine answers ({e}); run scripts/engine or scripts/setup", pytrace=False)
+    return client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client) -> str:
+    return _pick_image(docker_client)
+
+
+@pytest.fixture
+def engine(docker_client, base_image, monkeypatch: pytest.MonkeyPatch, home: Path):
+    """Docker-backed runs in this test; afterwards, no container of theirs may be left."""
+    monkeypatch.setenv("SOOPERVISOR_IMAGE", base_image)
+    yield docker_client
+    from soopervisor.runs import RunStore
+
+    if not (home / "runs.sqlite").exists():
+        return
+    for run in RunStore().list():
+        left = docker_client.containers.list(all=True, filters={"label": f"soopervisor.run={run.id}"})
+        assert not left, f"containers left behind by run {run.id}: {[c.name for c in left]}"
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600, check: int | None = None):
+    """The real console command, in a subprocess, as a user runs it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "soopervisor", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check is not None:
+        assert proc.returncode == check, (
+            f"exit {proc.returncode} != {check}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+        )
+    return proc

@@ -1,0 +1,256 @@
+"""End to end: real git repositories, the real CLI, the real Docker engine."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from soopervisor.runs import RunStore
+
+from .conftest import cli
+from .projects import MAKE_DATA, VALID, commit_all, function_task, git, make_project, write
+
+pytestmark = pytest.mark.docker
+
+
+def stored_set(home: Path, project: str, commit: str) -> Path:
+    return home / "artifacts" / project / commit
+
+
+def test_sample_run_streams_stores_and_lists(tmp_path, engine, home):
+    project = make_project(tmp_path)
+    sha = git(project, "rev-parse", "HEAD").strip()
+
+    proc = cli("run", str(project), check=0)
+
+    assert "==> soopervisor: build pipeline" in proc.stdout
+    assert "--env--sample true" in proc.stdout
+    assert "succeeded" in proc.stdout
+    set_dir = stored_set(home, "proj", sha)
+    manifest = json.loads((set_dir / "manifest.json").read_text())
+    assert manifest["commit"] == sha and manifest["status"] == "succeeded" and manifest["mode"] == "sample"
+    assert manifest["exit_code"] == 0 and manifest["dirty"] is False
+    assert manifest["image"] and manifest["image_digest"] and manifest["env_hash"]
+    files = {f["path"]: f for f in manifest["files"]}
+    assert "output/data.csv" in files and "soopervisor.log" in files
+    assert (set_dir / "output/data.csv").read_text().splitlines() == ["x", "0", "1", "2"]
+    assert "==> soopervisor: collect artifacts" in (set_dir / "soopervisor.log").read_text()
+
+    # the cached environment image carries no run facts, CA paths or secrets
+    env_image = engine.images.get(f"soopervisor-env:{manifest['env_hash'][:20]}")
+    env_names = {e.split("=", 1)[0] for e in env_image.attrs["Config"]["Env"]}
+    assert not env_names & {"SOOPERVISOR_COMMIT", "SOOPERVISOR_RUN_ID", "SSL_CERT_FILE", "PIP_CERT"}
+    assert not env_image.attrs["Config"].get("Volumes")
+
+    listing = cli("artifacts", "list", cwd=project, check=0).stdout
+    assert sha[:7] in listing and "sample" in listing and "succeeded" in listing
+    runs = json.loads(cli("runs", "--json", check=0).stdout)
+    assert runs[0]["commit"] == sha and runs[0]["status"] == "succeeded"
+
+    # the second run finds the environment image and installs nothing
+    again = cli("run", str(project), "--full", check=0)
+    assert "environment cache hit" in again.stdout
+    assert "environment cached, skipping setup env" in again.stdout
+    assert "Collecting" not in again.stdout  # pip installed nothing
+    assert (set_dir / "output/data.csv").read_text().splitlines()[-1] == "9"  # full run, replaced
+
+    out = tmp_path / "dl"
+    cli("artifacts", "download", sha[:8], "--to", str(out), cwd=project, check=0)
+    assert (out / "output/data.csv").read_text().splitlines()[-1] == "9"
+
+
+def test_commit_and_dirty_flag_reach_the_container_not_the_changes(tmp_path, engine, home):
+    files = function_task("print('commit in container:', os.environ['SOOPERVISOR_COMMIT'], os.environ['SOOPERVISOR_DIRTY'])")
+    project = make_project(tmp_path, files)
+    sha = git(project, "rev-parse", "HEAD").strip()
+    (project / "functions.py").write_text(files["functions.py"].replace("print(", "print('UNCOMMITTED EDIT'); print("))
+
+    proc = cli("run", str(project), check=0)
+
+    assert f"commit in container: {sha} true" in proc.stdout
+    assert "UNCOMMITTED EDIT" not in proc.stdout
+    assert "uncommitted" in proc.stdout + proc.stderr  # the warning says they are not in the run
+    manifest = json.loads((stored_set(home, "proj", sha) / "manifest.json").read_text())
+    assert manifest["dirty"] is True
+
+
+def test_monorepo_subfolder_runs_from_its_folder(tmp_path, engine, home):
+    project = make_project(tmp_path, subdir="pipelines/churn", name="mono")
+    sha = git(project, "rev-parse", "HEAD").strip()
+    cli("run", str(project), check=0)
+    assert (stored_set(home, "mono-pipelines-churn", sha) / "output/data.csv").exists()
+
+
+def test_secrets_are_redacted_in_every_sink(tmp_path, engine, home):
+    secret = "pa55-Wörd-Z9"
+    files = function_task(
+        "s = os.environ['MY_TOKEN']\n"
+        "print('token:', s, 'twice:', s + s, flush=True)\n"
+        "print('overlap: p' + s, flush=True)\n"
+        "sys.stdout.write(s[:4]); sys.stdout.flush()\n"
+        "sys.stdout.write(s[4:] + ' split\\n'); sys.stdout.flush()\n"
+        "raise RuntimeError('failing with ' + s)\n"
+    )
+    project = make_project(tmp_path, files)
+    sha = git(project, "rev-parse", "HEAD").strip()
+
+    proc = cli("run", str(project), "--secret", "MY_TOKEN", env={"MY_TOKEN": secret}, check=1)
+
+    set_dir = stored_set(home, "proj", sha)
+    sinks = {
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+        "stored log": (set_dir / "soopervisor.log").read_text(),
+        "manifest": (set_dir / "manifest.json").read_text(),
+        "runs": cli("runs", "--json", check=0).stdout,
+    }
+    run = RunStore().list()[0]
+    sinks["local log"] = Path(run.log_path).read_text()
+    for name, text in sinks.items():
+        assert secret not in text, f"secret leaked into {name}"
+    assert "token: *** twice: ***" in sinks["stored log"]
+    assert "overlap: p***" in sinks["stored log"]
+    assert "*** split" in sinks["stored log"]
+
+
+def test_failing_pipeline_exit_1_names_the_task_and_stores_the_log(tmp_path, engine, home):
+    files = dict(VALID)
+    files["tasks/make_data.py"] = MAKE_DATA.replace("rows = ", "raise ValueError('broken data'); rows = ")
+    project = make_project(tmp_path, files)
+    sha = git(project, "rev-parse", "HEAD").strip()
+
+    proc = cli("run", str(project), check=1)
+
+    assert "make_data" in proc.stderr and "failed" in proc.stderr
+    assert "last lines of the log" in proc.stderr and "broken data" in proc.stderr
+    assert "Traceback" not in proc.stderr.split("last lines of the log")[0]
+    manifest = json.loads((stored_set(home, "proj", sha) / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["exit_code"] != 0
+    assert manifest["failed_task"] == "make_data"
+    # partial outputs are collected too: the partially executed notebook
+    assert any(f["path"] == "output/make_data.ipynb" for f in manifest["files"])
+    assert RunStore().list()[0].status == "failed"
+    assert "failed" in cli("artifacts", "list", cwd=project, check=0).stdout
+
+
+def test_invalid_utf8_and_very_long_lines(tmp_path, engine, home):
+    files = function_task(
+        "sys.stdout.flush()\n"
+        "sys.stdout.buffer.write(b'bad bytes: \\xff\\xfe\\xc3 end\\n')\n"
+        "sys.stdout.buffer.write(b'L' * 300000 + b'\\n')\n"
+        "sys.stdout.flush()\n"
+    )
+    project = make_project(tmp_path, files)
+    sha = git(project, "rev-parse", "HEAD").strip()
+    proc = cli("run", str(project), check=0)
+    log = (stored_set(home, "proj", sha) / "soopervisor.log").read_text(encoding="utf-8")
+    assert "bad bytes: \ufffd" in log
+    assert log.count("L" * 1000) >= 290  # all of it kept, in pieces no longer than the line limit
+    assert max(len(line) for line in log.splitlines()) <= 64 * 1024
+    assert "\ufffd" in proc.stdout
+
+
+def test_timeout_stops_and_removes_the_container(tmp_path, engine, home):
+    files = dict(VALID)
+    files["tasks/make_data.py"] = MAKE_DATA + "import time\ntime.sleep(600)\n"
+    project = make_project(tmp_path, files)
+    start = time.monotonic()
+    proc = cli("run", str(project), "--timeout", "20", check=1)
+    assert time.monotonic() - start < 300
+    assert "timed out after 20s" in proc.stderr
+    # the engine fixture asserts that no container is left
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
+def test_interrupt_removes_the_container(tmp_path, engine, home, sig, code):
+    files = function_task("print('SLEEPING', flush=True)\nimport time\ntime.sleep(600)")
+    project = make_project(tmp_path, files)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "soopervisor", "run", str(project)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    seen = []
+    deadline = time.monotonic() + 400
+    for line in proc.stdout:
+        seen.append(line)
+        if "SLEEPING" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == code, err
+    assert "interrupted" in err and "Traceback" not in err
+    run = RunStore().list()[0]
+    assert run.status == "interrupted"
+    left = engine.containers.list(all=True, filters={"label": f"soopervisor.run={run.id}"})
+    assert not left
+
+
+def test_changed_requirements_rebuild_the_environment(tmp_path, engine, home):
+    project = make_project(tmp_path)
+    first = cli("run", str(project), check=0).stdout
+    assert "environment cache" in first
+    write(project, {"requirements.txt": "six==1.16.0\n"})
+    commit_all(project, "add six")
+    second = cli("run", str(project), check=0).stdout
+    assert "environment cache miss" in second
+    assert "six" in second
+
+
+def test_engine_down_exit_3_with_hint(tmp_path, home):
+    project = make_project(tmp_path)
+    proc = cli("run", str(project), env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}, check=3)
+    assert "cannot reach the Docker engine" in proc.stderr
+    assert "hint:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_image_exit_2(tmp_path, engine):
+    project = make_project(tmp_path)
+    proc = cli("run", str(project), "--image", "no-such-image-soopervisor:404", check=2)
+    assert "no-such-image-soopervisor:404" in proc.stderr and "hint:" in proc.stderr
+
+
+def test_invalid_project_stops_before_docker(tmp_path):
+    project = make_project(tmp_path, {"pipeline.yaml": "tasks: []\n"})
+    proc = cli("run", str(project), env={"DOCKER_HOST": "unix:///nonexistent.sock"}, check=2)
+    assert "no-tasks" in proc.stderr or "tasks" in proc.stderr
+    assert "Docker" not in proc.stderr
+
+
+def test_storage_not_writable_exit_3_before_running(tmp_path, engine):
+    project = make_project(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = cli("run", str(project), "--storage", str(blocker / "store"), check=3)
+    assert "hint:" in proc.stderr
+    assert "==> soopervisor" not in proc.stdout
+
+
+def test_missing_secret_is_a_usage_error(tmp_path):
+    project = make_project(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "NOT_SET_ANYWHERE"}
+    proc = cli("run", str(project), "--secret", "NOT_SET_ANYWHERE", env=env, check=2)
+    assert "NOT_SET_ANYWHERE" in proc.stderr
+
+
+def test_original_form_cloud_flags_not_available_yet(tmp_path):
+    project = make_project(tmp_path)
+    proc = cli(str(project), "--dropbox", check=2)
+    assert "not available yet" in proc.stderr
+
+
+def test_original_form_with_local_storage_path(tmp_path, engine, home):
+    project = make_project(tmp_path)
+    sha = git(project, "rev-parse", "HEAD").strip()
+    store = tmp_path / "elsewhere"
+    cli(str(project), str(store), check=0)
+    assert (store / "proj" / sha / "manifest.json").exists()
