@@ -523,9 +523,9 @@ def get_artifacts(
     ``project`` defaults to the project in the current directory.
     """
     if project is None:
-        from soopervisor.project import inspect  # lazy: keeps this import light
+        from soopervisor.project import project_name  # lazy: keeps this import light
 
-        project = inspect(".").project.name
+        project = project_name(".")
     st = _storage(storage)
     full = resolve_commit(st, project, commit)
     return Artifacts(st, project, full, st.read_manifest(project, full))

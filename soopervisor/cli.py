@@ -178,17 +178,9 @@ def artifacts() -> None:
 
 
 def _project_name(project: str | None) -> str:
-    if project:
-        return project
-    from .project import inspect
+    from .project import project_name
 
-    report = inspect(".")
-    if report.project is None or report.project.repo_root is None:
-        raise UsageError(
-            "no project here: this folder is not in a git repository",
-            "run it from a project folder, or pass --project NAME",
-        )
-    return report.project.name
+    return project or project_name(".")
 
 
 @artifacts.command("list")

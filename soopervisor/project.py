@@ -603,3 +603,16 @@ def _check_pipeline(data: Any, folder: Path, env: dict, problems: list[Problem],
             top = _collect_path(product, fstr, env)
             if top is not None:
                 collect.add(top)
+
+
+def project_name(path: str | os.PathLike = ".") -> str:
+    """The storage name of the project at ``path``, for commands given no ``--project``."""
+    from .errors import UsageError
+
+    report = inspect(path)
+    if report.project is None or {"not-a-repo", "git-error", "path-missing"} & set(report.codes()):
+        raise UsageError(
+            f"no project at {os.path.abspath(path)}: the folder is not in a git repository",
+            "run it from a project folder, or pass --project NAME",
+        )
+    return report.project.name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import posixpath
 import shutil
 import tarfile
 import tempfile
@@ -74,12 +75,55 @@ def secret_values(names: Iterable[str]) -> dict[str, str]:
     return values
 
 
-def env_hash(base_image_id: str, env_file: str, content: bytes, fingerprint: str) -> str:
+def env_hash(base_image_id: str, inputs: dict[str, bytes], fingerprint: str) -> str:
+    """The cache key of an environment: base image, the files it is built from, the stages."""
     h = hashlib.sha256()
-    for part in (base_image_id.encode(), env_file.encode(), content, fingerprint.encode()):
+    parts = [base_image_id.encode(), fingerprint.encode()]
+    for name in sorted(inputs):
+        parts += [name.encode(), inputs[name]]
+    for part in parts:
         h.update(len(part).to_bytes(8, "big"))
         h.update(part)
     return h.hexdigest()
+
+
+_LOCAL_PREFIXES = ("-e", "--editable", ".", "/", "file:")
+_INCLUDE_PREFIXES = ("-r", "--requirement", "-c", "--constraint")
+
+
+def env_inputs(project, read: Callable[[str], bytes | None]) -> dict[str, bytes] | None:
+    """The committed files the environment stages read, by path in the project.
+
+    Follows ``-r``/``-c`` includes. None when a requirement installs a local
+    path (``-e .``): then the environment depends on the whole tree and is
+    built from it, cached per commit.
+    """
+    inputs: dict[str, bytes] = {}
+    pending = [project.env_file]
+    while pending:
+        rel = pending.pop()
+        if rel in inputs:
+            continue
+        data = read(rel)
+        if data is None:
+            raise UsageError(
+                f"{rel} is not in commit {project.commit[:7]}: the run uses the committed tree",
+                f"commit it: git add {rel} && git commit -m 'add {rel}'",
+            )
+        inputs[rel] = data
+        lines = data.decode(errors="replace").splitlines()
+        if rel == project.env_file and rel.startswith("environment."):
+            lines = project.pip_requirements
+        for line in (raw.split(" #")[0].strip() for raw in lines):
+            if line.startswith(_LOCAL_PREFIXES) or "@ file:" in line:
+                return None
+            for prefix in _INCLUDE_PREFIXES:
+                if line.startswith(prefix):
+                    target = line[len(prefix):].lstrip(" =")
+                    base = posixpath.dirname(rel)
+                    pending.append(posixpath.normpath(posixpath.join(base, target)))
+                    break
+    return inputs
 
 
 def _env_fingerprint() -> str:
@@ -117,16 +161,15 @@ def prepare(opts: RunOptions):
     ca = ca_bundle_from_env(opts.ca_bundle)
     storage = open_storage(opts.storage)
     storage.check_writable()
-    committed = {}
-    for rel in ("pipeline.yaml", project.env_file):
-        path = f"{project.subdir}/{rel}" if project.subdir else rel
-        data = git.show_file(project.repo_root, project.commit, path)
-        if data is None:
-            raise UsageError(
-                f"{rel} is not in commit {project.commit[:7]}: the run uses the committed tree",
-                f"commit it: git add {rel} && git commit -m 'add {rel}'",
-            )
-        committed[rel] = data
+    def read(rel: str) -> bytes | None:
+        return git.show_file(project.repo_root, project.commit, posixpath.join(project.subdir, rel))
+
+    if read("pipeline.yaml") is None:
+        raise UsageError(
+            f"pipeline.yaml is not in commit {project.commit[:7]}: the run uses the committed tree",
+            "commit it: git add pipeline.yaml && git commit -m 'add pipeline.yaml'",
+        )
+    committed = env_inputs(project, read)
     return report, project, secrets, ca, storage, committed
 
 
@@ -209,13 +252,22 @@ def _execute(ctx, opts, report, project, secrets, ca, storage, committed, redact
     deadline_timeout = opts.timeout
     try:
         image = executor.resolve_image(opts.image, note)
-        hash_ = env_hash(image.id, project.env_file, committed[project.env_file], _env_fingerprint())
+        if committed is None:
+            note("soopervisor: the requirements install local paths; the environment is cached per commit")
+            hash_ = env_hash(image.id, {"commit": run.commit.encode()}, _env_fingerprint())
+        else:
+            hash_ = env_hash(image.id, committed, _env_fingerprint())
         env_image = f"{ENV_IMAGE_REPO}:{hash_[:20]}"
         if executor.has_image(env_image):
             note(f"soopervisor: environment cache hit ({env_image}): skipping installation")
         else:
             note(f"soopervisor: environment cache miss: building {env_image} from {image.name}")
-            env_rel = f"workspace/{project.subdir}/{project.env_file}" if project.subdir else f"workspace/{project.env_file}"
+            if committed is None:
+                env_tree = git.archive(project.repo_root, run.commit, prefix="workspace/")
+            else:
+                env_tree = _tar(
+                    {posixpath.join("workspace", project.subdir, rel): data for rel, data in committed.items()}
+                )
             from .executors import ContainerSpec
 
             # Docker merges a committed container's environment into the image
@@ -223,7 +275,7 @@ def _execute(ctx, opts, report, project, secrets, ca, storage, committed, redact
             spec = ContainerSpec(
                 image=image.id,
                 command=["bash", "/soopervisor/run.sh", "env"],
-                archives=[_tar({"soopervisor/run.sh": script, env_rel: committed[project.env_file]})],
+                archives=[env_tree, _tar({"soopervisor/run.sh": script})],
                 timeout=deadline_timeout,
                 **{**common, "environment": {"PLOOMBER_STATS_ENABLED": "false"}, "name_ca": False},
             )
