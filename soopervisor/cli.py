@@ -261,9 +261,6 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
     except InvalidProject as e:
         click.echo(e.report.format(), err=True)
         sys.exit(e.exit_code)
@@ -272,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         if e.hint:
             click.echo(f"hint: {e.hint}", err=True)
         sys.exit(e.exit_code)
-    except (KeyboardInterrupt, Cancelled):
+    except (KeyboardInterrupt, Cancelled, click.exceptions.Abort):  # click turns Ctrl-C into Abort
         click.echo("\ninterrupted: the container was removed and the log kept", err=True)
         sys.exit(130)
     except Exception as e:  # a bug of ours: a short message here, the traceback in a file
