@@ -224,7 +224,7 @@ def _execute(ctx, opts, report, project, secrets, ca, storage, committed, redact
     from . import script as script_mod
     from .artifacts import safe_extract
 
-    run, log, store, executor = ctx.run, ctx.log, ctx.store, ctx.executor
+    run, log, executor = ctx.run, ctx.log, ctx.executor
     note = log.note
     for w in report.warnings:
         note(f"soopervisor: warning: {w.what}")
@@ -374,9 +374,14 @@ def _store_set(ctx: RunContext, storage, staging: Path, status, exit_code, error
         )
         storage.put_set(run.project, run.commit, set_dir)
     except SoopervisorError as e:
+        # nothing lost: the set stays on this machine, and the error says where
+        kept = config.data_dir() / "unsaved" / run.id
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(set_dir), kept)
         error = f"{error}; " if error else ""
         error += f"storing artifacts failed: {e.message}"
         status = "failed"
+        e.hint = f"the run's artifacts and log are kept in {kept}; {e.hint or ''}".rstrip("; ")
         raise
     finally:
         store.update(

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -199,11 +200,18 @@ def test_changed_requirements_rebuild_the_environment(tmp_path, engine, home):
     project = make_project(tmp_path)
     first = cli("run", str(project), check=0).stdout
     assert "environment cache" in first
-    write(project, {"requirements.txt": "six==1.16.0\n"})
+    # unique content, so the engine cannot hold this environment from an earlier test run
+    write(project, {"requirements.txt": f"# {uuid.uuid4()}\nsix==1.16.0\n"})
     commit_all(project, "add six")
     second = cli("run", str(project), check=0).stdout
-    assert "environment cache miss" in second
-    assert "six" in second
+    manifest = json.loads((stored_set(home, "proj", git(project, "rev-parse", "HEAD").strip()) / "manifest.json").read_text())
+    try:
+        assert "environment cache miss" in second
+        assert "six==1.16.0" in second
+        third = cli("run", str(project), check=0).stdout
+        assert "environment cache hit" in third
+    finally:
+        engine.images.remove(f"soopervisor-env:{manifest['env_hash'][:20]}", force=True)
 
 
 def test_engine_down_exit_3_with_hint(tmp_path, home):
@@ -254,3 +262,40 @@ def test_original_form_with_local_storage_path(tmp_path, engine, home):
     store = tmp_path / "elsewhere"
     cli(str(project), str(store), check=0)
     assert (store / "proj" / sha / "manifest.json").exists()
+
+
+def test_storage_failing_after_the_run_keeps_the_set_locally(tmp_path, engine, home, monkeypatch):
+    import soopervisor
+    from soopervisor.errors import StorageUnavailable
+    from soopervisor.storage.local import LocalStorage
+
+    def broken_put(self, project, commit, src):
+        raise StorageUnavailable("disk full", "free some space")
+
+    monkeypatch.setattr(LocalStorage, "put_set", broken_put)
+    project = make_project(tmp_path)
+    with pytest.raises(StorageUnavailable) as info:
+        soopervisor.run(project)
+    kept = next((home / "unsaved").iterdir())
+    assert str(kept) in info.value.hint
+    assert (kept / "output/data.csv").exists() and (kept / "manifest.json").exists()
+    run = soopervisor.list_runs()[0]
+    assert run.status == "failed" and "disk full" in run.error
+
+
+def test_api_run_in_the_background_streams_lines(tmp_path, engine, home):
+    import soopervisor
+
+    project = make_project(tmp_path, function_task("print('from the pipeline', flush=True)"))
+    lines: list[str] = []
+    run = soopervisor.run(project, wait=False, on_line=lines.append)
+    assert run.status == "running"
+    assert [r.id for r in soopervisor.list_runs()] == [run.id]
+    deadline = time.monotonic() + 400
+    while soopervisor.list_runs()[0].status == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert soopervisor.list_runs()[0].status == "succeeded"
+    assert any("from the pipeline" in line for line in lines)
+    assert all(line.endswith("\n") for line in lines)
+    arts = soopervisor.get_artifacts(run.commit[:7], project="proj")
+    assert arts.path("output/emitted.txt").read_text() == "done"
