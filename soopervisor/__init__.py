@@ -61,18 +61,18 @@ def run(
         path=path, sample=sample, storage=storage, image=image, secrets=tuple(secrets),
         ca_bundle=ca_bundle, timeout=timeout, cpus=cpus, memory=memory, on_line=on_line,
     )
-    ctx, go = start(opts)
+    lifecycle = start(opts)
     if wait:
-        return go()
+        return lifecycle.execute()
 
     def background() -> None:
         try:
-            go()
-        except Exception:
-            pass  # the run record and log already say what happened
+            lifecycle.execute()
+        except Exception:  # noqa: S110 - the run record and log already say what happened
+            pass
 
-    threading.Thread(target=background, name=f"soopervisor-run-{ctx.run.id}", daemon=True).start()
-    return ctx.run
+    threading.Thread(target=background, name=f"soopervisor-run-{lifecycle.run.id}", daemon=True).start()
+    return lifecycle.run
 
 
 def list_runs(project: str | None = None, limit: int | None = None) -> list[Run]:

@@ -15,8 +15,9 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, config, git
@@ -41,23 +42,6 @@ class RunOptions:
     cpus: float | None = None
     memory: str | None = None
     on_line: Callable[[str], None] | None = None
-
-
-@dataclass
-class RunContext:
-    """What one run holds while it goes; ``cancel()`` works from any thread."""
-
-    run: Run
-    log: LogStream
-    store: RunStore
-    executor: object | None = None
-    finished: threading.Event = field(default_factory=threading.Event)
-    cancel_requested: bool = False
-
-    def cancel(self) -> None:
-        self.cancel_requested = True
-        if self.executor is not None:
-            self.executor.cancel()
 
 
 def secret_values(names: Iterable[str]) -> dict[str, str]:
@@ -146,8 +130,28 @@ def _tar(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def prepare(opts: RunOptions):
-    """Validation and everything else that can fail before Docker is touched."""
+@dataclass
+class Prepared:
+    """Everything checked before Docker is touched."""
+
+    report: object  # project.Report
+    project: object  # project.Project
+    secrets: dict[str, str]
+    ca: Path | None
+    storage: object  # storage.Storage
+    env_inputs: dict[str, bytes] | None  # None: the environment needs the whole tree
+
+
+@dataclass
+class Outcome:
+    status: str = "failed"
+    exit_code: int | None = None
+    error: str | None = None
+
+
+def prepare(opts: RunOptions) -> Prepared:
+    """Validation and every other check that can fail before Docker is touched."""
+    from .executors.docker import ca_bundle_from_env
     from .project import inspect
     from .storage import open_storage
 
@@ -156,11 +160,10 @@ def prepare(opts: RunOptions):
         raise InvalidProject(report)
     project = report.project
     secrets = secret_values(opts.secrets)
-    from .executors.docker import ca_bundle_from_env
-
     ca = ca_bundle_from_env(opts.ca_bundle)
     storage = open_storage(opts.storage)
     storage.check_writable()
+
     def read(rel: str) -> bytes | None:
         return git.show_file(project.repo_root, project.commit, posixpath.join(project.subdir, rel))
 
@@ -169,226 +172,238 @@ def prepare(opts: RunOptions):
             f"pipeline.yaml is not in commit {project.commit[:7]}: the run uses the committed tree",
             "commit it: git add pipeline.yaml && git commit -m 'add pipeline.yaml'",
         )
-    committed = env_inputs(project, read)
-    return report, project, secrets, ca, storage, committed
+    return Prepared(report, project, secrets, ca, storage, env_inputs(project, read))
 
 
-def start(opts: RunOptions, store: RunStore | None = None) -> tuple[RunContext, Callable[[], Run]]:
-    """Check everything that can be checked, record the run, return (context, go).
+def start(opts: RunOptions, store: RunStore | None = None) -> "Lifecycle":
+    """Check everything that can be checked, record the run as running.
 
     Raises before recording anything when the project, secrets, storage or the
-    engine are not usable. ``go()`` executes the run and returns it finished.
+    engine are not usable. ``Lifecycle.execute()`` then does the run.
     """
     from .executors.docker import DockerExecutor
 
-    report, project, secrets, ca, storage, committed = prepare(opts)
+    prepared = prepare(opts)
     executor = DockerExecutor()  # EngineUnavailable here: nothing recorded, nothing to clean
-    store = store or RunStore()
-    redactor = Redactor(secrets.values())
-    run = Run(
-        project=project.name,
-        project_path=str(project.path),
-        commit=project.commit,
-        dirty=project.dirty,
-        mode="sample" if opts.sample else "full",
-        status="running",
-        started_at=now_iso(),
-        storage_url=storage.url,
-    )
-    log_path = config.logs_dir() / f"{run.id}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    run.log_path = str(log_path)
-    log_file = open(log_path, "w", encoding="utf-8", newline="")
+    return Lifecycle(opts, prepared, executor, store or RunStore())
 
-    def to_file(line: str) -> None:
-        log_file.write(line)
-        log_file.flush()  # readers (the sidebar, `tail -f`) follow it live
 
-    sinks = [to_file] + ([opts.on_line] if opts.on_line else [])
-    log = LogStream(redactor, sinks)
-    store.add(run)
-    ctx = RunContext(run=run, log=log, store=store, executor=executor)
+class Lifecycle:
+    """One run from recorded to stored. ``cancel()`` works from any thread."""
 
-    def go() -> Run:
+    def __init__(self, opts: RunOptions, prepared: Prepared, executor, store: RunStore) -> None:
+        self.opts, self.prepared, self.executor, self.store = opts, prepared, executor, store
+        project = prepared.project
+        self.redactor = Redactor(prepared.secrets.values())
+        self.run = Run(
+            project=project.name,
+            project_path=str(project.path),
+            commit=project.commit,
+            dirty=project.dirty,
+            mode="sample" if opts.sample else "full",
+            status="running",
+            started_at=now_iso(),
+            storage_url=prepared.storage.url,
+        )
+        log_path = config.logs_dir() / f"{self.run.id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.run.log_path = str(log_path)
+        self._log_file = open(log_path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in execute()
+        sinks = [self._to_file] + ([opts.on_line] if opts.on_line else [])
+        self.log = LogStream(self.redactor, sinks)
+        self.finished = threading.Event()
+        self.image = None
+        self.env_hash: str | None = None
+        self._deadline = time.monotonic() + opts.timeout if opts.timeout else None
+        store.add(self.run)
+
+    def _to_file(self, line: str) -> None:
+        self._log_file.write(line)
+        self._log_file.flush()  # readers (the sidebar, `tail -f`) follow it live
+
+    def cancel(self) -> None:
+        self.executor.cancel()
+
+    # -- the sequence ----------------------------------------------------------
+    def execute(self) -> Run:
+        """Environment, pipeline, storage; the record and log are right whatever happens."""
+        note = self.log.note
+        for w in self.prepared.report.warnings:
+            note(f"soopervisor: warning: {w.what}")
+        run = self.run
+        note(f"soopervisor: run {run.id} of {run.project} at {run.commit[:7]} ({run.mode})")
+        staging = Path(tempfile.mkdtemp(prefix=f"soopervisor-{run.id}-"))
+        outcome = Outcome()
         try:
-            _execute(ctx, opts, report, project, secrets, ca, storage, committed, redactor)
+            self.image = self.executor.resolve_image(self.opts.image, note)
+            env_image = self._ensure_environment(outcome)
+            if env_image:
+                self._run_pipeline(env_image, staging / "files", outcome)
+        except (KeyboardInterrupt, Cancelled):
+            outcome.status, outcome.error = "interrupted", "interrupted (Ctrl-C or SIGTERM); the container was removed"
+            raise
+        except SoopervisorError as e:
+            outcome.status, outcome.error = "failed", self.redactor.redact(str(e))
+            raise
+        except Exception as e:  # a bug of ours: keep the record honest, then let it surface
+            outcome.status = "failed"
+            outcome.error = self.redactor.redact(f"internal error: {type(e).__name__}: {e}")
+            raise
         finally:
-            log_file.close()
-            ctx.finished.set()
+            if outcome.error:
+                note(f"soopervisor: {outcome.error}")
+            note(f"soopervisor: run {run.id} {outcome.status}")
+            self.log.close()
+            self._log_file.close()
+            try:
+                self._store(staging / "files", outcome)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+                self.finished.set()
         return run
 
-    return ctx, go
-
-
-def _execute(ctx, opts, report, project, secrets, ca, storage, committed, redactor) -> None:
-    from . import script as script_mod
-    from .artifacts import safe_extract
-
-    run, log, executor = ctx.run, ctx.log, ctx.executor
-    note = log.note
-    for w in report.warnings:
-        note(f"soopervisor: warning: {w.what}")
-    note(f"soopervisor: run {run.id} of {run.project} at {run.commit[:7]} ({run.mode})")
-    script = script_mod.render(project, sample=opts.sample).encode()
-    workdir = f"/workspace/{project.subdir}" if project.subdir else "/workspace"
-    environment = {
-        **secrets,
-        "SOOPERVISOR_COMMIT": run.commit,
-        "SOOPERVISOR_DIRTY": "true" if run.dirty else "false",
-        "SOOPERVISOR_MODE": run.mode,
-        "SOOPERVISOR_RUN_ID": run.id,
-        "PLOOMBER_STATS_ENABLED": "false",
-    }
-    common = dict(
-        workdir=workdir,
-        environment=environment,
-        ca_bundle=ca,
-        cpus=opts.cpus,
-        memory=opts.memory,
-        labels={"soopervisor.run": run.id},
-    )
-    staging = Path(tempfile.mkdtemp(prefix=f"soopervisor-{run.id}-"))
-    status, exit_code, error, image, hash_ = "failed", None, None, None, None
-    deadline_timeout = opts.timeout
-    try:
-        image = executor.resolve_image(opts.image, note)
-        if committed is None:
-            note("soopervisor: the requirements install local paths; the environment is cached per commit")
-            hash_ = env_hash(image.id, {"commit": run.commit.encode()}, _env_fingerprint())
-        else:
-            hash_ = env_hash(image.id, committed, _env_fingerprint())
-        env_image = f"{ENV_IMAGE_REPO}:{hash_[:20]}"
-        if executor.has_image(env_image):
-            note(f"soopervisor: environment cache hit ({env_image}): skipping installation")
-        else:
-            note(f"soopervisor: environment cache miss: building {env_image} from {image.name}")
-            if committed is None:
-                env_tree = git.archive(project.repo_root, run.commit, prefix="workspace/")
-            else:
-                env_tree = _tar(
-                    {posixpath.join("workspace", project.subdir, rel): data for rel, data in committed.items()}
-                )
-            from .executors import ContainerSpec
-
-            # Docker merges a committed container's environment into the image
-            # config, so this container gets no secrets and no run facts.
-            spec = ContainerSpec(
-                image=image.id,
-                command=["bash", "/soopervisor/run.sh", "env"],
-                archives=[env_tree, _tar({"soopervisor/run.sh": script})],
-                timeout=deadline_timeout,
-                **{**common, "environment": {"PLOOMBER_STATS_ENABLED": "false"}, "name_ca": False},
-            )
-            labels = {"soopervisor.env-hash": hash_, "soopervisor.base-image": image.name, "soopervisor.run": ""}
-            result = executor.execute(
-                spec, log.write, after=lambda c: executor.commit(c, ENV_IMAGE_REPO, hash_[:20], image.env, labels)
-            )
-            if result.exit_code != 0 or result.timed_out or result.cancelled:
-                exit_code = result.exit_code
-                error = _why(result, opts.timeout, "environment set-up")
-                status = "cancelled" if result.cancelled else "failed"
-                return
+    def _spec(self, **kw):
         from .executors import ContainerSpec
 
-        spec = ContainerSpec(
-            image=env_image,
-            command=["bash", "/soopervisor/run.sh"],
-            archives=[
-                git.archive(project.repo_root, run.commit, prefix="workspace/"),
-                _tar({"soopervisor/run.sh": script}),
-            ],
-            timeout=deadline_timeout,
-            **common,
+        project, opts = self.prepared.project, self.opts
+        remaining = max(1.0, self._deadline - time.monotonic()) if self._deadline else None
+        base = dict(
+            workdir=posixpath.join("/workspace", project.subdir).rstrip("/"),
+            environment={
+                **self.prepared.secrets,
+                "SOOPERVISOR_COMMIT": self.run.commit,
+                "SOOPERVISOR_DIRTY": "true" if self.run.dirty else "false",
+                "SOOPERVISOR_MODE": self.run.mode,
+                "SOOPERVISOR_RUN_ID": self.run.id,
+                "PLOOMBER_STATS_ENABLED": "false",
+            },
+            ca_bundle=self.prepared.ca,
+            cpus=opts.cpus,
+            memory=opts.memory,
+            labels={"soopervisor.run": self.run.id},
+            timeout=remaining,
         )
-        collected = staging / "files"
+        return ContainerSpec(**{**base, **kw})
+
+    def _script(self) -> bytes:
+        from . import script
+
+        return _tar({"soopervisor/run.sh": script.render(self.prepared.project, sample=self.opts.sample).encode()})
+
+    def _ensure_environment(self, outcome: Outcome) -> str | None:
+        """The environment image's name, built when missing; None when building failed."""
+        project, inputs, note = self.prepared.project, self.prepared.env_inputs, self.log.note
+        if inputs is None:
+            note("soopervisor: the requirements install local paths; the environment is cached per commit")
+            self.env_hash = env_hash(self.image.id, {"commit": self.run.commit.encode()}, _env_fingerprint())
+        else:
+            self.env_hash = env_hash(self.image.id, inputs, _env_fingerprint())
+        tag = self.env_hash[:20]
+        env_image = f"{ENV_IMAGE_REPO}:{tag}"
+        if self.executor.has_image(env_image):
+            note(f"soopervisor: environment cache hit ({env_image}): skipping installation")
+            return env_image
+        note(f"soopervisor: environment cache miss: building {env_image} from {self.image.name}")
+        if inputs is None:
+            tree = git.archive(project.repo_root, self.run.commit, prefix="workspace/")
+        else:
+            tree = _tar({posixpath.join("workspace", project.subdir, rel): data for rel, data in inputs.items()})
+        # Docker merges a committed container's environment into the image
+        # config, so this container gets no secrets and no run facts.
+        spec = self._spec(
+            image=self.image.id,
+            command=["bash", "/soopervisor/run.sh", "env"],
+            archives=[tree, self._script()],
+            environment={"PLOOMBER_STATS_ENABLED": "false"},
+            name_ca=False,
+        )
+        labels = {"soopervisor.env-hash": self.env_hash, "soopervisor.base-image": self.image.name, "soopervisor.run": ""}
+        result = self.executor.execute(
+            spec,
+            self.log.write,
+            after=lambda c: self.executor.commit(c, ENV_IMAGE_REPO, tag, self.image.env, labels),
+        )
+        if result.exit_code == 0 and not (result.timed_out or result.cancelled):
+            return env_image
+        self._failed(outcome, result, "the environment set-up")
+        return None
+
+    def _run_pipeline(self, env_image: str, collected: Path, outcome: Outcome) -> None:
+        from .artifacts import safe_extract
+
         collected.mkdir()
 
         def collect(container) -> None:
             bits, _ = container.get_archive("/soopervisor/artifacts")
             safe_extract(bits, collected, strip="artifacts")
 
-        result = executor.execute(spec, log.write, after=collect)
-        exit_code = result.exit_code
+        spec = self._spec(
+            image=env_image,
+            command=["bash", "/soopervisor/run.sh"],
+            archives=[git.archive(self.prepared.project.repo_root, self.run.commit, prefix="workspace/"), self._script()],
+        )
+        result = self.executor.execute(spec, self.log.write, after=collect)
         if result.exit_code == 0 and not (result.timed_out or result.cancelled):
-            status = "succeeded"
+            outcome.status, outcome.exit_code = "succeeded", 0
         else:
-            status = "cancelled" if result.cancelled else "failed"
-            error = _why(result, opts.timeout, "the pipeline")
-    except (KeyboardInterrupt, Cancelled):
-        status, error = "interrupted", "interrupted (Ctrl-C or SIGTERM); the container was removed"
-        raise
-    except SoopervisorError as e:
-        status, error = "failed", redactor.redact(str(e))
-        raise
-    except Exception as e:  # a bug of ours: keep the record honest, then let it surface
-        status, error = "failed", redactor.redact(f"internal error: {type(e).__name__}: {e}")
-        raise
-    finally:
-        if error:
-            note(f"soopervisor: {error}")
-        note(f"soopervisor: run {run.id} {status}")
-        log.close()
-        _store_set(ctx, storage, staging, status, exit_code, error, image, hash_)
-        shutil.rmtree(staging, ignore_errors=True)
+            self._failed(outcome, result, "the pipeline")
 
+    def _failed(self, outcome: Outcome, result, what: str) -> None:
+        outcome.exit_code = result.exit_code
+        outcome.status = "cancelled" if result.cancelled else "failed"
+        if result.timed_out:
+            outcome.error = f"{what} timed out after {self.opts.timeout:g}s and was stopped"
+        elif result.cancelled:
+            outcome.error = f"{what} was cancelled"
+        else:
+            outcome.error = f"{what} failed with exit code {result.exit_code}"
 
-def _why(result, timeout, what: str) -> str:
-    if result.timed_out:
-        return f"{what} timed out after {timeout:g}s and was stopped"
-    if result.cancelled:
-        return f"{what} was cancelled"
-    return f"{what} failed with exit code {result.exit_code}"
+    def _store(self, set_dir: Path, outcome: Outcome) -> None:
+        """Log + collected files + manifest (last) into storage; then the run record."""
+        from .artifacts import write_manifest
 
-
-def _store_set(ctx: RunContext, storage, staging: Path, status, exit_code, error, image, hash_) -> None:
-    """Log + collected files + manifest (last) into storage; then the run record."""
-    from .artifacts import write_manifest
-
-    run, log, store = ctx.run, ctx.log, ctx.store
-    failed_task = log.failed_task if status != "succeeded" else None
-    if status != "succeeded" and not failed_task and log.failed_stage and log.failed_stage != "build pipeline":
-        failed_task = None
-    finished = now_iso()
-    set_dir = staging / "files"
-    set_dir.mkdir(exist_ok=True)
-    try:
-        shutil.copyfile(run.log_path, set_dir / LOG_NAME)
-        write_manifest(
-            set_dir,
-            project=run.project,
-            commit=run.commit,
-            dirty=run.dirty,
-            mode=run.mode,
-            status=status,
-            exit_code=exit_code,
-            started_at=run.started_at,
-            finished_at=finished,
-            image=image.name if image else None,
-            image_digest=image.digest if image else None,
-            env_hash=hash_,
-            soopervisor_version=__version__,
-            log=LOG_NAME,
-            run_id=run.id,
-            failed_task=failed_task,
-            error=error,
-        )
-        storage.put_set(run.project, run.commit, set_dir)
-    except SoopervisorError as e:
-        # nothing lost: the set stays on this machine, and the error says where
-        kept = config.data_dir() / "unsaved" / run.id
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(set_dir), kept)
-        error = f"{error}; " if error else ""
-        error += f"storing artifacts failed: {e.message}"
-        status = "failed"
-        e.hint = f"the run's artifacts and log are kept in {kept}; {e.hint or ''}".rstrip("; ")
-        raise
-    finally:
-        store.update(
-            run,
-            status=status,
-            exit_code=exit_code,
-            finished_at=finished,
-            failed_task=failed_task,
-            error=error,
-        )
+        run, image = self.run, self.image
+        failed_task = self.log.failed_task if outcome.status != "succeeded" else None
+        finished = now_iso()
+        set_dir.mkdir(exist_ok=True)
+        try:
+            shutil.copyfile(run.log_path, set_dir / LOG_NAME)
+            write_manifest(
+                set_dir,
+                project=run.project,
+                commit=run.commit,
+                dirty=run.dirty,
+                mode=run.mode,
+                status=outcome.status,
+                exit_code=outcome.exit_code,
+                started_at=run.started_at,
+                finished_at=finished,
+                image=image.name if image else None,
+                image_digest=image.digest if image else None,
+                env_hash=self.env_hash,
+                soopervisor_version=__version__,
+                log=LOG_NAME,
+                run_id=run.id,
+                failed_task=failed_task,
+                error=outcome.error,
+            )
+            self.prepared.storage.put_set(run.project, run.commit, set_dir)
+        except SoopervisorError as e:
+            # nothing lost: the set stays on this machine, and the error says where
+            kept = config.data_dir() / "unsaved" / run.id
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(set_dir), kept)
+            outcome.error = f"{outcome.error}; " if outcome.error else ""
+            outcome.error += f"storing artifacts failed: {e.message}"
+            outcome.status = "failed"
+            e.hint = f"the run's artifacts and log are kept in {kept}; {e.hint or ''}".rstrip("; ")
+            raise
+        finally:
+            self.store.update(
+                run,
+                status=outcome.status,
+                exit_code=outcome.exit_code,
+                finished_at=finished,
+                failed_task=failed_task,
+                error=outcome.error,
+            )
