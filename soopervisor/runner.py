@@ -7,6 +7,7 @@ container is gone, the redacted log is kept, and the run record says why.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -117,6 +118,27 @@ def _env_fingerprint() -> str:
     texts = [script_mod._read("runner.sh")]
     texts += [script_mod._read(stage.snippet) for stage in script_mod.STAGES if stage.env]
     return hashlib.sha256("\0".join(texts).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _build_lock(tag: str, note: Callable[[str], None]):
+    """One build of an environment at a time on this machine; the others then reuse it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, at worst a duplicate build
+        yield
+        return
+    path = Path(tempfile.gettempdir()) / f"soopervisor-env-{tag}.lock"
+    with open(path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            note("soopervisor: waiting for another run that is building the same environment")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _tar(files: dict[str, bytes]) -> bytes:
@@ -292,7 +314,7 @@ class Lifecycle:
 
     def _ensure_environment(self, outcome: Outcome) -> str | None:
         """The environment image's name, built when missing; None when building failed."""
-        project, inputs, note = self.prepared.project, self.prepared.env_inputs, self.log.note
+        inputs, note = self.prepared.env_inputs, self.log.note
         if inputs is None:
             note("soopervisor: the requirements install local paths; the environment is cached per commit")
             self.env_hash = env_hash(self.image.id, {"commit": self.run.commit.encode()}, _env_fingerprint())
@@ -303,6 +325,14 @@ class Lifecycle:
         if self.executor.has_image(env_image):
             note(f"soopervisor: environment cache hit ({env_image}): skipping installation")
             return env_image
+        with _build_lock(tag, note):
+            if self.executor.has_image(env_image):  # another run built it while we waited
+                note(f"soopervisor: environment cache hit ({env_image}): built by a concurrent run")
+                return env_image
+            return self._build_environment(env_image, tag, outcome)
+
+    def _build_environment(self, env_image: str, tag: str, outcome: Outcome) -> str | None:
+        project, inputs, note = self.prepared.project, self.prepared.env_inputs, self.log.note
         note(f"soopervisor: environment cache miss: building {env_image} from {self.image.name}")
         if inputs is None:
             tree = git.archive(project.repo_root, self.run.commit, prefix="workspace/")

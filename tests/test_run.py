@@ -297,3 +297,22 @@ def test_api_run_in_the_background_streams_lines(tmp_path, engine, home):
     assert all(line.endswith("\n") for line in lines)
     arts = soopervisor.get_artifacts(run.commit[:7], project="proj")
     assert arts.path("output/emitted.txt").read_text() == "done"
+
+
+def test_concurrent_cold_runs_build_the_environment_once(tmp_path, engine, home):
+    project = make_project(tmp_path)
+    write(project, {"requirements.txt": f"# {uuid.uuid4()}\n"})  # an environment no engine holds yet
+    commit_all(project, "unique environment")
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "soopervisor", "run", str(project)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    manifest = json.loads((stored_set(home, "proj", git(project, "rev-parse", "HEAD").strip()) / "manifest.json").read_text())
+    try:
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        assert sum("environment cache miss" in out for out in outputs) == 1
+        assert sum("built by a concurrent run" in out for out in outputs) == 1
+    finally:
+        engine.images.remove(f"soopervisor-env:{manifest['env_hash'][:20]}", force=True)
