@@ -129,3 +129,24 @@ def test_cancel_from_another_thread(docker_client, base_image, label):
     result = executor.execute(spec, on_output)
     assert result.cancelled and result.exit_code != 0
     assert no_containers_left(docker_client, label)
+
+
+def test_default_image_falls_back_to_the_offline_image(docker_client, base_image, monkeypatch):
+    from soopervisor import config
+
+    monkeypatch.delenv("SOOPERVISOR_IMAGE", raising=False)
+    monkeypatch.setattr(config, "DEFAULT_IMAGE", "soopervisor-test/unpullable:none")
+    monkeypatch.setattr(config, "OFFLINE_IMAGE", base_image)
+    notes: list[str] = []
+    info = DockerExecutor().resolve_image(None, notes.append)
+    assert info.name == base_image
+    assert any("cannot pull soopervisor-test/unpullable:none" in n and base_image in n for n in notes)
+
+
+def test_an_explicit_image_never_falls_back(docker_client, base_image, monkeypatch):
+    from soopervisor import config
+    from soopervisor.errors import UsageError
+
+    monkeypatch.setattr(config, "OFFLINE_IMAGE", base_image)
+    with pytest.raises(UsageError, match="soopervisor-test/unpullable:none"):
+        DockerExecutor().resolve_image("soopervisor-test/unpullable:none", lambda n: None)

@@ -316,3 +316,14 @@ def test_concurrent_cold_runs_build_the_environment_once(tmp_path, engine, home)
         assert sum("built by a concurrent run" in out for out in outputs) == 1
     finally:
         engine.images.remove(f"soopervisor-env:{manifest['env_hash'][:20]}", force=True)
+
+
+def test_products_declared_outside_output_are_stored(tmp_path, engine, home):
+    files = function_task("print('writing products', flush=True)")
+    files["pipeline.yaml"] = files["pipeline.yaml"].replace("output/emitted.txt", "products/emitted.txt")
+    project = make_project(tmp_path, files)
+    sha = git(project, "rev-parse", "HEAD").strip()
+    cli("run", str(project), check=0)
+    manifest = json.loads((stored_set(home, "proj", sha) / "manifest.json").read_text())
+    assert "products/emitted.txt" in {f["path"] for f in manifest["files"]}
+    assert (stored_set(home, "proj", sha) / "products/emitted.txt").read_text() == "done"

@@ -90,7 +90,7 @@ class DockerExecutor:
             raise EngineUnavailable(f"the Docker engine failed: {_reason(e)}", ENGINE_HINT) from None
         note(f"soopervisor: pulling image {name}")
         try:
-            repo, _, tag = name.rpartition(":") if ":" in name.split("/")[-1] else (name, "", "latest")
+            repo, tag = docker.utils.parse_repository_tag(name)  # handles registry ports and digests
             self.client.images.pull(repo, tag=tag or "latest")
             return self._image_info(name)
         except docker.errors.APIError as e:
