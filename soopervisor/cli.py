@@ -151,15 +151,15 @@ def _run(path: str, quiet: bool, **opts) -> None:
         click.echo(line, nl=False)
 
     result = soopervisor.run(path, on_line=None if quiet else echo, **opts)
-    where = f"{result.storage_url}  ({result.project} @ {result.short_commit})"
+    where = f"{result.storage_url.rstrip('/')}/{result.project}/{result.commit}"
     if result.ok:
         click.secho(f"✓ run {result.id} succeeded in {result.duration:.0f}s; artifacts: {where}", fg="green")
         return
-    _report_failure(result, where, quiet)
+    _report_failure(result, where)
     sys.exit(1)
 
 
-def _report_failure(result, where: str, quiet: bool) -> None:
+def _report_failure(result, where: str) -> None:
     lines = Path(result.log_path).read_text(encoding="utf-8", errors="replace").splitlines()
     tail = lines[-20:]
     click.echo("", err=True)
@@ -168,7 +168,7 @@ def _report_failure(result, where: str, quiet: bool) -> None:
         click.echo(line, err=True)
     task = f" at task '{result.failed_task}'" if result.failed_task else ""
     click.secho(f"✗ run {result.id} {result.status}{task}: {result.error}", fg="red", err=True)
-    click.echo(f"  full log: {result.log_path}; stored with the artifacts: {where}", err=True)
+    click.echo(f"  full log: {result.log_path}; stored with the artifacts in {where}", err=True)
 
 
 # -- artifacts ---------------------------------------------------------------
