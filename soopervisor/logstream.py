@@ -21,12 +21,10 @@ MAX_LINE = 64 * 1024
 
 STAGE_START = "==> soopervisor: "
 STAGE_FAILED = re.compile(r"^!!! soopervisor: (?P<stage>.+) failed with exit code (?P<code>\d+)")
-# ploomber names the task that broke the build in these forms (0.23)
-_FAILED_TASK = [
-    re.compile(r"""Error (?:when )?(?:executing|building) task ['"](?P<task>[^'"]+)['"]"""),
-    re.compile(r"""task ['"](?P<task>[^'"]+)['"] \(.*\) failed""", re.IGNORECASE),
-    re.compile(r"""^-+ Task ['"]?(?P<task>[^'"\s]+)['"]? failed""", re.IGNORECASE),
-]
+# how ploomber 0.23 names the task that broke the build:
+#   TaskBuildError: Error when executing task 'clean'. ...
+#   TaskBuildError: Error building task "clean"
+_FAILED_TASK = re.compile(r"""Error (?:when executing|building) task ['"](?P<task>[^'"]+)['"]""")
 
 
 class LogStream:
@@ -91,8 +89,6 @@ class LogStream:
             self.failed_stage = m.group("stage")
             return
         if self.failed_task is None:
-            for pattern in _FAILED_TASK:
-                m = pattern.search(line)
-                if m:
-                    self.failed_task = m.group("task")
-                    return
+            m = _FAILED_TASK.search(line)
+            if m:
+                self.failed_task = m.group("task")

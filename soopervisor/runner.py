@@ -23,9 +23,11 @@ from pathlib import Path
 
 from . import __version__, config, git
 from .errors import Cancelled, InvalidProject, SoopervisorError, UsageError
+from .executors import Executor
 from .logstream import LogStream
 from .redact import Redactor
 from .runs import Run, RunStore, now_iso
+from .script import env_fingerprint
 
 ENV_IMAGE_REPO = "soopervisor-env"
 LOG_NAME = "soopervisor.log"
@@ -96,9 +98,8 @@ def env_inputs(project, read: Callable[[str], bytes | None]) -> dict[str, bytes]
                 f"commit it: git add {rel} && git commit -m 'add {rel}'",
             )
         inputs[rel] = data
-        lines = data.decode(errors="replace").splitlines()
-        if rel == project.env_file and rel.startswith("environment."):
-            lines = project.pip_requirements
+        # the spec itself is already parsed (comments gone, pip: section of environment.yml)
+        lines = project.pip_requirements if rel == project.env_file else data.decode(errors="replace").splitlines()
         for line in (raw.split(" #")[0].strip() for raw in lines):
             if line.startswith(_LOCAL_PREFIXES) or "@ file:" in line:
                 return None
@@ -109,15 +110,6 @@ def env_inputs(project, read: Callable[[str], bytes | None]) -> dict[str, bytes]
                     pending.append(posixpath.normpath(posixpath.join(base, target)))
                     break
     return inputs
-
-
-def _env_fingerprint() -> str:
-    """Changes when the environment stages change, so old cached images are not reused."""
-    from . import script as script_mod
-
-    texts = [script_mod._read("runner.sh")]
-    texts += [script_mod._read(stage.snippet) for stage in script_mod.STAGES if stage.env]
-    return hashlib.sha256("\0".join(texts).encode()).hexdigest()
 
 
 @contextlib.contextmanager
@@ -189,11 +181,8 @@ def prepare(opts: RunOptions) -> Prepared:
     def read(rel: str) -> bytes | None:
         return git.show_file(project.repo_root, project.commit, posixpath.join(project.subdir, rel))
 
-    if read("pipeline.yaml") is None:
-        raise UsageError(
-            f"pipeline.yaml is not in commit {project.commit[:7]}: the run uses the committed tree",
-            "commit it: git add pipeline.yaml && git commit -m 'add pipeline.yaml'",
-        )
+    # validation already refused uncommitted pipeline.yaml and environment
+    # files; what it cannot see are the files those include (-r base.txt)
     return Prepared(report, project, secrets, ca, storage, env_inputs(project, read))
 
 
@@ -213,7 +202,7 @@ def start(opts: RunOptions, store: RunStore | None = None) -> "Lifecycle":
 class Lifecycle:
     """One run from recorded to stored. ``cancel()`` works from any thread."""
 
-    def __init__(self, opts: RunOptions, prepared: Prepared, executor, store: RunStore) -> None:
+    def __init__(self, opts: RunOptions, prepared: Prepared, executor: Executor, store: RunStore) -> None:
         self.opts, self.prepared, self.executor, self.store = opts, prepared, executor, store
         project = prepared.project
         self.redactor = Redactor(prepared.secrets.values())
@@ -317,9 +306,9 @@ class Lifecycle:
         inputs, note = self.prepared.env_inputs, self.log.note
         if inputs is None:
             note("soopervisor: the requirements install local paths; the environment is cached per commit")
-            self.env_hash = env_hash(self.image.id, {"commit": self.run.commit.encode()}, _env_fingerprint())
+            self.env_hash = env_hash(self.image.id, {"commit": self.run.commit.encode()}, env_fingerprint())
         else:
-            self.env_hash = env_hash(self.image.id, inputs, _env_fingerprint())
+            self.env_hash = env_hash(self.image.id, inputs, env_fingerprint())
         tag = self.env_hash[:20]
         env_image = f"{ENV_IMAGE_REPO}:{tag}"
         if self.executor.has_image(env_image):
@@ -386,7 +375,8 @@ class Lifecycle:
         elif result.cancelled:
             outcome.error = f"{what} was cancelled"
         else:
-            outcome.error = f"{what} failed with exit code {result.exit_code}"
+            stage = f" in stage '{self.log.failed_stage}'" if self.log.failed_stage else ""
+            outcome.error = f"{what} failed with exit code {result.exit_code}{stage}"
 
     def _store(self, set_dir: Path, outcome: Outcome) -> None:
         """Log + collected files + manifest (last) into storage; then the run record."""

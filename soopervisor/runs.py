@@ -17,7 +17,6 @@ from typing import Any
 from . import config
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
 
 
 def now_iso() -> str:
@@ -110,6 +109,8 @@ class RunStore:
         unknown = set(changes) - set(_COLUMNS)
         if unknown:
             raise ValueError(f"unknown run fields: {sorted(unknown)}")
+        if changes.get("status", "running") not in STATUSES:
+            raise ValueError(f"unknown run status {changes['status']!r}; one of {STATUSES}")
         for k, v in changes.items():
             setattr(run, k, v)
         with self._connect() as db:

@@ -88,6 +88,18 @@ def _heredoc(function: str, lines: list[str], comment: str) -> str:
     )
 
 
+def env_fingerprint() -> str:
+    """Changes whenever the text the environment stages run changes.
+
+    Part of the environment cache key, so an image built by older stages is
+    never reused after they change.
+    """
+    import hashlib
+
+    texts = [_read("runner.sh")] + [_read(s.snippet) for s in STAGES if s.env]
+    return hashlib.sha256("\0".join(texts).encode()).hexdigest()
+
+
 def _version() -> str:
     try:
         from soopervisor import __version__
