@@ -371,44 +371,8 @@ def inspect(path: str | os.PathLike = ".") -> Report:
 
     key_files: list[str] = []  # files the run needs, checked against HEAD below
 
-    # -- env.yaml (read first: its values fill placeholders in products) ----
-    env: dict = {}
-    env_yaml = folder / "env.yaml"
-    if env_yaml.is_file():
-        key_files.append("env.yaml")
-        data = _read_yaml(
-            env_yaml, "env.yaml", "env-yaml-unparsable",
-            f"fix the YAML syntax of env.yaml; it must be a mapping such as 'sample: false' ({DOCS_ENV})",
-            problems,
-        )
-        if data is not _BAD:
-            if data is None:
-                data = {}
-            if not isinstance(data, dict):
-                problems.append(Problem(
-                    f"env.yaml must be a mapping of names to values, not a {type(data).__name__}",
-                    "env.yaml", "write env.yaml as 'key: value' lines, e.g. 'sample: false'",
-                    ERROR, "env-yaml-invalid",
-                ))
-            else:
-                env = data
-                project.declares_sample = "sample" in data
-                if not project.declares_sample:
-                    problems.append(Problem(
-                        "env.yaml has no 'sample' key: sample runs cannot be told apart from full runs",
-                        "env.yaml",
-                        "add 'sample: false' to env.yaml and use {{sample}} in the pipeline "
-                        f"(e.g. to read fewer rows); see {DOCS_ENV}",
-                        WARNING, "no-sample-key",
-                    ))
-    else:
-        problems.append(Problem(
-            "there is no env.yaml: the sample flag cannot be passed to the pipeline",
-            "env.yaml",
-            "create env.yaml with 'sample: false' and use {{sample}} in the pipeline "
-            f"(e.g. to read fewer rows); see {DOCS_ENV}",
-            WARNING, "no-sample-key",
-        ))
+    # env.yaml first: its values fill placeholders in products
+    env = _inspect_env_yaml(folder, project, problems, key_files)
 
     # -- pipeline.yaml ----------------------------------------------------
     pipeline = folder / "pipeline.yaml"
@@ -439,60 +403,7 @@ def inspect(path: str | os.PathLike = ".") -> Report:
             _check_pipeline(data, folder, env, problems, collect, key_files)
     project.collect_paths = sorted(collect)
 
-    # -- environment spec --------------------------------------------------
-    env_spec = next(
-        (n for n in ("environment.yml", "environment.yaml") if (folder / n).is_file()), None
-    )
-    if env_spec is not None:
-        project.env_file = env_spec
-        key_files.append(env_spec)
-        data = _read_yaml(
-            folder / env_spec, env_spec, "env-spec-unparsable",
-            f"fix the YAML syntax of {env_spec} (conda environment file: 'dependencies:' list)",
-            problems,
-        )
-        if data is not _BAD:
-            deps = data.get("dependencies") if isinstance(data, dict) else None
-            if not isinstance(deps, list):
-                problems.append(Problem(
-                    f"{env_spec} has no 'dependencies' list", env_spec,
-                    f"add a 'dependencies:' list to {env_spec}, e.g. '- python=3.11', '- pip', "
-                    "'- pip: [pandas]'",
-                    ERROR, "env-spec-no-dependencies",
-                ))
-            else:
-                for dep in deps:
-                    if isinstance(dep, dict) and "pip" in dep:
-                        pip = dep["pip"] or []
-                        if isinstance(pip, list):
-                            project.pip_requirements += [str(r) for r in pip if r is not None]
-                    elif isinstance(dep, (str, int, float)):
-                        dep = str(dep)
-                        if _dep_name(dep) not in ("python", "pip"):
-                            project.conda_only.append(dep)
-    elif (folder / "requirements.txt").is_file():
-        project.env_file = "requirements.txt"
-        key_files.append("requirements.txt")
-        try:
-            text = (folder / "requirements.txt").read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            problems.append(Problem(
-                f"requirements.txt cannot be read: {e}", "requirements.txt",
-                "save requirements.txt as UTF-8 text, one requirement a line", ERROR,
-                "env-spec-unparsable",
-            ))
-        else:
-            for line in text.splitlines():
-                s = line.strip()
-                if s and not s.startswith("#"):
-                    project.pip_requirements.append(s)
-    else:
-        problems.append(Problem(
-            "there is no environment spec (environment.yml or requirements.txt)", where_folder,
-            "add requirements.txt listing the packages the pipeline imports (one a line), "
-            "or a conda environment.yml",
-            ERROR, "no-env-spec",
-        ))
+    _inspect_env_spec(folder, project, problems, key_files)
 
     for n in ("setup.py", "pyproject.toml"):
         if (folder / n).is_file():
@@ -525,6 +436,102 @@ def inspect(path: str | os.PathLike = ".") -> Report:
                 WARNING, "uncommitted-changes",
             ))
     return Report(project, problems)
+
+
+def _inspect_env_yaml(folder: Path, project: Project, problems: list[Problem], key_files: list[str]) -> dict:
+    """env.yaml's values (for product placeholders); sets ``project.declares_sample``."""
+    env: dict = {}
+    env_yaml = folder / "env.yaml"
+    if env_yaml.is_file():
+        key_files.append("env.yaml")
+        data = _read_yaml(
+            env_yaml, "env.yaml", "env-yaml-unparsable",
+            f"fix the YAML syntax of env.yaml; it must be a mapping such as 'sample: false' ({DOCS_ENV})",
+            problems,
+        )
+        if data is _BAD:
+            return env
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            problems.append(Problem(
+                f"env.yaml must be a mapping of names to values, not a {type(data).__name__}",
+                "env.yaml", "write env.yaml as 'key: value' lines, e.g. 'sample: false'",
+                ERROR, "env-yaml-invalid",
+            ))
+            return env
+        env = data
+        project.declares_sample = "sample" in data
+    if not project.declares_sample:
+        what = (
+            "env.yaml has no 'sample' key: sample runs cannot be told apart from full runs"
+            if env_yaml.is_file()
+            else "there is no env.yaml: the sample flag cannot be passed to the pipeline"
+        )
+        problems.append(Problem(
+            what, "env.yaml",
+            "add 'sample: false' to env.yaml and use {{sample}} in the pipeline "
+            f"(e.g. to read fewer rows); see {DOCS_ENV}",
+            WARNING, "no-sample-key",
+        ))
+    return env
+
+
+def _inspect_env_spec(folder: Path, project: Project, problems: list[Problem], key_files: list[str]) -> None:
+    """environment.yml, else requirements.txt: sets env_file, pip_requirements, conda_only."""
+    env_spec = next(
+        (n for n in ("environment.yml", "environment.yaml") if (folder / n).is_file()), None
+    )
+    if env_spec is not None:
+        project.env_file = env_spec
+        key_files.append(env_spec)
+        data = _read_yaml(
+            folder / env_spec, env_spec, "env-spec-unparsable",
+            f"fix the YAML syntax of {env_spec} (conda environment file: 'dependencies:' list)",
+            problems,
+        )
+        if data is _BAD:
+            return
+        deps = data.get("dependencies") if isinstance(data, dict) else None
+        if not isinstance(deps, list):
+            problems.append(Problem(
+                f"{env_spec} has no 'dependencies' list", env_spec,
+                f"add a 'dependencies:' list to {env_spec}, e.g. '- python=3.11', '- pip', "
+                "'- pip: [pandas]'",
+                ERROR, "env-spec-no-dependencies",
+            ))
+            return
+        for dep in deps:
+            if isinstance(dep, dict) and "pip" in dep:
+                pip = dep["pip"] or []
+                if isinstance(pip, list):
+                    project.pip_requirements += [str(r) for r in pip if r is not None]
+            elif isinstance(dep, (str, int, float)):
+                dep = str(dep)
+                if _dep_name(dep) not in ("python", "pip"):
+                    project.conda_only.append(dep)
+    elif (folder / "requirements.txt").is_file():
+        project.env_file = "requirements.txt"
+        key_files.append("requirements.txt")
+        try:
+            text = (folder / "requirements.txt").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(Problem(
+                f"requirements.txt cannot be read: {e}", "requirements.txt",
+                "save requirements.txt as UTF-8 text, one requirement a line", ERROR,
+                "env-spec-unparsable",
+            ))
+            return
+        for line in text.splitlines():
+            s = line.strip()
+            if s and not s.startswith("#"):
+                project.pip_requirements.append(s)
+    else:
+        problems.append(Problem(
+            "there is no environment spec (environment.yml or requirements.txt)", str(folder),
+            "add requirements.txt listing the packages the pipeline imports (one a line), "
+            "or a conda environment.yml",
+            ERROR, "no-env-spec",
+        ))
 
 
 def _shell_word(s: str) -> str:
