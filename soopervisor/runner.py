@@ -24,6 +24,7 @@ from pathlib import Path
 from . import __version__, config, git
 from .errors import Cancelled, InvalidProject, SoopervisorError, UsageError
 from .executors import Executor
+from .live import cancel_marker
 from .logstream import LogStream
 from .redact import Redactor
 from .runs import Run, RunStore, now_iso
@@ -235,6 +236,11 @@ class Lifecycle:
     def cancel(self) -> None:
         self.executor.cancel()
 
+    def _honour_stop_requests(self) -> None:
+        """Another process asked to stop this run (soopervisor.stop_run): start no more containers."""
+        if cancel_marker(self.run.id).exists():
+            self.cancel()
+
     # -- the sequence ----------------------------------------------------------
     def execute(self) -> Run:
         """Environment, pipeline, storage; the record and log are right whatever happens."""
@@ -337,11 +343,16 @@ class Lifecycle:
             name_ca=False,
         )
         labels = {"soopervisor.env-hash": self.env_hash, "soopervisor.base-image": self.image.name, "soopervisor.run": ""}
-        result = self.executor.execute(
-            spec,
-            self.log.write,
-            after=lambda c: self.executor.commit(c, ENV_IMAGE_REPO, tag, self.image.env, labels),
-        )
+
+        def keep(container) -> None:
+            # only a finished, successful build becomes the cache: a broken
+            # environment must never be reused by the next run
+            self._honour_stop_requests()
+            if container.wait().get("StatusCode") == 0 and not cancel_marker(self.run.id).exists():
+                self.executor.commit(container, ENV_IMAGE_REPO, tag, self.image.env, labels)
+
+        self._honour_stop_requests()
+        result = self.executor.execute(spec, self.log.write, after=keep)
         if result.exit_code == 0 and not (result.timed_out or result.cancelled):
             return env_image
         self._failed(outcome, result, "the environment set-up")
@@ -353,6 +364,9 @@ class Lifecycle:
         collected.mkdir()
 
         def collect(container) -> None:
+            self._honour_stop_requests()
+            if cancel_marker(self.run.id).exists():
+                return  # killed by stop_run from another process: nothing to collect
             bits, _ = container.get_archive("/soopervisor/artifacts")
             safe_extract(bits, collected, strip="artifacts")
 
@@ -361,6 +375,7 @@ class Lifecycle:
             command=["bash", "/soopervisor/run.sh"],
             archives=[git.archive(self.prepared.project.repo_root, self.run.commit, prefix="workspace/"), self._script()],
         )
+        self._honour_stop_requests()
         result = self.executor.execute(spec, self.log.write, after=collect)
         if result.exit_code == 0 and not (result.timed_out or result.cancelled):
             outcome.status, outcome.exit_code = "succeeded", 0
@@ -369,10 +384,12 @@ class Lifecycle:
 
     def _failed(self, outcome: Outcome, result, what: str) -> None:
         outcome.exit_code = result.exit_code
-        outcome.status = "cancelled" if result.cancelled else "failed"
+        # a container removed from outside by stop_run was a cancel, not a failure
+        cancelled = result.cancelled or cancel_marker(self.run.id).exists()
+        outcome.status = "cancelled" if cancelled else "failed"
         if result.timed_out:
             outcome.error = f"{what} timed out after {self.opts.timeout:g}s and was stopped"
-        elif result.cancelled:
+        elif cancelled:
             outcome.error = f"{what} was cancelled"
         else:
             stage = f" in stage '{self.log.failed_stage}'" if self.log.failed_stage else ""

@@ -327,3 +327,14 @@ def test_products_declared_outside_output_are_stored(tmp_path, engine, home):
     manifest = json.loads((stored_set(home, "proj", sha) / "manifest.json").read_text())
     assert "products/emitted.txt" in {f["path"] for f in manifest["files"]}
     assert (stored_set(home, "proj", sha) / "products/emitted.txt").read_text() == "done"
+
+
+def test_failed_environment_build_is_never_cached(tmp_path, engine, home):
+    requirements = f"# {uuid.uuid4()}\nno-such-package-soopervisor-test==0.0.1\n"
+    project = make_project(tmp_path, {**VALID, "requirements.txt": requirements})
+    cli("run", str(project), check=1)
+    manifest = json.loads((stored_set(home, "proj", git(project, "rev-parse", "HEAD").strip()) / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert not engine.images.list(name=f"soopervisor-env:{manifest['env_hash'][:20]}")
+    again = cli("run", str(project), check=1).stdout
+    assert "environment cache miss" in again
