@@ -11,7 +11,6 @@ docker-py.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .project import Report
     from .runs import Run
 
-__all__ = ["__version__", "get_artifacts", "list_runs", "run", "validate"]
+__all__ = ["__version__", "get_artifacts", "get_run", "list_runs", "run", "stop_run", "validate"]
 
 
 def validate(path: str | os.PathLike = ".") -> Report:
@@ -61,18 +60,25 @@ def run(
         path=path, sample=sample, storage=storage, image=image, secrets=tuple(secrets),
         ca_bundle=ca_bundle, timeout=timeout, cpus=cpus, memory=memory, on_line=on_line,
     )
-    lifecycle = start(opts)
     if wait:
-        return lifecycle.execute()
+        return start(opts).execute()
+    from .live import start_background
 
-    def background() -> None:
-        try:
-            lifecycle.execute()
-        except Exception:  # noqa: S110 - the run record and log already say what happened
-            pass
+    return start_background(opts)
 
-    threading.Thread(target=background, name=f"soopervisor-run-{lifecycle.run.id}", daemon=True).start()
-    return lifecycle.run
+
+def get_run(run_id: str) -> Run:
+    """One run from the shared store; ``RunNotFound`` when the id is unknown."""
+    from .live import get_run as _get
+
+    return _get(run_id)
+
+
+def stop_run(run_id: str, wait: float = 30.0) -> Run:
+    """Cancel a running run and remove its container, whichever process started it."""
+    from .live import stop_run as _stop
+
+    return _stop(run_id, wait)
 
 
 def list_runs(project: str | None = None, limit: int | None = None) -> list[Run]:
@@ -87,3 +93,10 @@ def get_artifacts(commit: str = "latest", project: str | None = None, storage: s
     from .artifacts import get_artifacts as _get
 
     return _get(commit, project=project, storage=storage)
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext soopervisor``: registers the ``%soopervisor`` magic."""
+    from soopervisor_jupyter.magics import load_ipython_extension as load
+
+    load(ipython)

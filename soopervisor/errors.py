@@ -65,3 +65,9 @@ class StorageUnavailable(SoopervisorError):
 
 class Cancelled(BaseException):
     """SIGTERM, raised in the main thread; like Ctrl-C it must not be swallowed."""
+
+
+class RunNotFound(SoopervisorError):
+    """No run with that id in the run store."""
+
+    exit_code = 2
