@@ -251,6 +251,22 @@ def runs_cmd(project: str | None, limit: int, as_json: bool) -> None:
         )
 
 
+@cli.command("stop")
+@click.argument("run_id")
+def stop_cmd(run_id: str) -> None:
+    """Stop a running run (started here, in a notebook or in JupyterLab) and remove its container.
+
+    \b
+    Example:
+      soopervisor runs            # the RUN column has the ids
+      soopervisor stop 3f2a9c1b7d0e
+    """
+    from . import stop_run
+
+    run = stop_run(run_id)
+    click.echo(f"run {run.id} {run.status}")
+
+
 # -- entry point ---------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: known errors become a message, a hint and an exit code."""

@@ -11,6 +11,7 @@ import soopervisor
 from soopervisor.errors import RunNotFound
 from soopervisor.live import LogTail
 
+from .conftest import cli
 from .projects import function_task, make_project
 
 SLEEPER = function_task("print('SLEEPING', flush=True)\nimport time\ntime.sleep(600)")
@@ -95,3 +96,8 @@ def test_stop_a_run_started_by_another_process(tmp_path, engine):
     assert proc.returncode != 0
     assert soopervisor.get_run(run.id).status == "cancelled"
     assert not engine.containers.list(all=True, filters={"label": f"soopervisor.run={run.id}"})
+
+
+def test_cli_stop_unknown_run_exit_2_with_hint():
+    proc = cli("stop", "nope", check=2)
+    assert "no run with id 'nope'" in proc.stderr and "Traceback" not in proc.stderr
