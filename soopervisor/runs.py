@@ -58,7 +58,9 @@ class Run:
         return (end - start).total_seconds()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # every field is a plain value: a shallow copy (asdict deep-copies, and
+        # the runs list of the sidebar serialises thousands of these)
+        return {name: getattr(self, name) for name in _COLUMNS}
 
     def __repr__(self) -> str:
         return f"<Run {self.id} {self.project}@{self.short_commit} {self.mode} {self.status}>"
@@ -76,6 +78,9 @@ CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 """
 
 
+_READY: set[Path] = set()
+
+
 class RunStore:
     """Runs in one SQLite file (``config.runs_db()`` by default).
 
@@ -85,10 +90,13 @@ class RunStore:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else config.runs_db()
+        if self.path in _READY and self.path.exists():
+            return  # WAL and schema are properties of the file: set once per process
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+        _READY.add(self.path)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
