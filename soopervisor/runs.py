@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,20 @@ class Run:
         start = datetime.fromisoformat(self.started_at.replace("Z", "+00:00"))
         end = datetime.fromisoformat(self.finished_at.replace("Z", "+00:00"))
         return (end - start).total_seconds()
+
+    def wait(self, timeout: float | None = None, poll: float = 0.2) -> Run:
+        """Block until the run has finished, whichever process runs it; returns this Run, refreshed."""
+        store = RunStore()
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        while self.status in ("queued", "running"):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {self.id} is still {self.status} after {timeout:g}s")
+            time.sleep(poll)
+            fresh = store.get(self.id)
+            if fresh is not None:
+                for name in _COLUMNS:
+                    setattr(self, name, getattr(fresh, name))
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         # every field is a plain value: a shallow copy (asdict deep-copies, and

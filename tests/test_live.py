@@ -101,3 +101,17 @@ def test_stop_a_run_started_by_another_process(tmp_path, engine):
 def test_cli_stop_unknown_run_exit_2_with_hint():
     proc = cli("stop", "nope", check=2)
     assert "no run with id 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_wait_follows_the_record_of_another_process(tmp_path):
+    from soopervisor.runs import Run, RunStore, now_iso
+
+    store = RunStore()
+    run = store.add(Run(project="p", project_path=str(tmp_path), commit="a" * 40, dirty=False, mode="sample",
+                        status="running", started_at=now_iso()))
+    seen = Run(**run.to_dict())  # another process's view of the same record
+    with pytest.raises(TimeoutError, match="still running"):
+        seen.wait(timeout=0.3, poll=0.05)
+    store.update(run, status="failed", exit_code=1, finished_at=now_iso(), failed_task="clean")
+    assert seen.wait(timeout=5, poll=0.05) is seen
+    assert (seen.status, seen.exit_code, seen.failed_task) == ("failed", 1, "clean")
