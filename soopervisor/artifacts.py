@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from soopervisor import config
-from soopervisor.errors import ArtifactsNotFound, IntegrityError, UnsafePath
+from soopervisor.errors import ArtifactsNotFound, IntegrityError, UnsafePath, UsageError
 from soopervisor.storage import MANIFEST, Storage, check_relpath, open_storage
 from soopervisor.storage.base import parse_manifest
 
@@ -495,24 +495,90 @@ class Artifacts:
             f"{n} file{'s' if n != 1 else ''} status={self.status!r}>"
         )
 
+    def load(self, name: str) -> Any:
+        """One file as a Python object, chosen by its extension.
+
+        ``.csv``/``.parquet`` -> pandas DataFrame (``.csv`` falls back to text
+        without pandas), ``.json`` -> parsed object, text formats -> str, images
+        -> an IPython Image/SVG (shown inline), ``.html`` -> IPython HTML,
+        anything else -> bytes. The file is downloaded and verified first.
+        """
+        local = self.path(name)
+        ext = Path(name).suffix.lower()
+        if ext == ".csv":
+            try:
+                import pandas as pd
+            except ImportError:
+                return local.read_text(encoding="utf-8", errors="replace")
+            return pd.read_csv(local)
+        if ext == ".parquet":
+            try:
+                import pandas as pd
+
+                return pd.read_parquet(local)
+            except ImportError as e:
+                raise UsageError(
+                    f"reading {name} needs pandas and pyarrow ({e})",
+                    hint=f"pip install pandas pyarrow, or use arts.path({name!r}) to get the file",
+                ) from e
+        if ext == ".json":
+            return json.loads(local.read_text(encoding="utf-8"))
+        if ext in _TEXT:
+            return local.read_text(encoding="utf-8", errors="replace")
+        if ext in _IMAGES or ext in (".svg", ".html", ".htm"):
+            try:
+                from IPython import display
+            except ImportError:  # outside IPython: the raw content is the useful thing
+                return local.read_text(encoding="utf-8") if ext in (".svg", ".html", ".htm") else local.read_bytes()
+            if ext == ".svg":
+                return display.SVG(filename=str(local))
+            if ext in (".html", ".htm"):
+                return display.HTML(filename=str(local))
+            return display.Image(filename=str(local))
+        return local.read_bytes()
+
+    def file_url(self, name: str) -> str:
+        """Where the Jupyter server extension serves ``name`` (same storage as the server)."""
+        from urllib.parse import quote
+
+        # kernels under JupyterHub know the server's prefix; elsewhere it is "/"
+        base = os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
+        return (
+            f"{base.rstrip('/')}/soopervisor/api/projects/{quote(self.project, safe='')}"
+            f"/commits/{quote(self.commit, safe='')}/files/{quote(name, safe='/')}"
+        )
+
     def _repr_html_(self) -> str:
         e = lambda v: html.escape(str(v), quote=True)
         m = self.manifest
         header = (
             f"<b>{e(self.project)}</b> @ <code>{e(self.commit[:7])}</code> &middot; "
-            f"mode: {e(m.get('mode'))} &middot; status: {e(m.get('status'))}"
+            f"mode: {e(m.get('mode'))} &middot; status: {e(m.get('status'))} &middot; "
+            f"{len(self.files)} file{'s' if len(self.files) != 1 else ''}, "
+            f"{e(format_size(sum(f.size for f in self.files)))}"
         )
         rows = "".join(
-            f"<tr><td style='text-align:left'>{e(f.name)}</td>"
+            f"<tr><td style='text-align:left'><code>{e(f.name)}</code></td>"
             f"<td style='text-align:right'>{e(format_size(f.size))}</td>"
+            f"<td style='text-align:left'><a href='{e(self.file_url(f.name))}' download='{e(f.name.rsplit('/', 1)[-1])}' "
+            "title='served by the soopervisor Jupyter server extension' target='_blank'>download</a></td>"
             f"<td><code>{e(f.sha256[:12])}</code></td></tr>"
             for f in self.files
         )
+        first = e(repr(self.files[0].name)) if self.files else "'name'"
+        usage = (
+            f"<div style='font-size:smaller'>in Python: <code>arts.load({first})</code> reads a file, "
+            f"<code>arts.path({first})</code> gives a local copy, <code>arts.download(\"dir\")</code> the whole set</div>"
+        )
         return (
             f"<div class='soopervisor-artifacts'><div>{header}</div>"
-            "<table><thead><tr><th>name</th><th>size</th><th>sha256</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table></div>"
+            "<table><thead><tr><th style='text-align:left'>name</th><th>size</th><th>link</th><th>sha256</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>{usage}</div>"
         )
+
+
+_TEXT = {".txt", ".log", ".md", ".py", ".sql", ".yaml", ".yml", ".r", ".sh", ".toml", ".ini", ".cfg"}
+_IMAGES = {".png", ".jpg", ".jpeg", ".gif"}
 
 
 def get_artifacts(

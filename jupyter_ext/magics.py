@@ -1,0 +1,165 @@
+"""``%soopervisor``: validate, run and browse artifacts from a notebook.
+
+Loaded by ``%load_ext soopervisor``. The magic only parses and displays; the
+``soopervisor`` API does the work. Errors users can fix (bad arguments, an
+invalid project, no Docker) are shown as a message and a hint, never a
+traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.display import display
+
+from .display import CommitsView, ErrorView, ReportView
+
+USAGE = """\
+%soopervisor validate [PATH]
+%soopervisor run [PATH] [--sample | --full] [--storage URL] [--secret NAME]... [--image IMAGE] [--timeout SECONDS]
+%soopervisor artifacts [COMMIT] [--project NAME] [--storage URL]"""
+
+
+class _BadArguments(Exception):
+    pass
+
+
+class _HelpShown(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting the kernel."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _BadArguments(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if message:
+            print(message, file=sys.stderr, end="")
+        raise _HelpShown()
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="%soopervisor", usage=USAGE.replace("%", "%%"), add_help=True)
+    sub = parser.add_subparsers(dest="command", metavar="{validate,run,artifacts}", parser_class=_Parser,
+                                prog="%soopervisor")
+
+    v = sub.add_parser("validate", help="check the project without running anything")
+    v.add_argument("path", nargs="?", default=".")
+
+    r = sub.add_parser("run", help="run the pipeline in a fresh container; a live log below the cell")
+    r.add_argument("path", nargs="?", default=".")
+    mode = r.add_mutually_exclusive_group()
+    mode.add_argument("--sample", dest="sample", action="store_true", default=True, help="sample run (default)")
+    mode.add_argument("--full", dest="sample", action="store_false", help="full run")
+    r.add_argument("--storage", metavar="URL", help="where artifacts go")
+    r.add_argument("--secret", dest="secrets", action="append", default=[], metavar="NAME",
+                   help="pass the environment variable NAME into the container, redacted everywhere; repeatable")
+    r.add_argument("--image", help="base image")
+    r.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the run after this long")
+
+    a = sub.add_parser("artifacts", help="stored commits and runs, or one commit's files")
+    a.add_argument("commit", nargs="?", help="full SHA, unique prefix or 'latest'")
+    a.add_argument("--project", metavar="NAME", help="project name (default: the project in the working directory)")
+    a.add_argument("--storage", metavar="URL", help="storage to read")
+    return parser
+
+
+def _show_error(error: Exception, action: str) -> None:
+    from soopervisor.errors import InvalidProject
+
+    if isinstance(error, InvalidProject):
+        display(ReportView(error.report))
+    display(ErrorView(error, action))
+
+
+@magics_class
+class SoopervisorMagics(Magics):
+    #: the log widget of each run started here, by run id (the latest last)
+    widgets: dict[str, Any]
+
+    def __init__(self, shell: Any = None) -> None:
+        super().__init__(shell)
+        self.widgets = {}
+
+    @line_magic
+    def soopervisor(self, line: str) -> Any:
+        """Validate, run and browse the artifacts of a ploomber project.
+
+        Usage:
+          %soopervisor validate [PATH]
+          %soopervisor run [PATH] [--sample | --full] [--storage URL] [--secret NAME]...
+          %soopervisor artifacts [COMMIT] [--project NAME] [--storage URL]
+
+        Examples:
+          %soopervisor validate                  problems of the project here, with hints
+          run = %soopervisor run --sample        sample run; a live log with a Stop button
+          %soopervisor run ../sales --full --secret DB_PASSWORD
+          %soopervisor artifacts                 stored commits and recent runs
+          %soopervisor artifacts a1b2c3d         the files of one commit (links, sizes)
+
+        `run` returns at once with the Run (run.status, run.id); the widget
+        follows it. In Python: soopervisor.get_artifacts("latest").load("output/data.csv").
+        Variables expand as in any magic: %soopervisor run {project}
+        """
+        try:
+            args = _parser().parse_args(shlex.split(line))
+        except _HelpShown:
+            return None
+        except (_BadArguments, ValueError) as e:  # ValueError: unbalanced quotes
+            print(f"%soopervisor: error: {e}\nusage:\n{USAGE}", file=sys.stderr)
+            return None
+        if args.command is None:
+            print(f"usage:\n{USAGE}\n%soopervisor? shows examples", file=sys.stderr)
+            return None
+        from soopervisor.errors import SoopervisorError
+
+        try:
+            return getattr(self, f"_{args.command}")(args)
+        except SoopervisorError as e:
+            _show_error(e, "the run did not start" if args.command == "run" else "")
+            return None
+
+    def _validate(self, args: argparse.Namespace) -> ReportView:
+        import soopervisor
+
+        return ReportView(soopervisor.validate(args.path))
+
+    def _run(self, args: argparse.Namespace) -> Any:
+        import soopervisor
+
+        from .widget import LogWidget
+
+        widget = LogWidget()
+        # the run thread calls widget.append for every redacted line; the magic returns now
+        run = soopervisor.run(
+            args.path, sample=args.sample, storage=args.storage, image=args.image,
+            secrets=args.secrets, on_line=widget.append, wait=False, timeout=args.timeout,
+        )
+        widget.attach(run)
+        self.widgets[run.id] = widget
+        display(widget)
+        return run
+
+    def _artifacts(self, args: argparse.Namespace) -> Any:
+        import soopervisor
+        from soopervisor.artifacts import list_sets
+        from soopervisor.project import project_name
+
+        project = args.project or project_name(".")
+        if args.commit:
+            return soopervisor.get_artifacts(args.commit, project=project, storage=args.storage)
+        from soopervisor.storage import open_storage
+
+        storage = open_storage(args.storage)
+        return CommitsView(project, list_sets(project, storage), soopervisor.list_runs(project=project, limit=20),
+                           storage.url)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext soopervisor`` (soopervisor delegates here)."""
+    ipython.register_magics(SoopervisorMagics)

@@ -1,0 +1,242 @@
+"""The live log of a run under a notebook cell.
+
+``append(line)`` is called from the run's thread for every (already redacted)
+line. Lines are buffered and sent to the front end in batches: a model update
+costs a comm message, and a pipeline can print thousands of lines a second.
+The log is split into chunks of ``CHUNK`` lines, each its own HTML model, so a
+flush re-sends only the chunk being filled, never the whole log.
+"""
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import ipywidgets as w
+
+from soopervisor.logstream import STAGE_FAILED, STAGE_START
+
+if TYPE_CHECKING:  # pragma: no cover
+    from soopervisor.runs import Run
+
+#: at most one model update per this many seconds while lines pour in
+FLUSH_INTERVAL = 0.05
+#: the log keeps the last MAX_LINES lines, in chunks of CHUNK lines
+MAX_LINES = 2000
+CHUNK = 200
+#: lines highlighted at the end of a failed run's log
+FAILED_TAIL = 20
+
+_COLORS = {"running": "#1565c0", "queued": "#1565c0", "succeeded": "#2e7d32", "failed": "#c62828",
+           "cancelled": "#8d6e63", "interrupted": "#8d6e63", "starting": "#1565c0"}
+_PRE = "margin:0;padding:0 4px;font-size:12px;line-height:1.35;white-space:pre-wrap;word-break:break-all;background:none"
+
+
+def _parse_iso(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value).astimezone(UTC).timestamp()
+
+
+class LogWidget(w.VBox):
+    """Status line, Stop button and the log of one run; follows it until it ends."""
+
+    def __init__(self, run: Run | None = None) -> None:
+        self.status = w.HTML()
+        self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
+                                    tooltip="cancel the run and remove its container",
+                                    layout=w.Layout(width="90px"))
+        self.stop_button.on_click(self._on_stop)
+        self.outcome = w.HTML()  # the failure: task and error, in red
+        self.log_box = w.VBox(layout=w.Layout(max_height="360px", overflow="auto", display="block",
+                                          border="1px solid #ddd"))
+        super().__init__([w.HBox([self.stop_button, self.status]), self.outcome, self.log_box])
+        self.run: Run | None = None
+        self.stage: str | None = None
+        self.failed_stage: str | None = None
+        self._lock = threading.RLock()  # the buffer and every model update
+        self._pending: list[str] = []
+        self._lines: deque[str] = deque(maxlen=MAX_LINES)  # what the log shows
+        self._chunks: list[w.HTML] = []
+        self._live: list[str] = []  # lines of the chunk being filled
+        self._reordered = False  # chunks added or rotated since the children were sent
+        self._last_flush = 0.0
+        self._started = time.time()
+        self._stopping = False
+        self._done = threading.Event()
+        self._wake = threading.Event()  # lines are waiting for the follower
+        self.stop_button.disabled = True  # until there is a run to stop
+        self._set_status("starting")
+        if run is not None:
+            self.attach(run)
+
+    # -- the run --------------------------------------------------------------
+    def attach(self, run: Run) -> None:
+        """Follow ``run`` (updated in place by its thread): tick, flush, notice the end."""
+        self.run = run
+        self._started = _parse_iso(run.started_at) or self._started
+        self.stop_button.disabled = False
+        self._set_status(run.status)
+        threading.Thread(target=self._follow, name=f"soopervisor-widget-{run.id}", daemon=True).start()
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run ended and the widget showed it; False on timeout."""
+        return self._done.wait(timeout)
+
+    def _follow(self) -> None:
+        from soopervisor.live import is_finished
+
+        last_tick = 0.0
+        while True:
+            self._wake.clear()  # before looking: an append from now on wakes the wait below
+            if is_finished(self.run):
+                self.flush()  # every line was appended before the status changed
+                self._finish()
+                return
+            if self._pending:
+                # flush when the interval since the last flush is over, not a tick later
+                time.sleep(max(0.0, self._last_flush + FLUSH_INTERVAL - time.monotonic()))
+                self.flush()
+            now = time.monotonic()
+            if now - last_tick >= 1.0:
+                last_tick = now
+                self._set_status(self.run.status)
+            self._wake.wait(FLUSH_INTERVAL)
+
+    def _finish(self) -> None:
+        run = self.run
+        with self._lock:
+            self.stop_button.disabled = True
+            self._set_status(run.status)
+            if run.status != "succeeded":
+                task = f" at task <b>{html.escape(run.failed_task)}</b>" if run.failed_task else ""
+                error = html.escape(run.error or f"the run {run.status}")
+                self.outcome.value = f"<div style='color:#c62828'>✗ run {html.escape(run.id)} {run.status}{task}: {error}</div>"
+                if run.status == "failed":
+                    self._highlight_tail()
+        self._done.set()
+
+    def _on_stop(self, _button: w.Button | None = None) -> None:
+        if self.run is None or self._stopping:
+            return
+        self._stopping = True
+        self.stop_button.disabled = True
+        self._set_status("stopping")
+        # stop_run waits for the container to go: never block the kernel's main thread on it
+        threading.Thread(target=self._stop, daemon=True).start()
+
+    def _stop(self) -> None:
+        import soopervisor
+        from soopervisor.errors import SoopervisorError
+
+        try:
+            soopervisor.stop_run(self.run.id)
+        except SoopervisorError as e:
+            with self._lock:
+                hint = f" <i>hint: {html.escape(e.hint)}</i>" if e.hint else ""
+                self.outcome.value = f"<div style='color:#c62828'>could not stop the run: {html.escape(e.message)}{hint}</div>"
+                self._stopping = False
+                self.stop_button.disabled = self.finished
+
+    # -- lines -------------------------------------------------------------------
+    def append(self, line: str) -> None:
+        """Take one redacted log line (any thread); it shows within ~FLUSH_INTERVAL."""
+        with self._lock:
+            self._pending.append(line)
+            # a quiet stream shows each line at once; a busy one is batched by the follower
+            if time.monotonic() - self._last_flush > FLUSH_INTERVAL:
+                self.flush()
+            else:
+                self._wake.set()
+
+    def flush(self) -> None:
+        """Send the buffered lines to the front end (one update per touched chunk)."""
+        with self._lock:
+            self._last_flush = time.monotonic()
+            if not self._pending:
+                return
+            lines, self._pending = self._pending, []
+            for line in lines:
+                self._observe(line)
+                self._lines.append(line)
+                if len(self._live) >= CHUNK:  # the last chunk is full: show it whole, start another
+                    self._render()
+                    self._live = []
+                    self._new_chunk()
+                self._live.append(line)
+            self._render()
+            if self._reordered:  # one children update per flush, after the contents are right
+                self.log_box.children = tuple(self._chunks)
+                self._reordered = False
+            self._set_status(self.run.status if self.run else "starting")
+
+    def _new_chunk(self) -> None:
+        """Start a chunk; past MAX_LINES the oldest chunk's model is reused (creating models is slow)."""
+        if len(self._chunks) < MAX_LINES // CHUNK:
+            self._chunks.append(w.HTML())
+        else:
+            self._chunks.append(self._chunks.pop(0))
+        self._reordered = True
+
+    def _render(self, chunk: w.HTML | None = None, lines: list[str] | None = None, tail: int = 0) -> None:
+        """Show a chunk (default: the one being filled); its last ``tail`` lines marked as the failure."""
+        if not self._chunks:
+            self._new_chunk()
+        chunk = chunk or self._chunks[-1]
+        lines = self._live if lines is None else lines
+        split = len(lines) - min(tail, len(lines))
+        value = f"<pre style='{_PRE}'>{html.escape(''.join(lines[:split]))}</pre>"
+        if tail:
+            value += (f"<pre class='soopervisor-failed-tail' style='{_PRE};background:#fdecea;"
+                      f"border-left:3px solid #c62828'>{html.escape(''.join(lines[split:]))}</pre>")
+        chunk.value = value
+
+    def _highlight_tail(self) -> None:
+        """Mark the last FAILED_TAIL lines, in the last chunk and the one before when it spills over."""
+        if not self._live:
+            return
+        n = len(self._live)
+        self._render(tail=FAILED_TAIL)
+        if n < FAILED_TAIL and len(self._chunks) > 1:
+            before = list(self._lines)[-n - CHUNK : -n]
+            self._render(self._chunks[-2], before, tail=FAILED_TAIL - n)
+
+    def _observe(self, line: str) -> None:
+        if line.startswith(STAGE_START):
+            self.stage = line[len(STAGE_START):].strip()
+        elif STAGE_FAILED.match(line):
+            self.failed_stage = STAGE_FAILED.match(line).group("stage")
+
+    # -- status ------------------------------------------------------------------
+    @property
+    def elapsed(self) -> float:
+        end = _parse_iso(self.run.finished_at) if self.run is not None and self.run.finished_at else None
+        return max(0.0, (end or time.time()) - self._started)
+
+    def _set_status(self, status: str) -> None:
+        if self._stopping and status in ("running", "queued"):
+            status = "stopping"
+        color = _COLORS.get(status, "#555")
+        parts = [f"<b style='color:{color}'>{html.escape(status)}</b>", f"{self.elapsed:.0f} s"]
+        if self.stage:
+            parts.append(f"stage: {html.escape(self.stage)}")
+        if self.run is not None:
+            parts.append(f"run <code>{html.escape(self.run.id)}</code> &middot; {html.escape(self.run.project)}"
+                         f" @ <code>{html.escape(self.run.short_commit)}</code> ({html.escape(self.run.mode)})")
+        value = " &middot; ".join(parts)
+        with self._lock:
+            if self.status.value != value:
+                self.status.value = value
+
+    @property
+    def text(self) -> str:
+        """The log as shown (the last MAX_LINES lines), for tests and quick checks."""
+        with self._lock:
+            return "".join(self._lines)
