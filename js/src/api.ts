@@ -1,0 +1,149 @@
+/**
+ * The REST client of the soopervisor server extension (jupyter_ext/CONTRACT.md).
+ *
+ * Every request goes through ServerConnection so Jupyter's auth (token header,
+ * XSRF cookie) and base URL are applied the same way as for Jupyter's own APIs.
+ */
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+export const API_ROOT = 'soopervisor/api';
+
+export interface IProblem {
+  what: string;
+  where: string;
+  hint: string;
+  severity: 'error' | 'warning';
+  code: string;
+}
+
+export interface IReport {
+  ok: boolean;
+  path: string;
+  project: { name: string; commit: string | null; dirty: boolean; path: string } | null;
+  problems: IProblem[];
+}
+
+export type RunStatus =
+  | 'queued'
+  | 'running'
+  | 'succeeded'
+  | 'failed'
+  | 'cancelled'
+  | 'interrupted';
+
+export interface IRun {
+  id: string;
+  project: string;
+  project_path: string;
+  commit: string;
+  short_commit: string;
+  dirty: boolean;
+  mode: 'sample' | 'full';
+  status: RunStatus;
+  exit_code: number | null;
+  started_at: string | null;
+  finished_at: string | null;
+  duration: number | null;
+  storage_url: string | null;
+  image: string | null;
+  failed_task: string | null;
+  error: string | null;
+}
+
+export interface ICommitSummary {
+  commit: string;
+  short_commit: string;
+  status: string | null;
+  mode: string | null;
+  started_at: string | null;
+  finished_at: string | null;
+  files: number;
+  size: number;
+}
+
+export interface IArtifactFile {
+  name: string;
+  size: number;
+  sha256: string;
+}
+
+export interface ICommitDetail {
+  commit: string;
+  manifest: Record<string, unknown>;
+  files: IArtifactFile[];
+}
+
+/** An error answer of the API: its message, and the hint to fix it when there is one. */
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly hint: string | null = null,
+    readonly body: Record<string, any> = {}
+  ) {
+    super(message);
+  }
+}
+
+export function isRunning(run: IRun): boolean {
+  return run.status === 'queued' || run.status === 'running';
+}
+
+let _settings: ServerConnection.ISettings | null = null;
+export function settings(): ServerConnection.ISettings {
+  return (_settings ??= ServerConnection.makeSettings());
+}
+
+/** `endpoint` is relative to /soopervisor/api; its parts must be encoded already. */
+export async function request<T>(endpoint: string, init: RequestInit = {}): Promise<T> {
+  const s = settings();
+  const url = URLExt.join(s.baseUrl, API_ROOT, endpoint);
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, s);
+  } catch (e) {
+    throw new ApiError(
+      `cannot reach the Jupyter server: ${(e as Error).message}`,
+      0,
+      'check that the server is still running'
+    );
+  }
+  const text = await response.text();
+  let data: any = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!response.ok) {
+    const message =
+      data?.error ?? data?.message ?? `${response.status} ${response.statusText || 'error'}`;
+    throw new ApiError(message, response.status, data?.hint ?? null, data ?? {});
+  }
+  return data as T;
+}
+
+export function post<T>(endpoint: string, body: unknown): Promise<T> {
+  return request<T>(endpoint, { method: 'POST', body: JSON.stringify(body) });
+}
+
+/** A URL path part: names may hold any character, files may hold '/'. */
+export function enc(part: string): string {
+  return part.split('/').map(encodeURIComponent).join('/');
+}
+
+/** A link the browser can follow for a download (jupyter_server accepts its
+ *  login cookie on GET, so no header is needed). */
+export function downloadUrl(endpoint: string): string {
+  return URLExt.join(settings().baseUrl, API_ROOT, endpoint);
+}
+
+/** The websocket URL of a run's log, resuming at line `from`. Browsers cannot
+ *  set headers on a websocket, so the token travels as a query parameter. */
+export function logSocketUrl(runId: string, from: number): string {
+  const s = settings();
+  const base = URLExt.join(s.wsUrl, API_ROOT, 'runs', enc(runId), 'log');
+  const token = PageConfig.getToken();
+  return `${base}?from=${from}` + (token ? `&token=${encodeURIComponent(token)}` : '');
+}

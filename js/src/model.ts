@@ -1,0 +1,418 @@
+/**
+ * The sidebar's state: version check, validation, runs, the selected run's
+ * log, commits with artifacts. It polls the server and emits signals; the
+ * view (widget.ts) only renders what it is told (the jupyterlab-git split).
+ */
+import { ISignal, Signal } from '@lumino/signaling';
+
+import {
+  ApiError,
+  ICommitDetail,
+  ICommitSummary,
+  IReport,
+  IRun,
+  enc,
+  isRunning,
+  post,
+  request
+} from './api';
+import { LogStream } from './logstream';
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+declare function require(name: string): any;
+/** The version of this frontend: package.json, which must equal soopervisor.__version__. */
+export const FRONTEND_VERSION: string = require('../package.json').version;
+
+const VALIDATE_EVERY_MS = 10_000;
+const RUNS_BUSY_MS = 2_000;
+const RUNS_IDLE_MS = 10_000;
+const COMMITS_EVERY_MS = 10_000;
+
+export type Load<T> =
+  | { state: 'loading' }
+  | { state: 'ready'; value: T }
+  | { state: 'error'; error: ApiError };
+
+export interface IVersionCheck {
+  state: 'checking' | 'ok' | 'mismatch' | 'missing' | 'error';
+  server: string | null;
+  error?: ApiError;
+}
+
+/** Calls `fn` now and then every `interval()` ms; never two at once. */
+class Loop {
+  constructor(
+    private _fn: () => Promise<void>,
+    private _interval: () => number
+  ) {}
+
+  /** Run now (or right after the call in flight), then resume the schedule. */
+  refresh(): void {
+    if (this._disposed) {
+      return;
+    }
+    if (this._busy) {
+      this._again = true;
+      return;
+    }
+    window.clearTimeout(this._timer);
+    this._busy = true;
+    this._fn()
+      .catch(e => console.error('soopervisor:', e))
+      .finally(() => {
+        this._busy = false;
+        if (this._disposed) {
+          return;
+        }
+        if (this._again) {
+          this._again = false;
+          this.refresh();
+        } else {
+          this._timer = window.setTimeout(() => this.refresh(), this._interval());
+        }
+      });
+  }
+
+  dispose(): void {
+    this._disposed = true;
+    window.clearTimeout(this._timer);
+  }
+
+  private _timer = 0;
+  private _busy = false;
+  private _again = false;
+  private _disposed = false;
+}
+
+export class SoopervisorModel {
+  readonly frontendVersion = FRONTEND_VERSION;
+  version: IVersionCheck = { state: 'checking', server: null };
+  /** The folder validated: relative to the server root, '' is the root. */
+  path = '';
+  validation: Load<IReport> = { state: 'loading' };
+  runs: Load<IRun[]> = { state: 'loading' };
+  commits: Load<ICommitSummary[]> = { state: 'loading' };
+  selectedRunId: string | null = null;
+  log: LogStream | null = null;
+  /** The last failure to start or stop a run, shown under the buttons. */
+  actionError: ApiError | null = null;
+  /** A run start in flight (buttons show it, and a second click is ignored). */
+  starting: 'sample' | 'full' | null = null;
+
+  /** Emitted with the name of what changed: 'version', 'validation', 'runs',
+   *  'selection', 'commits', 'action'. */
+  get changed(): ISignal<this, string> {
+    return this._changed;
+  }
+
+  get project(): string | null {
+    return this.validation.state === 'ready' ? this.validation.value.project?.name ?? null : null;
+  }
+
+  get selectedRun(): IRun | null {
+    if (this.runs.state !== 'ready' || !this.selectedRunId) {
+      return null;
+    }
+    return this.runs.value.find(r => r.id === this.selectedRunId) ?? null;
+  }
+
+  /** Why runs cannot start now, or null when they can. */
+  get blockedReason(): string | null {
+    if (this.version.state === 'missing') {
+      return 'the soopervisor server extension is not running';
+    }
+    const v = this.validation;
+    if (v.state === 'loading') {
+      return 'validating the project…';
+    }
+    if (v.state === 'error') {
+      return `cannot validate: ${v.error.message}`;
+    }
+    if (!v.value.ok) {
+      const n = v.value.problems.filter(p => p.severity === 'error').length;
+      return `the project has ${n} problem${n === 1 ? '' : 's'} to fix first`;
+    }
+    if (this.starting) {
+      return `starting a ${this.starting} run…`;
+    }
+    return null;
+  }
+
+  /** Check the version, then begin polling; later calls do nothing. */
+  async start(): Promise<void> {
+    if (this._startCalled) {
+      return;
+    }
+    this._startCalled = true;
+    await this._checkVersion();
+    if (this.version.state === 'missing') {
+      return; // every other call would 404: the banner says what to do
+    }
+    this._validate.refresh();
+  }
+
+  dispose(): void {
+    if (this._disposed) {
+      return;
+    }
+    this._disposed = true;
+    for (const loop of [this._validate, this._runsLoop, this._commitsLoop]) {
+      loop.dispose();
+    }
+    this.log?.dispose();
+    Signal.clearData(this);
+  }
+
+  /** The file browser moved: validate the new folder now. */
+  setPath(path: string): void {
+    if (path === this.path) {
+      return;
+    }
+    this.path = path;
+    this.validation = { state: 'loading' };
+    this._emit('validation');
+    if (this.version.state !== 'missing' && this.version.state !== 'checking') {
+      this._validate.refresh();
+    }
+  }
+
+  /** The refresh button: check the version again too (the server may have been
+   *  upgraded and restarted since), then everything else. */
+  async refreshAll(): Promise<void> {
+    await this._checkVersion();
+    if (this.version.state === 'missing') {
+      return;
+    }
+    this._validate.refresh();
+    this._runsLoop.refresh();
+    this._commitsLoop.refresh();
+  }
+
+  selectRun(id: string | null): void {
+    if (id === this.selectedRunId && (id === null || this.log)) {
+      return;
+    }
+    this.selectedRunId = id;
+    this.log?.dispose();
+    // a new stream starts at line 0: after a reload the whole log comes back
+    this.log = id ? new LogStream(id) : null;
+    this.log?.stateChanged.connect(this._onLogState, this);
+    this._emit('selection');
+  }
+
+  async startRun(mode: 'sample' | 'full'): Promise<void> {
+    if (this.blockedReason) {
+      return;
+    }
+    this.starting = mode;
+    this.actionError = null;
+    this._emit('action');
+    try {
+      const run = await post<IRun>('runs', { path: this.path, mode, secrets: [] });
+      this._upsertRun(run);
+      this.selectRun(run.id);
+    } catch (e) {
+      const err = e as ApiError;
+      this.actionError = err;
+      if (err.status === 422 && err.body?.report) {
+        // the project became invalid since the last check: show why
+        this.validation = { state: 'ready', value: { ...err.body.report, path: this.path } };
+        this._emit('validation');
+      }
+    } finally {
+      this.starting = null;
+      this._emit('action');
+      this._runsLoop.refresh();
+    }
+  }
+
+  async stopRun(id: string): Promise<void> {
+    this.actionError = null;
+    this._emit('action');
+    try {
+      this._upsertRun(await post<IRun>(`runs/${enc(id)}/stop`, {}));
+    } catch (e) {
+      this.actionError = e as ApiError;
+      this._emit('action');
+    }
+    this._runsLoop.refresh();
+  }
+
+  /** A commit's files, fetched once (a stored set never changes). */
+  commitDetail(commit: string): Promise<ICommitDetail> {
+    const project = this.project;
+    if (!project) {
+      return Promise.reject(new ApiError('no project', 0));
+    }
+    const key = `${project}\0${commit}`;
+    let found = this._details.get(key);
+    if (!found) {
+      found = request<ICommitDetail>(`projects/${enc(project)}/commits/${enc(commit)}`);
+      found.catch(() => this._details.delete(key)); // let a retry ask again
+      this._details.set(key, found);
+    }
+    return found;
+  }
+
+  private async _checkVersion(): Promise<void> {
+    try {
+      const { version } = await request<{ version: string }>('version');
+      this.version = {
+        state: version === this.frontendVersion ? 'ok' : 'mismatch',
+        server: version
+      };
+    } catch (e) {
+      const error = e as ApiError;
+      this.version = { state: error.status === 404 ? 'missing' : 'error', server: null, error };
+    }
+    this._emit('version');
+  }
+
+  private async _doValidate(): Promise<void> {
+    const path = this.path;
+    let next: Load<IReport>;
+    try {
+      next = {
+        state: 'ready',
+        value: await request<IReport>(`validate?path=${encodeURIComponent(path)}`)
+      };
+    } catch (e) {
+      next = { state: 'error', error: e as ApiError };
+    }
+    if (path !== this.path || this._disposed) {
+      return; // the user moved on meanwhile; that folder's check is queued
+    }
+    const before = this.project;
+    const changed = JSON.stringify(next) !== JSON.stringify(this.validation);
+    this.validation = next;
+    if (changed) {
+      this._emit('validation');
+    }
+    if (this.project !== before || !this._started) {
+      this._started = true;
+      this._projectChanged();
+    }
+  }
+
+  private _projectChanged(): void {
+    this.runs = { state: 'loading' };
+    this.commits = { state: 'loading' };
+    this._autoSelected = false;
+    this.selectRun(null); // another project's run has no place here
+    this._emit('runs');
+    this._emit('commits');
+    this._runsLoop.refresh();
+    this._commitsLoop.refresh();
+  }
+
+  private async _doRuns(): Promise<void> {
+    const project = this.project;
+    if (!project) {
+      this._setRuns({ state: 'ready', value: [] });
+      return;
+    }
+    try {
+      const { runs } = await request<{ runs: IRun[] }>(
+        `runs?project=${encodeURIComponent(project)}&limit=100`
+      );
+      if (project !== this.project) {
+        return;
+      }
+      const wasRunning = new Set(this._runningIds());
+      this._setRuns({ state: 'ready', value: runs });
+      // a run just finished: its artifacts are new
+      if ([...wasRunning].some(id => !this._runningIds().includes(id))) {
+        this._commitsLoop.refresh();
+      }
+      // after a reload, follow the run that is still going
+      if (!this._autoSelected && !this.selectedRunId) {
+        this._autoSelected = true;
+        const live = runs.find(isRunning);
+        if (live) {
+          this.selectRun(live.id);
+        }
+      }
+    } catch (e) {
+      this._setRuns({ state: 'error', error: e as ApiError });
+    }
+  }
+
+  private async _doCommits(): Promise<void> {
+    const project = this.project;
+    if (!project) {
+      this._setCommits({ state: 'ready', value: [] });
+      return;
+    }
+    let next: Load<ICommitSummary[]>;
+    try {
+      const { commits } = await request<{ commits: ICommitSummary[] }>(
+        `projects/${enc(project)}/commits`
+      );
+      next = { state: 'ready', value: commits };
+    } catch (e) {
+      const error = e as ApiError;
+      // a project that never stored anything is not an error
+      next = error.status === 404 ? { state: 'ready', value: [] } : { state: 'error', error };
+    }
+    if (project === this.project) {
+      this._setCommits(next);
+    }
+  }
+
+  private _setRuns(next: Load<IRun[]>): void {
+    if (JSON.stringify(next) !== JSON.stringify(this.runs)) {
+      this.runs = next;
+      this._emit('runs');
+    }
+  }
+
+  private _setCommits(next: Load<ICommitSummary[]>): void {
+    // skipping identical answers keeps a 1,000-commit list from re-rendering each poll
+    if (JSON.stringify(next) !== JSON.stringify(this.commits)) {
+      this.commits = next;
+      this._emit('commits');
+    }
+  }
+
+  private _upsertRun(run: IRun): void {
+    const runs = this.runs.state === 'ready' ? this.runs.value.slice() : [];
+    const i = runs.findIndex(r => r.id === run.id);
+    if (i >= 0) {
+      runs[i] = run;
+    } else {
+      runs.unshift(run);
+    }
+    this._setRuns({ state: 'ready', value: runs });
+  }
+
+  private _onLogState(log: LogStream): void {
+    if (log.state === 'ended' && log.endRun) {
+      this._upsertRun(log.endRun);
+      this._runsLoop.refresh();
+      this._commitsLoop.refresh();
+    }
+  }
+
+  private _runningIds(): string[] {
+    return this.runs.state === 'ready' ? this.runs.value.filter(isRunning).map(r => r.id) : [];
+  }
+
+  private _emit(what: string): void {
+    if (!this._disposed) {
+      this._changed.emit(what);
+    }
+  }
+
+  private _changed = new Signal<this, string>(this);
+  private _details = new Map<string, Promise<ICommitDetail>>();
+  private _disposed = false;
+  private _started = false;
+  private _startCalled = false;
+  private _autoSelected = false;
+  private _validate = new Loop(() => this._doValidate(), () => VALIDATE_EVERY_MS);
+  private _runsLoop = new Loop(
+    () => this._doRuns(),
+    () => (this._runningIds().length ? RUNS_BUSY_MS : RUNS_IDLE_MS)
+  );
+  private _commitsLoop = new Loop(() => this._doCommits(), () => COMMITS_EVERY_MS);
+}

@@ -1,0 +1,459 @@
+/**
+ * The sidebar view. Each section re-renders only when the model says its part
+ * changed; the log appends lines instead of redrawing.
+ */
+import { Widget } from '@lumino/widgets';
+
+import { IRun, isRunning } from './api';
+import { CommitList } from './commits';
+import { badge, elapsed, errorBox, fmtDuration, fmtWhen, h } from './dom';
+import { SoopervisorModel } from './model';
+
+/** The failing tail: this many lines up to the `!!! soopervisor:` line. */
+const TAIL_LINES = 30;
+const FAIL_MARK = '!!! soopervisor:';
+
+export class SoopervisorPanel extends Widget {
+  constructor(readonly model: SoopervisorModel) {
+    super();
+    this.id = 'soopervisor-panel';
+    this.addClass('sv-panel');
+    this.node.dataset.testid = 'sv-panel';
+    this._commitList = new CommitList(model);
+    this.node.append(
+      h(
+        'header',
+        { class: 'sv-header' },
+        h('h2', {}, 'soopervisor'),
+        h(
+          'button',
+          {
+            class: 'sv-icon-button',
+            title: 'Refresh',
+            'aria-label': 'Refresh',
+            onclick: () => void model.refreshAll()
+          },
+          '↻'
+        )
+      ),
+      this._banner,
+      this._section('Project', this._project),
+      this._actions,
+      this._section('Runs', this._runs),
+      this._detail,
+      this._section('Artifacts by commit', this._commits, this._commitCount)
+    );
+    model.changed.connect((_, what) => this._render(what), this);
+    for (const what of ['version', 'validation', 'action', 'runs', 'selection', 'commits']) {
+      this._render(what);
+    }
+    // durations of running runs tick without a server round trip
+    this._ticker = window.setInterval(() => this._tick(), 1000);
+  }
+
+  /** Polling starts when the panel is first shown: a closed sidebar costs nothing. */
+  protected onAfterShow(): void {
+    void this.model.start();
+  }
+
+  protected onAfterAttach(): void {
+    if (this.isVisible) {
+      void this.model.start();
+    }
+  }
+
+  dispose(): void {
+    window.clearInterval(this._ticker);
+    this._commitList.dispose();
+    this.model.dispose();
+    super.dispose();
+  }
+
+  private _section(title: string, body: HTMLElement, extra?: HTMLElement): HTMLElement {
+    return h('section', { class: 'sv-section' }, h('h3', {}, title, extra), body);
+  }
+
+  private _render(what: string): void {
+    switch (what) {
+      case 'version':
+        return this._renderVersion();
+      case 'validation':
+        this._renderValidation();
+        return this._renderActions();
+      case 'action':
+        this._renderActions();
+        return this._renderDetailHeader(); // a failed stop re-enables its button
+      case 'runs':
+        this._renderRuns();
+        return this._renderDetailHeader();
+      case 'selection':
+        this._renderRuns();
+        return this._renderDetail();
+      case 'commits':
+        return this._renderCommits();
+    }
+  }
+
+  private _renderVersion(): void {
+    const { version: v, frontendVersion: mine } = this.model;
+    const pip = `pip install soopervisor==${mine}`;
+    let text: HTMLElement | null = null;
+    if (v.state === 'mismatch') {
+      text = errorBox(
+        `Version mismatch: this sidebar is soopervisor ${mine}, the Jupyter server runs soopervisor ${v.server}.`,
+        `Run \`${pip}\` in the Python environment of the Jupyter server, restart the server, then reload this page.`,
+        'sv-version-banner'
+      );
+    } else if (v.state === 'missing') {
+      text = errorBox(
+        `The soopervisor server extension is not running (sidebar ${mine}).`,
+        `Run \`${pip}\` in the Python environment of the Jupyter server, check that ` +
+          '`jupyter server extension list` shows soopervisor_jupyter enabled, restart the server, then reload this page.',
+        'sv-version-banner'
+      );
+    } else if (v.state === 'error') {
+      text = errorBox(`Cannot check the server's version: ${v.error?.message}`, v.error?.hint, 'sv-version-banner');
+    }
+    this._banner.replaceChildren(...(text ? [text] : []));
+    this._banner.hidden = !text;
+  }
+
+  private _renderValidation(): void {
+    const v = this.model.validation;
+    const where = h(
+      'div',
+      { class: 'sv-path', title: 'The file browser’s folder (relative to the Jupyter root)' },
+      '/' + this.model.path
+    );
+    this._project.dataset.state = v.state === 'ready' ? (v.value.ok ? 'ok' : 'invalid') : v.state;
+    this._project.dataset.path = this.model.path;
+    if (v.state === 'loading') {
+      this._project.replaceChildren(where, h('div', { class: 'sv-muted' }, 'Validating…'));
+      return;
+    }
+    if (v.state === 'error') {
+      this._project.replaceChildren(where, errorBox(`Cannot validate: ${v.error.message}`, v.error.hint));
+      return;
+    }
+    const r = v.value;
+    const p = r.project;
+    const head = r.ok
+      ? h(
+          'div',
+          { class: 'sv-valid', 'data-testid': 'sv-validation-ok' },
+          `✓ ${p?.name ?? 'project'} is valid`,
+          p?.commit ? h('span', { class: 'sv-muted' }, ` at ${p.commit.slice(0, 7)}${p.dirty ? ' (uncommitted changes)' : ''}`) : null
+        )
+      : h(
+          'div',
+          { class: 'sv-invalid', 'data-testid': 'sv-validation-invalid' },
+          `✗ ${r.problems.filter(x => x.severity === 'error').length} problem(s)` + (p ? ` in ${p.name}` : '')
+        );
+    const problems = r.problems.map(x =>
+      h(
+        'li',
+        { class: `sv-problem sv-problem--${x.severity}`, 'data-testid': 'sv-problem', 'data-code': x.code },
+        h('div', {}, h('strong', {}, x.severity === 'error' ? 'Error: ' : 'Warning: '), x.what),
+        x.where ? h('div', { class: 'sv-muted sv-where' }, x.where) : null,
+        x.hint ? h('div', { class: 'sv-hint' }, x.hint) : null
+      )
+    );
+    this._project.replaceChildren(where, head, problems.length ? h('ul', { class: 'sv-problems' }, ...problems) : '');
+  }
+
+  private _renderActions(): void {
+    const m = this.model;
+    const reason = m.blockedReason;
+    const button = (mode: 'sample' | 'full', label: string, title: string) =>
+      h(
+        'button',
+        {
+          class: `jp-Button sv-run-button ${mode === 'sample' ? 'jp-mod-accept' : ''} jp-mod-styled`,
+          'data-testid': `sv-run-${mode}`,
+          disabled: !!reason,
+          title: reason ? `Cannot run: ${reason}` : title,
+          onclick: () => void m.startRun(mode)
+        },
+        m.starting === mode ? 'Starting…' : label
+      );
+    this._actions.replaceChildren(
+      h(
+        'div',
+        { class: 'sv-buttons' },
+        button('sample', '▶ Sample run', 'Run the pipeline with sample: true, in a clean container'),
+        button('full', '▶ Full run', 'Run the whole pipeline in a clean container')
+      ),
+      reason && !m.starting ? h('div', { class: 'sv-muted', 'data-testid': 'sv-run-blocked' }, `Disabled: ${reason}`) : '',
+      m.actionError ? errorBox(m.actionError.message, m.actionError.hint, 'sv-action-error') : ''
+    );
+  }
+
+  private _renderRuns(): void {
+    const r = this.model.runs;
+    this._runs.dataset.state = r.state;
+    if (r.state === 'loading') {
+      this._runs.replaceChildren(h('div', { class: 'sv-muted' }, this.model.project ? 'Loading runs…' : ''));
+      return;
+    }
+    if (r.state === 'error') {
+      this._runs.replaceChildren(errorBox(`Cannot list runs: ${r.error.message}`, r.error.hint));
+      return;
+    }
+    if (!r.value.length) {
+      this._runs.replaceChildren(
+        h(
+          'div',
+          { class: 'sv-empty', 'data-testid': 'sv-runs-empty' },
+          this.model.project ? 'No runs yet. Start a sample run above.' : 'Open a project folder in the file browser.'
+        )
+      );
+      return;
+    }
+    // rows are few (≤100) and change rarely (identical polls are dropped): rebuilding is cheap
+    const rows = r.value.map(run =>
+      h(
+        'li',
+        {
+          class: 'sv-run' + (run.id === this.model.selectedRunId ? ' sv-run--selected' : ''),
+          'data-testid': 'sv-run-row',
+          'data-run-id': run.id,
+          'data-status': run.status,
+          role: 'option',
+          'aria-selected': String(run.id === this.model.selectedRunId),
+          title: `run ${run.id}, commit ${run.commit}${run.dirty ? ' (dirty)' : ''}`,
+          onclick: () => this.model.selectRun(run.id)
+        },
+        // two lines: the sidebar is narrow
+        h(
+          'div',
+          { class: 'sv-run-line' },
+          badge(run.status),
+          h('span', { class: 'sv-run-mode' }, run.mode),
+          h('code', { class: 'sv-sha' }, run.short_commit),
+          h('span', { class: 'sv-grow' }),
+          h('span', { class: 'sv-muted sv-nowrap sv-duration', 'data-run-id': run.id }, this._duration(run))
+        ),
+        h(
+          'div',
+          { class: 'sv-run-sub sv-muted', title: run.started_at ?? '' },
+          run.started_at ? `started ${fmtWhen(run.started_at)}` : 'not started yet',
+          run.dirty ? ' · uncommitted changes not included' : ''
+        )
+      )
+    );
+    this._runs.replaceChildren(h('ul', { class: 'sv-runs', role: 'listbox', 'data-testid': 'sv-runs' }, ...rows));
+  }
+
+  private _duration(run: IRun): string {
+    return fmtDuration(run.duration ?? elapsed(run.started_at, isRunning(run) ? null : run.finished_at));
+  }
+
+  private _tick(): void {
+    if (this.model.runs.state !== 'ready') {
+      return;
+    }
+    for (const run of this.model.runs.value.filter(isRunning)) {
+      this.node.querySelectorAll(`.sv-duration[data-run-id="${run.id}"]`).forEach(el => {
+        el.textContent = this._duration(run);
+      });
+    }
+  }
+
+  /** A new selection: a fresh log view bound to the model's new stream. */
+  private _renderDetail(): void {
+    this._logLines = [];
+    this._follow = true;
+    const log = this.model.log;
+    if (!log) {
+      this._detail.replaceChildren();
+      this._detail.hidden = true;
+      return;
+    }
+    this._detail.hidden = false;
+    this._logEl = h('div', { class: 'sv-log', 'data-testid': 'sv-log', tabindex: '0', 'aria-live': 'off' });
+    this._logEl.addEventListener('scroll', () => {
+      const el = this._logEl!;
+      // follow the end unless the user scrolled up to read
+      this._follow = el.scrollTop + el.clientHeight >= el.scrollHeight - 8;
+    });
+    this._logState = h('div', { class: 'sv-log-state sv-muted', 'data-testid': 'sv-log-state' });
+    this._detailHeader = h('div', { class: 'sv-detail-header' });
+    this._detail.replaceChildren(
+      h('h3', {}, 'Log'),
+      this._detailHeader,
+      this._logEl,
+      this._logState
+    );
+    log.linesAdded.connect((_, from) => this._appendLines(from), this);
+    log.stateChanged.connect(() => this._renderLogState(), this);
+    this._appendLines(0);
+    this._renderLogState();
+    this._renderDetailHeader();
+  }
+
+  private _renderDetailHeader(): void {
+    const run = this.model.selectedRun;
+    if (!this._detailHeader || !run) {
+      return;
+    }
+    this._detail.dataset.status = run.status;
+    const failure =
+      run.status === 'failed' || run.status === 'interrupted'
+        ? h(
+            'div',
+            { class: 'sv-failure', 'data-testid': 'sv-failure' },
+            run.failed_task ? h('div', {}, 'Failed task: ', h('code', {}, run.failed_task)) : null,
+            run.error ? h('div', {}, run.error) : null,
+            run.exit_code !== null ? h('div', { class: 'sv-muted' }, `exit code ${run.exit_code}`) : null
+          )
+        : null;
+    this._detailHeader.replaceChildren(
+      h(
+        'div',
+        { class: 'sv-detail-line' },
+        badge(run.status),
+        h('span', {}, run.mode),
+        h('code', { class: 'sv-sha', title: run.commit }, run.short_commit),
+        h('span', { class: 'sv-grow' }),
+        h('span', { class: 'sv-muted sv-nowrap sv-duration', 'data-run-id': run.id }, this._duration(run)),
+        isRunning(run)
+          ? h(
+              'button',
+              {
+                class: 'jp-Button jp-mod-styled jp-mod-warn sv-stop',
+                'data-testid': 'sv-run-stop',
+                title: 'Stop the run and remove its container',
+                onclick: (e: MouseEvent) => {
+                  (e.currentTarget as HTMLButtonElement).disabled = true;
+                  (e.currentTarget as HTMLButtonElement).textContent = 'Stopping…';
+                  void this.model.stopRun(run.id);
+                }
+              },
+              '■ Stop'
+            )
+          : null
+      ),
+      failure ?? ''
+    );
+    this._highlightFailure();
+  }
+
+  private _appendLines(from: number): void {
+    const log = this.model.log;
+    const el = this._logEl;
+    if (!log || !el) {
+      return;
+    }
+    const frag = document.createDocumentFragment();
+    for (let i = from; i < log.lines.length; i++) {
+      const line = log.lines[i];
+      // progress bars redraw with \r: show what a terminal would, the last redraw
+      const shown = line.slice(line.lastIndexOf('\r') + 1);
+      const div = h('div', { class: 'sv-log-line' }, shown || '\u200b');
+      if (line.startsWith('==> soopervisor:')) {
+        div.classList.add('sv-log-line--stage');
+      } else if (line.startsWith(FAIL_MARK)) {
+        div.classList.add('sv-log-line--mark');
+      }
+      this._logLines.push(div);
+      frag.append(div);
+    }
+    el.append(frag);
+    el.dataset.lines = String(log.lines.length);
+    this._highlightFailure();
+    if (this._follow) {
+      el.scrollTop = el.scrollHeight;
+    }
+  }
+
+  /** On failure, mark the last lines up to and including the `!!! soopervisor:` one. */
+  private _highlightFailure(): void {
+    const run = this.model.selectedRun;
+    const lines = this.model.log?.lines;
+    if (!run || !lines || run.status !== 'failed' || !this._logLines.length) {
+      return;
+    }
+    let end = lines.length - 1;
+    for (let i = lines.length - 1; i >= 0; i--) {
+      if (lines[i].startsWith(FAIL_MARK)) {
+        end = i;
+        break;
+      }
+    }
+    const start = Math.max(0, end - TAIL_LINES + 1);
+    this._logLines.forEach((div, i) => div.classList.toggle('sv-log-line--fail', i >= start && i <= end));
+    const first = this._logLines[start];
+    if (this._follow && first && this._logEl) {
+      // show the failing tail once (the log is the lines' offsetParent);
+      // scrollIntoView would also scroll the whole panel
+      this._logEl.scrollTop = first.offsetTop;
+      this._follow = false;
+    }
+  }
+
+  private _renderLogState(): void {
+    const log = this.model.log;
+    if (!log || !this._logState) {
+      return;
+    }
+    const n = log.lines.length;
+    const text: Record<string, string> = {
+      connecting: 'Connecting to the log…',
+      live: `Live — ${n} line${n === 1 ? '' : 's'}`,
+      reconnecting: `Connection lost; reconnecting in ${Math.ceil(log.retryInMs / 1000)} s (from line ${n})…`,
+      ended: `End of log — ${n} line${n === 1 ? '' : 's'}`,
+      error: 'Cannot reach the log.'
+    };
+    this._logState.dataset.state = log.state;
+    this._logState.replaceChildren(
+      text[log.state],
+      log.state === 'error'
+        ? h('button', { class: 'sv-link', onclick: () => log.retry() }, ' Retry')
+        : ''
+    );
+  }
+
+  private _renderCommits(): void {
+    const c = this.model.commits;
+    const project = this.model.project;
+    this._commits.dataset.state = c.state;
+    this._commitCount.textContent = c.state === 'ready' && c.value.length ? ` · ${c.value.length}` : '';
+    if (c.state === 'loading') {
+      this._commits.replaceChildren(h('div', { class: 'sv-muted' }, project ? 'Loading commits…' : ''));
+      return;
+    }
+    if (c.state === 'error') {
+      this._commits.replaceChildren(errorBox(`Cannot list commits: ${c.error.message}`, c.error.hint));
+      return;
+    }
+    if (!c.value.length) {
+      this._commits.replaceChildren(
+        h(
+          'div',
+          { class: 'sv-empty', 'data-testid': 'sv-commits-empty' },
+          project ? 'No artifacts stored yet: a finished run stores them under its commit.' : ''
+        )
+      );
+      return;
+    }
+    this._commitList.update(c.value, project ?? '');
+    if (this._commitList.node.parentElement !== this._commits) {
+      this._commits.replaceChildren(this._commitList.node);
+    }
+  }
+
+  private _banner = h('div', { class: 'sv-banner', hidden: true });
+  private _project = h('div', { class: 'sv-project', 'data-testid': 'sv-validation' });
+  private _actions = h('div', { class: 'sv-actions', 'data-testid': 'sv-actions' });
+  private _runs = h('div', { class: 'sv-runs-box' });
+  private _detail = h('section', { class: 'sv-section sv-detail', 'data-testid': 'sv-run-detail', hidden: true });
+  private _commits = h('div', { class: 'sv-commits-box', 'data-testid': 'sv-commits' });
+  private _commitCount = h('span', { class: 'sv-count' });
+  private _commitList: CommitList;
+  private _detailHeader: HTMLElement | null = null;
+  private _logEl: HTMLElement | null = null;
+  private _logState: HTMLElement | null = null;
+  private _logLines: HTMLElement[] = [];
+  private _follow = true;
+  private _ticker = 0;
+}

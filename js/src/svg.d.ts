@@ -1,0 +1,5 @@
+// the JupyterLab builder loads .svg files as their source text
+declare module '*.svg' {
+  const value: string;
+  export default value;
+}

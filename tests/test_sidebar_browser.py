@@ -1,0 +1,285 @@
+"""The JupyterLab sidebar in a real browser, against a real server and Docker.
+
+Starts ``jupyter lab`` with the soopervisor server extension and the prebuilt
+labextension (js/, built by ``npm run build``), drives Debian's Chromium with
+Playwright, and runs a real sample pipeline from the panel.
+"""
+from __future__ import annotations
+
+import io
+import re
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import soopervisor
+from tests.lab_browser import REPO, JupyterLab, chromium, open_panel
+from tests.projects import PIPELINE, commit_all, function_task, make_project, write
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+ARTIFACTS = REPO / "test-artifacts"
+RUN_TIMEOUT_MS = 300_000  # the first environment build takes ~70 s
+
+
+def tid(name: str) -> str:
+    return f'[data-testid="{name}"]'
+
+
+@pytest.fixture
+def server_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def lab(request, server_root: Path, home: Path):
+    env = {"SOOPERVISOR_HOME": str(home)}
+    if request.node.get_closest_marker("docker"):
+        env["SOOPERVISOR_IMAGE"] = request.getfixturevalue("base_image")
+    with JupyterLab(server_root, env=env, log=home.parent / "jupyterlab.log") as server:
+        yield server
+    # on failure the server's log says why
+    print(f"--- jupyter lab log (tail) ---\n{server.log_tail(40)}")
+
+
+@pytest.fixture
+def page(lab: JupyterLab):
+    with playwright.sync_playwright() as p, chromium(p) as browser:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        yield page
+        context.close()
+
+
+def wait_for_run_start_and_growth(page) -> list[int]:
+    """Line counts of the log seen while the run ran: they must grow."""
+    detail = page.locator(tid("sv-run-detail"))
+    log = page.locator(tid("sv-log"))
+    counts: list[int] = []
+    deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        status = detail.get_attribute("data-status")
+        n = int(log.get_attribute("data-lines") or 0)
+        if status in ("queued", "running"):
+            if not counts or n != counts[-1]:
+                counts.append(n)
+        elif status is not None:
+            break
+        time.sleep(0.1)
+    return counts
+
+
+@pytest.mark.docker
+def test_sample_run_from_the_sidebar(engine, lab: JupyterLab, page, server_root: Path, home: Path):
+    project = make_project(server_root)  # server_root/proj
+    commit = soopervisor.validate(project).project.commit
+
+    open_panel(page, lab, "proj")  # the file browser opens proj: the panel validates it
+    ok = page.locator(tid("sv-validation-ok"))
+    ok.wait_for()
+    assert "proj is valid" in ok.inner_text()
+    assert page.locator(tid("sv-runs-empty")).is_visible()
+
+    sample = page.locator(tid("sv-run-sample"))
+    assert sample.is_enabled()
+    sample.click()
+
+    # the new run is selected and its log streams in while it runs
+    row = page.locator(f'{tid("sv-run-row")}.sv-run--selected')
+    row.wait_for()
+    run_id = row.get_attribute("data-run-id")
+    counts = wait_for_run_start_and_growth(page)
+    assert len([n for n in counts if n > 0]) >= 2, f"the log did not grow while running: {counts}"
+
+    detail = page.locator(tid("sv-run-detail"))
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=sv-run-detail]').dataset.status === 'succeeded'",
+        timeout=RUN_TIMEOUT_MS,
+    )
+    page.locator(f'{tid("sv-log-state")}[data-state="ended"]').wait_for()
+    log_text = page.locator(tid("sv-log")).inner_text()
+    assert "==> soopervisor:" in log_text
+    lines = page.locator(f'{tid("sv-log")} .sv-log-line')
+    # no line lost or duplicated: the browser's log is the run's log file
+    run = soopervisor.get_run(run_id)
+    on_disk = Path(run.log_path).read_bytes().decode().split("\n")[:-1]  # lines end in \n; \r is no end
+    # a line shows what a terminal would: the text after its last \r
+    assert lines.all_inner_texts() == [line.rsplit("\r", 1)[-1] or "\u200b" for line in on_disk]
+    assert row.get_attribute("data-status") == "succeeded"
+    assert detail.locator(tid("sv-run-stop")).count() == 0
+
+    # the commit's artifacts: listed, expandable, downloadable
+    commit_row = page.locator(f'{tid("sv-commit-row")}[data-commit="{commit}"]')
+    commit_row.wait_for(timeout=30_000)
+    commit_row.locator(tid("sv-commit-toggle")).click()
+    file_row = commit_row.locator(f'{tid("sv-commit-file")}[data-name="output/data.csv"]')
+    file_row.wait_for()
+    with page.expect_download() as info:
+        file_row.locator(tid("sv-file-download")).click()
+    download = info.value
+    assert download.suggested_filename == "data.csv"
+    arts = soopervisor.get_artifacts(commit, project="proj")
+    assert Path(download.path()).read_bytes() == arts.path("output/data.csv").read_bytes()
+
+    with page.expect_download() as info:
+        commit_row.locator(tid("sv-commit-zip")).click()
+    names = zipfile.ZipFile(io.BytesIO(Path(info.value.path()).read_bytes())).namelist()
+    assert "output/data.csv" in names and "manifest.json" in names
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#soopervisor-panel").screenshot(path=str(ARTIFACTS / "sidebar.png"))
+
+    # after a reload the run history comes back from the server
+    page.reload()
+    open_panel(page, lab, "proj")
+    page.locator(f'{tid("sv-run-row")}[data-run-id="{run_id}"][data-status="succeeded"]').wait_for()
+
+
+@pytest.mark.docker
+def test_failed_run_shows_the_failing_tail(engine, lab: JupyterLab, page, server_root: Path):
+    project = make_project(server_root, function_task("print('about to fail')\nraise RuntimeError('boom')"))
+    assert soopervisor.validate(project).ok
+
+    open_panel(page, lab, "proj")
+    page.locator(tid("sv-validation-ok")).wait_for()
+    page.locator(tid("sv-run-sample")).click()
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=sv-run-detail]')?.dataset.status === 'failed'",
+        timeout=RUN_TIMEOUT_MS,
+    )
+    failure = page.locator(tid("sv-failure"))
+    failure.wait_for()
+    assert "emit" in failure.inner_text()  # the failed task
+    tail = page.locator(".sv-log-line--fail")
+    page.wait_for_function("() => document.querySelectorAll('.sv-log-line--fail').length > 0")
+    texts = tail.all_inner_texts()
+    assert texts[-1].startswith("!!! soopervisor:")
+    assert len(texts) <= 30
+    assert any("boom" in t for t in texts)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#soopervisor-panel").screenshot(path=str(ARTIFACTS / "sidebar-failed.png"))
+
+
+@pytest.mark.docker
+def test_reload_resumes_a_running_run_and_stop_cancels_it(engine, lab: JupyterLab, page, server_root: Path):
+    make_project(server_root, function_task("print('sleeping now', flush=True)\nimport time\ntime.sleep(300)"))
+    open_panel(page, lab, "proj")
+    page.locator(tid("sv-validation-ok")).wait_for()
+    page.locator(tid("sv-run-full")).click()
+    log = page.locator(tid("sv-log"))
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=sv-log]')?.innerText.includes('sleeping now')",
+        timeout=RUN_TIMEOUT_MS,
+    )
+    run_id = page.locator(f'{tid("sv-run-row")}.sv-run--selected').get_attribute("data-run-id")
+    before = log.locator(".sv-log-line").all_inner_texts()
+
+    # a reload finds the running run again and follows its log from line 0
+    page.reload()
+    open_panel(page, lab, "proj")
+    page.locator(f'{tid("sv-run-row")}.sv-run--selected[data-run-id="{run_id}"][data-status="running"]').wait_for()
+    page.wait_for_function(
+        f"() => document.querySelectorAll('[data-testid=sv-log] .sv-log-line').length >= {len(before)}"
+    )
+    assert log.locator(".sv-log-line").all_inner_texts()[: len(before)] == before
+
+    page.locator(tid("sv-run-stop")).click()
+    page.locator(f'{tid("sv-run-row")}[data-run-id="{run_id}"][data-status="cancelled"]').wait_for(timeout=90_000)
+    assert page.locator(tid("sv-run-stop")).count() == 0
+    assert soopervisor.get_run(run_id).status == "cancelled"
+
+
+@pytest.mark.docker
+def test_log_resumes_after_dropped_connections_without_loss_or_duplicates(engine, lab: JupyterLab, page, server_root):
+    make_project(server_root)
+    urls: list[str] = []
+
+    def flaky(ws) -> None:
+        """The first two log connections drop right after their first message."""
+        urls.append(ws.url)
+        server = ws.connect_to_server()
+        if len(urls) > 2:
+            return  # forwarded untouched
+
+        def forward_once(message) -> None:
+            ws.send(message)
+            ws.close()
+            server.close()
+
+        server.on_message(forward_once)
+
+    page.route_web_socket(re.compile(r".*/soopervisor/api/runs/[^/]+/log.*"), flaky)
+    open_panel(page, lab, "proj")
+    page.locator(tid("sv-validation-ok")).wait_for()
+    page.locator(tid("sv-run-sample")).click()
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=sv-run-detail]')?.dataset.status === 'succeeded'",
+        timeout=RUN_TIMEOUT_MS,
+    )
+    page.locator(f'{tid("sv-log-state")}[data-state="ended"]').wait_for()
+    run_id = page.locator(f'{tid("sv-run-row")}.sv-run--selected').get_attribute("data-run-id")
+
+    starts = [int(re.search(r"[?&]from=(\d+)", u)[1]) for u in urls]
+    assert len(starts) >= 3 and starts[0] == 0 and starts[1] > 0 and starts[2] > starts[1], urls
+    on_disk = Path(soopervisor.get_run(run_id).log_path).read_bytes().decode().split("\n")[:-1]
+    shown = page.locator(f'{tid("sv-log")} .sv-log-line').all_inner_texts()
+    assert shown == [line.rsplit("\r", 1)[-1] or "\u200b" for line in on_disk]
+
+
+def test_invalid_project_disables_runs_and_says_why(lab: JupyterLab, page, server_root: Path):
+    project = make_project(server_root)
+    (project / "pipeline.yaml").unlink()
+    commit_all(project, "no pipeline")
+
+    open_panel(page, lab, "proj")
+    page.locator(f'{tid("sv-validation")}[data-path="proj"][data-state="invalid"]').wait_for()
+    problems = page.locator(tid("sv-problem"))
+    assert problems.count() >= 1
+    assert "pipeline" in problems.first.inner_text()
+    assert page.locator(tid("sv-run-sample")).is_disabled()
+    assert "problem" in page.locator(tid("sv-run-blocked")).inner_text()
+
+    # fixing it is picked up by the periodic re-validation (or a refresh)
+    write(project, {"pipeline.yaml": PIPELINE})
+    commit_all(project, "pipeline back")
+    page.locator(".sv-header button").click()
+    page.locator(tid("sv-validation-ok")).wait_for()
+    assert page.locator(tid("sv-run-sample")).is_enabled()
+
+
+def test_version_banner_on_mismatch_and_missing_extension(lab: JupyterLab, page, server_root: Path):
+    page.route("**/soopervisor/api/version*", lambda route: route.fulfill(json={"version": "9.9.9"}))
+    open_panel(page, lab)
+    banner = page.locator(tid("sv-version-banner"))
+    banner.wait_for()
+    text = banner.inner_text()
+    assert "9.9.9" in text and soopervisor.__version__ in text
+    assert f"pip install soopervisor=={soopervisor.__version__}" in text and "restart" in text
+
+    page.unroute("**/soopervisor/api/version*")
+    page.route(
+        "**/soopervisor/api/version*",
+        lambda route: route.fulfill(status=404, json={"error": "not found", "hint": None}),
+    )
+    page.reload()
+    open_panel(page, lab)
+    banner.wait_for()
+    assert "not running" in banner.inner_text()
+    assert page.locator(tid("sv-run-sample")).is_disabled()
+
+
+def test_frontend_version_is_the_python_version():
+    """The sidebar compares its own version with the server's: they ship together."""
+    import json
+
+    package = json.loads((REPO / "js" / "package.json").read_text())
+    assert package["name"] == "soopervisor"
+    assert package["version"] == soopervisor.__version__
+    built = REPO / "jupyter_ext" / "labextension" / "package.json"
+    if built.exists():
+        assert json.loads(built.read_text())["version"] == soopervisor.__version__
