@@ -25,6 +25,7 @@ from tornado import httputil, web
 
 import soopervisor
 from soopervisor import errors
+from soopervisor.project import enclosing_project
 
 #: where the server's runs store their artifacts and where it reads them from;
 #: None is soopervisor's default (SOOPERVISOR_STORAGE or <data dir>/artifacts)
@@ -116,6 +117,11 @@ def resolve_path(root: str, rel: str) -> str:
     return full
 
 
+def relative_to_root(root: str, folder: Path) -> str:
+    rel = os.path.relpath(folder, root)
+    return "" if rel == "." else rel.replace(os.sep, "/")
+
+
 def content_disposition(filename: str) -> str:
     ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
@@ -172,8 +178,9 @@ class ValidateHandler(BaseHandler):
     @authorized
     async def get(self) -> None:
         rel = self.get_query_argument("path", "")
-        report = await call(soopervisor.validate, resolve_path(self.root, rel))
-        self.reply({**report.to_dict(), "path": rel})
+        folder = enclosing_project(resolve_path(self.root, rel), self.root)
+        report = await call(soopervisor.validate, folder)
+        self.reply({**report.to_dict(), "path": relative_to_root(self.root, folder)})
 
 
 def parse_limit(raw: str | None) -> int:
@@ -215,7 +222,7 @@ class RunsHandler(BaseHandler):
     @authorized
     async def post(self) -> None:
         rel, sample, secrets = parse_run_request(self.json_body())
-        path = resolve_path(self.root, rel)
+        path = enclosing_project(resolve_path(self.root, rel), self.root)
         run = await call(soopervisor.run, path, sample=sample, storage=STORAGE, secrets=secrets, wait=False)
         self.reply(run_json(run), status=201)
 

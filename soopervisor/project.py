@@ -623,3 +623,17 @@ def project_name(path: str | os.PathLike = ".") -> str:
             "run it from a project folder, or pass --project NAME",
         )
     return report.project.name
+
+
+def enclosing_project(path: str | os.PathLike, within: str | os.PathLike) -> Path:
+    """The nearest folder from ``path`` up to ``within`` that holds a pipeline.yaml; else ``path``.
+
+    A file browser sitting in ``proj/tasks`` means the project ``proj``.
+    """
+    path, within = Path(path).resolve(), Path(within).resolve()
+    for folder in (path, *path.parents):
+        if (folder / "pipeline.yaml").is_file():
+            return folder
+        if folder == within or within not in folder.parents:
+            break
+    return path

@@ -290,7 +290,15 @@ async def test_validate_a_valid_project(jp_fetch, jp_root_dir):
     make_project(jp_root_dir / "proj", name="nested")  # the root itself ("" and ".") also works
     for root in ("", "."):
         status, body = await api(jp_fetch, "validate", params={"path": root})
-        assert status == 200 and body["path"] == root
+        assert status == 200 and body["path"] == ""
+    # a file browser inside the project (proj/tasks) means the project
+    status, body = await api(jp_fetch, "validate", params={"path": "proj/tasks"})
+    assert status == 200 and body["ok"] is True and body["path"] == "proj", body
+    # ...but never a project above the server's root
+    (jp_root_dir / "plain").mkdir()
+    (jp_root_dir.parent / "pipeline.yaml").write_text("tasks: []\n")
+    status, body = await api(jp_fetch, "validate", params={"path": "plain"})
+    assert body["path"] == "plain" and body["ok"] is False, body
 
 
 # -- bad input ------------------------------------------------------------------------------------------
