@@ -74,6 +74,17 @@ def wait_for_run_start_and_growth(page) -> list[int]:
     return counts
 
 
+def sample_run_until(page, lab: JupyterLab, status: str) -> None:
+    """Open the panel on proj, start a sample run, wait until the selected run has ``status``."""
+    open_panel(page, lab, "proj")
+    page.locator(tid("sv-validation-ok")).wait_for()
+    page.locator(tid("sv-run-sample")).click()
+    page.wait_for_function(
+        f"() => document.querySelector('[data-testid=sv-run-detail]')?.dataset.status === '{status}'",
+        timeout=RUN_TIMEOUT_MS,
+    )
+
+
 @pytest.mark.docker
 def test_sample_run_from_the_sidebar(engine, lab: JupyterLab, page, server_root: Path, home: Path):
     project = make_project(server_root)  # server_root/proj
@@ -145,13 +156,7 @@ def test_failed_run_shows_the_failing_tail(engine, lab: JupyterLab, page, server
     project = make_project(server_root, function_task("print('about to fail')\nraise RuntimeError('boom')"))
     assert soopervisor.validate(project).ok
 
-    open_panel(page, lab, "proj")
-    page.locator(tid("sv-validation-ok")).wait_for()
-    page.locator(tid("sv-run-sample")).click()
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=sv-run-detail]')?.dataset.status === 'failed'",
-        timeout=RUN_TIMEOUT_MS,
-    )
+    sample_run_until(page, lab, "failed")
     failure = page.locator(tid("sv-failure"))
     failure.wait_for()
     assert "emit" in failure.inner_text()  # the failed task
@@ -214,13 +219,7 @@ def test_log_resumes_after_dropped_connections_without_loss_or_duplicates(engine
         server.on_message(forward_once)
 
     page.route_web_socket(re.compile(r".*/soopervisor/api/runs/[^/]+/log.*"), flaky)
-    open_panel(page, lab, "proj")
-    page.locator(tid("sv-validation-ok")).wait_for()
-    page.locator(tid("sv-run-sample")).click()
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=sv-run-detail]')?.dataset.status === 'succeeded'",
-        timeout=RUN_TIMEOUT_MS,
-    )
+    sample_run_until(page, lab, "succeeded")
     page.locator(f'{tid("sv-log-state")}[data-state="ended"]').wait_for()
     run_id = page.locator(f'{tid("sv-run-row")}.sv-run--selected').get_attribute("data-run-id")
 
