@@ -281,9 +281,11 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(e.report.format(), err=True)
         sys.exit(e.exit_code)
     except SoopervisorError as e:
-        click.secho(f"error: {e.message}", fg="red", err=True)
+        from .redact import CREDENTIALS  # a cloud token must not show even in an error
+
+        click.secho(f"error: {CREDENTIALS.redact(e.message)}", fg="red", err=True)
         if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
+            click.echo(f"hint: {CREDENTIALS.redact(e.hint)}", err=True)
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, Cancelled, click.exceptions.Abort):  # click turns Ctrl-C into Abort
         click.echo("\ninterrupted: the container was removed and the log kept", err=True)

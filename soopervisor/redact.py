@@ -152,3 +152,8 @@ def _hold_start(buf: str, secrets: tuple[str, ...]) -> int:
                 break
             i = buf.find(first, i + 1, hold)
     return hold
+
+
+#: credential values this process holds (cloud tokens, keys): every run's
+#: redactor, the CLI's errors and the Jupyter server's answers mask them too
+CREDENTIALS = Redactor()

@@ -26,7 +26,7 @@ from .errors import Cancelled, InvalidProject, SoopervisorError, UsageError
 from .executors import Executor
 from .live import cancel_marker
 from .logstream import LogStream
-from .redact import Redactor
+from .redact import CREDENTIALS, Redactor
 from .runs import Run, RunStore, now_iso
 from .script import env_fingerprint
 
@@ -206,7 +206,7 @@ class Lifecycle:
     def __init__(self, opts: RunOptions, prepared: Prepared, executor: Executor, store: RunStore) -> None:
         self.opts, self.prepared, self.executor, self.store = opts, prepared, executor, store
         project = prepared.project
-        self.redactor = Redactor(prepared.secrets.values())
+        self.redactor = Redactor([*prepared.secrets.values(), *CREDENTIALS.secrets])
         self.run = Run(
             project=project.name,
             project_path=str(project.path),

@@ -1,7 +1,9 @@
 """Storage backends, chosen by the URL that names a storage target.
 
 ``/some/path``, ``relative/path``, ``~/x`` and ``file:///abs/path`` are local
-folders. Other backends register a URL scheme with :func:`register_backend`.
+folders; ``s3://``, ``gdrive://``, ``dropbox://``, ``onedrive://`` and ``box://``
+name the cloud backends (each module's ``open_url(url)``), built on
+:mod:`soopervisor.storage.remote`. Others register with :func:`register_backend`.
 """
 
 from __future__ import annotations
@@ -29,14 +31,15 @@ __all__ = [
 #: scheme -> factory taking the full URL
 _BACKENDS: dict[str, Callable[[str], Storage]] = {}
 
-#: backends that are planned but not written yet: scheme -> display name
-_PLANNED = {
-    "s3": "S3",
-    "gdrive": "Google Drive",
-    "dropbox": "Dropbox",
-    "onedrive": "OneDrive",
-    "box": "Box",
+#: cloud backends, imported on first use (their SDKs are heavy): scheme -> module
+_CLOUD = {
+    "s3": "soopervisor.storage.s3",
+    "gdrive": "soopervisor.storage.gdrive",
+    "dropbox": "soopervisor.storage.dropbox",
+    "onedrive": "soopervisor.storage.onedrive",
+    "box": "soopervisor.storage.box",
 }
+_NAMES = {"s3": "S3", "gdrive": "Google Drive", "dropbox": "Dropbox", "onedrive": "OneDrive", "box": "Box"}
 
 # only "scheme://" makes a URL, so "C:\\x" or "a:b" stay plain paths
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -73,12 +76,23 @@ def open_storage(url: str | os.PathLike[str] | None = None) -> Storage:
     scheme = m.group(1).lower()
     if scheme in _BACKENDS:
         return _BACKENDS[scheme](url)
-    if scheme in _PLANNED:
-        raise UsageError(
-            f"{_PLANNED[scheme]} storage is not available yet",
-            hint="use a local folder for now: --storage /path",
-        )
-    supported = ", ".join(f"{s}://" for s in sorted(_BACKENDS))
+    if scheme in _CLOUD:
+        import importlib
+
+        try:
+            module = importlib.import_module(_CLOUD[scheme])
+        except ModuleNotFoundError as e:
+            if e.name != _CLOUD[scheme]:
+                raise UsageError(
+                    f"{_NAMES[scheme]} storage needs the package {e.name}",
+                    hint=f"pip install {e.name}",
+                ) from None
+            raise UsageError(
+                f"{_NAMES[scheme]} storage is not available yet",
+                hint="use a local folder for now: --storage /path",
+            ) from None
+        return module.open_url(url)
+    supported = ", ".join(f"{s}://" for s in sorted({*_BACKENDS, *_CLOUD}))
     raise UsageError(
         f"unknown storage scheme '{scheme}://' in {url!r}",
         hint=f"supported: a local path, {supported}",

@@ -54,7 +54,7 @@ def _copy_file(src: Path, dst: Path) -> None:
         os.fsync(fout.fileno())
 
 
-def _regular_files(src: Path) -> list[str]:
+def regular_files(src: Path) -> list[str]:
     """Relative posix names of the regular files under ``src``; links are skipped."""
     names = []
     for dirpath, dirnames, filenames in os.walk(src):  # does not follow links
@@ -272,7 +272,7 @@ class LocalStorage(Storage):
             raise self._unavailable(e) from e
 
     def _put_set(self, project: str, commit: str, src: Path) -> None:
-        names = [n for n in _regular_files(src) if n != MANIFEST]
+        names = [n for n in regular_files(src) if n != MANIFEST]
         for n in names:
             check_relpath(n)  # refuse before anything is written
         project_dir = self._project_dir(project, create=True)
