@@ -127,13 +127,18 @@ def run(path: str, **opts) -> None:
 def legacy(path: str, storage_path: str | None, **opts) -> None:
     """soopervisor PATH [STORAGE_PATH] [--dropbox | --gdrive]: the original form of run."""
     chosen = [name for name in CLOUD_FLAGS if opts.pop(name)]
+    if len(chosen) > 1:
+        raise UsageError(f"choose one storage, not {' and '.join('--' + c for c in chosen)}")
+    if storage_path and opts.get("storage"):
+        raise UsageError("give the storage either as STORAGE_PATH or with --storage, not both")
     if chosen:
+        # --dropbox [STORAGE_PATH] is dropbox://STORAGE_PATH (the service's default folder without one)
         from .storage import open_storage
 
-        open_storage(f"{chosen[0]}://")  # says which backends are not available yet
-    if storage_path:
-        if opts.get("storage"):
-            raise UsageError("give the storage either as STORAGE_PATH or with --storage, not both")
+        url = f"{chosen[0]}://{(storage_path or '').lstrip('/')}"
+        open_storage(url)  # a clear error now when the backend cannot be used
+        opts["storage"] = url
+    elif storage_path:
         opts["storage"] = storage_path
     _run(path, **opts)
 
@@ -265,6 +270,63 @@ def stop_cmd(run_id: str) -> None:
 
     run = stop_run(run_id)
     click.echo(f"run {run.id} {run.status}")
+
+
+# -- login ------------------------------------------------------------------------
+LOGIN_SERVICES = ("gdrive", "dropbox", "onedrive", "box")
+
+
+def _backend(name: str):
+    from .storage import cloud_module
+
+    return cloud_module(name)
+
+
+@cli.command("login")
+@click.argument("service", required=False, type=click.Choice(LOGIN_SERVICES))
+@click.option("--status", is_flag=True, help="Show which services are signed in (never a token).")
+def login_cmd(service: str | None, status: bool) -> None:
+    """Sign in to a cloud storage service; the tokens go to the system keyring.
+
+    Where no keyring exists, tokens go to a file only you can read (0600)
+    under your config folder. In CI, pass them as environment variables
+    instead (see the README).
+
+    \b
+    Examples:
+      soopervisor login dropbox        a link to open, then paste the code
+      soopervisor login onedrive       a device code to enter at microsoft.com/devicelogin
+      soopervisor login --status
+    """
+    if status:
+        for name in LOGIN_SERVICES:
+            try:
+                line = _backend(name).describe()
+            except SoopervisorError as e:
+                line = e.message
+            click.echo(f"{name:<9} {line}")
+        return
+    if service is None:
+        raise UsageError("name the service to sign in to", f"soopervisor login {{{'|'.join(LOGIN_SERVICES)}}}")
+    where = _backend(service).login(echo=click.echo, prompt=lambda text: click.prompt(text, hide_input=False))
+    click.secho(f"✓ signed in to {service}; tokens saved in {where}", fg="green")
+
+
+@cli.command("logout")
+@click.argument("service", type=click.Choice(LOGIN_SERVICES))
+def logout_cmd(service: str) -> None:
+    """Forget the stored tokens of a service.
+
+    \b
+    Example:
+      soopervisor logout box
+    """
+    from . import credentials
+
+    if credentials.delete(service):
+        click.echo(f"signed out of {service}: its tokens are deleted")
+    else:
+        click.echo(f"no stored {service} tokens (environment variables, if set, still apply)")
 
 
 # -- entry point ---------------------------------------------------------------

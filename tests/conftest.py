@@ -21,6 +21,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "soopervisor-home"
     monkeypatch.setenv("SOOPERVISOR_HOME", str(home))
     monkeypatch.delenv("SOOPERVISOR_STORAGE", raising=False)
+    # never the user's keyring or stored cloud tokens
+    monkeypatch.setenv("SOOPERVISOR_CONFIG_DIR", str(tmp_path / "soopervisor-config"))
+    monkeypatch.setenv("SOOPERVISOR_NO_KEYRING", "1")
     return home
 
 

@@ -39,6 +39,10 @@ _CLOUD = {
     "onedrive": "soopervisor.storage.onedrive",
     "box": "soopervisor.storage.box",
 }
+#: the pip package of an SDK module a backend imports
+_PACKAGES = {"s3fs": "s3fs", "googleapiclient": "google-api-python-client", "google_auth_oauthlib": "google-auth-oauthlib",
+             "dropbox": "dropbox", "msal": "msal", "box_sdk_gen": "boxsdk>=10", "keyring": "keyring"}
+
 _NAMES = {"s3": "S3", "gdrive": "Google Drive", "dropbox": "Dropbox", "onedrive": "OneDrive", "box": "Box"}
 
 # only "scheme://" makes a URL, so "C:\\x" or "a:b" stay plain paths
@@ -63,6 +67,25 @@ def _open_file_url(url: str) -> Storage:
 register_backend("file", _open_file_url)
 
 
+def cloud_module(scheme: str):
+    """The module of a cloud backend; UsageError naming the package to install when its SDK is missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(_CLOUD[scheme])
+    except ModuleNotFoundError as e:
+        if e.name == _CLOUD[scheme]:
+            raise UsageError(
+                f"{_NAMES[scheme]} storage is not available yet",
+                hint="use a local folder for now: --storage /path",
+            ) from None
+        top = (e.name or "").split(".")[0]
+        package = _PACKAGES.get(top, top)
+        raise UsageError(
+            f"{_NAMES[scheme]} storage needs the package {package}", hint=f"pip install '{package}'"
+        ) from None
+
+
 def open_storage(url: str | os.PathLike[str] | None = None) -> Storage:
     """The storage named by ``url``; None means ``config.default_storage_url()``."""
     if url is None:
@@ -77,20 +100,7 @@ def open_storage(url: str | os.PathLike[str] | None = None) -> Storage:
     if scheme in _BACKENDS:
         return _BACKENDS[scheme](url)
     if scheme in _CLOUD:
-        import importlib
-
-        try:
-            module = importlib.import_module(_CLOUD[scheme])
-        except ModuleNotFoundError as e:
-            if e.name != _CLOUD[scheme]:
-                raise UsageError(
-                    f"{_NAMES[scheme]} storage needs the package {e.name}",
-                    hint=f"pip install {e.name}",
-                ) from None
-            raise UsageError(
-                f"{_NAMES[scheme]} storage is not available yet",
-                hint="use a local folder for now: --storage /path",
-            ) from None
+        module = cloud_module(scheme)
         return module.open_url(url)
     supported = ", ".join(f"{s}://" for s in sorted({*_BACKENDS, *_CLOUD}))
     raise UsageError(

@@ -1,0 +1,104 @@
+"""Where cloud tokens are kept, and that a value once known is masked everywhere."""
+from __future__ import annotations
+
+import stat
+
+import keyring
+import pytest
+from keyring.backend import KeyringBackend
+
+from soopervisor import credentials
+from soopervisor.credentials import CredentialsError
+from soopervisor.redact import CREDENTIALS, Redactor
+
+from .conftest import cli
+
+
+class MemoryKeyring(KeyringBackend):
+    """A keyring backend holding passwords in a dict (keyring's documented backend API)."""
+
+    priority = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service, username):
+        return self.items.get((service, username))
+
+    def set_password(self, service, username, password):
+        self.items[(service, username)] = password
+
+    def delete_password(self, service, username):
+        if (service, username) not in self.items:
+            raise keyring.errors.PasswordDeleteError("not stored")
+        del self.items[(service, username)]
+
+
+@pytest.fixture
+def memory_keyring(monkeypatch):
+    monkeypatch.delenv("SOOPERVISOR_NO_KEYRING")
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+def test_without_a_keyring_tokens_go_to_a_file_only_the_user_can_read(tmp_path):
+    where = credentials.save("dropbox", {"refresh_token": "rt-secret-value-1", "app_key": "key123"})
+    path = tmp_path / "soopervisor-config" / "credentials" / "dropbox.json"
+    assert where == str(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert credentials.load("dropbox") == {"refresh_token": "rt-secret-value-1", "app_key": "key123"}
+    assert credentials.delete("dropbox") and not path.exists()
+    assert credentials.load("dropbox") is None
+    assert not credentials.delete("dropbox")
+
+
+def test_with_a_keyring_tokens_go_there_and_not_to_a_file(memory_keyring, tmp_path):
+    assert credentials.save("box", {"refresh_token": "rt-secret-value-2"}) == "system keyring"
+    assert ("soopervisor", "box") in memory_keyring.items
+    assert not (tmp_path / "soopervisor-config" / "credentials" / "box.json").exists()
+    assert credentials.load("box") == {"refresh_token": "rt-secret-value-2"}
+    assert credentials.delete("box") and credentials.load("box") is None
+
+
+def test_every_saved_or_loaded_value_is_masked_from_then_on():
+    credentials.save("onedrive", {"token": {"refresh": "very-secret-refresh-token"}, "n": "1"})
+    assert CREDENTIALS.redact("got very-secret-refresh-token!") == "got ***!"
+    assert "1" not in CREDENTIALS.secrets  # short values would mask ordinary text
+    # a run's redactor is built with them (runner.Lifecycle), so its log cannot show them
+    run_redactor = Redactor([*CREDENTIALS.secrets])
+    assert "very-secret" not in run_redactor.redact("very-secret-refresh-token")
+
+
+def test_damaged_store_is_a_clear_error(tmp_path):
+    path = tmp_path / "soopervisor-config" / "credentials" / "gdrive.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(CredentialsError) as e:
+        credentials.load("gdrive")
+    assert e.value.hint == "soopervisor login gdrive"
+
+
+def test_from_env_needs_every_required_variable(monkeypatch):
+    names = {"app_key": "T_APP_KEY", "refresh_token": "T_REFRESH", "team": "T_TEAM?"}
+    monkeypatch.setenv("T_APP_KEY", "k")
+    assert credentials.from_env(names) is None
+    monkeypatch.setenv("T_REFRESH", "env-refresh-token-value")
+    assert credentials.from_env(names) == {"app_key": "k", "refresh_token": "env-refresh-token-value"}
+    assert "env-refresh-token-value" in CREDENTIALS.secrets
+
+
+def test_logout_and_login_usage_from_the_cli():
+    credentials.save("box", {"refresh_token": "rt-secret-value-3"})
+    proc = cli("logout", "box", check=0)
+    assert "signed out of box" in proc.stdout
+    proc = cli("logout", "box", check=0)
+    assert "no stored box tokens" in proc.stdout
+    proc = cli("login", check=2)
+    assert "name the service" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("login", "nope", check=2)
+    assert "nope" in proc.stderr
