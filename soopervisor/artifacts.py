@@ -17,6 +17,7 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -379,6 +380,10 @@ def _fetch(
     return target
 
 
+#: files fetched at once by download_set
+DOWNLOAD_WORKERS = 4
+
+
 def download_set(storage: Storage | str | None, project: str, commit: str, to: Path) -> list[Path]:
     """Download a set (its files, then its manifest) into ``to``, verified.
 
@@ -406,14 +411,25 @@ def download_set(storage: Storage | str | None, project: str, commit: str, to: P
         files = _manifest_files(manifest, where)  # validate every name before writing
         for f in files:
             _refuse_links_on_the_way(to, f.name)
-        written = []
+        targets = []
         for f in files:
             target = to.joinpath(*f.name.split("/"))
             # every directory created is checked again: no link may appear on the way
             for parent in reversed(target.relative_to(to).parents[:-1]):
                 _refuse_links_on_the_way(to, parent.as_posix())
                 (to / parent).mkdir(exist_ok=True)
-            written.append(_fetch(st, project, commit, f.name, target, f.size, f.sha256))
+            targets.append((f, target))
+        # cloud backends spend most of a download waiting on the network: fetch a few at once
+        with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool:
+            futures = [pool.submit(_fetch, st, project, commit, f.name, t, f.size, f.sha256) for f, t in targets]
+        errors = [fut.exception() for fut in futures if fut.exception() is not None]
+        if errors:
+            # all or nothing: a failed download leaves no files that look like a partial set
+            for fut in futures:
+                if fut.exception() is None:
+                    fut.result().unlink(missing_ok=True)
+            raise errors[0]
+        written = [fut.result() for fut in futures]
         _refuse_links_on_the_way(to, MANIFEST)
         os.replace(tmp_manifest, to / MANIFEST)
         written.append(to / MANIFEST)
