@@ -16,6 +16,14 @@ for line in Path("soopervisor/__init__.py").read_text().splitlines():
     if line.startswith("__version__"):
         exec(line, version)
 
+CLOUD_EXTRAS = {
+    "s3": ["s3fs>=2024.1"],
+    "gdrive": ["google-api-python-client>=2.100", "google-auth-oauthlib>=1.2", "keyring>=24"],
+    "dropbox": ["dropbox>=12", "keyring>=24"],
+    "onedrive": ["msal>=1.28", "requests>=2.31", "keyring>=24"],
+    "box": ["boxsdk>=10", "keyring>=24"],
+}
+
 setup(
     name="soopervisor",
     version=version["__version__"],
@@ -42,7 +50,12 @@ setup(
         "nbformat>=5.0",
     ],
     extras_require={
-        "test": [
+        # one extra per cloud service (the PyPI name "soopervisor" belongs to
+        # another project: install these from a checkout, `pip install -e ".[s3]"`)
+        **CLOUD_EXTRAS,
+        "cloud": sorted({req for reqs in CLOUD_EXTRAS.values() for req in reqs}),
+        "test": sorted({req for reqs in CLOUD_EXTRAS.values() for req in reqs}) + [
+            "moto[server]>=5",
             "pytest>=8",
             "pytest-timeout>=2.3",
             "pytest-xdist>=3.5",
