@@ -25,6 +25,8 @@ from tornado import httputil, web
 
 import soopervisor
 from soopervisor import errors
+from soopervisor.credentials import CredentialsError
+from soopervisor.redact import CREDENTIALS
 from soopervisor.project import enclosing_project
 
 #: where the server's runs store their artifacts and where it reads them from;
@@ -52,7 +54,7 @@ def status_for(e: errors.SoopervisorError) -> int:
         return 422
     if isinstance(e, (errors.ArtifactsNotFound, errors.RunNotFound)):
         return 404
-    if isinstance(e, (errors.EngineUnavailable, errors.StorageUnavailable)):
+    if isinstance(e, (errors.EngineUnavailable, errors.StorageUnavailable, CredentialsError)):
         return 503
     if isinstance(e, (errors.UnsafePath, errors.UsageError)):
         return 400
@@ -61,7 +63,8 @@ def status_for(e: errors.SoopervisorError) -> int:
 
 def api_error(e: errors.SoopervisorError) -> ApiError:
     extra = {"report": e.report.to_dict()} if isinstance(e, errors.InvalidProject) else {}
-    return ApiError(status_for(e), e.message, e.hint, **extra)
+    # a cloud token must not reach an API response, even inside an error
+    return ApiError(status_for(e), CREDENTIALS.redact(e.message), e.hint and CREDENTIALS.redact(e.hint), **extra)
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

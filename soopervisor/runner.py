@@ -424,7 +424,11 @@ class Lifecycle:
                 failed_task=failed_task,
                 error=outcome.error,
             )
-            self.prepared.storage.put_set(run.project, run.commit, set_dir)
+            storage = self.prepared.storage
+            if self.opts.on_line and hasattr(storage, "progress"):
+                # cloud uploads take a while: the terminal or widget shows files, bytes and rate
+                storage.progress = lambda text: self.opts.on_line(self.redactor.redact(text) + "\n")
+            storage.put_set(run.project, run.commit, set_dir)
         except SoopervisorError as e:
             # nothing lost: the set stays on this machine, and the error says where
             kept = config.data_dir() / "unsaved" / run.id
