@@ -1,0 +1,461 @@
+"""Box backend specifics: the real ``box_sdk_gen`` SDK against the stateful fake of the Box API.
+
+The storage contract (tests/test_storage_contract.py) runs on Box through
+tests/backends/box.py; this module covers what only Box has: chunked upload
+sessions and their part rules, the per-file upload limit (250 MB on free
+accounts), single-use refresh tokens saved after every refresh, throttling,
+the URL forms, the sign-in and ``describe``. Live tests run when the CI
+credentials are in the environment.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from box_sdk_gen.networking import box_network_client
+
+from soopervisor import credentials
+from soopervisor.credentials import CredentialsError
+from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
+from soopervisor.storage import box as backend
+from soopervisor.storage import open_storage
+from tests.backends.box import storage
+from tests.fakes.box_api import MB, FakeBox
+from tests.test_storage_dropbox import make_set
+
+MiB = 1024 * 1024
+SHA_A = "a" * 40
+SHA_B = "b" * 40
+LIVE_VARS = ("SOOPERVISOR_BOX_CLIENT_ID", "SOOPERVISOR_BOX_CLIENT_SECRET", "SOOPERVISOR_BOX_REFRESH_TOKEN")
+_REAL_ENV = {k: v for k, v in os.environ.items() if k.startswith("SOOPERVISOR_BOX_")}
+PART = r"PUT /api/2\.0/files/upload_sessions/\w+"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """No real credentials, no keyring, no real waiting (the SDK's waits are recorded)."""
+    for var in (*LIVE_VARS, backend.DEVELOPER_TOKEN_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SOOPERVISOR_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("SOOPERVISOR_NO_KEYRING", "1")
+    waits: list[float] = []
+    monkeypatch.setattr(box_network_client, "time", SimpleNamespace(sleep=waits.append))
+    monkeypatch.setattr(backend, "_sleep", waits.append)
+    return waits
+
+
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> FakeBox:
+    """Chunked uploads from 1 MiB in 1 MiB parts, so a 3 MiB file exercises them; the fake enforces the rules."""
+    monkeypatch.setattr(backend, "CHUNKED_MIN", 1 * MiB)
+    return FakeBox(min_chunked=1 * MiB, part_size=1 * MiB)
+
+
+def part_ranges(fake: FakeBox) -> int:
+    return fake.call_count(PART)
+
+
+# -- uploads -------------------------------------------------------------------------
+def test_small_files_take_one_request(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.txt": b"x" * 1000}))
+        assert s.fake.call_count(r"POST /api/2\.0/files/content") == 2  # the file, then the manifest
+        assert s.fake.call_count(r"POST /api/2\.0/files/upload_sessions") == 0
+
+
+def test_large_file_goes_through_a_chunked_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    data = os.urandom(3 * MiB + 77)
+    with storage(tmp_path, small_parts(monkeypatch)) as s:
+        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"big.bin": data}))
+        assert s.fake.call_count(r"POST /api/2\.0/files/upload_sessions") == 1
+        assert part_ranges(s.fake) == 4
+        assert s.fake.call_count(r"POST /api/2\.0/files/upload_sessions/\w+/commit") == 1
+        assert s.fake.find(f"soopervisor-tests/p/{SHA_A}/big.bin").data == data
+        s.get_file("p", SHA_A, "big.bin", tmp_path / "out")
+        assert (tmp_path / "out").read_bytes() == data
+
+
+def test_real_thresholds_20_mb_in_parts_of_the_size_box_returns(tmp_path: Path):
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(20 * MB + 1))
+    with storage(tmp_path) as s:
+        s.store.upload("p/c/big.bin", src, lambda n: None)
+        assert part_ranges(s.fake) == 3  # 8 MiB, 8 MiB and the rest
+        assert s.fake.find("soopervisor-tests/p/c/big.bin").data == src.read_bytes()
+        small = tmp_path / "small.bin"
+        small.write_bytes(b"x" * (20 * MB - 1))
+        s.store.upload("p/c/small.bin", small, lambda n: None)
+        assert part_ranges(s.fake) == 3  # below 20 MB: one plain upload
+
+
+def test_replacing_a_large_file_uploads_a_new_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with storage(tmp_path, small_parts(monkeypatch)) as s:
+        src = tmp_path / "f"
+        src.write_bytes(os.urandom(2 * MiB))
+        s.store.upload("p/c/f", src, lambda n: None)
+        file_id = s.fake.find("soopervisor-tests/p/c/f").id
+        src.write_bytes(os.urandom(2 * MiB + 1))
+        s.store.upload("p/c/f", src, lambda n: None)
+        assert s.fake.call_count(rf"POST /api/2\.0/files/{file_id}/upload_sessions") == 1
+        assert s.fake.items[file_id].data == src.read_bytes()
+
+
+def test_failed_part_is_sent_again_and_the_others_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A part keeps failing past the SDK's retries: Box is asked which parts it has; only the rest is resent."""
+    data = os.urandom(4 * MiB)
+    with storage(tmp_path, small_parts(monkeypatch)) as s:
+        s.fake.fail(PART, 500, times=backend.MAX_ATTEMPTS)
+        s.store.upload("p/c/big.bin", _write(tmp_path, data), lambda n: None)
+        assert s.fake.call_count(r"GET /api/2\.0/files/upload_sessions/\w+/parts") == 1
+        assert part_ranges(s.fake) == 4  # every part stored once: no part was sent twice successfully
+        assert s.fake.find("soopervisor-tests/p/c/big.bin").data == data
+
+
+def test_part_stored_but_answer_lost_is_sent_again_harmlessly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    data = os.urandom(3 * MiB)
+    with storage(tmp_path, small_parts(monkeypatch)) as s:
+        s.fake.fail(PART, 502, after_apply=True)
+        s.fake.fail(PART, 0, connection_error=True)
+        s.store.upload("p/c/big.bin", _write(tmp_path, data), lambda n: None)
+        assert s.fake.find("soopervisor-tests/p/c/big.bin").data == data
+
+
+def test_failed_upload_aborts_its_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with storage(tmp_path, small_parts(monkeypatch)) as s:
+        s.fake.fail(PART, 500, times=100)
+        with pytest.raises(StorageUnavailable, match="kept refusing parts"):
+            s.store.upload("p/c/big.bin", _write(tmp_path, os.urandom(2 * MiB)), lambda n: None)
+        assert s.fake.sessions == {} and s.fake.find("soopervisor-tests/p/c/big.bin") is None
+
+
+def test_lost_session_restarts_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    data = os.urandom(3 * MiB)
+    with storage(tmp_path, small_parts(monkeypatch)) as s:
+        s.fake.fail(PART, 404, code="not_found")
+        s.store.upload("p/c/big.bin", _write(tmp_path, data), lambda n: None)
+        assert s.fake.call_count(r"POST /api/2\.0/files/upload_sessions") == 2
+        assert s.fake.find("soopervisor-tests/p/c/big.bin").data == data
+
+
+def test_commit_still_processing_is_polled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    data = os.urandom(2 * MiB)
+    with storage(tmp_path, small_parts(monkeypatch)) as s:
+        s.fake.commit_pending = 2
+        s.store.upload("p/c/big.bin", _write(tmp_path, data), lambda n: None)
+        assert s.fake.find("soopervisor-tests/p/c/big.bin").data == data
+
+
+def test_the_fake_enforces_the_part_rules(tmp_path: Path):
+    """Wrong part sizes, ranges and digests are refused by the fake through the SDK, as Box documents."""
+    from box_sdk_gen import BoxAPIError
+
+    fake = FakeBox(min_chunked=10, part_size=4)
+    with storage(tmp_path, fake) as s:
+        up = s.store.client.chunked_uploads
+        folder = s.store._folder_id("", create=True)
+        with pytest.raises(BoxAPIError) as e:
+            up.create_file_upload_session(folder, 9, "small")
+        assert e.value.response_info.code == "file_size_too_small"
+        sess = up.create_file_upload_session(folder, 10, "f")
+        assert sess.part_size == 4 and sess.total_parts == 3
+        import base64
+        import hashlib
+        import io
+
+        def digest(b: bytes) -> str:
+            return "sha=" + base64.b64encode(hashlib.sha1(b).digest()).decode()
+
+        url = sess.session_endpoints.upload_part
+        for body, rng, dg, code in [
+            (b"abc", "bytes 0-2/10", digest(b"abc"), "range_not_satisfiable"),  # shorter than part_size
+            (b"abcd", "bytes 2-5/10", digest(b"abcd"), "range_not_satisfiable"),  # not at a multiple
+            (b"abcd", "bytes 0-3/10", digest(b"abce"), "sha1_mismatch"),
+        ]:
+            with pytest.raises(BoxAPIError) as e:
+                up.upload_file_part_by_url(url, io.BytesIO(body), dg, rng)
+            assert e.value.response_info.code == code
+
+
+# -- limits, quota, throttling, credentials -----------------------------------------
+def test_file_above_the_account_limit_is_refused_before_sending(tmp_path: Path):
+    fake = FakeBox(max_upload_size=2 * MiB)
+    with storage(tmp_path, fake) as s:
+        with pytest.raises(StorageUnavailable) as e:
+            s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"big.bin": b"x" * (3 * MiB)}))
+        assert "250 MB" in str(e.value) and "larger than this Box account accepts" in str(e.value)
+        assert "upgrade" in e.value.hint
+        assert fake.call_count(r"POST /api/2\.0/files/.*") == 0
+        assert s.list_projects() == []
+
+
+def test_servers_413_is_reported_the_same_way(tmp_path: Path):
+    fake = FakeBox(max_upload_size=2 * MiB)
+    with storage(tmp_path, fake) as s:
+        s.store._max_upload = 10**12  # the limit changed after it was read
+        src = _write(tmp_path, b"x" * (3 * MiB))
+        with pytest.raises(StorageUnavailable, match="250 MB"):
+            s.store.upload("p/c/big", src, lambda n: None)
+
+
+def test_full_account_is_reported(tmp_path: Path):
+    with storage(tmp_path, FakeBox(space_amount=1000)) as s:
+        with pytest.raises(StorageUnavailable, match="Box account is full") as e:
+            s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.bin": b"x" * 2000}))
+        assert "free some space" in e.value.hint
+
+
+def test_429_waits_as_long_as_retry_after_says(tmp_path: Path, isolated: list[float]):
+    with storage(tmp_path) as s:
+        s.fake.fail(r"GET /2\.0/folders/.*", 429, retry_after=9, code="rate_limit_exceeded", times=2)
+        assert s.list_projects() == []
+        assert isolated[:2] == [9.0, 9.0]
+
+
+def test_throttling_that_does_not_stop_is_reported(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.fake.fail(r"GET /2\.0/folders/.*", 503, times=100)
+        with pytest.raises(StorageUnavailable, match="gave up"):
+            s.list_projects()
+
+
+def test_every_refresh_saves_the_new_refresh_token(tmp_path: Path):
+    with storage(tmp_path) as s:
+        env_token = os.environ["SOOPERVISOR_BOX_REFRESH_TOKEN"]
+        s.list_projects()  # the first call refreshes: there is no access token yet
+        first = credentials.load("box")
+        assert first["refresh_token"] != env_token and first["refresh_token"] in s.fake.refresh_tokens
+        assert env_token not in s.fake.refresh_tokens  # spent: Box refresh tokens are single-use
+        s.fake.expire_access_tokens()
+        s.store.client.auth._refreshed_at = 0  # as if long ago
+        s.list_projects()
+        second = credentials.load("box")
+        assert second["refresh_token"] != first["refresh_token"] and s.fake.refreshes == 2
+        # the next run with the same (now spent) environment token continues with the saved successor
+        again = backend.open_url("box://soopervisor-tests", session=s.fake.session())
+        assert again.list_projects() == []
+
+
+def test_threads_share_one_refresh(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.list_projects()
+        s.fake.expire_access_tokens()
+        s.store.client.auth._refreshed_at = 0
+        errors = []
+
+        def work():
+            try:
+                s.list_projects()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and s.fake.refreshes == 2
+
+
+def test_revoked_refresh_token_asks_to_log_in_without_showing_it(tmp_path: Path):
+    with storage(tmp_path) as s:
+        token = os.environ["SOOPERVISOR_BOX_REFRESH_TOKEN"]
+        s.fake.refresh_tokens.clear()
+        with pytest.raises(CredentialsError) as e:
+            s.list_projects()
+        assert "soopervisor login box" in e.value.hint
+        assert token not in str(e.value) and s.fake.client_secret not in str(e.value)
+
+
+def test_expired_developer_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake = FakeBox()
+    token = fake.issue_access_token(lifetime=-1)
+    monkeypatch.setenv(backend.DEVELOPER_TOKEN_ENV, token)
+    s = backend.open_url("box://0", session=fake.session())
+    with pytest.raises(CredentialsError) as e:
+        s.list_projects()
+    assert "soopervisor login box" in e.value.hint and token not in str(e.value)
+
+
+def test_developer_token_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake = FakeBox()
+    monkeypatch.setenv(backend.DEVELOPER_TOKEN_ENV, fake.issue_access_token())
+    s = backend.open_url("box://0", session=fake.session())
+    s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a": b"1"}))
+    assert s.list_projects() == ["p"]
+    assert "developer token" in backend.describe()
+
+
+def test_missing_credentials_name_both_ways():
+    with pytest.raises(CredentialsError) as e:
+        open_storage("box://0")
+    assert "soopervisor login box" in e.value.hint and "SOOPERVISOR_BOX_REFRESH_TOKEN" in e.value.hint
+
+
+# -- folders, listing, copying --------------------------------------------------------
+def test_listing_pages_through_folder_items(tmp_path: Path):
+    with storage(tmp_path, FakeBox(page_size=2)) as s:
+        for commit in (SHA_A, SHA_B):
+            s.put_set("p", commit, make_set(tmp_path, commit, {f"f{i}": bytes([i]) for i in range(5)}))
+        assert sorted(m["commit"] for m in s.list_sets("p")) == [SHA_A, SHA_B]
+        assert sorted(o.key for o in s.store.list(f"p/{SHA_A}/")) == sorted(
+            [f"p/{SHA_A}/f{i}" for i in range(5)] + [f"p/{SHA_A}/manifest.json"])
+
+
+def test_unchanged_files_are_copied_on_the_server(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a": b"same", "b": b"one"}))
+        s.put_set("p", SHA_B, make_set(tmp_path, SHA_B, {"a": b"same", "b": b"two"}))
+        assert s.last_put["copied"] == 1 and s.last_put["uploaded"] == 1
+        assert s.fake.call_count(r"POST /2\.0/files/\w+/copy") == 1
+        s.store.copy(f"p/{SHA_A}/b", f"p/{SHA_B}/b")  # replaces
+        assert s.fake.find(f"soopervisor-tests/p/{SHA_B}/b").data == b"one"
+
+
+def test_stale_ids_are_looked_up_again(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.store.write("p/c/x", b"1")
+        item = s.fake.find("soopervisor-tests/p/c/x")
+        del s.fake.items[item.id]  # removed by someone else ...
+        s.fake.items["999"] = type(item)("999", "file", "x", item.parent, b"2")  # ... and stored again
+        assert s.store.read("p/c/x") == b"2"
+        s.store.delete(["p/c/x", "p/c/never"])
+        with pytest.raises(ArtifactsNotFound):
+            s.store.read("p/c/x")
+
+
+def test_folder_id_urls(tmp_path: Path):
+    fake = FakeBox()
+    with storage(tmp_path, fake, url="box://0/team/runs") as s:
+        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a": b"1"}))
+        team = fake.find("team")
+    assert fake.find(f"team/runs/p/{SHA_A}/a") is not None
+    with storage(tmp_path, fake, url=f"box://{team.id}/runs") as s:
+        assert s.list_projects() == ["p"]
+
+
+def test_unknown_folder_id_is_reported(tmp_path: Path):
+    with storage(tmp_path, url="box://424242") as s:
+        with pytest.raises(StorageUnavailable, match="no folder 424242"):
+            s.check_writable()
+        with pytest.raises(StorageUnavailable, match="Box refused to list"):
+            s.list_projects()
+
+@pytest.mark.parametrize(("url", "parsed"), [
+    ("box://", ("0", [])),
+    ("box://0", ("0", [])),
+    ("box://123456789", ("123456789", [])),
+    ("box://123/runs/ml/", ("123", ["runs", "ml"])),
+    ("box://artifacts/ml", ("0", ["artifacts", "ml"])),
+    ("box://0/2024", ("0", ["2024"])),
+    ("box://my%20runs", ("0", ["my runs"])),
+])
+def test_url_forms(url: str, parsed: tuple):
+    assert backend.parse_url(url) == parsed
+
+
+@pytest.mark.parametrize("url", ["box://a/../b", "box://..", "box://a\\b", "dropbox://x"])
+def test_bad_urls_are_refused(url: str):
+    with pytest.raises(UsageError) as e:
+        backend.parse_url(url)
+    assert e.value.hint
+
+
+# -- sign-in and status --------------------------------------------------------------
+def _login(fake: FakeBox, answer, shown: list[str]) -> str:
+    return backend.login(shown.append, answer, client_id=fake.client_id, client_secret=fake.client_secret,
+                         session=fake.session())
+
+
+def test_login_exchanges_the_code_from_the_redirect_address(tmp_path: Path):
+    fake = FakeBox()
+    shown: list[str] = []
+
+    def answer(text: str) -> str:
+        url = next(line.strip() for line in shown if "oauth2/authorize" in line)
+        state = re.search(r"state=([^&]+)", url).group(1)
+        assert "redirect_uri=http%3A%2F%2Flocalhost%3A8765%2Fcallback" in url
+        return f"{backend.REDIRECT_URI}?state={state}&code={fake.authorize()}"
+
+    where = _login(fake, answer, shown)
+    assert where == str(tmp_path / "config" / "credentials" / "box.json")
+    saved = credentials.load("box")
+    assert saved["refresh_token"] in fake.refresh_tokens and saved["client_id"] == fake.client_id
+    assert backend.open_url("box://x", session=fake.session()).list_projects() == []
+
+
+def test_login_accepts_the_bare_code(tmp_path: Path):
+    fake = FakeBox()
+    _login(fake, lambda text: fake.authorize(), [])
+    assert credentials.load("box")["refresh_token"] in fake.refresh_tokens
+
+
+def test_login_refuses_a_wrong_code_or_another_sign_in(tmp_path: Path):
+    fake = FakeBox()
+    with pytest.raises(CredentialsError, match="did not accept"):
+        _login(fake, lambda text: "bogus", [])
+    with pytest.raises(CredentialsError, match="another sign-in"):
+        _login(fake, lambda text: f"{backend.REDIRECT_URI}?state=other&code={fake.authorize()}", [])
+    with pytest.raises(CredentialsError, match="refused"):
+        _login(fake, lambda text: f"{backend.REDIRECT_URI}?error=access_denied", [])
+    assert credentials.load("box") is None
+
+
+def test_describe_never_shows_a_token(monkeypatch: pytest.MonkeyPatch):
+    assert "not signed in" in backend.describe()
+    for field, var in backend.ENV.items():
+        monkeypatch.setenv(var, f"secret-{field}-value")
+    text = backend.describe()
+    assert "environment" in text and "secret-" not in text
+    for var in backend.ENV.values():
+        monkeypatch.delenv(var)
+    credentials.save("box", {"client_id": "cid-123456", "client_secret": "sec-123456", "refresh_token": "rt-123456"})
+    text = backend.describe()
+    assert text.startswith("signed in") and "123456" not in text
+
+
+
+def test_access_tokens_are_masked_as_soon_as_they_are_issued(tmp_path: Path):
+    from soopervisor.redact import CREDENTIALS
+
+    with storage(tmp_path) as s:
+        s.list_projects()
+        assert all(t in CREDENTIALS.secrets for t in s.fake.access_tokens)
+        assert all(t in CREDENTIALS.secrets for t in s.fake.refresh_tokens)
+
+
+# -- the real service ----------------------------------------------------------------
+@pytest.fixture
+def live_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The autouse fixture hid the real variables; the live test takes them from the original environment."""
+    for var, value in _REAL_ENV.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(box_network_client, "time", __import__("time"))
+    monkeypatch.setattr(backend, "_sleep", __import__("time").sleep)
+
+
+@pytest.mark.live
+@pytest.mark.skipif(
+    not (all(_REAL_ENV.get(v) for v in LIVE_VARS) or _REAL_ENV.get(backend.DEVELOPER_TOKEN_ENV)),
+    reason=f"live Box test: set {', '.join(LIVE_VARS)} (or {backend.DEVELOPER_TOKEN_ENV}) to run it",
+)
+def test_live_round_trip(tmp_path: Path, live_env: None):
+    run = uuid.uuid4().hex[:12]
+    s = open_storage(f"box://soopervisor-live-tests/{run}")
+    s.check_writable()
+    s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.txt": b"hello", "b.bin": os.urandom(1000)}))
+    s.put_set("p", SHA_B, make_set(tmp_path, SHA_B, {"a.txt": b"hello"}))
+    assert s.last_put["copied"] == 1
+    s.get_file("p", SHA_A, "a.txt", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == b"hello"
+    folder = s.store._folder_id("", create=False)
+    s.store.client.folders.delete_folder_by_id(folder, recursive=True)
+
+
+def _write(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / f"f-{uuid.uuid4().hex[:6]}"
+    path.write_bytes(data)
+    return path

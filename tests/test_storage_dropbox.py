@@ -1,0 +1,417 @@
+"""Dropbox backend specifics: the real `dropbox` SDK against the stateful fake of the Dropbox API.
+
+The storage contract (tests/test_storage_contract.py) runs on Dropbox through
+tests/backends/dropbox.py; this module covers what only Dropbox has: upload
+sessions and their offsets, throttling, token expiry and revocation, quota,
+the URL form, the PKCE sign-in and ``describe``. Live tests run when the CI
+credentials are in the environment.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from soopervisor import credentials
+from soopervisor.artifacts import write_manifest
+from soopervisor.credentials import CredentialsError
+from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
+from soopervisor.storage import dropbox as backend
+from soopervisor.storage import open_storage
+from tests.backends.dropbox import storage
+from tests.fakes.dropbox_api import FakeDropbox, MiB
+
+SHA_A = "a" * 40
+SHA_B = "b" * 40
+LIVE_VARS = ("SOOPERVISOR_DROPBOX_APP_KEY", "SOOPERVISOR_DROPBOX_REFRESH_TOKEN")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """No real credentials, no keyring, no real waiting (the waits are recorded)."""
+    for var in (*LIVE_VARS, "SOOPERVISOR_DROPBOX_APP_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SOOPERVISOR_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("SOOPERVISOR_NO_KEYRING", "1")
+    waits: list[float] = []
+    monkeypatch.setattr(backend, "_sleep", waits.append)
+    return waits
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upload sessions from 1 MiB in 256 KiB pieces, so a 3 MiB file exercises them."""
+    monkeypatch.setattr(backend, "SINGLE_UPLOAD_LIMIT", 1 * MiB)
+    monkeypatch.setattr(backend, "CHUNK_SIZE", 256 * 1024)
+
+
+def make_set(root: Path, commit: str, files: dict[str, bytes], project: str = "p") -> Path:
+    src = root / f"src-{uuid.uuid4().hex[:8]}"
+    for name, data in files.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    write_manifest(src, project=project, commit=commit)
+    return src
+
+
+def session_calls(fake: FakeDropbox) -> list[tuple[str, dict]]:
+    return [(r, a) for r, a in fake.calls if r.startswith("files/upload_session/")]
+
+
+# -- uploads -------------------------------------------------------------------------
+def test_small_files_take_one_request(tmp_path: Path, small_chunks: None):
+    with storage(tmp_path) as s:
+        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.txt": b"x" * 1000}))
+        assert "files/upload" in s.fake.routes()
+        assert session_calls(s.fake) == []
+
+
+def test_large_file_goes_through_an_upload_session(tmp_path: Path, small_chunks: None):
+    data = os.urandom(3 * MiB + 123)
+    with storage(tmp_path) as s:
+        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"big.bin": data}))
+        calls = session_calls(s.fake)
+        assert calls[0][0] == "files/upload_session/start"
+        appends = [a["cursor"]["offset"] for r, a in calls if r == "files/upload_session/append_v2"]
+        assert appends == list(range(256 * 1024, len(data), 256 * 1024))
+        finish = calls[-1]
+        assert finish[0] == "files/upload_session/finish"
+        assert finish[1]["cursor"]["offset"] == len(data)
+        assert finish[1]["commit"]["path"] == f"/soopervisor-tests/p/{SHA_A}/big.bin"
+        assert s.fake.data(f"/soopervisor-tests/p/{SHA_A}/big.bin") == data
+        s.get_file("p", SHA_A, "big.bin", tmp_path / "out")
+        assert (tmp_path / "out").read_bytes() == data
+
+
+def test_lost_reply_resumes_at_the_offset_dropbox_reports(tmp_path: Path, small_chunks: None):
+    """A piece arrives but its answer is lost: the retry is told incorrect_offset and moves on from there."""
+    data = os.urandom(2 * MiB)
+    with storage(tmp_path) as s:
+        s.fake.fail("files/upload_session/append_v2", 500, after_apply=True)
+        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"big.bin": data}))
+        offsets = [a["cursor"]["offset"] for r, a in session_calls(s.fake) if r == "files/upload_session/append_v2"]
+        # the first append landed (answer lost), was sent again at the same offset and refused
+        # with correct_offset; the upload went on from there, so no byte was stored twice
+        assert offsets[0] == offsets[1] == 256 * 1024
+        assert offsets[2] == 512 * 1024
+        assert s.fake.data(f"/soopervisor-tests/p/{SHA_A}/big.bin") == data
+
+
+def test_dropped_connection_during_a_piece_is_retried(tmp_path: Path, small_chunks: None):
+    data = os.urandom(2 * MiB)
+    with storage(tmp_path) as s:
+        s.fake.fail("files/upload_session/append_v2", 0, connection_error=True, times=2)
+        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"big.bin": data}))
+        assert s.fake.data(f"/soopervisor-tests/p/{SHA_A}/big.bin") == data
+
+
+def test_lost_session_restarts_cleanly(tmp_path: Path, small_chunks: None):
+    data = os.urandom(2 * MiB)
+    with storage(tmp_path) as s:
+        real = s.fake._r_files_upload_session_append_v2
+        dropped = []
+
+        def expire_once(arg: dict, body: bytes):
+            if not dropped:  # the session expires under us
+                dropped.append(s.fake.sessions.pop(arg["cursor"]["session_id"]))
+            return real(arg, body)
+
+        s.fake._r_files_upload_session_append_v2 = expire_once
+        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"big.bin": data}))
+        assert [r for r, _ in session_calls(s.fake)].count("files/upload_session/start") == 2
+        assert s.fake.data(f"/soopervisor-tests/p/{SHA_A}/big.bin") == data
+
+
+def test_the_fake_enforces_offsets_and_the_single_upload_limit(tmp_path: Path):
+    """The rules the backend relies on are the fake's, not the backend's: checked through the SDK."""
+    from dropbox.exceptions import ApiError
+    from dropbox.files import UploadSessionCursor
+
+    with storage(tmp_path) as s:
+        dbx = s.store.dbx
+        sid = dbx.files_upload_session_start(b"12345").session_id
+        with pytest.raises(ApiError) as e:
+            dbx.files_upload_session_append_v2(b"678", UploadSessionCursor(sid, 3))
+        assert e.value.error.is_incorrect_offset()
+        assert e.value.error.get_incorrect_offset().correct_offset == 5
+        with pytest.raises(ApiError) as e:
+            dbx.files_upload(b"\0" * (150 * MiB + 1), "/soopervisor-tests/too-big")
+        assert e.value.error.is_payload_too_large()
+
+
+def test_real_thresholds_a_file_above_150_mib_uses_8_mib_pieces(tmp_path: Path):
+    size = 150 * MiB + 1
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        f.truncate(size)
+    with storage(tmp_path) as s:
+        s.store.upload("p/c/big.bin", src, lambda n: None)
+        calls = session_calls(s.fake)
+        assert calls[0][0] == "files/upload_session/start"
+        assert len(calls) == 2 + (size - 1) // (8 * MiB)  # start, appends, finish
+        assert len(s.fake.data("/soopervisor-tests/p/c/big.bin")) == size
+
+
+# -- throttling, credentials, quota --------------------------------------------------
+def test_429_waits_as_long_as_retry_after_says(tmp_path: Path, isolated: list[float]):
+    with storage(tmp_path) as s:
+        s.fake.fail("files/upload", 429, retry_after=7, times=2)
+        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.txt": b"1"}))
+        assert isolated[:2] == [7.0, 7.0]
+        assert s.read_manifest("p", SHA_A)["commit"] == SHA_A
+
+
+def test_503_waits_as_long_as_retry_after_says(tmp_path: Path, isolated: list[float]):
+    with storage(tmp_path) as s:
+        s.fake.fail("files/list_folder", 503, retry_after=4)
+        assert s.list_projects() == []
+        assert isolated == [4.0]
+
+
+def test_server_errors_are_retried_then_reported(tmp_path: Path, isolated: list[float]):
+    with storage(tmp_path) as s:
+        s.fake.fail("files/list_folder", 503, times=2)
+        assert s.list_projects() == []
+        assert len(isolated) == 2 and isolated[1] > isolated[0] * 0.5
+        s.fake.fail("files/list_folder", 503, times=100)
+        with pytest.raises(StorageUnavailable, match="gave up after"):
+            s.list_projects()
+
+
+def test_expired_access_token_is_refreshed(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.txt": b"1"}))
+        s.fake.expire_access_tokens()
+        assert s.list_projects() == ["p"]
+
+
+def test_revoked_refresh_token_asks_to_log_in_without_showing_it(tmp_path: Path):
+    with storage(tmp_path) as s:
+        token = os.environ["SOOPERVISOR_DROPBOX_REFRESH_TOKEN"]
+        s.fake.refresh_tokens.clear()
+        s.fake.expire_access_tokens()
+        with pytest.raises(CredentialsError) as e:
+            s.list_projects()
+        assert "soopervisor login dropbox" in str(e.value)
+        assert token not in str(e.value)
+        for access in s.fake.access_tokens:
+            assert access not in str(e.value)
+
+
+def test_missing_permission_is_named(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.fake.fail("files/upload", 401, body={"error_summary": "missing_scope/",
+                                               "error": {".tag": "missing_scope", "required_scope": "files.content.write"}})
+        with pytest.raises(CredentialsError, match="files.content.write") as e:
+            s.store.write("p/c/x", b"1")
+        assert "Permissions tab" in e.value.hint
+
+
+def test_unknown_app_key_is_a_credentials_error(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.fake.app_key = "another-app"
+        with pytest.raises(CredentialsError, match="app key"):
+            s.list_projects()
+
+
+def test_full_dropbox_is_reported(tmp_path: Path):
+    with storage(tmp_path, FakeDropbox(allocated=100)) as s:
+        with pytest.raises(StorageUnavailable, match="Dropbox is full") as e:
+            s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.bin": b"x" * 1000}))
+        assert "free some space" in e.value.hint
+        assert s.list_projects() == []  # nothing complete-looking was left behind
+
+
+def test_check_writable_reports_a_full_account(tmp_path: Path):
+    fake = FakeDropbox(allocated=10)
+    fake.put_file("/other/file", b"x" * 10)
+    with storage(tmp_path, fake) as s, pytest.raises(StorageUnavailable, match="full"):
+        s.check_writable()
+
+
+def test_missing_credentials_name_both_ways(tmp_path: Path):
+    with pytest.raises(CredentialsError) as e:
+        open_storage("dropbox://x")
+    assert "soopervisor login dropbox" in e.value.hint
+    assert "SOOPERVISOR_DROPBOX_REFRESH_TOKEN" in e.value.hint
+
+
+def test_stored_credentials_are_used_and_registered(tmp_path: Path):
+    from soopervisor.redact import CREDENTIALS
+
+    fake = FakeDropbox()
+    token = fake.issue_refresh_token()
+    credentials.save("dropbox", {"app_key": fake.app_key, "refresh_token": token})
+    s = backend.open_url("dropbox://", session=fake.session())
+    assert s.list_projects() == []
+    assert token in CREDENTIALS.secrets
+
+
+# -- listing, copying ----------------------------------------------------------------
+def test_listing_follows_cursors(tmp_path: Path):
+    with storage(tmp_path, FakeDropbox(page_size=3)) as s:
+        for commit in (SHA_A, SHA_B):
+            s.put_set("p", commit, make_set(tmp_path, commit, {f"f{i}": bytes([i]) for i in range(4)}))
+        assert sorted(m["commit"] for m in s.list_sets("p")) == [SHA_A, SHA_B]
+        assert s.fake.routes().count("files/list_folder/continue") >= 3
+
+
+def test_unchanged_files_are_copied_on_the_server(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a": b"same", "b": b"one"}))
+        s.put_set("p", SHA_B, make_set(tmp_path, SHA_B, {"a": b"same", "b": b"two"}))
+        assert s.last_put["copied"] == 1 and s.last_put["uploaded"] == 1
+        assert "files/copy_v2" in s.fake.routes()
+        # a copy onto an existing object replaces it (copy_v2 itself never overwrites)
+        s.store.copy(f"p/{SHA_A}/b", f"p/{SHA_B}/b")
+        assert s.fake.data(f"/soopervisor-tests/p/{SHA_B}/b") == b"one"
+
+
+def test_missing_object(tmp_path: Path):
+    with storage(tmp_path) as s:
+        with pytest.raises(ArtifactsNotFound):
+            s.store.read("p/c/nothing")
+        s.store.delete(["p/c/nothing"])  # already gone is fine
+
+
+def test_other_refusals_are_messages_not_tracebacks(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.store.write("p/c/x", b"1")
+        with pytest.raises(StorageUnavailable, match="Dropbox refused a request"):
+            s.store.write("p/c", b"a file where a folder is")
+
+# -- URLs ----------------------------------------------------------------------------
+@pytest.mark.parametrize(("url", "root"), [
+    ("dropbox://", ""),
+    ("dropbox://artifacts", "/artifacts"),
+    ("dropbox://artifacts/ml/", "/artifacts/ml"),
+    ("dropbox:///artifacts//ml", "/artifacts/ml"),
+    ("dropbox://my%20runs", "/my runs"),
+])
+def test_url_names_a_folder(url: str, root: str):
+    assert backend.parse_url(url) == root
+
+
+@pytest.mark.parametrize("url", ["dropbox://a/../b", "dropbox://..", "dropbox://a\\b", "s3://bucket"])
+def test_bad_urls_are_refused(url: str):
+    with pytest.raises(UsageError) as e:
+        backend.parse_url(url)
+    assert e.value.hint
+
+
+# -- sign-in and status --------------------------------------------------------------
+def test_login_runs_the_pkce_flow_and_saves_the_refresh_token(tmp_path: Path):
+    fake = FakeDropbox()
+    shown: list[str] = []
+
+    def prompt(text: str) -> str:
+        url = next(line.strip() for line in shown if "oauth2/authorize" in line)
+        return fake.authorize(url)  # the user allows the app and pastes the code
+
+    where = backend.login(shown.append, prompt, app_key=fake.app_key, session=fake.session())
+    assert where == str(tmp_path / "config" / "credentials" / "dropbox.json")
+    assert oct(Path(where).stat().st_mode & 0o777) == "0o600"
+    saved = credentials.load("dropbox")
+    assert saved["app_key"] == fake.app_key and saved["refresh_token"] in fake.refresh_tokens
+    assert not any(saved["refresh_token"] in line for line in shown)
+    assert backend.open_url("dropbox://x", session=fake.session()).list_projects() == []
+
+
+def test_login_asks_for_the_app_key_when_none_is_set(tmp_path: Path):
+    fake = FakeDropbox()
+    shown: list[str] = []
+    answers = iter([fake.app_key])
+
+    def prompt(text: str) -> str:
+        if text == "Dropbox app key":
+            return next(answers)
+        return fake.authorize(next(line.strip() for line in shown if "oauth2/authorize" in line))
+
+    backend.login(shown.append, prompt, session=fake.session())
+    assert any("developers/apps" in line for line in shown)
+
+
+def test_login_with_a_wrong_code(tmp_path: Path):
+    fake = FakeDropbox()
+    with pytest.raises(CredentialsError, match="did not accept") as e:
+        backend.login(lambda s: None, lambda s: "not-a-code", app_key=fake.app_key, session=fake.session())
+    assert "soopervisor login dropbox" in e.value.hint
+    assert credentials.load("dropbox") is None
+
+
+def test_describe_never_shows_a_token(monkeypatch: pytest.MonkeyPatch):
+    assert "not signed in" in backend.describe()
+    monkeypatch.setenv("SOOPERVISOR_DROPBOX_APP_KEY", "key-123456")
+    monkeypatch.setenv("SOOPERVISOR_DROPBOX_REFRESH_TOKEN", "secret-refresh-token")
+    text = backend.describe()
+    assert "environment" in text and "secret-refresh-token" not in text and "key-123456" not in text
+    monkeypatch.delenv("SOOPERVISOR_DROPBOX_REFRESH_TOKEN")
+    credentials.save("dropbox", {"app_key": "key-123456", "refresh_token": "stored-refresh-token"})
+    text = backend.describe()
+    assert text.startswith("signed in") and "stored-refresh-token" not in text
+
+
+
+def test_access_tokens_are_masked_as_soon_as_they_are_issued(tmp_path: Path):
+    from soopervisor.redact import CREDENTIALS
+
+    with storage(tmp_path) as s:
+        s.list_projects()
+        (access,) = s.fake.access_tokens
+        assert access in CREDENTIALS.secrets
+
+
+# -- the real service ----------------------------------------------------------------
+@pytest.fixture
+def live_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The autouse fixture hid the real variables; the live tests read them from the original environment."""
+    for var in (*LIVE_VARS, "SOOPERVISOR_DROPBOX_APP_SECRET"):
+        if var in _REAL_ENV:
+            monkeypatch.setenv(var, _REAL_ENV[var])
+
+
+_REAL_ENV = {k: v for k, v in os.environ.items() if k.startswith("SOOPERVISOR_DROPBOX_")}
+live = pytest.mark.skipif(
+    not all(_REAL_ENV.get(v) for v in LIVE_VARS),
+    reason=f"live Dropbox test: set {' and '.join(LIVE_VARS)} to run it",
+)
+
+
+@pytest.mark.live
+@live
+def test_live_round_trip(tmp_path: Path, live_env: None, small_chunks: None, monkeypatch: pytest.MonkeyPatch):
+    import time
+
+    monkeypatch.setattr(backend, "_sleep", time.sleep)
+    run = uuid.uuid4().hex[:12]
+    s = open_storage(f"dropbox://soopervisor-live-tests/{run}")
+    s.check_writable()
+    data = os.urandom(2 * MiB + 5)
+    s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.txt": b"hello", "big.bin": data}))
+    s.put_set("p", SHA_B, make_set(tmp_path, SHA_B, {"a.txt": b"hello"}))
+    assert s.last_put["copied"] == 1
+    s.get_file("p", SHA_A, "big.bin", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == data
+    s.store.dbx.files_delete_v2(f"/soopervisor-live-tests/{run}")
+
+
+def test_the_fake_enforces_the_concurrent_session_piece_rules(tmp_path: Path):
+    from dropbox.exceptions import ApiError
+    from dropbox.files import CommitInfo, UploadSessionCursor, UploadSessionType
+
+    with storage(tmp_path) as s:
+        dbx = s.store.dbx
+        sid = dbx.files_upload_session_start(b"", session_type=UploadSessionType.concurrent).session_id
+        with pytest.raises(ApiError) as e:
+            dbx.files_upload_session_append_v2(b"x" * 100, UploadSessionCursor(sid, 0))
+        assert e.value.error.is_concurrent_session_invalid_data_size()
+        with pytest.raises(ApiError) as e:
+            dbx.files_upload_session_append_v2(b"x" * 4 * MiB, UploadSessionCursor(sid, 100))
+        assert e.value.error.is_concurrent_session_invalid_offset()
+        # out of order is fine; the last piece closes the session and may be short
+        dbx.files_upload_session_append_v2(b"b" * 10, UploadSessionCursor(sid, 4 * MiB), close=True)
+        dbx.files_upload_session_append_v2(b"a" * 4 * MiB, UploadSessionCursor(sid, 0))
+        dbx.files_upload_session_finish(b"", UploadSessionCursor(sid, 4 * MiB + 10), CommitInfo("/c/f"))
+        assert s.fake.data("/c/f") == b"a" * 4 * MiB + b"b" * 10
