@@ -132,12 +132,10 @@ def legacy(path: str, storage_path: str | None, **opts) -> None:
     if storage_path and opts.get("storage"):
         raise UsageError("give the storage either as STORAGE_PATH or with --storage, not both")
     if chosen:
-        # --dropbox [STORAGE_PATH] is dropbox://STORAGE_PATH (the service's default folder without one)
-        from .storage import open_storage
-
-        url = f"{chosen[0]}://{(storage_path or '').lstrip('/')}"
-        open_storage(url)  # a clear error now when the backend cannot be used
-        opts["storage"] = url
+        # --dropbox [STORAGE_PATH] is dropbox://STORAGE_PATH (a folder "soopervisor" without one;
+        # S3 needs the bucket); the run checks sign-in before Docker
+        folder = (storage_path or "").lstrip("/") or ("" if chosen[0] == "s3" else "soopervisor")
+        opts["storage"] = f"{chosen[0]}://{folder}"
     elif storage_path:
         opts["storage"] = storage_path
     _run(path, **opts)
@@ -308,7 +306,10 @@ def login_cmd(service: str | None, status: bool) -> None:
         return
     if service is None:
         raise UsageError("name the service to sign in to", f"soopervisor login {{{'|'.join(LOGIN_SERVICES)}}}")
-    where = _backend(service).login(echo=click.echo, prompt=lambda text: click.prompt(text, hide_input=False))
+    def prompt(text: str) -> str:
+        return click.prompt(text, hide_input="secret" in text.lower())  # a client secret is not echoed
+
+    where = _backend(service).login(echo=click.echo, prompt=prompt)
     click.secho(f"✓ signed in to {service}; tokens saved in {where}", fg="green")
 
 

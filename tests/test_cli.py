@@ -435,12 +435,19 @@ def test_runs_empty(home: Path) -> None:
 # -- the original form, version, help --------------------------------------------------
 
 
-@pytest.mark.parametrize(("flag", "name"), [("--gdrive", "Google Drive"), ("--s3", "S3"), ("--dropbox", "Dropbox")])
-def test_legacy_cloud_flags_not_available(tmp_path: Path, flag: str, name: str) -> None:
+@pytest.mark.parametrize(("flag", "name"), [("--gdrive", "Google Drive"), ("--dropbox", "Dropbox"),
+                                           ("--onedrive", "OneDrive"), ("--box", "Box")])
+def test_legacy_cloud_flags_choose_the_backend_and_check_sign_in_first(tmp_path: Path, flag: str, name: str) -> None:
     path = make_project(tmp_path)
-    proc = run_cli(str(path), flag, check=2)
-    assert f"{name} storage is not available yet" in proc.stderr
-    assert "hint:" in proc.stderr
+    proc = run_cli(str(path), flag, check=3)  # the default folder: "soopervisor"
+    assert f"not signed in to {name}" in proc.stderr
+    assert f"soopervisor login {flag[2:]}" in proc.stderr
+    assert "Traceback" not in proc.stderr and not RunStore().list()  # nothing ran
+
+
+def test_legacy_two_cloud_flags_are_a_usage_error(tmp_path: Path) -> None:
+    proc = run_cli(str(make_project(tmp_path)), "--gdrive", "--box", check=2)
+    assert "choose one storage" in proc.stderr
 
 
 def test_legacy_storage_twice_is_a_usage_error(tmp_path: Path) -> None:

@@ -248,12 +248,6 @@ def test_missing_secret_is_a_usage_error(tmp_path):
     assert "NOT_SET_ANYWHERE" in proc.stderr
 
 
-def test_original_form_cloud_flags_not_available_yet(tmp_path):
-    project = make_project(tmp_path)
-    proc = cli(str(project), "--dropbox", check=2)
-    assert "not available yet" in proc.stderr
-
-
 def test_original_form_with_local_storage_path(tmp_path, engine, home):
     project = make_project(tmp_path)
     sha = git(project, "rev-parse", "HEAD").strip()

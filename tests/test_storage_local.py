@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from soopervisor.artifacts import write_manifest
+from soopervisor.credentials import CredentialsError
 from soopervisor.errors import (
     ArtifactsNotFound,
     StorageUnavailable,
@@ -344,12 +345,16 @@ def test_open_storage_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.parametrize("scheme", ["s3", "gdrive", "dropbox", "onedrive", "box"])
-def test_planned_backends_are_not_available_yet(scheme: str):
-    with pytest.raises(UsageError) as e:
-        open_storage(f"{scheme}://bucket/prefix")
-    assert "not available yet" in e.value.message
-    assert "--storage /path" in e.value.hint
-    assert e.value.exit_code == 2
+def test_cloud_backends_without_credentials_say_how_to_sign_in(scheme: str, monkeypatch):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    with pytest.raises(CredentialsError) as e:
+        open_storage(f"{scheme}://bucket/prefix").list_sets("proj")
+    assert e.value.exit_code == 3
+    expected = "AWS_ACCESS_KEY_ID" if scheme == "s3" else f"soopervisor login {scheme}"
+    assert expected in e.value.hint
 
 
 def test_unknown_scheme_lists_supported():

@@ -74,11 +74,6 @@ def cloud_module(scheme: str):
     try:
         return importlib.import_module(_CLOUD[scheme])
     except ModuleNotFoundError as e:
-        if e.name == _CLOUD[scheme]:
-            raise UsageError(
-                f"{_NAMES[scheme]} storage is not available yet",
-                hint="use a local folder for now: --storage /path",
-            ) from None
         top = (e.name or "").split(".")[0]
         package = _PACKAGES.get(top, top)
         raise UsageError(
