@@ -356,6 +356,17 @@ async def test_docker_engine_down_is_a_503_with_a_hint(jp_fetch, jp_root_dir, tm
 
 
 @on_loop
+async def test_cloud_storage_not_signed_in_is_a_503_naming_the_login(jp_fetch, jp_root_dir, monkeypatch):
+    monkeypatch.setenv("SOOPERVISOR_STORAGE", "dropbox://team")
+    make_project(jp_root_dir, name="proj")
+    status, body = await api(jp_fetch, "runs", method="POST", body={"path": "proj"})
+    assert status == 503, body
+    assert "not signed in to Dropbox" in body["error"] and "soopervisor login dropbox" in body["hint"]
+    status, body = await api(jp_fetch, "runs")
+    assert body["runs"] == []  # refused before anything was recorded
+
+
+@on_loop
 async def test_an_unexpected_error_says_little_and_shows_no_traceback(jp_fetch, monkeypatch):
     import soopervisor
 
