@@ -381,7 +381,7 @@ def _fetch(
 
 
 #: files fetched at once by download_set
-DOWNLOAD_WORKERS = 4
+DOWNLOAD_WORKERS = 8
 
 
 def download_set(storage: Storage | str | None, project: str, commit: str, to: Path) -> list[Path]:

@@ -36,6 +36,8 @@ Progress = Callable[[int], None]  # called with the number of bytes just moved
 
 #: files moved at once; cloud APIs throttle beyond a few
 DEFAULT_WORKERS = 4
+#: seconds a set seen complete is trusted by get_file without reading its manifest again
+COMPLETE_FOR = 60.0
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,9 @@ class RemoteStorage(Storage):
         self.progress = progress
         #: what the last put did: {"uploaded": n, "copied": n, "kept": n, "bytes_sent": n}
         self.last_put: dict[str, int] = {}
+        # (project, commit) -> when its manifest was last seen: get_file of a set's files right
+        # after its manifest (download_set) need not fetch the manifest again for every file
+        self._seen_complete: dict[tuple[str, str], float] = {}
 
     # -- writing ---------------------------------------------------------------
     def _put_set(self, project: str, commit: str, src: Path) -> None:
@@ -137,12 +142,14 @@ class RemoteStorage(Storage):
 
         # the old set of this commit stops being complete before anything changes
         old = self._manifest_or_none(project, commit)
+        self._seen_complete.pop((project, commit), None)
         self.store.delete([prefix + MANIFEST])
-        present = {o.key[len(prefix):]: o.size for o in self.store.list(prefix)}
+        listing = list(self.store.list(f"{project}/"))  # once: what is in place and what is known
+        present = {o.key[len(prefix):]: o.size for o in listing if o.key.startswith(prefix)}
         kept_same = {
             f["path"]: f.get("sha256") for f in (old or {}).get("files", []) if isinstance(f, dict)
         }
-        known = self._known_content(project, exclude=commit)
+        known = self._known_content(project, exclude=commit, listing=listing)
 
         uploads, copies, kept = [], [], 0
         for name, path in files.items():
@@ -180,10 +187,10 @@ class RemoteStorage(Storage):
             for future in [pool.submit(fn, item) for item in items]:
                 future.result()  # the first error surfaces; the set stays incomplete
 
-    def _known_content(self, project: str, exclude: str) -> dict[str, str]:
+    def _known_content(self, project: str, exclude: str, listing: list[ObjectInfo]) -> dict[str, str]:
         """sha256 -> key of a stored copy, from the project's complete sets."""
         known: dict[str, str] = {}
-        for manifest in self._list_sets(project):
+        for manifest in self._list_sets(project, listing):
             commit = manifest.get("commit")
             if commit == exclude:
                 continue
@@ -212,9 +219,9 @@ class RemoteStorage(Storage):
                 projects.add(parts[0])
         return sorted(projects)
 
-    def _list_sets(self, project: str) -> list[dict[str, Any]]:
+    def _list_sets(self, project: str, listing: list[ObjectInfo] | None = None) -> list[dict[str, Any]]:
         sets = []
-        for o in self.store.list(f"{project}/"):
+        for o in self.store.list(f"{project}/") if listing is None else listing:
             parts = o.key.split("/")
             if len(parts) != 3 or parts[2] != MANIFEST:
                 continue
@@ -238,6 +245,11 @@ class RemoteStorage(Storage):
         return {**manifest, "project": project, "commit": commit}
 
     def _get_file(self, project: str, commit: str, name: str, dest: Path) -> None:
-        self._read_manifest(project, commit)  # only files of complete sets are served
+        # only files of complete sets are served; a set seen complete a moment ago still is (a
+        # replacement racing a download is caught by the sha256 check, as it was before)
+        seen = self._seen_complete.get((project, commit))
+        if name == MANIFEST or seen is None or time.monotonic() - seen > COMPLETE_FOR:
+            self._read_manifest(project, commit)
+            self._seen_complete[(project, commit)] = time.monotonic()
         self.store.download(posixpath.join(project, commit, name), dest, lambda n: None)
 
