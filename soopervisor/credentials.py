@@ -146,3 +146,18 @@ def from_env(names: dict[str, str]) -> dict[str, str] | None:
             return None
     register(data)
     return data
+
+
+def env_or_stored(service: str, names: dict[str, str]) -> tuple[dict[str, Any], str] | None:
+    """The CI variables when all required ones are set, else the stored login when it is complete.
+
+    Returns ``(credentials, "environment" | "stored login")``, or None when neither is there.
+    """
+    data = from_env(names)
+    if data:
+        return data, "environment"
+    stored = load(service)
+    required = [field for field, var in names.items() if not var.endswith("?")]
+    if stored and all(stored.get(field) for field in required):
+        return stored, "stored login"
+    return None

@@ -80,13 +80,10 @@ def _env_names() -> str:
 
 
 def load_credentials() -> tuple[dict[str, str], str]:
-    """The credentials and where they came from ("environment" or "stored"); CredentialsError when none."""
-    data = credentials.from_env(ENV)
-    if data:
-        return data, "environment"
-    data = credentials.load(SERVICE)
-    if data and data.get("refresh_token") and data.get("app_key"):
-        return data, "stored"
+    """The credentials and where they came from ("environment" or "stored login"); CredentialsError when none."""
+    found = credentials.env_or_stored(SERVICE, ENV)
+    if found:
+        return found
     raise CredentialsError(
         "not signed in to Dropbox",
         hint=f"run `{LOGIN_HINT}`, or set {_env_names()} (for CI)",

@@ -88,12 +88,9 @@ def _env_hint() -> str:
 # -- credentials -------------------------------------------------------------------
 def load_credentials() -> tuple[dict[str, str], str]:
     """(client_id/refresh_token, "environment" or "stored login"); CredentialsError if none."""
-    data = credentials.from_env(ENV)
-    if data:
-        return data, "environment"
-    data = credentials.load(SERVICE)
-    if data and all(data.get(k) for k in ENV):
-        return {k: data[k] for k in ENV}, "stored login"
+    found = credentials.env_or_stored(SERVICE, ENV)
+    if found:
+        return found
     raise CredentialsError("not signed in to OneDrive", hint=_env_hint())
 
 

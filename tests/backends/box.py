@@ -7,7 +7,7 @@ from pathlib import Path
 
 from soopervisor.storage import box as backend
 from soopervisor.storage.base import Storage
-from tests.backends.dropbox import env
+from tests.backends import env
 from tests.fakes.box_api import FakeBox
 
 

@@ -1,29 +1,14 @@
 """Dropbox for the storage contract suite: the real SDK against a fresh fake of the Dropbox API."""
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from soopervisor.storage import dropbox as backend
 from soopervisor.storage.base import Storage
+from tests.backends import env
 from tests.fakes.dropbox_api import FakeDropbox
-
-
-@contextmanager
-def env(**values: str) -> Iterator[None]:
-    """Set environment variables for the block, restoring the old values after."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextmanager

@@ -1,29 +1,14 @@
 """Google Drive for the storage contract suite: google-api-python-client against a fresh fake Drive API."""
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from soopervisor.storage import gdrive as backend
 from soopervisor.storage.remote import RemoteStorage
+from tests.backends import env
 from tests.fakes.gdrive_api import FakeDrive
-
-
-@contextmanager
-def env(**values: str) -> Iterator[None]:
-    """Set environment variables for the block, restoring the old values after."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextmanager

@@ -6,7 +6,6 @@ One moto server per test session (started on first use, stopped at exit); each
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from soopervisor.storage import open_storage
 from soopervisor.storage.base import Storage
+from tests.backends import env
 
 # Fake keys: every credential value is registered with the redactor, which then masks it in
 # any text of the test session, so they must not look like ordinary words.
@@ -39,25 +39,6 @@ def endpoint() -> str:
             _server = server
         host, port = _server.get_host_and_port()
     return f"http://{host}:{port}"
-
-
-@contextmanager
-def env(**values: str | None) -> Iterator[None]:
-    """Set (or, with None, unset) environment variables for the block; restore them after."""
-    old = {k: os.environ.get(k) for k in values}
-    try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def aws_env(tmp_path: Path, endpoint_url: str | None = None, **extra: str | None) -> dict[str, str | None]:
