@@ -26,8 +26,8 @@ from tornado import httputil, web
 import soopervisor
 from soopervisor import errors
 from soopervisor.credentials import CredentialsError
-from soopervisor.redact import CREDENTIALS
 from soopervisor.project import enclosing_project
+from soopervisor.redact import CREDENTIALS
 
 #: where the server's runs store their artifacts and where it reads them from;
 #: None is soopervisor's default (SOOPERVISOR_STORAGE or <data dir>/artifacts)

@@ -26,7 +26,7 @@ def plain(proc: subprocess.CompletedProcess) -> str:
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, **kw)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False, **kw)
     assert proc.returncode == 0, f"{' '.join(map(str, cmd))} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 

@@ -130,7 +130,7 @@ def _fail_second_file(storage: Storage, monkeypatch) -> None:
     if isinstance(storage, RemoteStorage):
         target, attr = storage.store, "upload"
     else:
-        import soopervisor.storage.local as local
+        from soopervisor.storage import local
 
         target, attr = local, "_copy_file"
     original = getattr(target, attr)
