@@ -148,8 +148,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="soopervisor-bench-storage-"))
     proc, endpoint = start_moto()
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "AKIABENCHMARKSOOPER1",
-                       "AWS_SECRET_ACCESS_KEY": "bench-secret-soopervisor", "AWS_DEFAULT_REGION": "us-east-1",
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "moto-accepts-any-key",
+                       "AWS_SECRET_ACCESS_KEY": "not-a-real-secret", "AWS_DEFAULT_REGION": "us-east-1",
                        "AWS_EC2_METADATA_DISABLED": "true"})
     for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
         os.environ.pop(var, None)
