@@ -49,7 +49,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
 import threading
 import time
 import webbrowser
@@ -61,7 +60,7 @@ from urllib.parse import parse_qs, urlsplit
 from soopervisor import credentials
 from soopervisor.credentials import CredentialsError
 from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
-from soopervisor.storage.remote import ObjectInfo, Progress, RemoteStorage
+from soopervisor.storage.remote import ObjectInfo, Progress, RemoteStorage, RetryLater, retry_delay
 
 SERVICE = "gdrive"
 #: field -> environment variable, for CI (all three are needed)
@@ -85,8 +84,6 @@ RESUMABLE_THRESHOLD = 5 * 1024 * 1024
 CHUNK_SIZE = 32 * 256 * 1024
 #: attempts of one request on throttling and transient errors
 MAX_TRIES = 6
-#: longest wait between attempts, even when Retry-After asks for more
-MAX_BACKOFF = 60.0
 HTTP_TIMEOUT = 120
 
 LOGIN_HINT = "soopervisor login gdrive"
@@ -160,28 +157,16 @@ def _reason(e) -> str:
 
 
 def _retry_after(headers: Any, attempt: int) -> float:
-    """Seconds to wait: Retry-After when the server says, else exponential backoff with jitter."""
-    value = None
+    """Seconds to wait, from a response's headers (or None: a dropped connection)."""
     try:
         value = headers.get("retry-after")
     except AttributeError:
-        pass
-    if value:
-        try:
-            return min(float(value), MAX_BACKOFF)
-        except ValueError:
-            pass
-    return min(MAX_BACKOFF, (2 ** attempt) * 0.5 + random.uniform(0, 0.5))
-
-
-class _Retry(Exception):
-    def __init__(self, delay: float, why: str) -> None:
-        super().__init__(why)
-        self.delay, self.why = delay, why
+        value = None
+    return retry_delay(value, attempt)
 
 
 def _translate(e: BaseException, what: str, attempt: int, source: str) -> BaseException:
-    """A user-facing error for ``e``, or _Retry when it is worth another attempt."""
+    """A user-facing error for ``e``, or RetryLater when it is worth another attempt."""
     from google.auth.exceptions import RefreshError, TransportError
     from googleapiclient.errors import HttpError
 
@@ -193,7 +178,7 @@ def _translate(e: BaseException, what: str, attempt: int, source: str) -> BaseEx
     if isinstance(e, HttpError):
         status, reason = e.resp.status, _reason(e)
         if status == 429 or status >= 500 or reason in ("rateLimitExceeded", "userRateLimitExceeded"):
-            return _Retry(_retry_after(e.resp, attempt), f"{status} {reason}".strip())
+            return RetryLater(_retry_after(e.resp, attempt), f"{status} {reason}".strip())
         if status == 401:
             return CredentialsError("Google Drive refused the sign-in (401)", hint=LOGIN_HINT)
         if reason in ("storageQuotaExceeded", "quotaExceeded", "teamDriveFileLimitExceeded"):
@@ -206,7 +191,7 @@ def _translate(e: BaseException, what: str, attempt: int, source: str) -> BaseEx
         return StorageUnavailable(f"Google Drive refused {what}: HTTP {status} {reason}".rstrip(),
                                   hint="check the gdrive:// URL and your sign-in (soopervisor login --status)")
     if isinstance(e, (TransportError, OSError)) or type(e).__module__.startswith("httplib2"):
-        return _Retry(_retry_after(None, attempt), type(e).__name__)
+        return RetryLater(_retry_after(None, attempt), type(e).__name__)
     return e
 
 
@@ -244,8 +229,8 @@ class DriveStore:
                 return make().execute()
             except Exception as e:  # noqa: BLE001 - translated below
                 err = _translate(e, what, attempt, self.source)
-                if not isinstance(err, _Retry) or attempt == MAX_TRIES - 1:
-                    if isinstance(err, _Retry):
+                if not isinstance(err, RetryLater) or attempt == MAX_TRIES - 1:
+                    if isinstance(err, RetryLater):
                         raise StorageUnavailable(f"Google Drive kept failing while {what} ({err.why})",
                                                  hint="try again later") from None
                     raise err from None
@@ -399,7 +384,7 @@ class DriveStore:
                     sent = 0
                     continue
                 err = _translate(e, f"uploading {key}", failures, self.source)
-                if not isinstance(err, _Retry):
+                if not isinstance(err, RetryLater):
                     raise err from None
                 failures += 1
                 if failures >= MAX_TRIES:
@@ -428,7 +413,7 @@ class DriveStore:
                 status, done = dl.next_chunk()
             except Exception as e:  # noqa: BLE001 - translated below
                 err = _translate(e, f"downloading {key}", failures, self.source)
-                if not isinstance(err, _Retry):
+                if not isinstance(err, RetryLater):
                     raise err from None
                 failures += 1
                 if failures >= MAX_TRIES:

@@ -35,7 +35,6 @@ is reached through an HTTP session that rewrites that one origin.
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 import threading
 import time
@@ -49,7 +48,7 @@ import requests
 from soopervisor import credentials
 from soopervisor.credentials import CredentialsError
 from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
-from soopervisor.storage.remote import ObjectInfo, Progress, RemoteStorage
+from soopervisor.storage.remote import ObjectInfo, Progress, RemoteStorage, RetryLater, retry_delay
 
 SERVICE = "onedrive"
 #: field -> environment variable, for CI (both are needed)
@@ -71,8 +70,6 @@ SIMPLE_LIMIT = 4 * 1024 * KiB
 CHUNK_SIZE = 32 * 320 * KiB
 #: attempts of one request on throttling and transient errors
 MAX_TRIES = 6
-#: longest wait between attempts, even when Retry-After asks for more
-MAX_BACKOFF = 60.0
 #: how long a server-side copy may take before we give up
 COPY_TIMEOUT = 600.0
 HTTP_TIMEOUT = 120
@@ -185,19 +182,7 @@ def _graph_error(resp: requests.Response) -> tuple[str, str]:
 
 
 def _backoff(resp: requests.Response | None, attempt: int) -> float:
-    value = resp.headers.get("Retry-After") if resp is not None else None
-    if value:
-        try:
-            return min(float(value), MAX_BACKOFF)
-        except ValueError:
-            pass
-    return min(MAX_BACKOFF, (2 ** attempt) * 0.5 + random.uniform(0, 0.5))
-
-
-class _Retry(Exception):
-    def __init__(self, delay: float, why: str) -> None:
-        super().__init__(why)
-        self.delay, self.why = delay, why
+    return retry_delay(resp.headers.get("Retry-After") if resp is not None else None, attempt)
 
 
 # -- the object store --------------------------------------------------------------
@@ -232,13 +217,13 @@ class GraphStore:
 
     def _check(self, resp: requests.Response, what: str, attempt: int,
                accept: tuple[int, ...] = ()) -> requests.Response:
-        """``resp`` when it succeeded or its status is in ``accept``; else an error, or _Retry."""
+        """``resp`` when it succeeded or its status is in ``accept``; else an error, or RetryLater."""
         status = resp.status_code
         if status < 400 or status in accept:
             return resp
         code, message = _graph_error(resp)
         if status in (429, 500, 502, 503, 504) or code in ("activityLimitReached", "serviceNotAvailable"):
-            raise _Retry(_backoff(resp, attempt), f"{status} {code}".strip())
+            raise RetryLater(_backoff(resp, attempt), f"{status} {code}".strip())
         if status == 507 or code in ("quotaLimitReached", "insufficientStorage"):
             raise StorageUnavailable(f"OneDrive storage is full while {what}", hint=FULL_HINT)
         if status == 401:
@@ -271,7 +256,7 @@ class GraphStore:
                     self.tokens.get(force=True, stale=token)
                     continue
                 return self._check(resp, what, attempt, accept)
-            except _Retry as r:
+            except RetryLater as r:
                 delay, why = r.delay, r.why
             except (requests.ConnectionError, requests.Timeout) as e:
                 delay, why = _backoff(None, attempt), type(e).__name__
@@ -414,12 +399,12 @@ class GraphStore:
                             return False
                         if resp.status_code != 416:  # 416: those bytes arrived already; ask where to go on
                             self._check(resp, f"uploading {key}", failures, accept=(404,))
-                    except (_Retry, requests.ConnectionError, requests.Timeout) as e:
+                    except (RetryLater, requests.ConnectionError, requests.Timeout) as e:
                         failures += 1
                         if failures >= MAX_TRIES:
                             raise StorageUnavailable(f"OneDrive kept failing while uploading {key}",
                                                      hint="try again later; the set stays incomplete") from None
-                        self.sleep(e.delay if isinstance(e, _Retry) else _backoff(None, failures))
+                        self.sleep(e.delay if isinstance(e, RetryLater) else _backoff(None, failures))
                         resp = None
                     if resp is not None and resp.status_code in (200, 201):
                         progress(size - sent)

@@ -20,6 +20,7 @@ delete objects addressed by posix keys (``<project>/<commit>/<name>``) — and
 from __future__ import annotations
 
 import posixpath
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,28 @@ Progress = Callable[[int], None]  # called with the number of bytes just moved
 DEFAULT_WORKERS = 4
 #: seconds a set seen complete is trusted by get_file without reading its manifest again
 COMPLETE_FOR = 60.0
+
+
+#: longest wait between attempts of a cloud request, even when Retry-After asks for more
+MAX_BACKOFF = 60.0
+
+
+def retry_delay(retry_after: str | None, attempt: int) -> float:
+    """Seconds before attempt ``attempt + 1``: the server's Retry-After, else exponential backoff with jitter."""
+    if retry_after:
+        try:
+            return min(float(retry_after), MAX_BACKOFF)
+        except ValueError:
+            pass  # an HTTP date: back off as if the server had said nothing
+    return min(MAX_BACKOFF, (2**attempt) * 0.5 + random.uniform(0, 0.5))
+
+
+class RetryLater(Exception):  # a signal between attempts, never shown to the user
+    """A throttled or transient failure worth another attempt after ``delay`` seconds."""
+
+    def __init__(self, delay: float, why: str) -> None:
+        super().__init__(why)
+        self.delay, self.why = delay, why
 
 
 @dataclass(frozen=True)
