@@ -27,7 +27,6 @@ import soopervisor
 from soopervisor import errors
 from soopervisor.credentials import CredentialsError
 from soopervisor.project import enclosing_project
-from soopervisor.redact import CREDENTIALS
 
 #: where the server's runs store their artifacts and where it reads them from;
 #: None is soopervisor's default (SOOPERVISOR_STORAGE or <data dir>/artifacts)
@@ -63,8 +62,7 @@ def status_for(e: errors.SoopervisorError) -> int:
 
 def api_error(e: errors.SoopervisorError) -> ApiError:
     extra = {"report": e.report.to_dict()} if isinstance(e, errors.InvalidProject) else {}
-    # a cloud token must not reach an API response, even inside an error
-    return ApiError(status_for(e), CREDENTIALS.redact(e.message), e.hint and CREDENTIALS.redact(e.hint), **extra)
+    return ApiError(status_for(e), e.message, e.hint, **extra)
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

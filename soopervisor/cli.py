@@ -344,11 +344,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(e.report.format(), err=True)
         sys.exit(e.exit_code)
     except SoopervisorError as e:
-        from .redact import CREDENTIALS  # a cloud token must not show even in an error
-
-        click.secho(f"error: {CREDENTIALS.redact(e.message)}", fg="red", err=True)
+        click.secho(f"error: {e.message}", fg="red", err=True)
         if e.hint:
-            click.echo(f"hint: {CREDENTIALS.redact(e.hint)}", err=True)
+            click.echo(f"hint: {e.hint}", err=True)
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, Cancelled, click.exceptions.Abort):  # click turns Ctrl-C into Abort
         click.echo("\ninterrupted: the container was removed and the log kept", err=True)
@@ -362,14 +360,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _secret_redactor():
-    """A redactor for the --secret values of this command line (for crash output)."""
+    """A redactor for the --secret values of this command line and known credentials (for crash output)."""
     import os
 
-    from .redact import Redactor
+    from .redact import CREDENTIALS, Redactor
 
     names = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--secret=")]
     names += [sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--secret"]
-    return Redactor(os.environ.get(n, "") for n in names)
+    return Redactor([*(os.environ.get(n, "") for n in names), *CREDENTIALS.secrets])
 
 
 def _write_crash_report() -> str:

@@ -11,6 +11,11 @@ class SoopervisorError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        from .redact import CREDENTIALS
+
+        # a cloud token must not reach the terminal, a run record or an API answer, even in an error
+        message = CREDENTIALS.redact(message)
+        hint = CREDENTIALS.redact(hint) if hint else hint
         super().__init__(message)
         self.message = message
         self.hint = hint

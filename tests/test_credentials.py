@@ -102,3 +102,11 @@ def test_logout_and_login_usage_from_the_cli():
     assert "name the service" in proc.stderr and "Traceback" not in proc.stderr
     proc = cli("login", "nope", check=2)
     assert "nope" in proc.stderr
+
+
+def test_an_error_never_carries_a_known_credential():
+    from soopervisor.errors import StorageUnavailable
+
+    credentials.register("leaked-token-in-an-error-123")
+    e = StorageUnavailable("upload failed: bearer leaked-token-in-an-error-123", "retry leaked-token-in-an-error-123")
+    assert "leaked-token" not in str(e) and e.message == "upload failed: bearer ***" and e.hint == "retry ***"
