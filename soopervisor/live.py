@@ -26,7 +26,7 @@ _LOCK = threading.Lock()
 
 
 def is_finished(run: Run) -> bool:
-    return run.status not in ("queued", "running")
+    return run.finished
 
 
 def cancel_marker(run_id: str) -> Path:

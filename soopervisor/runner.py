@@ -236,10 +236,12 @@ class Lifecycle:
     def cancel(self) -> None:
         self.executor.cancel()
 
-    def _honour_stop_requests(self) -> None:
-        """Another process asked to stop this run (soopervisor.stop_run): start no more containers."""
+    def _stop_requested(self) -> bool:
+        """Whether another process asked to stop this run (soopervisor.stop_run); if so, cancel it."""
         if cancel_marker(self.run.id).exists():
             self.cancel()
+            return True
+        return False
 
     # -- the sequence ----------------------------------------------------------
     def execute(self) -> Run:
@@ -347,11 +349,10 @@ class Lifecycle:
         def keep(container) -> None:
             # only a finished, successful build becomes the cache: a broken
             # environment must never be reused by the next run
-            self._honour_stop_requests()
-            if container.wait().get("StatusCode") == 0 and not cancel_marker(self.run.id).exists():
+            if not self._stop_requested() and container.wait().get("StatusCode") == 0:
                 self.executor.commit(container, ENV_IMAGE_REPO, tag, self.image.env, labels)
 
-        self._honour_stop_requests()
+        self._stop_requested()  # a stop asked before this container starts: it never starts
         result = self.executor.execute(spec, self.log.write, after=keep)
         if result.exit_code == 0 and not (result.timed_out or result.cancelled):
             return env_image
@@ -364,8 +365,7 @@ class Lifecycle:
         collected.mkdir()
 
         def collect(container) -> None:
-            self._honour_stop_requests()
-            if cancel_marker(self.run.id).exists():
+            if self._stop_requested():
                 return  # killed by stop_run from another process: nothing to collect
             bits, _ = container.get_archive("/soopervisor/artifacts")
             safe_extract(bits, collected, strip="artifacts")
@@ -375,7 +375,7 @@ class Lifecycle:
             command=["bash", "/soopervisor/run.sh"],
             archives=[git.archive(self.prepared.project.repo_root, self.run.commit, prefix="workspace/"), self._script()],
         )
-        self._honour_stop_requests()
+        self._stop_requested()
         result = self.executor.execute(spec, self.log.write, after=collect)
         if result.exit_code == 0 and not (result.timed_out or result.cancelled):
             outcome.status, outcome.exit_code = "succeeded", 0
@@ -385,7 +385,7 @@ class Lifecycle:
     def _failed(self, outcome: Outcome, result, what: str) -> None:
         outcome.exit_code = result.exit_code
         # a container removed from outside by stop_run was a cancel, not a failure
-        cancelled = result.cancelled or cancel_marker(self.run.id).exists()
+        cancelled = result.cancelled or self._stop_requested()
         outcome.status = "cancelled" if cancelled else "failed"
         if result.timed_out:
             outcome.error = f"{what} timed out after {self.opts.timeout:g}s and was stopped"

@@ -51,6 +51,11 @@ class Run:
         return self.status == "succeeded"
 
     @property
+    def finished(self) -> bool:
+        """Whether the run has ended, in whatever way."""
+        return self.status not in ("queued", "running")
+
+    @property
     def duration(self) -> float | None:
         if not (self.started_at and self.finished_at):
             return None
@@ -62,7 +67,7 @@ class Run:
         """Block until the run has finished, whichever process runs it; returns this Run, refreshed."""
         store = RunStore()
         deadline = time.monotonic() + timeout if timeout is not None else None
-        while self.status in ("queued", "running"):
+        while not self.finished:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.id} is still {self.status} after {timeout:g}s")
             time.sleep(poll)
