@@ -13,7 +13,7 @@ chunked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 MASK = "***"
 
@@ -25,6 +25,7 @@ class Redactor:
         # a tuple replaced as a whole on add, so a stream reading it from
         # another thread always sees a consistent set
         self._secrets: tuple[str, ...] = ()
+        self._subscribers: tuple[Callable[[str], None], ...] = ()
         for secret in secrets:
             self.add(secret)
 
@@ -35,6 +36,21 @@ class Redactor:
             raise TypeError(f"a secret must be a str, not {type(secret).__name__}")
         if secret and secret not in self._secrets:
             self._secrets = self._secrets + (secret,)
+            for tell in self._subscribers:
+                tell(secret)
+
+    def subscribe(self, tell: Callable[[str], None]) -> None:
+        """Call ``tell(value)`` for every value registered, now and later.
+
+        GitHub Actions uses it to send ``::add-mask::`` for a credential the
+        moment it is known (a refreshed access token), before anything prints.
+        """
+        self._subscribers = self._subscribers + (tell,)
+        for secret in self._secrets:
+            tell(secret)
+
+    def unsubscribe(self, tell: Callable[[str], None]) -> None:
+        self._subscribers = tuple(t for t in self._subscribers if t is not tell)
 
     @property
     def secrets(self) -> tuple[str, ...]:
