@@ -330,6 +330,25 @@ def logout_cmd(service: str) -> None:
         click.echo(f"no stored {service} tokens (environment variables, if set, still apply)")
 
 
+# -- github ---------------------------------------------------------------------
+from .github.cli import github  # noqa: E402  (the group lives beside the GitHub code)
+
+cli.add_command(github)
+
+
+@github.command("run")
+def github_run() -> None:
+    """Run as a step of a GitHub Actions job: what the Action (action.yml) calls.
+
+    Reads the runner's GITHUB_* variables, the event file and the Action's
+    INPUT_* variables; writes the job summary, the step outputs and, for a
+    `/soopervisor run` pull-request comment, reactions and the report comment.
+    """
+    from .github.action import main as action_main
+
+    sys.exit(action_main())
+
+
 # -- entry point ---------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: known errors become a message, a hint and an exit code."""

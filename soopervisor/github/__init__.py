@@ -1,0 +1,1 @@
+"""GitHub: the Action's entry point, the workflow generator and the REST client."""

@@ -1,0 +1,124 @@
+"""The environment variables a CI job needs to reach a storage URL.
+
+Derived from each cloud backend's ``ENV`` dict (a trailing ``?`` marks an
+optional variable), so adding a credential to a backend adds it to the
+generated workflow and to the Action's early check. The backend modules import
+their SDKs at the top, and ``soopervisor github init`` must work without them,
+so their ``ENV`` is read from the module's source instead of importing it.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+from ..errors import UsageError
+from ..storage import _CLOUD, _SCHEME  # the one list of schemes and the one rule of what is a URL
+
+#: S3 reads the usual AWS variables (see soopervisor/storage/s3.py); a CI job
+#: has no profile or instance role, so the keys are the ones it needs
+_AWS = (
+    ("AWS_ACCESS_KEY_ID", True, "the access key id of a key allowed to read and write the bucket"),
+    ("AWS_SECRET_ACCESS_KEY", True, "that key's secret"),
+    ("AWS_ENDPOINT_URL", False, "the endpoint of an S3-compatible service (MinIO, Cloudflare R2, Backblaze B2)"),
+    ("AWS_REGION", False, "the bucket's region, when the endpoint needs one"),
+)
+
+#: what each backend variable holds, for the printed instructions
+_WHAT = {
+    "SOOPERVISOR_GDRIVE_CLIENT_ID": "your Google OAuth client's id (the one `soopervisor login gdrive` used)",
+    "SOOPERVISOR_GDRIVE_CLIENT_SECRET": "that OAuth client's secret",
+    "SOOPERVISOR_GDRIVE_REFRESH_TOKEN": "the refresh token `soopervisor login gdrive` stored",
+    "SOOPERVISOR_DROPBOX_APP_KEY": "your Dropbox app's key",
+    "SOOPERVISOR_DROPBOX_REFRESH_TOKEN": "the refresh token `soopervisor login dropbox` stored",
+    "SOOPERVISOR_DROPBOX_APP_SECRET": "your Dropbox app's secret (only for tokens issued without PKCE)",
+    "SOOPERVISOR_ONEDRIVE_CLIENT_ID": "your Microsoft Entra app's (client) id",
+    "SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN": "the refresh token `soopervisor login onedrive` stored",
+    "SOOPERVISOR_BOX_CLIENT_ID": "your Box app's client id",
+    "SOOPERVISOR_BOX_CLIENT_SECRET": "your Box app's client secret",
+    "SOOPERVISOR_BOX_REFRESH_TOKEN": "the refresh token `soopervisor login box` stored (single-use: "
+                                     "a fresh CI machine needs a fresh one)",
+}
+
+_LOCAL_SCHEMES = ("file",)
+
+
+@dataclass(frozen=True)
+class Secret:
+    name: str
+    required: bool
+    what: str
+
+
+def secrets_for(storage_url: str | None) -> list[Secret]:
+    """The variables a CI job needs for ``storage_url``: required ones first, in the backend's order.
+
+    A local path, ``file://`` or None needs none. An unknown scheme is a UsageError.
+    """
+    scheme = storage_scheme(storage_url)
+    if scheme is None:
+        return []
+    if scheme == "s3":
+        found = [Secret(name, required, what) for name, required, what in _AWS]
+    else:
+        env, developer_token = _backend_env(scheme)
+        found = [Secret(name.rstrip("?"), not name.endswith("?"), _WHAT.get(name.rstrip("?"), name.rstrip("?")))
+                 for name in env.values()]
+        if developer_token:
+            # kept optional: the three OAuth variables are what a lasting workflow needs
+            found.append(Secret(developer_token, False,
+                                "instead of the three above, a 60-minute developer token from the "
+                                "Box app's console (for a one-off run)"))
+    return sorted(found, key=lambda s: not s.required)  # stable: keeps the backend's order within each group
+
+
+def missing_secrets(storage_url: str | None, environ: Mapping[str, str] = os.environ) -> list[Secret]:
+    """The required variables of ``storage_url`` that are unset or empty in ``environ``.
+
+    Empty counts as missing: GitHub expands a secret that does not exist to "".
+    For Box, a non-empty developer token stands in for all of them.
+    """
+    scheme = storage_scheme(storage_url)
+    if scheme not in (None, "s3"):
+        developer_token = _backend_env(scheme)[1]
+        if developer_token and environ.get(developer_token):
+            return []
+    return [s for s in secrets_for(storage_url) if s.required and not environ.get(s.name)]
+
+
+def storage_scheme(storage_url: str | None) -> str | None:
+    """The cloud scheme of ``storage_url`` (``"s3"``...), None for a local folder; UsageError when unknown."""
+    if not storage_url:
+        return None
+    m = _SCHEME.match(storage_url)
+    if m is None:
+        return None
+    scheme = m.group(1).lower()
+    if scheme in _LOCAL_SCHEMES:
+        return None
+    if scheme not in _CLOUD:
+        supported = ", ".join(f"{s}://" for s in (*_LOCAL_SCHEMES, *_CLOUD))
+        raise UsageError(f"unknown storage scheme '{scheme}://' in {storage_url!r}",
+                         hint=f"supported: a local path, {supported}")
+    return scheme
+
+
+@cache
+def _backend_env(scheme: str) -> tuple[dict[str, str], str | None]:
+    """``ENV`` and ``DEVELOPER_TOKEN_ENV`` of a backend module, read from its source without running it."""
+    spec = importlib.util.find_spec(_CLOUD[scheme])
+    if spec is None or spec.origin is None:  # pragma: no cover - the modules ship with the package
+        raise RuntimeError(f"backend module {_CLOUD[scheme]} not found")
+    with open(spec.origin, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), spec.origin)
+    constants: dict[str, object] = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id in ("ENV", "DEVELOPER_TOKEN_ENV")):
+            constants[node.targets[0].id] = ast.literal_eval(node.value)
+    if not isinstance(constants.get("ENV"), dict):  # pragma: no cover - a backend without ENV is a bug
+        raise RuntimeError(f"{spec.origin} has no literal ENV dict")  # noqa: TRY004 - a bug, not a bad argument
+    return constants["ENV"], constants.get("DEVELOPER_TOKEN_ENV")
