@@ -1,0 +1,128 @@
+"""What a GitHub event asks for: run or not, which mode, at which commit, and why.
+
+Pure functions of the event payload and the Action's inputs, so every
+decision is tested against payloads GitHub wrote. What needs the API (the
+commenter's permission, the pull request's head) is decided in ``action.py``.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+MODES = ("sample", "full", "auto")
+WRITE_ASSOCIATIONS = ("OWNER", "MEMBER", "COLLABORATOR")
+COMMAND = "/soopervisor"
+
+USAGE = """\
+Usage, in a comment on a pull request (by someone with write access):
+
+    /soopervisor run            full run of the pull request's head
+    /soopervisor run --sample   sample run (env.yaml's `sample` set to true)
+    /soopervisor help           this text
+
+The commit run is the pull request's head when the run starts; it stays pinned
+for the whole run. A new command for the same pull request supersedes a running one.
+"""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """The decision for one event. ``run`` False means: log ``why``, reply ``reply`` if set, exit 0."""
+
+    run: bool
+    why: str
+    mode: str = "sample"
+    commit: str | None = None        # None for a comment: the pull request's head is fetched
+    pr_number: int | None = None
+    comment_id: int | None = None
+    commenter: str | None = None
+    association: str | None = None
+    reply: str | None = None         # a comment to post (usage for an unknown sub-command)
+
+    @property
+    def from_comment(self) -> bool:
+        return self.comment_id is not None
+
+
+def decide(event_name: str, payload: dict, mode: str = "auto", sha: str | None = None) -> Trigger:
+    """The decision for ``event_name`` with its ``payload`` (the file at GITHUB_EVENT_PATH).
+
+    ``mode`` is the Action's input: ``auto`` picks sample for a push, the
+    workflow_dispatch choice, and full for a comment (``--sample`` makes it a
+    sample); ``sample``/``full`` force it for every event but a comment, whose
+    own words are the explicit request. ``sha`` is GITHUB_SHA.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if event_name == "issue_comment":
+        return _comment(payload)
+    if event_name == "push":
+        if payload.get("deleted"):
+            return Trigger(False, f"push deleted {payload.get('ref')}: nothing to run")
+        commit = payload.get("after") or sha
+        chosen = "sample" if mode == "auto" else mode
+        return Trigger(True, f"push to {payload.get('ref')}: {chosen} run of {_short(commit)}", chosen, commit)
+    if event_name == "workflow_dispatch":
+        asked = (payload.get("inputs") or {}).get("mode") or "auto"
+        if asked not in MODES:
+            return Trigger(False, f"workflow_dispatch input mode={asked!r} is not one of sample, full")
+        chosen = asked if asked != "auto" else ("sample" if mode == "auto" else mode)
+        return Trigger(True, f"manual run: {chosen} run of {_short(sha)}", chosen, sha)
+    chosen = "sample" if mode == "auto" else mode
+    return Trigger(True, f"{event_name}: {chosen} run of {_short(sha)}", chosen, sha)
+
+
+def _comment(payload: dict) -> Trigger:
+    comment = payload.get("comment") or {}
+    issue = payload.get("issue") or {}
+    body = comment.get("body") or ""
+    words = _command_words(body)
+    if words is None:
+        return Trigger(False, f"comment does not start with {COMMAND}: nothing to do")
+    action = payload.get("action")
+    if action != "created":
+        return Trigger(False, f"comment was {action}, not created: only a new comment starts a run")
+    if not issue.get("pull_request"):
+        return Trigger(False, f"#{issue.get('number')} is an issue, not a pull request: nothing to run")
+    user = (comment.get("user") or {}).get("login", "?")
+    association = comment.get("author_association") or "NONE"
+    common = dict(pr_number=issue.get("number"), comment_id=comment.get("id"),
+                  commenter=user, association=association)
+    if user.endswith("[bot]") or (comment.get("user") or {}).get("type") == "Bot":
+        return Trigger(False, f"comment by the bot {user}: ignored", **common)
+    if association not in WRITE_ASSOCIATIONS:
+        return Trigger(False, f"{user}'s association is {association}: only OWNER, MEMBER or "
+                              "COLLABORATOR with write access can start a run", **common)
+    if words == ["run"]:
+        return Trigger(True, f"{user} asked for a full run of #{issue.get('number')}", "full", **common)
+    if words in (["run", "--sample"], ["run", "--full"]):
+        mode = words[1][2:]
+        return Trigger(True, f"{user} asked for a {mode} run of #{issue.get('number')}", mode, **common)
+    if words in ([], ["help"], ["--help"]):
+        return Trigger(False, f"{user} asked for help", reply=USAGE, **common)
+    return Trigger(False, f"unknown command {COMMAND} {' '.join(words)!r}: replied with usage",
+                   reply=f"Unknown command `{_code(COMMAND + ' ' + ' '.join(words))}`.\n\n{USAGE}", **common)
+
+
+def _command_words(body: str) -> list[str] | None:
+    """The words after ``/soopervisor`` on the comment's first non-empty line; None when not a command."""
+    for line in body.splitlines():
+        if line.strip():
+            first = line.strip()
+            break
+    else:
+        return None
+    if first != COMMAND and not first.startswith(COMMAND + " "):
+        return None
+    try:
+        return shlex.split(first[len(COMMAND):])
+    except ValueError:  # an unbalanced quote: still a command, just an unknown one
+        return first[len(COMMAND):].split()
+
+
+def _short(sha: str | None) -> str:
+    return (sha or "HEAD")[:7]
+
+
+def _code(text: str) -> str:
+    return text.replace("`", "'")
