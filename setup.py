@@ -23,6 +23,7 @@ CLOUD_EXTRAS = {
     "onedrive": ["msal>=1.28", "requests>=2.31", "keyring>=24"],
     "box": ["boxsdk>=10", "keyring>=24"],
 }
+GITHUB_EXTRA = ["PyGithub>=2.1"]
 
 setup(
     name="soopervisor",
@@ -54,7 +55,10 @@ setup(
         # another project: install these from a checkout, `pip install -e ".[s3]"`)
         **CLOUD_EXTRAS,
         "cloud": sorted({req for reqs in CLOUD_EXTRAS.values() for req in reqs}),
-        "test": sorted({req for reqs in CLOUD_EXTRAS.values() for req in reqs}) + [
+        # the GitHub Action and `soopervisor github ...` (the Action installs
+        # ".[github,cloud]" from its own checkout)
+        "github": GITHUB_EXTRA,
+        "test": sorted({req for reqs in CLOUD_EXTRAS.values() for req in reqs}) + GITHUB_EXTRA + [
             "moto[server]>=5",
             "pytest>=8",
             "pytest-timeout>=2.3",
