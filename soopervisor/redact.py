@@ -50,7 +50,7 @@ class Redactor:
             tell(secret)
 
     def unsubscribe(self, tell: Callable[[str], None]) -> None:
-        self._subscribers = tuple(t for t in self._subscribers if t is not tell)
+        self._subscribers = tuple(t for t in self._subscribers if t != tell)  # bound methods are equal, not identical
 
     @property
     def secrets(self) -> tuple[str, ...]:
