@@ -83,13 +83,31 @@ def clock(fn) -> float:
     return time.perf_counter() - start
 
 
-def pair(r: int, base_fn, our_fn) -> tuple[float, float]:
-    """(baseline time, our time), alternating which goes first from round to round."""
+def pair(r: int, base_fn, our_fn, base_done=None, our_done=None) -> tuple[float, float]:
+    """(baseline time, our time), alternating which goes first from round to round.
+
+    ``base_done``/``our_done`` run (untimed) right after each measurement, before the other one:
+    they check and remove what it wrote. On a VM whose free memory goes back to the host, the
+    second of two 1 GiB writes in a row otherwise pays for fresh page-cache pages (seen: cp -r
+    0.35s first, 1.5-3.9s second), which penalises whichever side goes second.
+    """
+    def base() -> float:
+        t = clock(base_fn)
+        if base_done:
+            base_done()
+        return t
+
+    def ours() -> float:
+        t = clock(our_fn)
+        if our_done:
+            our_done()
+        return t
+
     if r % 2 == 0:
-        base = clock(base_fn)
-        return base, clock(our_fn)
-    ours = clock(our_fn)
-    return clock(base_fn), ours
+        b = base()
+        return b, ours()
+    o = ours()
+    return base(), o
 
 
 def line(name: str, ours: float, base: float, nbytes: int, target: str) -> None:
@@ -113,19 +131,23 @@ def one_round(r: int, args: argparse.Namespace, src: Path, work: Path, nbytes: i
     assert storage.last_put["bytes_sent"] == 0, storage.last_put
 
     base_dir, our_dir = work / f"get-baseline-{r}", work / f"get-ours-{r}"
+
+    def check_and_remove(folder: Path) -> None:
+        assert sum(p.stat().st_size for p in folder.rglob("*.bin")) == nbytes
+        shutil.rmtree(folder)
+
     b, o = pair(r, lambda: fs.get(f"{bucket}/baseline/", str(base_dir) + "/", recursive=True),
-                lambda: download_set(storage, "bench", COMMIT, our_dir))
+                lambda: download_set(storage, "bench", COMMIT, our_dir),
+                lambda: check_and_remove(base_dir), lambda: check_and_remove(our_dir))
     times["down_base"].append(b)
     times["down"].append(o)
-    assert sum(p.stat().st_size for p in our_dir.rglob("*.bin")) == nbytes
-    shutil.rmtree(base_dir)
-    shutil.rmtree(our_dir)
     fs.rm(f"{bucket}", recursive=True)  # frees the server's memory
 
     if not args.skip_local:
         cp_dest, local_root, synced_dest = work / f"cp-{r}", work / f"local-{r}", work / f"cp-sync-{r}"
         b, o = pair(r, lambda: subprocess.run(["cp", "-r", str(src), str(cp_dest)], check=True),
-                    lambda: LocalStorage(local_root).put_set("bench", COMMIT, src))
+                    lambda: LocalStorage(local_root).put_set("bench", COMMIT, src),
+                    lambda: shutil.rmtree(cp_dest), lambda: shutil.rmtree(local_root))
         times["local_base"].append(b)
         times["local"].append(o)
         # put_set makes every file durable (fsync) before the manifest; cp -r does not
@@ -134,8 +156,7 @@ def one_round(r: int, args: argparse.Namespace, src: Path, work: Path, nbytes: i
             subprocess.run(["sync", "-f", str(synced_dest)], check=True)
 
         times["synced"].append(clock(cp_and_sync))
-        for d in (cp_dest, local_root, synced_dest):
-            shutil.rmtree(d)
+        shutil.rmtree(synced_dest)
 
 
 def main() -> None:
