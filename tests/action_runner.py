@@ -94,7 +94,7 @@ def run_action(action_dir: Path, with_: dict[str, str], env: dict[str, str], tok
             script.write(evaluate(step["run"]))
         proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", script.name],
                               cwd=env["GITHUB_WORKSPACE"], env=step_env, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, check=False)
         stdout.append(proc.stdout + proc.stderr)
         steps[step.get("id", str(i))] = parse_outputs(output_file.read_text())
         if proc.returncode != 0:

@@ -100,8 +100,7 @@ class Runner:
         if not path:
             return
         with open(path, "a", encoding="utf-8") as f:
-            for name, value in values.items():
-                f.write(f"{name}={CREDENTIALS.redact(str(value)).replace(chr(10), ' ')}\n")
+            f.writelines(f"{name}={CREDENTIALS.redact(str(value)).replace(chr(10), ' ')}\n" for name, value in values.items())
 
     def summary(self, markdown: str) -> None:
         path = self.env.get("GITHUB_STEP_SUMMARY")

@@ -86,8 +86,8 @@ def _comment(payload: dict) -> Trigger:
         return Trigger(False, f"#{issue.get('number')} is an issue, not a pull request: nothing to run")
     user = (comment.get("user") or {}).get("login", "?")
     association = comment.get("author_association") or "NONE"
-    common = dict(pr_number=issue.get("number"), comment_id=comment.get("id"),
-                  commenter=user, association=association)
+    common = {"pr_number": issue.get("number"), "comment_id": comment.get("id"),
+              "commenter": user, "association": association}
     if user.endswith("[bot]") or (comment.get("user") or {}).get("type") == "Bot":
         return Trigger(False, f"comment by the bot {user}: ignored", **common)
     if association not in WRITE_ASSOCIATIONS:

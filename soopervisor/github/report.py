@@ -68,8 +68,8 @@ class Report:
                 out += [f"**Hint:** {_one_line(self.hint)}", ""]
         if self.log_tail:
             tail = self.log_tail[-TAIL_LINES:]
-            out += [f"<details{' open' if self.status != 'succeeded' else ''}>"
-                    f"<summary>last {len(tail)} lines of the log</summary>", "",
+            opened = " open" if self.status != "succeeded" else ""
+            out += [f"<details{opened}><summary>last {len(tail)} lines of the log</summary>", "",
                     _fence("\n".join(tail)), "", "</details>", ""]
         if self.files:
             out += self._artifacts()
@@ -84,8 +84,8 @@ class Report:
             out.append(f"| … and {len(self.files) - MAX_FILES} more | |")
         out.append("")
         if self.local_storage:
-            out += ["The artifacts were stored on the runner's disk and are gone with it: "
-                    "set the Action's `storage:` input to keep them.", ""]
+            out += [("The artifacts were stored on the runner's disk and are gone with it: "
+                     "set the Action's `storage:` input to keep them."), ""]
         elif self.commit and self.project:
             storage = f" --storage {self.storage}" if self.storage else ""
             out += ["Download them:", "",
