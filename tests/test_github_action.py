@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
-
-import threading
-import time
 
 from soopervisor.github.events import USAGE
 from soopervisor.github.report import MARKER
