@@ -161,3 +161,11 @@ def env_or_stored(service: str, names: dict[str, str]) -> tuple[dict[str, Any], 
     if stored and all(stored.get(field) for field in required):
         return stored, "stored login"
     return None
+
+
+def required(service: str, names: dict[str, str], label: str, hint: str) -> tuple[dict[str, Any], str]:
+    """:func:`env_or_stored`, or CredentialsError("not signed in to LABEL") with ``hint``."""
+    found = env_or_stored(service, names)
+    if found:
+        return found
+    raise CredentialsError(f"not signed in to {label}", hint=hint)

@@ -1,22 +1,17 @@
 """The environment variables a CI job needs to reach a storage URL.
 
-Derived from each cloud backend's ``ENV`` dict (a trailing ``?`` marks an
-optional variable), so adding a credential to a backend adds it to the
-generated workflow and to the Action's early check. The backend modules import
-their SDKs at the top, and ``soopervisor github init`` must work without them,
-so their ``ENV`` is read from the module's source instead of importing it.
+Derived from :mod:`soopervisor.storage.ci_env`, the table the backends read
+their CI credentials through, so adding a credential to a backend adds it to
+the generated workflow and to the Action's early check.
 """
 from __future__ import annotations
 
-import ast
-import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 
 from ..errors import UsageError
-from ..storage import _CLOUD, _SCHEME  # the one list of schemes and the one rule of what is a URL
+from ..storage import _CLOUD, _SCHEME, ci_env  # the one list of schemes and the one rule of what is a URL
 
 #: S3 reads the usual AWS variables (see soopervisor/storage/s3.py); a CI job
 #: has no profile or instance role, so the keys are the ones it needs
@@ -64,12 +59,11 @@ def secrets_for(storage_url: str | None) -> list[Secret]:
     if scheme == "s3":
         found = [Secret(name, required, what) for name, required, what in _AWS]
     else:
-        env, developer_token = _backend_env(scheme)
         found = [Secret(name.rstrip("?"), not name.endswith("?"), _WHAT.get(name.rstrip("?"), name.rstrip("?")))
-                 for name in env.values()]
-        if developer_token:
+                 for name in ci_env.ENV[scheme].values()]
+        if scheme == "box":
             # kept optional: the three OAuth variables are what a lasting workflow needs
-            found.append(Secret(developer_token, False,
+            found.append(Secret(ci_env.BOX_DEVELOPER_TOKEN_ENV, False,
                                 "instead of the three above, a 60-minute developer token from the "
                                 "Box app's console (for a one-off run)"))
     return sorted(found, key=lambda s: not s.required)  # stable: keeps the backend's order within each group
@@ -81,11 +75,8 @@ def missing_secrets(storage_url: str | None, environ: Mapping[str, str] = os.env
     Empty counts as missing: GitHub expands a secret that does not exist to "".
     For Box, a non-empty developer token stands in for all of them.
     """
-    scheme = storage_scheme(storage_url)
-    if scheme not in (None, "s3"):
-        developer_token = _backend_env(scheme)[1]
-        if developer_token and environ.get(developer_token):
-            return []
+    if storage_scheme(storage_url) == "box" and environ.get(ci_env.BOX_DEVELOPER_TOKEN_ENV):
+        return []
     return [s for s in secrets_for(storage_url) if s.required and not environ.get(s.name)]
 
 
@@ -104,21 +95,3 @@ def storage_scheme(storage_url: str | None) -> str | None:
         raise UsageError(f"unknown storage scheme '{scheme}://' in {storage_url!r}",
                          hint=f"supported: a local path, {supported}")
     return scheme
-
-
-@cache
-def _backend_env(scheme: str) -> tuple[dict[str, str], str | None]:
-    """``ENV`` and ``DEVELOPER_TOKEN_ENV`` of a backend module, read from its source without running it."""
-    spec = importlib.util.find_spec(_CLOUD[scheme])
-    if spec is None or spec.origin is None:  # pragma: no cover - the modules ship with the package
-        raise RuntimeError(f"backend module {_CLOUD[scheme]} not found")
-    with open(spec.origin, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), spec.origin)
-    constants: dict[str, object] = {}
-    for node in tree.body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id in ("ENV", "DEVELOPER_TOKEN_ENV")):
-            constants[node.targets[0].id] = ast.literal_eval(node.value)
-    if not isinstance(constants.get("ENV"), dict):  # pragma: no cover - a backend without ENV is a bug
-        raise RuntimeError(f"{spec.origin} has no literal ENV dict")  # noqa: TRY004 - a bug, not a bad argument
-    return constants["ENV"], constants.get("DEVELOPER_TOKEN_ENV")

@@ -74,17 +74,14 @@ from box_sdk_gen import (
 from soopervisor import credentials
 from soopervisor.credentials import CredentialsError
 from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
+from soopervisor.storage import ci_env
 from soopervisor.storage.remote import ObjectInfo, Progress, RemoteStorage
 
 SERVICE = "box"
 #: CI credentials: field -> environment variable
-ENV = {
-    "client_id": "SOOPERVISOR_BOX_CLIENT_ID",
-    "client_secret": "SOOPERVISOR_BOX_CLIENT_SECRET",
-    "refresh_token": "SOOPERVISOR_BOX_REFRESH_TOKEN",
-}
+ENV = ci_env.ENV[SERVICE]
 #: a developer token from the app's console (60 minutes); for one-off jobs
-DEVELOPER_TOKEN_ENV = "SOOPERVISOR_BOX_DEVELOPER_TOKEN"
+DEVELOPER_TOKEN_ENV = ci_env.BOX_DEVELOPER_TOKEN_ENV
 #: where the login's redirect goes; must be listed in the app's configuration
 REDIRECT_URI = "http://localhost:8765/callback"
 LOGIN_HINT = f"soopervisor login {SERVICE}"

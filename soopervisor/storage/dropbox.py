@@ -47,15 +47,12 @@ from dropbox.files import CommitInfo, FileMetadata, UploadSessionCursor, WriteMo
 from soopervisor import credentials
 from soopervisor.credentials import CredentialsError
 from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
+from soopervisor.storage import ci_env
 from soopervisor.storage.remote import ObjectInfo, Progress, RemoteStorage
 
 SERVICE = "dropbox"
 #: CI credentials: field -> environment variable ("?" marks an optional one)
-ENV = {
-    "app_key": "SOOPERVISOR_DROPBOX_APP_KEY",
-    "refresh_token": "SOOPERVISOR_DROPBOX_REFRESH_TOKEN",
-    "app_secret": "SOOPERVISOR_DROPBOX_APP_SECRET?",
-}
+ENV = ci_env.ENV[SERVICE]
 LOGIN_HINT = f"soopervisor login {SERVICE}"
 
 MiB = 1024 * 1024
@@ -81,13 +78,7 @@ def _env_names() -> str:
 
 def load_credentials() -> tuple[dict[str, str], str]:
     """The credentials and where they came from ("environment" or "stored login"); CredentialsError when none."""
-    found = credentials.env_or_stored(SERVICE, ENV)
-    if found:
-        return found
-    raise CredentialsError(
-        "not signed in to Dropbox",
-        hint=f"run `{LOGIN_HINT}`, or set {_env_names()} (for CI)",
-    )
+    return credentials.required(SERVICE, ENV, "Dropbox", hint=f"run `{LOGIN_HINT}`, or set {_env_names()} (for CI)")
 
 
 def describe() -> str:

@@ -60,15 +60,12 @@ from urllib.parse import parse_qs, urlsplit
 from soopervisor import credentials
 from soopervisor.credentials import CredentialsError
 from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
+from soopervisor.storage import ci_env
 from soopervisor.storage.remote import ObjectInfo, Progress, RemoteStorage, RetryLater, retry_delay
 
 SERVICE = "gdrive"
 #: field -> environment variable, for CI (all three are needed)
-ENV = {
-    "client_id": "SOOPERVISOR_GDRIVE_CLIENT_ID",
-    "client_secret": "SOOPERVISOR_GDRIVE_CLIENT_SECRET",
-    "refresh_token": "SOOPERVISOR_GDRIVE_REFRESH_TOKEN",
-}
+ENV = ci_env.ENV[SERVICE]
 API_URL_ENV = "SOOPERVISOR_GDRIVE_API_URL"
 TOKEN_URL_ENV = "SOOPERVISOR_GDRIVE_TOKEN_URL"
 AUTH_URL_ENV = "SOOPERVISOR_GDRIVE_AUTH_URL"
@@ -96,10 +93,7 @@ def _env_hint() -> str:
 # -- credentials -------------------------------------------------------------------
 def load_credentials() -> tuple[dict[str, str], str]:
     """(client_id/client_secret/refresh_token, "environment" or "stored login"); CredentialsError if none."""
-    found = credentials.env_or_stored(SERVICE, ENV)
-    if found:
-        return found
-    raise CredentialsError("not signed in to Google Drive", hint=_env_hint())
+    return credentials.required(SERVICE, ENV, "Google Drive", hint=_env_hint())
 
 
 def _google_credentials(data: dict[str, str]):

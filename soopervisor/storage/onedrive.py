@@ -48,14 +48,12 @@ import requests
 from soopervisor import credentials
 from soopervisor.credentials import CredentialsError
 from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
+from soopervisor.storage import ci_env
 from soopervisor.storage.remote import ObjectInfo, Progress, RemoteStorage, RetryLater, retry_delay
 
 SERVICE = "onedrive"
 #: field -> environment variable, for CI (both are needed)
-ENV = {
-    "client_id": "SOOPERVISOR_ONEDRIVE_CLIENT_ID",
-    "refresh_token": "SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN",
-}
+ENV = ci_env.ENV[SERVICE]
 GRAPH_URL_ENV = "SOOPERVISOR_GRAPH_URL"
 AUTHORITY_ENV = "SOOPERVISOR_ONEDRIVE_AUTHORITY"
 GRAPH_URL = "https://graph.microsoft.com/v1.0"
@@ -85,10 +83,7 @@ def _env_hint() -> str:
 # -- credentials -------------------------------------------------------------------
 def load_credentials() -> tuple[dict[str, str], str]:
     """(client_id/refresh_token, "environment" or "stored login"); CredentialsError if none."""
-    found = credentials.env_or_stored(SERVICE, ENV)
-    if found:
-        return found
-    raise CredentialsError("not signed in to OneDrive", hint=_env_hint())
+    return credentials.required(SERVICE, ENV, "OneDrive", hint=_env_hint())
 
 
 class _PlainHttpOrigin(requests.Session):
