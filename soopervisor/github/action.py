@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import Cancelled, InvalidProject, SoopervisorError, UsageError
 from ..redact import CREDENTIALS
-from .events import Trigger, decide
+from .events import MODES, Trigger, decide
 from .report import MARKER, Report
 
 START_REACTION = "rocket"
@@ -50,7 +50,7 @@ class Inputs:
         if allow not in ("true", "false"):
             raise UsageError(f"allow-forks must be true or false, not {allow!r}")
         mode = get("MODE", "auto").lower()
-        if mode not in ("auto", "sample", "full"):
+        if mode not in MODES:
             raise UsageError(f"mode must be auto, sample or full, not {mode!r}",
                              hint="set the Action's `mode:` input to one of them")
         return cls(mode=mode, storage=get("STORAGE") or env.get("SOOPERVISOR_STORAGE") or None,
@@ -149,7 +149,6 @@ class Step:
         self.inputs = Inputs.from_env(self.env)
         self.api = None
         self.trigger: Trigger | None = None
-        self.report_id: int | None = None
 
     # -- the flow --------------------------------------------------------------
     def run(self) -> int:
@@ -267,7 +266,7 @@ class Step:
             self.api.react(self.trigger.comment_id, END_REACTION.get(report.status, FAILED_REACTION))
 
     def _post(self, report: Report) -> None:
-        self.report_id, _ = self._api().upsert_comment(self.trigger.pr_number, MARKER, report.markdown(marker=True))
+        self._api().upsert_comment(self.trigger.pr_number, MARKER, report.markdown(marker=True))
 
     def _fail_early(self, report: Report, missing) -> int:
         names = ", ".join(s.name for s in missing)
@@ -280,7 +279,7 @@ class Step:
                        + f"`{missing[0].name}: ${{{{ secrets.{missing[0].name} }}}}`); "
                        + "`soopervisor github init --storage URL` writes a workflow that does")
         self.runner.error(f"{report.error}. Fix: {report.hint}", title="missing storage secret")
-        self._finish_without_run(report)
+        self._finish(report)
         return 2
 
     def _refuse_fork(self, report: Report, pr) -> int:
@@ -295,13 +294,6 @@ class Step:
         self.runner.summary(report.markdown())
         self.runner.output(status="skipped", commit=pr.head_sha, location="")
         return 0
-
-    def _finish_without_run(self, report: Report) -> None:
-        self.runner.summary(report.markdown())
-        self.runner.output(status=report.status, commit=report.commit or "", location="")
-        if self.trigger.from_comment and self.env.get("GITHUB_TOKEN"):
-            self._post(report)
-            self._api().react(self.trigger.comment_id, FAILED_REACTION)
 
     # -- helpers ---------------------------------------------------------------
     def _api(self):
