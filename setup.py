@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -11,10 +12,9 @@ for folder in sorted({p.parent for p in LABEXT.rglob("*") if p.is_file()}):
     dest = Path("share/jupyter/labextensions/soopervisor") / folder.relative_to(LABEXT)
     data_files.append((str(dest), sorted(str(f) for f in folder.iterdir() if f.is_file())))
 
-version = {}
-for line in Path("soopervisor/__init__.py").read_text().splitlines():
-    if line.startswith("__version__"):
-        exec(line, version)
+# the version without importing the package (its dependencies may not be installed yet)
+_INIT = Path("soopervisor/__init__.py").read_text(encoding="utf-8")
+VERSION = re.search(r'^__version__ = "([^"]+)"', _INIT, re.MULTILINE).group(1)
 
 CLOUD_EXTRAS = {
     "s3": ["s3fs>=2024.1"],
@@ -27,11 +27,19 @@ GITHUB_EXTRA = ["PyGithub>=2.1"]
 
 setup(
     name="soopervisor",
-    version=version["__version__"],
+    version=VERSION,
     description="Run ploomber pipelines from a clean container at a git commit and keep their outputs by commit",
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    # the package imports datetime.UTC (3.11+); the tests and the default image run 3.11
+    python_requires=">=3.11",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.11",
+        "Operating System :: POSIX :: Linux",
+        "Framework :: Jupyter :: JupyterLab :: Extensions :: Prebuilt",
+    ],
     packages=find_packages(include=["soopervisor", "soopervisor.*"]) + ["soopervisor_jupyter"],
     # the Jupyter side lives in jupyter_ext/ but installs under our own name
     package_dir={"soopervisor_jupyter": "jupyter_ext"},
@@ -61,6 +69,8 @@ setup(
         "test": sorted({req for reqs in CLOUD_EXTRAS.values() for req in reqs}) + GITHUB_EXTRA + [
             "moto[server]>=5",
             "pytest>=8",
+            # the linter .ci/run runs, pinned: a new ruff release adds rules, not our findings
+            "ruff==0.17.6",
             "pytest-timeout>=2.3",
             "pytest-xdist>=3.5",
             "hypothesis>=6.100",

@@ -16,12 +16,55 @@ OFFLINE_IMAGE = "soopervisor/base:bookworm"
 
 
 def data_dir() -> Path:
+    """``SOOPERVISOR_HOME`` or the platform's user data folder; UsageError when it names a file.
+
+    The folder itself is created by whoever writes there first (see :func:`ensure_dir`).
+    """
     home = os.environ.get("SOOPERVISOR_HOME")
     if home:
-        return Path(home).expanduser().resolve()
+        path = Path(home).expanduser().resolve()
+        _refuse_non_folder(path, f"SOOPERVISOR_HOME={home}")
+        return path
     from platformdirs import user_data_dir
 
-    return Path(user_data_dir("soopervisor", appauthor=False))
+    path = Path(user_data_dir("soopervisor", appauthor=False))
+    _refuse_non_folder(path, "the data folder")
+    return path
+
+
+def _refuse_non_folder(path: Path, named: str) -> None:
+    """A file where the data folder (or one of its parents) should be is a usage error, not a crash later."""
+    from .errors import UsageError
+
+    for p in (path, *path.parents):
+        if p.is_dir():
+            return
+        if p.exists() or p.is_symlink():
+            what = "is a file" if p == path else f"is below the file {p}"
+            raise UsageError(
+                f"{named} {what}: soopervisor keeps its runs, logs and artifacts in a folder there",
+                "point SOOPERVISOR_HOME at a folder (it is created when missing), or unset it "
+                "to use the default data folder",
+            )
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (a folder under the data folder) when missing; StorageUnavailable when it cannot be.
+
+    For every writer under :func:`data_dir` (logs, cache, unsaved sets), so an
+    unwritable SOOPERVISOR_HOME is a plain reason with a hint, never an internal error.
+    """
+    from .errors import StorageUnavailable
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageUnavailable(
+            f"cannot create {path}: {e.strerror or e}",
+            "SOOPERVISOR_HOME (or the data folder) must name a folder you can write; "
+            "point SOOPERVISOR_HOME at one, e.g. export SOOPERVISOR_HOME=~/.soopervisor",
+        ) from None
+    return path
 
 
 def default_storage_url() -> str:

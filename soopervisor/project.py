@@ -34,6 +34,15 @@ DOCS_ENV = "https://docs.ploomber.io/en/latest/user-guide/parametrized.html"
 
 #: most uncommitted paths named in the warning; the rest are counted
 _MAX_LISTED = 5
+#: the largest YAML file validation reads (pipeline.yaml, env.yaml, environment.yml).
+#: Real ones are a few KB (a pipeline of 300 tasks is ~40 KB). Parsing costs
+#: ~0.7 s and ~70 MB a MiB with libyaml, so 1 MiB keeps validation under a
+#: second; at 10 MiB it would take ~12 s and ~600 MB (a 50 MB file took 104 s, 2.4 GB).
+MAX_SPEC_BYTES = 1024**2
+#: requirements.txt is read line by line (no parse cost): room for a hashed lock file
+MAX_REQUIREMENTS_BYTES = 4 * 1024**2
+#: real specs nest ~5 levels; building a document thousands of levels deep crashes PyYAML's C loader
+MAX_YAML_DEPTH = 100
 #: what ploomber allows as the source of a task when it is a file
 _SOURCE_SUFFIXES = {".py", ".ipynb", ".sql", ".r", ".rmd", ".sh", ".md", ".jl"}
 _HERE = re.compile(r"\{\{\s*(here|root|cwd)\s*\}\}")
@@ -217,12 +226,75 @@ def _rel(folder: Path, p: Path) -> str:
         return str(p)
 
 
-def _read_yaml(file: Path, name: str, code: str, hint: str, problems: list[Problem]):
-    """Parse ``file``; on failure add a problem naming the line and return ``_BAD``."""
+def _read_limited(file: Path, name: str, limit: int, code: str, hint: str, problems: list[Problem]) -> bytes | None:
+    """``file``'s bytes, or None with a problem when it cannot be read or is larger than ``limit``.
+
+    The size is checked before reading and the read stops at ``limit + 1``
+    bytes, so a huge (or growing) file costs neither time nor memory.
+    """
     try:
-        data = file.read_bytes()
+        with open(file, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(limit + 1) if size <= limit else b""
     except OSError as e:
         problems.append(Problem(f"{name} cannot be read: {e.strerror or e}", name, hint, ERROR, code))
+        return None
+    if size > limit or len(data) > limit:
+        shown = f"{size / 1024**2:.1f} MiB" if size > limit else f"more than {_mib(limit)}"  # it grew
+        problems.append(Problem(
+            f"{name} is too large to validate ({shown}; at most {_mib(limit)})", name,
+            f"a {name} is a few KB: keep data out of it (tasks read data from files or databases)",
+            ERROR, "file-too-large",
+        ))
+        return None
+    return data
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024**2:g} MiB"
+
+
+def _yaml_depth_problem(data: bytes, name: str, code: str) -> Problem | None:
+    """A problem when the YAML nests deeper than MAX_YAML_DEPTH, found from parser events.
+
+    libyaml's parser is iterative and cheap (~0.1 s a MiB); building the
+    document is recursive, and a few KB of ``[[[[…`` crash the process (a
+    segmentation fault, not an exception) before any Python check could run.
+    """
+    loader = _Loader(data)
+    depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, _OPENING):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    return Problem(
+                        f"{name} nests deeper than {MAX_YAML_DEPTH} levels", name,
+                        f"a {name} nests a few levels (tasks, a task's keys, its product); flatten it",
+                        ERROR, code,
+                    )
+            elif isinstance(event, _CLOSING):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # the load reports the syntax error, with its line
+    finally:
+        loader.dispose()
+    return None
+
+
+_OPENING = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSING = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+def _read_yaml(file: Path, name: str, code: str, hint: str, problems: list[Problem]):
+    """Parse ``file``; on failure add a problem naming the line and return ``_BAD``."""
+    data = _read_limited(file, name, MAX_SPEC_BYTES, code, hint, problems)
+    if data is None:
+        return _BAD
+    deep = _yaml_depth_problem(data, name, code)
+    if deep is not None:
+        problems.append(deep)
         return _BAD
     try:
         return yaml.load(data, Loader=_Loader)
@@ -504,7 +576,8 @@ def _inspect_env_spec(folder: Path, project: Project, problems: list[Problem], k
             if isinstance(dep, dict) and "pip" in dep:
                 pip = dep["pip"] or []
                 if isinstance(pip, list):
-                    project.pip_requirements += [str(r) for r in pip if r is not None]
+                    # scalars only: str() of a list built from YAML aliases can be exponentially long
+                    project.pip_requirements += [str(r) for r in pip if isinstance(r, (str, int, float))]
             elif isinstance(dep, (str, int, float)):
                 dep = str(dep)
                 if _dep_name(dep) not in ("python", "pip"):
@@ -512,12 +585,16 @@ def _inspect_env_spec(folder: Path, project: Project, problems: list[Problem], k
     elif (folder / "requirements.txt").is_file():
         project.env_file = "requirements.txt"
         key_files.append("requirements.txt")
+        hint = "save requirements.txt as UTF-8 text, one requirement a line"
+        data = _read_limited(folder / "requirements.txt", "requirements.txt", MAX_REQUIREMENTS_BYTES,
+                             "env-spec-unparsable", hint, problems)
+        if data is None:
+            return
         try:
-            text = (folder / "requirements.txt").read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
             problems.append(Problem(
-                f"requirements.txt cannot be read: {e}", "requirements.txt",
-                "save requirements.txt as UTF-8 text, one requirement a line", ERROR,
+                f"requirements.txt cannot be read: {e}", "requirements.txt", hint, ERROR,
                 "env-spec-unparsable",
             ))
             return

@@ -309,7 +309,7 @@ class Harness:
     def artifacts(self) -> Path:
         return self.root / "soopervisor/artifacts"
 
-    def run(self, p: Project, *args: str, sample: bool = True, **env: str):
+    def run(self, p: Project, *args: str, sample: bool = True, wrap: tuple[str, ...] = (), **env: str):
         workdir = self.root / "workspace" / p.subdir
         workdir.mkdir(parents=True, exist_ok=True)
         script = self.root / "soopervisor/run.sh"
@@ -325,7 +325,7 @@ class Harness:
             **env,
         }
         proc = subprocess.run(
-            ["bash", str(script), *args], check=False, env=full_env, capture_output=True, text=True,
+            [*wrap, "bash", str(script), *args], check=False, env=full_env, capture_output=True, text=True,
             timeout=60,
         )
         return proc
@@ -455,6 +455,106 @@ def test_failing_command_inside_a_keep_going_stage_stops_it(h: Harness) -> None:
     proc = h.run(project(), FAKE_PLOOMBER_STATUS="9")
     assert proc.returncode == 9, proc.stdout
     assert "!!! soopervisor: collect artifacts failed with exit code 4" in proc.stdout
+
+
+#: root without capabilities, as the container runs the script (cap_drop ALL)
+NO_CAPS = ("setpriv", "--bounding-set=-all", "--inh-caps=-all")
+NOBODY = 65534
+
+
+def other_users_files(output: Path, elsewhere: Path) -> None:
+    """What a pipeline may leave in output/ that root without capabilities cannot read or re-own."""
+    output.mkdir(parents=True)
+    (output / "mine.csv").write_text("mine\n")
+    for name, mode in (("theirs.csv", 0o600), ("shared.csv", 0o644)):
+        (output / name).write_text(name + "\n")
+        os.chown(output / name, NOBODY, NOBODY)
+        os.chmod(output / name, mode)
+    private = output / "private"
+    private.mkdir()
+    (private / "x.csv").write_text("x\n")
+    os.chown(private, NOBODY, NOBODY)
+    os.chmod(private, 0o700)
+    os.mkfifo(output / "pipe")
+    # like a hard link to /etc/shadow: root's own file, group shadow, mode 0640
+    shadow = elsewhere / "shadow"
+    shadow.write_text("root:*:19000:0:99999:7:::\n")
+    os.chown(shadow, 0, 42)
+    os.chmod(shadow, 0o640)
+    os.link(shadow, output / "shadow")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_collect_leaves_out_what_it_cannot_read_and_goes_on(h: Harness, tmp_path: Path) -> None:
+    p = project(collect_paths=["output"])
+    other_users_files(h.root / "workspace" / "output", tmp_path)
+    proc = h.run(p, wrap=NO_CAPS)
+    out = proc.stdout
+    assert proc.returncode == 0, out
+    assert "!!! soopervisor: collect artifacts failed" not in out
+    assert re.search(done("collect artifacts").pattern, out, re.MULTILINE)
+    for name in ("output/theirs.csv", "output/private", "output/pipe"):
+        assert f"soopervisor: warning: cannot read {name} (another user's, or not a regular file): not collected" \
+            in out
+    assert "soopervisor: warning: 3 unreadable path(s) left out (see above)" in out
+    # mine, shared (another user's but readable), the hard link and the build's own file
+    assert "soopervisor: collected 4 files from: output" in out
+    got = sorted(str(f.relative_to(h.artifacts)) for f in h.artifacts.rglob("*") if not f.is_dir())
+    assert got == ["output/mine.csv", "output/shadow", "output/shared.csv", "output/sub/partial.csv"]
+    assert (h.artifacts / "output/shared.csv").read_text() == "shared.csv\n"
+    assert stat.S_IMODE((h.artifacts / "output/shadow").stat().st_mode) == 0o640  # the mode is kept
+
+
+@pytest.mark.docker
+def test_collect_in_a_container_without_capabilities(docker_client, base_image) -> None:
+    """The stage as it runs: root in a container with every capability dropped."""
+    import io
+    import tarfile
+
+    from soopervisor.script import _read
+
+    def entry(tar, name, data=None, uid=0, mode=0o644):
+        info = tarfile.TarInfo(name)
+        info.uid = info.gid = uid
+        info.mode = mode
+        if data is None:
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        else:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        entry(tar, "work", mode=0o755)
+        entry(tar, "work/output", mode=0o755)
+        entry(tar, "work/output/mine.csv", b"mine\n")
+        entry(tar, "work/output/theirs.csv", b"theirs\n", uid=NOBODY, mode=0o600)
+        entry(tar, "work/output/shared.csv", b"shared\n", uid=NOBODY, mode=0o644)
+        entry(tar, "work/output/private", uid=NOBODY, mode=0o700)
+        entry(tar, "work/output/private/x.csv", b"x\n", uid=NOBODY, mode=0o600)
+        entry(tar, "work/collect.sh", _read("stages/collect_artifacts.sh").encode())
+    script = (
+        "set -euo pipefail; cd /work; ln /etc/shadow output/shadow; "
+        "SV_ARTIFACTS=/tmp/artifacts; SV_COLLECT_PATHS=(output); source collect.sh; "
+        "set +e; (set -e; collect_artifacts); echo \"status=$?\"; "
+        "cd /tmp/artifacts && find . ! -type d | sort"
+    )
+    container = docker_client.containers.create(
+        base_image, ["bash", "-c", script], cap_drop=["ALL"], security_opt=["no-new-privileges"],
+        labels={"soopervisor.test": "collect"},
+    )
+    try:
+        container.put_archive("/", buf.getvalue())
+        container.start()
+        assert container.wait(timeout=120)["StatusCode"] == 0
+        out = container.logs().decode()
+    finally:
+        container.remove(force=True)
+    assert "status=0" in out, out
+    assert "cannot read output/theirs.csv" in out and "cannot read output/private" in out
+    assert "soopervisor: collected 3 files from: output" in out
+    assert out.split("status=0\n", 1)[1].split() == ["./output/mine.csv", "./output/shadow", "./output/shared.csv"]
 
 
 def test_failing_pip_stops_the_run(h: Harness) -> None:

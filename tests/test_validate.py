@@ -508,3 +508,94 @@ def test_run_from_inside_the_project_points_to_it(tmp_path: Path) -> None:
     path = make_project(tmp_path)
     p = problem(inspect(path / "tasks"), "no-pipeline")
     assert str(path.resolve()) in p.hint
+
+
+# --------------------------------------------------------- oversized and hostile files
+
+TASK = "  - source: tasks/make_data.py\n    product:\n      nb: output/n{i}.ipynb\n      data: output/d{i}.csv\n"
+
+
+def big_pipeline(size: int) -> str:
+    """A valid pipeline.yaml of at most ``size`` bytes, as close to it as whole tasks allow."""
+    parts, total, i = ["tasks:\n"], len("tasks:\n"), 0
+    while total + len(TASK.format(i=i)) <= size:
+        parts.append(TASK.format(i=i))
+        total += len(parts[-1])
+        i += 1
+    return "".join(parts)
+
+
+def inspect_in_subprocess(path: Path, memory: int = 512 * 1024**2) -> dict:
+    """inspect() in a child limited to ``memory`` bytes of address space: the report as a dict."""
+    code = (
+        "import json, resource, sys; "
+        f"resource.setrlimit(resource.RLIMIT_AS, ({memory}, {memory})); "
+        "from soopervisor.project import inspect; "
+        f"print(json.dumps(inspect({str(path)!r}).to_dict()))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_a_50_mb_pipeline_is_refused_without_reading_it(tmp_path: Path) -> None:
+    path = make_project(tmp_path)
+    (path / "pipeline.yaml").write_text(big_pipeline(50 * 1024**2 + 100))
+    # parsing it took 2.4 GB: in 512 MB of address space only a refusal can answer
+    report = inspect_in_subprocess(path)
+    (p,) = [p for p in report["problems"] if p["code"] == "file-too-large"]
+    size = (path / "pipeline.yaml").stat().st_size
+    assert size > 50 * 1024**2
+    assert p["what"] == f"pipeline.yaml is too large to validate ({size / 1024**2:.1f} MiB; at most 1 MiB)"
+    assert p["where"] == "pipeline.yaml" and "keep data out of it" in p["hint"]
+    assert not report["ok"]
+
+
+@pytest.mark.parametrize("name", ["env.yaml", "environment.yml"])
+def test_other_oversized_yaml_files_are_refused(tmp_path: Path, name: str) -> None:
+    path = make_project(tmp_path)
+    (path / name).write_text("a: 1\n" + "# padding\n" * (1024**2 // 10 + 1))
+    p = problem(inspect(path), "file-too-large")
+    assert p.where == name and "at most 1 MiB" in p.what
+
+
+def test_a_pipeline_just_under_the_limit_is_read(tmp_path: Path) -> None:
+    from soopervisor.project import MAX_SPEC_BYTES
+
+    text = big_pipeline(MAX_SPEC_BYTES)
+    path = make_project(tmp_path, files(pipeline__yaml=text))
+    assert MAX_SPEC_BYTES - 100 < len(text.encode()) <= MAX_SPEC_BYTES
+    report = inspect(path)
+    assert report.ok, report.format()[:2000]
+
+
+def test_an_oversized_requirements_txt_is_refused(tmp_path: Path) -> None:
+    path = make_project(tmp_path)
+    line = "pandas==2.0.0  # " + "x" * 80 + "\n"
+    (path / "requirements.txt").write_text(line * (4 * 1024**2 // len(line) + 1))
+    p = problem(inspect(path), "file-too-large")
+    assert p.where == "requirements.txt" and "at most 4 MiB" in p.what
+
+
+@pytest.mark.parametrize("nesting", ["[" * 50_000 + "]" * 50_000, "- " * 50_000 + "x",
+                                     "{a: " * 20_000 + "1" + "}" * 20_000], ids=["flow", "block", "mapping"])
+def test_deeply_nested_yaml_is_a_problem_not_a_crash(tmp_path: Path, nesting: str) -> None:
+    path = make_project(tmp_path)
+    block = nesting.startswith("-")
+    (path / "pipeline.yaml").write_text(f"tasks:\n  {nesting}\n" if block else f"tasks: {nesting}\n")
+    # building such a document kills the process (segmentation fault): ask a child
+    report = inspect_in_subprocess(path)
+    (p,) = [p for p in report["problems"] if p["code"] == "pipeline-unparsable"]
+    assert "nests deeper than 100 levels" in p["what"]
+
+
+def test_a_yaml_alias_bomb_in_the_pip_section_costs_nothing(tmp_path: Path) -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join(f'*a{i - 1}' for _ in range(10))}]" for i in range(1, 9)]
+    spec = "\n".join(levels) + "\ndependencies:\n  - python=3.11\n  - pip:\n    - pandas\n    - *a8\n"
+    path = make_project(tmp_path, files(requirements__txt=None, environment__yml=spec))
+    report = inspect_in_subprocess(path)
+    assert report["ok"], report
+    assert report["project"]["pip_requirements"] == ["pandas"]
