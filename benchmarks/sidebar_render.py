@@ -44,16 +44,16 @@ def seed(storage: Path, project: str, n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n):
             src = Path(tmp) / str(i)
-            (src / "output").mkdir(parents=True)
-            (src / "output" / "data.csv").write_text(f"x\n{i}\n")
+            (src / "files" / "output").mkdir(parents=True)
+            (src / "files" / "output" / "data.csv").write_text(f"x\n{i}\n")
             commit = hashlib.sha1(f"commit {i}".encode()).hexdigest()
             when = start + timedelta(minutes=i)
             write_manifest(
                 src, project=project, commit=commit, dirty=False, mode="sample" if i % 3 else "full",
                 status="succeeded" if i % 10 else "failed", exit_code=0 if i % 10 else 1,
-                started_at=when, finished_at=when + timedelta(seconds=30),
+                started_at=when, finished_at=when + timedelta(seconds=30), run_id=f"run{i}",
             )
-            st.put_set(project, commit, src)
+            st.put_set(project, commit, f"run{i}", src)
 
 
 def max_longtask(page, since: float) -> tuple[float, int]:

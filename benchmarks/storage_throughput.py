@@ -36,6 +36,7 @@ from soopervisor.artifacts import download_set, write_manifest
 from soopervisor.storage import LocalStorage, open_storage
 
 COMMIT = "b" * 40
+RUN = "benchrun0001"
 MiB = 1024 * 1024
 
 
@@ -67,11 +68,11 @@ def make_tree(root: Path, files: int, size_mib: int) -> int:
     written = 0
     for i in range(files):
         size = total - written if i == files - 1 else mean + (i % 7 - 3) * (mean // 20)
-        path = root / "output" / f"part-{i // 50:02d}" / f"file-{i:04d}.bin"
+        path = root / "files" / "output" / f"part-{i // 50:02d}" / f"file-{i:04d}.bin"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(os.urandom(size))
         written += size
-    write_manifest(root, project="bench", commit=COMMIT, dirty=False, mode="full", status="succeeded",
+    write_manifest(root, project="bench", commit=COMMIT, run_id=RUN, dirty=False, mode="full", status="succeeded",
                    exit_code=0, started_at="2026-11-28T10:00:00Z", finished_at="2026-11-28T10:01:00Z")
     return written
 
@@ -123,11 +124,11 @@ def one_round(r: int, args: argparse.Namespace, src: Path, work: Path, nbytes: i
     client.create_bucket(Bucket=bucket)
     storage = open_storage(f"s3://{bucket}/ours")
     b, o = pair(r, lambda: fs.put(str(src) + "/", f"{bucket}/baseline/", recursive=True),
-                lambda: storage.put_set("bench", COMMIT, src))
+                lambda: storage.put_set("bench", COMMIT, RUN, src))
     times["up_base"].append(b)
     times["up"].append(o)
     assert storage.last_put["uploaded"] == args.files, storage.last_put
-    times["again"].append(clock(lambda: storage.put_set("bench", COMMIT, src)))
+    times["again"].append(clock(lambda: storage.put_set("bench", COMMIT, RUN, src)))
     assert storage.last_put["bytes_sent"] == 0, storage.last_put
 
     base_dir, our_dir = work / f"get-baseline-{r}", work / f"get-ours-{r}"
@@ -146,7 +147,7 @@ def one_round(r: int, args: argparse.Namespace, src: Path, work: Path, nbytes: i
     if not args.skip_local:
         cp_dest, local_root, synced_dest = work / f"cp-{r}", work / f"local-{r}", work / f"cp-sync-{r}"
         b, o = pair(r, lambda: subprocess.run(["cp", "-r", str(src), str(cp_dest)], check=True),
-                    lambda: LocalStorage(local_root).put_set("bench", COMMIT, src),
+                    lambda: LocalStorage(local_root).put_set("bench", COMMIT, RUN, src),
                     lambda: shutil.rmtree(cp_dest), lambda: shutil.rmtree(local_root))
         times["local_base"].append(b)
         times["local"].append(o)

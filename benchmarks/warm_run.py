@@ -16,8 +16,10 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 
 def env_image(env: dict) -> str:
     runs = json.loads(subprocess.run(soopervisor("runs", "--json"), env=env, capture_output=True, text=True, check=True).stdout)
-    manifest_dir = runs[0]["storage_url"]
-    manifest = json.loads(open(f"{manifest_dir}/{runs[0]['project']}/{runs[0]['commit']}/manifest.json").read())
+    run = runs[0]
+    # each run keeps its own set: <storage>/<project>/<commit>/<run id>/manifest.json
+    with open(f"{run['storage_url']}/{run['project']}/{run['commit']}/{run['id']}/manifest.json") as f:
+        manifest = json.load(f)
     return f"soopervisor-env:{manifest['env_hash'][:20]}"
 
 
@@ -29,8 +31,8 @@ def main() -> None:
     direct = [
         "docker", "run", "--rm", "-v", f"{project}:/workspace", "-w", "/workspace",
         "-e", "PLOOMBER_STATS_ENABLED=false", image, "bash", "-c",
-        "export PATH=/opt/soopervisor/venv/bin:$PATH && "
-        "ploomber build --entry-point pipeline.yaml --force --env--sample true",
+        ("export PATH=/opt/soopervisor/venv/bin:$PATH && "
+         "ploomber build --entry-point pipeline.yaml --force --env--sample true"),
     ]
     warm, baseline = [], []
     for _ in range(N):

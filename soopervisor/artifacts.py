@@ -1,37 +1,57 @@
-"""Artifact sets: extract them from the container, describe them, fetch them back.
+"""Artifact sets: extract them from the container, describe them, find them, fetch them back.
 
-A set is the files a run produced plus ``manifest.json`` (path, size, sha256 of
-every file, and what the run was). Everything downloaded is checked against the
-manifest before it is moved into place.
+A set is what one run stored (schema 2): the products under ``files/``, the
+redacted ``soopervisor.log`` and ``manifest.json`` (path, size, sha256 of every
+product and of the log, and what the run was). A commit can hold many sets;
+:func:`resolve_set` is the one rule every reader follows (CLI, Python API,
+REST, sidebar, notebook, GitHub report). Everything downloaded is checked
+against the manifest before it is moved into place. Names from the pipeline
+are data: any POSIX name is kept, a damaged manifest is one "damaged" line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import html
 import io
 import json
 import logging
 import os
+import secrets
+import shutil
 import stat
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from soopervisor import config
-from soopervisor.errors import ArtifactsNotFound, IntegrityError, UnsafePath, UsageError
+from soopervisor.errors import (
+    ArtifactsNotFound,
+    IntegrityError,
+    SoopervisorError,
+    StorageUnavailable,
+    UnsafePath,
+    UsageError,
+)
 from soopervisor.storage import MANIFEST, Storage, check_relpath, open_storage
-from soopervisor.storage.base import parse_manifest
+from soopervisor.storage.base import FILES, LOG, SCHEMA, StoredSet, parse_manifest
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
-LOG_NAME = "soopervisor.log"
+LOG_NAME = LOG
+#: the folder of a download that holds our own files (manifest, log), apart from the products
+OURS = ".soopervisor"
+#: the hidden folder a download fetches into before moving files into place
+PARTIAL = ".soopervisor-part."
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
 _BLOCK = 1 << 20
 _HEX = set("0123456789abcdef")
 
@@ -89,28 +109,61 @@ def _as_file(tar_stream: Iterable[bytes] | IO[bytes] | bytes) -> IO[bytes]:
     return io.BufferedReader(_ChunkReader(tar_stream), buffer_size=_BLOCK)
 
 
-def _member_name(raw: str, strip: str | None) -> str | None:
-    """The member's path relative to dest; None when it is the stripped folder itself.
+def _member_name(raw: str, strip: str | None) -> tuple[str | None, str | None]:
+    """``(path relative to dest, why it is refused)`` of a tar member.
 
-    "" when it lies outside ``strip`` (skipped); UnsafePath for absolute names and ``..``.
+    The path is None (and no reason) for the stripped folder itself and for
+    members outside ``strip``; a reason for absolute names and ``..``.
     """
-    name = raw
-    if name.startswith("/") or "\\" in name or "\0" in name:
-        check_relpath(name)  # raises UnsafePath
-    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if raw.startswith("/"):
+        return None, "an absolute name"
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise UnsafePath(
-            f"tar member {raw!r} would be written outside the destination",
-            hint="artifact names must stay inside the artifacts folder",
-        )
+        return None, "a name with '..' that would leave the artifacts folder"
     if strip:
         top = [p for p in strip.split("/") if p not in ("", ".")]
         if parts[: len(top)] != top:
-            return ""  # outside the folder we asked for
+            return None, f"outside the {strip!r} folder"
         parts = parts[len(top) :]
     if not parts:
-        return None
-    return check_relpath("/".join(parts))
+        return None, None
+    return "/".join(parts), None
+
+
+#: errors writing one member that concern its name (too long, a file where a folder is needed):
+#: that member is skipped, the others are written
+_NAME_ERRORS = {errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.EINVAL,
+                getattr(errno, "EILSEQ", errno.EINVAL)}
+
+
+class _Skip(Exception):
+    """One member is not written; the reason is reported to on_skip."""
+
+
+def _make_parents(dest: Path, rel: str) -> Path:
+    """``dest/rel``'s folder, made one level at a time; _Skip when a link or a file is in the way."""
+    folder = dest
+    for part in rel.split("/")[:-1]:
+        folder = folder / part
+        try:
+            mode = os.lstat(folder).st_mode
+        except FileNotFoundError:
+            folder.mkdir()
+            continue
+        if stat.S_ISLNK(mode):
+            raise _Skip("a symlink is in the way; links are not followed")
+        if not stat.S_ISDIR(mode):
+            raise _Skip(f"'{part}' is a file, not a folder")
+    return dest.joinpath(*rel.split("/"))
+
+
+def _write_member(fileobj: IO[bytes], target: Path) -> None:
+    if os.path.isdir(target) and not os.path.islink(target):
+        raise _Skip("a folder of the same name exists")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | _BINARY, 0o644)
+    with os.fdopen(fd, "wb") as out:
+        while block := fileobj.read(_BLOCK):
+            out.write(block)
 
 
 def safe_extract(
@@ -119,45 +172,70 @@ def safe_extract(
     strip: str | None = None,
     *,
     on_skip: Callable[[str, str], None] | None = None,
+    rename: Callable[[str], str] | None = None,
 ) -> list[Path]:
     """Extract a tar stream into ``dest``, streaming; return the files written.
 
-    Members with absolute names or ``..`` raise UnsafePath (extraction stops;
-    extract into a fresh folder). Links, devices and fifos are skipped and
-    reported to ``on_skip(name, reason)`` (default: a log warning). ``strip``
-    removes a leading folder (``artifacts`` for get_archive of ``.../artifacts``).
+    Names are data: any name a POSIX file may have is written as it is (after
+    ``rename``, applied to every member's path relative to ``dest``; the
+    runner passes one that masks secrets). Only absolute names, ``..`` and
+    links are refused — one by one, each reported to ``on_skip(name, reason)``
+    (default: a log warning) with the renamed name — and extraction goes on
+    with the other members; so are devices, fifos, members outside ``strip``
+    and names the filesystem cannot hold. ``strip`` removes a leading folder
+    (``artifacts`` for get_archive of ``.../artifacts``). Errors writing the
+    data (a full disk) are raised.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     report = on_skip or (lambda name, why: log.warning("skipped %s: %s", name, why))
+    shown = rename or (lambda name: name)
     written: list[Path] = []
+    seen: set[str] = set()
     # "r|*": a forward-only stream, so an archive of any size is never held whole
     with tarfile.open(fileobj=_as_file(tar_stream), mode="r|*") as tf:
         for member in tf:
-            rel = _member_name(member.name, strip)
+            rel, refused = _member_name(member.name, strip)
+            if refused is not None:
+                report(shown(member.name), refused)
+                continue
             if rel is None:
                 continue
-            if rel == "":
-                report(member.name, f"outside the {strip!r} folder")
-                continue
-            if member.issym() or member.islnk():
-                report(rel, f"link to {member.linkname!r}; links are not stored")
-                continue
-            if not (member.isreg() or member.isdir()):
-                report(rel, "not a regular file (device or fifo)")
-                continue
-            member = member.replace(name=rel, deep=False)
-            _refuse_links_on_the_way(dest, rel)
-            if member.isdir():
-                (dest / rel).mkdir(parents=True, exist_ok=True)
-                continue
+            name = shown(rel)
             try:
-                # the data filter also refuses escapes and drops unsafe modes
-                tf.extract(member, dest, set_attrs=False, filter="data")
-            except tarfile.FilterError as e:
-                raise UnsafePath(f"tar member {member.name!r} refused: {e}") from e
-            written.append(dest / rel)
+                _extract_one(tf, member, dest, name, seen, written)
+            except _Skip as e:
+                report(name, str(e))
+            except OSError as e:
+                if e.errno not in _NAME_ERRORS:
+                    raise
+                report(name, f"the file system refused the name ({e.strerror})")
     return written
+
+
+def _extract_one(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, name: str,
+                 seen: set[str], written: list[Path]) -> None:
+    """Write one member at ``dest/name``; _Skip with the reason when it is not written."""
+    if member.issym() or member.islnk():
+        raise _Skip("a link; links are not stored")
+    if not (member.isreg() or member.isdir()):
+        raise _Skip("not a regular file (device or fifo)")
+    try:
+        check_relpath(name)
+    except UnsafePath:
+        raise _Skip("the name is not a relative path after masking") from None
+    if member.isdir():
+        _make_parents(dest, name + "/x")
+        return
+    if name in seen:
+        # two names masked to the same one: the first stays, the second is reported
+        raise _Skip("another file has this name (after masking secrets)")
+    target = _make_parents(dest, name)
+    fileobj = tf.extractfile(member)
+    assert fileobj is not None  # a regular file
+    _write_member(fileobj, target)
+    seen.add(name)
+    written.append(target)
 
 
 # -- describing a set -------------------------------------------------------------
@@ -209,12 +287,26 @@ def _iso_utc(value: Any) -> Any:
     return value
 
 
-def write_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
-    """Write ``folder/manifest.json`` describing every file in ``folder``; return it.
+def _log_entry(folder: Path) -> dict[str, Any] | None:
+    log_path = folder / LOG_NAME
+    try:
+        st = os.lstat(log_path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return {"path": LOG_NAME, "size": st.st_size, "sha256": sha256_file(log_path)}
 
+
+def write_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
+    """Write ``folder/manifest.json`` describing the set in ``folder``; return it.
+
+    ``folder`` is a set as ``Storage.put_set`` takes it: the products under
+    ``files/`` and the log at ``soopervisor.log``. ``files`` lists the products
+    (path relative to ``files/``, size, sha256), ``log`` the log
+    (``{"path", "size", "sha256"}``, null when there is none), ``schema`` is 2.
     ``fields`` are the run's facts (see MANIFEST_FIELDS; absent ones are null,
-    extra ones are kept); ``log`` defaults to ``soopervisor.log``. Put the log in ``folder`` first so
-    it is hashed with the other files.
+    extra ones are kept; ``log`` is always computed here).
     """
     reserved = {"files", "schema"} & set(fields)
     if reserved:
@@ -224,17 +316,145 @@ def write_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
     # so a new fact from the run never breaks storing its artifacts
     manifest: dict[str, Any] = {k: fields.get(k) for k in MANIFEST_FIELDS}
     manifest.update({k: v for k, v in fields.items() if k not in manifest})
-    if manifest["log"] is None:
-        manifest["log"] = LOG_NAME
     for key in ("started_at", "finished_at"):
         manifest[key] = _iso_utc(manifest[key])
     manifest["schema"] = SCHEMA
-    manifest["files"] = [e for e in file_entries(folder) if e["path"] != MANIFEST]
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    manifest["log"] = _log_entry(folder)
+    products = folder / FILES
+    has_products = products.is_dir() and not products.is_symlink()
+    manifest["files"] = file_entries(products) if has_products else []
+    # ensure_ascii: a name holding bytes that are not UTF-8 (surrogate escapes) is written as \udcXX
+    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
     tmp = folder / (MANIFEST + ".part")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(text, encoding="ascii")
     os.replace(tmp, folder / MANIFEST)
     return manifest
+
+
+# -- reading a set's manifest ---------------------------------------------------------
+
+#: manifest fields that are a string or null; ``dirty`` is a bool, ``exit_code`` an int
+_STR_FIELDS = ("project", "commit", "mode", "status", "started_at", "finished_at", "image", "image_digest",
+               "env_hash", "soopervisor_version", "run_id", "failed_task", "error")
+#: what a stored set's status can be (a set is written when its run ends)
+SET_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")
+MODES = ("sample", "full")
+_DAMAGED_HINT = "the stored set is damaged; run the pipeline again to store it anew"
+#: the run= value that names a commit's set of the old layout (it has no run id)
+OLD_LAYOUT_RUN = "old-layout"
+
+
+class _Damaged(Exception):
+    """A manifest of the wrong shape; the message is the one-line reason."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _file_entry(e: Any, i: int) -> ArtifactFile:
+    if not (isinstance(e, dict) and isinstance(e.get("path"), str) and _is_int(e.get("size"))
+            and e["size"] >= 0 and isinstance(e.get("sha256"), str) and len(e["sha256"]) == 64
+            and set(e["sha256"].lower()) <= _HEX):
+        raise _Damaged(f"file entry {i} is not {{path, size, sha256}}")
+    try:
+        check_relpath(e["path"])
+    except UnsafePath:
+        raise _Damaged(f"file entry {i} names a path outside the set") from None
+    return ArtifactFile(e["path"], e["size"], e["sha256"].lower())
+
+
+def _checked(manifest: dict[str, Any], old_layout: bool) -> tuple[dict[str, Any], list[ArtifactFile], ArtifactFile | None]:
+    """The manifest reduced to its known fields, its products and its log; _Damaged when of the wrong shape."""
+    for key in _STR_FIELDS:
+        if manifest.get(key) is not None and not isinstance(manifest[key], str):
+            raise _Damaged(f"'{key}' is not a string")
+    if manifest.get("dirty") is not None and not isinstance(manifest["dirty"], bool):
+        raise _Damaged("'dirty' is not true or false")
+    if manifest.get("exit_code") is not None and not _is_int(manifest["exit_code"]):
+        raise _Damaged("'exit_code' is not a whole number")
+    if manifest.get("mode") not in (None, *MODES):
+        raise _Damaged("'mode' is neither sample nor full")
+    if manifest.get("status") not in (None, *SET_STATUSES):
+        raise _Damaged("'status' is not a status a run ends with")
+    raw = manifest.get("files")
+    if not isinstance(raw, list):
+        raise _Damaged("'files' is not a list")
+    files = [_file_entry(e, i) for i, e in enumerate(raw)]
+    log_entry, log_name = manifest.get("log"), None
+    if old_layout:
+        # the old layout kept the log among the files (and listed it by name)
+        log_name = log_entry if isinstance(log_entry, str) else None
+        log_file = next((f for f in files if f.name == log_name), None)
+        files = [f for f in files if f.name not in (MANIFEST, log_name)]
+    elif log_entry is None:
+        log_file = None
+    else:
+        log_file = _file_entry(log_entry, -1) if isinstance(log_entry, dict) else None
+        if log_file is None or log_file.name != LOG_NAME:
+            raise _Damaged("'log' is not {path: soopervisor.log, size, sha256}")
+    if len({f.name for f in files}) != len(files):
+        raise _Damaged("a file is listed twice")
+    clean = {k: manifest.get(k) for k in MANIFEST_FIELDS if k != "log"}
+    clean["schema"] = 1 if old_layout else SCHEMA
+    clean["files"] = [{"path": f.name, "size": f.size, "sha256": f.sha256} for f in files]
+    clean["log"] = (log_name if old_layout else
+                    log_file and {"path": log_file.name, "size": log_file.size, "sha256": log_file.sha256})
+    return clean, files, log_file
+
+
+@dataclass(frozen=True)
+class SetSummary:
+    """One stored set, as every listing shows it (CLI, REST, sidebar, notebook)."""
+
+    project: str
+    commit: str
+    run_id: str | None            # None: a set of the old layout
+    mode: str | None
+    status: str | None            # succeeded/failed/cancelled/interrupted; "damaged"
+    dirty: bool
+    started_at: str | None
+    finished_at: str | None
+    files: int
+    size: int
+    damaged: str | None = None    # why the set could not be read (one line)
+
+    @property
+    def short_commit(self) -> str:
+        return self.commit[:7]
+
+    @property
+    def run_ref(self) -> str:
+        """What ``run=``/``--run`` takes to name this set."""
+        return self.run_id or OLD_LAYOUT_RUN
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "short_commit": self.short_commit}
+
+
+def _read_set(project: str, found: StoredSet) -> tuple[SetSummary, dict[str, Any] | None, list[ArtifactFile],
+                                                       ArtifactFile | None]:
+    """The summary of a stored set, and (when it is readable) its checked manifest, products and log."""
+    reason = found.damaged
+    if found.manifest is not None:
+        try:
+            manifest, files, log_file = _checked(found.manifest, old_layout=found.run_id is None)
+        except _Damaged as e:
+            reason = f"the manifest is damaged: {e}"
+        else:
+            return SetSummary(
+                project=project, commit=found.commit, run_id=found.run_id, mode=manifest["mode"],
+                status=manifest["status"], dirty=bool(manifest["dirty"]), started_at=manifest["started_at"],
+                finished_at=manifest["finished_at"], files=len(files), size=sum(f.size for f in files),
+            ), manifest, files, log_file
+    summary = SetSummary(project=project, commit=found.commit, run_id=found.run_id, mode=None, status="damaged",
+                         dirty=False, started_at=None, finished_at=None, files=0, size=0,
+                         damaged=_one_line(reason or "the manifest is damaged"))
+    return summary, None, [], None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 # -- finding a set ------------------------------------------------------------------
@@ -244,9 +464,8 @@ def _storage(storage: Storage | str | os.PathLike[str] | None) -> Storage:
     return storage if isinstance(storage, Storage) else open_storage(storage)
 
 
-def _when(manifest: dict[str, Any]) -> datetime:
-    for key in ("finished_at", "started_at"):
-        value = manifest.get(key)
+def _when(summary: SetSummary) -> datetime:
+    for value in (summary.finished_at, summary.started_at):
         if isinstance(value, str):
             try:
                 dt = datetime.fromisoformat(value)
@@ -256,47 +475,102 @@ def _when(manifest: dict[str, Any]) -> datetime:
     return datetime.min.replace(tzinfo=UTC)
 
 
-def _when_text(manifest: dict[str, Any]) -> str:
-    dt = _when(manifest)
+def _when_text(summary: SetSummary) -> str:
+    dt = _when(summary)
     if dt.year == 1:
         return "unknown time"
     return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def list_sets(project: str, storage: Storage | str | None = None) -> list[dict[str, Any]]:
-    """Manifests of the project's complete sets, newest first (by finished_at)."""
-    sets = _storage(storage).list_sets(project)
-    return sorted(sets, key=lambda m: (_when(m), m.get("commit", "")), reverse=True)
+def _newest_first(sets: Iterable[SetSummary]) -> list[SetSummary]:
+    return sorted(sets, key=lambda s: (_when(s), s.commit, s.run_id or ""), reverse=True)
 
 
-def resolve_commit(storage: Storage | str | None, project: str, ref: str) -> str:
-    """The full commit of the set ``ref`` names: a full SHA, a unique prefix of
-    4+ hex digits, or ``latest`` (newest finished_at)."""
-    st = _storage(storage)
-    sets = list_sets(project, st)
-    if not sets:
-        projects = st.list_projects()
-        hint = (
-            f"projects with artifacts in {st.url}: {', '.join(projects)}"
-            if projects
-            else f"no project has artifacts in {st.url} yet; run the pipeline first"
-        )
-        raise ArtifactsNotFound(f"no artifacts for project '{project}'", hint=hint)
-    if ref == "latest":
-        return sets[0]["commit"]
-    by_commit = {m["commit"]: m for m in sets}
-    if ref in by_commit:
+def _read_all(project: str, storage: Storage) -> list[tuple[SetSummary, dict[str, Any] | None,
+                                                            list[ArtifactFile], ArtifactFile | None]]:
+    read = [_read_set(project, found) for found in storage.list_sets(project)]
+    order = {id(s): i for i, s in enumerate(_newest_first(r[0] for r in read))}
+    return sorted(read, key=lambda r: order[id(r[0])])
+
+
+def list_sets(project: str, storage: Storage | str | None = None) -> list[SetSummary]:
+    """Every stored set of the project, newest first (by finished_at); damaged ones included."""
+    return [r[0] for r in _read_all(project, _storage(storage))]
+
+
+@dataclass(frozen=True)
+class CommitSummary:
+    """One commit's line in a listing: the set it resolves to (else its newest) and all its sets."""
+
+    commit: str
+    shown: SetSummary
+    sets: tuple[SetSummary, ...]  # newest first
+    resolved: bool                # whether ``shown`` is what the commit resolves to
+
+    def to_dict(self) -> dict[str, Any]:
+        """``shown`` as ``SetSummary.to_dict()``, plus ``sets`` (each set's dict) and ``resolved``."""
+        return {**self.shown.to_dict(), "sets": [s.to_dict() for s in self.sets], "resolved": self.resolved}
+
+
+def summarize_commits(sets: list[SetSummary]) -> list[CommitSummary]:
+    """Group sets (newest first) by commit; commits ordered by their newest set."""
+    by_commit: dict[str, list[SetSummary]] = {}
+    for summary in sets:
+        by_commit.setdefault(summary.commit, []).append(summary)
+    out = []
+    for commit, group in by_commit.items():
+        best = _best(group, None)
+        out.append(CommitSummary(commit, best or group[0], tuple(group), best is not None))
+    return out
+
+
+def list_commits(project: str, storage: Storage | str | None = None) -> list[CommitSummary]:
+    """The project's commits with stored sets, newest first; see :class:`CommitSummary`."""
+    return summarize_commits(list_sets(project, storage))
+
+
+def _best(sets: list[SetSummary], mode: str | None) -> SetSummary | None:
+    """The newest succeeded set of ``sets`` (newest first): of ``mode``, else full before sample."""
+    ok = [s for s in sets if s.status == "succeeded" and s.damaged is None]
+    if mode is not None:
+        ok = [s for s in ok if s.mode == mode]
+        return ok[0] if ok else None
+    for wanted in ("full", "sample"):
+        found = [s for s in ok if s.mode == wanted]
+        if found:
+            return found[0]
+    return ok[0] if ok else None
+
+
+def _check_mode(mode: str | None) -> None:
+    if mode is not None and mode not in MODES:
+        raise UsageError(f"mode must be 'sample' or 'full', not {mode!r}", hint="--mode sample or --mode full")
+
+
+def _no_artifacts(storage: Storage, project: str) -> ArtifactsNotFound:
+    projects = storage.list_projects()
+    hint = (
+        f"projects with artifacts in {storage.url}: {', '.join(projects)}"
+        if projects
+        else f"no project has artifacts in {storage.url} yet; run the pipeline first"
+    )
+    return ArtifactsNotFound(f"no artifacts for project '{project}'", hint=hint)
+
+
+def _match_commit(sets: list[SetSummary], project: str, ref: str) -> str:
+    """The full commit ``ref`` names among the stored sets (a full SHA or a unique prefix of 4+ hex)."""
+    commits = {s.commit for s in sets}
+    if ref in commits:
         return ref
     low = ref.lower()
-    if low in by_commit:
+    if low in commits:
         return low
-    matches = []
-    if len(low) >= 4 and set(low) <= _HEX:
-        matches = [m for m in sets if m["commit"].lower().startswith(low)]
+    matches = sorted(c for c in commits if len(low) >= 4 and set(low) <= _HEX and c.lower().startswith(low))
     if len(matches) == 1:
-        return matches[0]["commit"]
+        return matches[0]
     if len(matches) > 1:
-        listed = "; ".join(f"{m['commit'][:12]} ({_when_text(m)})" for m in matches)
+        newest = {c: next(s for s in sets if s.commit == c) for c in matches}
+        listed = "; ".join(f"{c[:12]} ({_when_text(newest[c])})" for c in matches)
         raise ArtifactsNotFound(
             f"commit prefix '{ref}' is ambiguous in project '{project}': {listed}",
             hint="give more characters of the commit",
@@ -307,28 +581,72 @@ def resolve_commit(storage: Storage | str | None, project: str, ref: str) -> str
     )
 
 
+def _no_succeeded(project: str, commit: str, sets: list[SetSummary], mode: str | None) -> ArtifactsNotFound:
+    what = f"{mode} " if mode else ""
+    others = ", ".join(f"run {s.run_ref} {s.status}" for s in sets[:5]) + (", ..." if len(sets) > 5 else "")
+    example = sets[0].run_ref
+    hint = (f"pick a set by its run: soopervisor artifacts download {commit[:7]} --run {example}, "
+            f"or get_artifacts('{commit[:7]}', run='{example}')")
+    if mode and any(s.status == "succeeded" and s.damaged is None for s in sets):
+        hint = "leave out the mode to get the succeeded set of the other mode; " + hint
+    return ArtifactsNotFound(f"commit {commit[:7]} has no succeeded {what}set in project '{project}' ({others})",
+                             hint=hint)
+
+
+def _pick_run(sets: list[SetSummary], project: str, ref: str | None, run: str) -> SetSummary:
+    found = [s for s in sets if s.run_ref == run]
+    if ref not in (None, "latest"):
+        commit = _match_commit(sets, project, ref)
+        found = [s for s in found if s.commit == commit]
+    if not found:
+        where = f" of commit '{ref}'" if ref not in (None, "latest") else ""
+        raise ArtifactsNotFound(f"no set of run '{run}'{where} in project '{project}'",
+                                hint="soopervisor artifacts list --all shows every set with its run id")
+    return found[0]
+
+
+def _resolve(sets: list[SetSummary], project: str, ref: str | None, mode: str | None,
+             run: str | None) -> SetSummary:
+    """The resolution rule, over the project's sets (newest first); see :func:`resolve_set`."""
+    if run is not None:
+        return _pick_run(sets, project, ref, run)
+    if ref in (None, "latest"):
+        newest = _best(sets, mode) if mode else next(
+            (s for s in sets if s.status == "succeeded" and s.damaged is None), None)
+        if newest is None:
+            what = f"{mode} " if mode else ""
+            raise ArtifactsNotFound(
+                f"project '{project}' has no succeeded {what}set yet",
+                hint="soopervisor artifacts list --all shows every set; pick one with --run ID (run='ID')")
+        ref = newest.commit
+    commit = _match_commit(sets, project, ref)
+    of_commit = [s for s in sets if s.commit == commit]
+    best = _best(of_commit, mode)
+    if best is None:
+        raise _no_succeeded(project, commit, of_commit, mode)
+    return best
+
+
+def resolve_set(storage: Storage | str | None, project: str, ref: str | None = "latest", *,
+                mode: str | None = None, run: str | None = None) -> SetSummary:
+    """The set ``ref`` names.
+
+    ``ref`` is a full SHA, a unique prefix of 4+ hex digits or ``latest`` (the
+    commit of the newest succeeded set, of ``mode`` when given). A commit
+    resolves to its newest *succeeded* set, full before sample unless ``mode``
+    is given. ``run`` picks that run's set whatever its status
+    (``"old-layout"``: the commit's set of the old layout). ArtifactsNotFound
+    when nothing matches, naming the runs that did not succeed.
+    """
+    _check_mode(mode)
+    st = _storage(storage)
+    sets = list_sets(project, st)
+    if not sets:
+        raise _no_artifacts(st, project)
+    return _resolve(sets, project, ref, mode, run)
+
+
 # -- downloading ---------------------------------------------------------------------
-
-
-def _manifest_files(manifest: dict[str, Any], where: str) -> list[ArtifactFile]:
-    """The manifest's file list, validated; UnsafePath for names escaping the set."""
-    raw = manifest.get("files")
-    if not isinstance(raw, list):
-        raise IntegrityError(f"the manifest of {where} has no file list")
-    files = []
-    for e in raw:
-        if not (
-            isinstance(e, dict)
-            and isinstance(e.get("path"), str)
-            and isinstance(e.get("size"), int)
-            and isinstance(e.get("sha256"), str)
-        ):
-            raise IntegrityError(f"the manifest of {where} has a malformed file entry: {e!r}")
-        name = check_relpath(e["path"])
-        if name == MANIFEST:
-            continue
-        files.append(ArtifactFile(name, e["size"], e["sha256"].lower()))
-    return files
 
 
 def _refuse_links_on_the_way(root: Path, rel: str) -> None:
@@ -343,100 +661,242 @@ def _refuse_links_on_the_way(root: Path, rel: str) -> None:
             )
 
 
+#: errors writing a download that are about the disk it goes to, said in plain words
+_DISK_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS, errno.EACCES, errno.EPERM,
+                errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EFBIG, errno.EIO}
+
+
+def _disk_error(e: OSError, to: Path) -> SoopervisorError:
+    """A failed write into ``to`` as an error with a plain reason (never an internal error)."""
+    reason = e.strerror or str(e)
+    if e.errno not in _DISK_ERRORS:
+        return StorageUnavailable(f"the download into {to} failed: {reason}",
+                                  hint="check the connection to the storage and try again")
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG):
+        hint = "free some space, or download into a folder on another disk (--to DIR)"
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = "download into a folder you can write to (--to DIR)"
+    else:
+        hint = "download into another folder (--to DIR)"
+    return UsageError(f"cannot write the download into {to}: {reason}; nothing was kept", hint=hint)
+
+
 def _fetch(
     storage: Storage,
-    project: str,
-    commit: str,
+    address: tuple[str, str, str | None],
     name: str,
-    target: Path,
-    size: int | None,
-    sha256: str | None,
+    want: ArtifactFile | None,
+    tmp: Path,
 ) -> Path:
-    """Get one file into a temp name beside ``target``, verify, then move it in place."""
-    _refuse_links_on_the_way(target.parent, target.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        storage.get_file(project, commit, name, tmp)
-        if size is not None:
-            actual_size = tmp.stat().st_size
-            if actual_size != size:
-                raise IntegrityError(
-                    f"{name}: size {actual_size} does not match the manifest ({size})",
-                    hint="the stored copy is damaged; run the pipeline again to store it anew",
-                )
-        if sha256 is not None and sha256_file(tmp) != sha256:
+    """Get the set's file ``name`` into ``tmp``; verify its size and sha256 against ``want``."""
+    storage.get_file(*address, name, tmp)
+    if want is not None:
+        actual_size = tmp.stat().st_size
+        if actual_size != want.size:
             raise IntegrityError(
-                f"{name}: sha256 does not match the manifest",
-                hint="the stored copy is damaged; run the pipeline again to store it anew",
-            )
-        _refuse_links_on_the_way(target.parent, target.name)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+                f"{name}: size {actual_size} does not match the manifest ({want.size})", hint=_DAMAGED_HINT)
+        if sha256_file(tmp) != want.sha256:
+            raise IntegrityError(f"{name}: sha256 does not match the manifest", hint=_DAMAGED_HINT)
+    return tmp
+
+
+def _ours_folder(files: list[ArtifactFile]) -> str:
+    """Where a download keeps our own files: ``.soopervisor``, else the first free ``.soopervisor-N``."""
+    tops = {f.name.split("/", 1)[0] for f in files}
+    name, n = OURS, 0
+    while name in tops:
+        n += 1
+        name = f"{OURS}-{n}"
+    return name
+
+
+def _same_set(to: Path, ours: str, manifest: dict[str, Any]) -> bool:
+    """Whether ``to`` holds a download of the set ``manifest`` describes."""
+    path = to / ours / MANIFEST
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_bytes()) == manifest
+    except (OSError, ValueError):
+        return False
+
+
+def _prepare_target(to: Path, ours: str, manifest: dict[str, Any], what: str) -> Path | None:
+    """Check (or make) the download folder; the outermost folder this download made, if any.
+
+    A folder that is not empty must hold the same set: mixing two sets in one
+    folder would make a set nobody stored.
+    """
+    try:
+        entries = os.listdir(to)
+    except FileNotFoundError:
+        made = to
+        while not made.parent.exists() and made.parent != made:
+            made = made.parent
+        try:
+            to.mkdir(parents=True)
+        except FileExistsError:
+            return _prepare_target(to, ours, manifest, what)
+        except OSError as e:
+            raise UsageError(f"cannot create the folder {to}: {e.strerror or e}",
+                             hint="download into a folder you can write to (--to DIR)") from None
+        return made
+    except NotADirectoryError:
+        raise UsageError(f"{to} is a file, not a folder", hint="download into an empty folder (--to DIR)") from None
+    except OSError as e:
+        raise UsageError(f"cannot read the folder {to}: {e.strerror or e}",
+                         hint="download into a folder you can write to (--to DIR)") from None
+    if entries and not _same_set(to, ours, manifest):
+        raise UsageError(
+            f"{to} is not empty and does not hold {what}; nothing was written",
+            hint="download into a new or empty folder (--to DIR); a folder holding the same set is refreshed",
+        )
+    return None
+
+
+@dataclass
+class _Placed:
+    """What a download put in place, so a failure can take it back."""
+
+    files: list[Path]
+    dirs: list[Path]
+
+    def undo(self) -> None:
+        for path in reversed(self.files):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for path in reversed(self.dirs):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+def _place(to: Path, rel: str, tmp: Path, placed: _Placed) -> Path:
+    """Move ``tmp`` to ``to/rel``, making folders on the way (never through a link)."""
+    if os.name == "nt" and any(c in rel for c in '\\:'):
+        raise UnsafePath(f"{rel!r} cannot be written on Windows", hint="download it on Linux or macOS")
+    folder = to
+    for part in rel.split("/")[:-1]:
+        folder = folder / part
+        if folder.is_symlink():
+            raise UnsafePath(f"{folder} is a symlink; refusing to write through it",
+                             hint="remove the link or download into an empty folder")
+        if not folder.exists():
+            folder.mkdir()
+            placed.dirs.append(folder)
+    target = to.joinpath(*rel.split("/"))
+    if target.is_symlink():
+        raise UnsafePath(f"{target} is a symlink; refusing to write through it",
+                         hint="remove the link or download into an empty folder")
+    existed = os.path.lexists(target)
+    os.replace(tmp, target)
+    if not existed:
+        placed.files.append(target)
     return target
 
 
-#: files fetched at once by download_set
+def _download(storage: Storage, summary: SetSummary, to: Path) -> list[Path]:
+    """Download one set into ``to``: products at ``to/<path>``, manifest and log under ``to/.soopervisor/``.
+
+    All or nothing: files are fetched and verified into a hidden folder inside
+    ``to``, then moved into place; a failure takes back what this download put
+    there. Returns the paths written (products, then the log and manifest).
+    """
+    address = (summary.project, summary.commit, summary.run_id)
+    stored = (lambda n: n) if summary.run_id is None else (lambda n: f"{FILES}/{n}")
+    # the manifest first, so the files and the manifest we keep come from the same version of the set
+    data = _read_stored_manifest(storage, summary)
+    found = StoredSet(summary.commit, summary.run_id, _parse_stored(data, summary), None)
+    _summary, manifest, files, log_file = _read_set(summary.project, found)
+    if manifest is None:
+        raise IntegrityError(f"the set {_where(summary)} is damaged: {_summary.damaged}", hint=_DAMAGED_HINT)
+    ours = _ours_folder(files)
+    created = _prepare_target(to, ours, json.loads(data), f"the set {_where(summary)}")
+    stage = to / f"{PARTIAL}{secrets.token_hex(4)}"
+    placed = _Placed([], [])
+    try:
+        stage.mkdir()
+        (stage / "manifest").write_bytes(data)
+        # (name in the set, where it goes in `to`, what it must be), the manifest last
+        items = [(stored(f.name), f.name, f) for f in files if not _holds(to, f)]
+        if log_file is not None:
+            items.append((log_file.name, f"{ours}/{LOG_NAME}", log_file))
+        with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool:
+            futures = [pool.submit(_fetch, storage, address, name, want, stage / str(i))
+                       for i, (name, _rel, want) in enumerate(items)]
+            fetched = [f.result() for f in futures]
+        for (_name, rel, _want), tmp in zip(items, fetched, strict=True):
+            _place(to, rel, tmp, placed)
+        _place(to, f"{ours}/{MANIFEST}", stage / "manifest", placed)
+    except BaseException as e:
+        placed.undo()
+        shutil.rmtree(stage, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise _disk_error(e, to) from None
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+    return [to.joinpath(*f.name.split("/")) for f in files] + (
+        [to / ours / LOG_NAME] if log_file is not None else []) + [to / ours / MANIFEST]
+
+
+def _holds(to: Path, f: ArtifactFile) -> bool:
+    """Whether ``to`` already holds this very file (a refreshed download fetches only what differs)."""
+    target = to.joinpath(*f.name.split("/"))
+    try:
+        st = os.lstat(target)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == f.size and sha256_file(target) == f.sha256
+
+
+def _where(summary: SetSummary) -> str:
+    run = f" run {summary.run_id}" if summary.run_id else ""
+    return f"{summary.project}@{summary.short_commit}{run}"
+
+
+def _read_stored_manifest(storage: Storage, summary: SetSummary) -> bytes:
+    """The stored bytes of a set's manifest (through a temporary file: get_file writes files)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix="soopervisor-manifest-")
+        os.close(fd)
+    except OSError as e:
+        raise _disk_error(e, Path(tempfile.gettempdir())) from None
+    try:
+        storage.get_file(summary.project, summary.commit, summary.run_id, MANIFEST, Path(name))
+        return Path(name).read_bytes()
+    except OSError as e:
+        raise _disk_error(e, Path(name).parent) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+def _parse_stored(data: bytes, summary: SetSummary) -> dict[str, Any]:
+    manifest = parse_manifest(data, _where(summary))
+    manifest.update(project=summary.project, commit=summary.commit)
+    if summary.run_id is not None:
+        manifest["run_id"] = summary.run_id
+    return manifest
+
+
+#: files fetched at once by a download
 DOWNLOAD_WORKERS = 8
 
 
-def download_set(storage: Storage | str | None, project: str, commit: str, to: Path) -> list[Path]:
-    """Download a set (its files, then its manifest) into ``to``, verified.
+def download_set(storage: Storage | str | None, project: str, commit: str, to: str | os.PathLike[str], *,
+                 mode: str | None = None, run: str | None = None) -> list[Path]:
+    """Download the set ``commit`` resolves to (see :func:`resolve_set`) into ``to``, verified.
 
-    Returns the paths written. IntegrityError on a size or sha256 mismatch (the
-    bad file is removed); UnsafePath for a name escaping ``to`` or a symlink in
-    the way.
+    ``to`` must be empty (it is created when missing) or hold the same set.
+    Products go to ``to/<path>``, ``manifest.json`` and ``soopervisor.log`` to
+    ``to/.soopervisor/``. Returns the paths written. IntegrityError on a size
+    or sha256 mismatch, UsageError for a folder holding something else or a
+    disk that cannot take the files; nothing half-written is left.
     """
     st = _storage(storage)
-    to = Path(to)
-    to.mkdir(parents=True, exist_ok=True)
-    where = f"{project}/{commit}"
-    # a manifest in `to` marks a complete download: drop a stale one until this
-    # download completes
-    stale = to / MANIFEST
-    if stale.is_symlink() or stale.is_file():
-        stale.unlink()
-    # fetch the manifest file itself first so the files and the manifest we keep
-    # come from the same version of the set
-    fd, tmp_name = tempfile.mkstemp(dir=to, prefix=".manifest.", suffix=".part")
-    os.close(fd)
-    tmp_manifest = Path(tmp_name)
-    try:
-        st.get_file(project, commit, MANIFEST, tmp_manifest)
-        manifest = parse_manifest(tmp_manifest.read_bytes(), where)
-        files = _manifest_files(manifest, where)  # validate every name before writing
-        for f in files:
-            _refuse_links_on_the_way(to, f.name)
-        targets = []
-        for f in files:
-            target = to.joinpath(*f.name.split("/"))
-            # every directory created is checked again: no link may appear on the way
-            for parent in reversed(target.relative_to(to).parents[:-1]):
-                _refuse_links_on_the_way(to, parent.as_posix())
-                (to / parent).mkdir(exist_ok=True)
-            targets.append((f, target))
-        # cloud backends spend most of a download waiting on the network: fetch a few at once
-        with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool:
-            futures = [pool.submit(_fetch, st, project, commit, f.name, t, f.size, f.sha256) for f, t in targets]
-        errors = [fut.exception() for fut in futures if fut.exception() is not None]
-        if errors:
-            # all or nothing: a failed download leaves no files that look like a partial set
-            for fut in futures:
-                if fut.exception() is None:
-                    fut.result().unlink(missing_ok=True)
-            raise errors[0]
-        written = [fut.result() for fut in futures]
-        _refuse_links_on_the_way(to, MANIFEST)
-        os.replace(tmp_manifest, to / MANIFEST)
-        written.append(to / MANIFEST)
-    finally:
-        if tmp_manifest.exists():
-            tmp_manifest.unlink()
-    return written
+    summary = resolve_set(st, project, commit, mode=mode, run=run)
+    return _download(st, summary, Path(to))
 
 
 # -- the notebook-facing object ------------------------------------------------------------
@@ -462,18 +922,35 @@ def format_size(n: float) -> str:
 
 
 class Artifacts:
-    """The artifacts one commit produced: its manifest, its files, on demand."""
+    """One stored set: its manifest, its products (``files``), on demand.
 
-    def __init__(self, storage: Storage, project: str, commit: str, manifest: dict[str, Any]) -> None:
+    ``run_id`` is None for a set of the old layout. ``summary`` is the set's
+    line in a listing; ``status`` its run's status.
+    """
+
+    def __init__(self, storage: Storage, summary: SetSummary, manifest: dict[str, Any],
+                 files: list[ArtifactFile], log_file: ArtifactFile | None = None) -> None:
         self.storage = storage
-        self.project = project
-        self.commit = commit
+        self.summary = summary
+        self.project = summary.project
+        self.commit = summary.commit
+        self.run_id = summary.run_id
         self.manifest = manifest
-        self.files: list[ArtifactFile] = _manifest_files(manifest, f"{project}/{commit}")
+        self.files: list[ArtifactFile] = files
+        self._log = log_file
 
     @property
     def status(self) -> str | None:
-        return self.manifest.get("status")
+        return self.summary.status
+
+    @property
+    def mode(self) -> str | None:
+        return self.summary.mode
+
+    @property
+    def ours_folder(self) -> str:
+        """The folder of a download holding manifest.json and soopervisor.log (``.soopervisor``, unless taken)."""
+        return _ours_folder(self.files)
 
     def _file(self, name: str) -> ArtifactFile:
         for f in self.files:
@@ -481,33 +958,60 @@ class Artifacts:
                 return f
         check_relpath(name)
         raise ArtifactsNotFound(
-            f"no file '{name}' in the artifacts of commit {self.commit[:7]} in project '{self.project}'",
+            f"no file {name!r} in the artifacts of {_where(self.summary)}",
             hint="Artifacts.files lists the names",
         )
 
+    def _stored(self, name: str) -> str:
+        return name if self.run_id is None else f"{FILES}/{name}"
+
+    def _cached(self, stored: str, want: ArtifactFile) -> Path:
+        """A verified copy of the set's file ``stored`` in the cache (one folder per set)."""
+        cache = config.cache_dir() / self.project / self.commit / (self.run_id or ".old-layout")
+        target = cache.joinpath(*stored.split("/"))
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            _refuse_links_on_the_way(cache, stored)
+            # a cached copy counts only while it still matches the manifest
+            if (target.is_file() and not target.is_symlink() and target.stat().st_size == want.size
+                    and sha256_file(target) == want.sha256):
+                return target
+            fd, tmp_name = tempfile.mkstemp(dir=cache, prefix=".fetch.", suffix=".part")
+            os.close(fd)
+            tmp = Path(tmp_name)
+            try:
+                _fetch(self.storage, (self.project, self.commit, self.run_id), stored, want, tmp)
+                placed = _Placed([], [])
+                return _place(cache, stored, tmp, placed)
+            finally:
+                tmp.unlink(missing_ok=True)
+        except OSError as e:
+            raise _disk_error(e, cache) from None
+
     def path(self, name: str) -> Path:
-        """A local, verified copy of one file, downloaded into the cache on first use."""
-        f = self._file(name)
-        cache = config.cache_dir() / self.project / self.commit
-        target = cache.joinpath(*f.name.split("/"))
-        cache.mkdir(parents=True, exist_ok=True)
-        _refuse_links_on_the_way(cache, f.name)
-        # a cached copy counts only while it still matches the manifest
-        if target.is_file() and target.stat().st_size == f.size and sha256_file(target) == f.sha256:
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return _fetch(self.storage, self.project, self.commit, f.name, target, f.size, f.sha256)
+        """A local, verified copy of one product, downloaded into the cache on first use."""
+        return self._cached(self._stored(name), self._file(name))
+
+    def log_path(self) -> Path:
+        """A local, verified copy of the run's log; ArtifactsNotFound when the set has none."""
+        if self._log is None:
+            raise ArtifactsNotFound(f"the set {_where(self.summary)} has no log")
+        return self._cached(self._log.name if self.run_id is None else LOG_NAME, self._log)
 
     def download(self, to: str | os.PathLike[str] = ".") -> Path:
-        """Download the whole set (files and manifest.json) into ``to``; return it."""
+        """Download the whole set into ``to`` (empty, or holding this set); return it.
+
+        Products at ``to/<path>``, manifest.json and soopervisor.log in ``to/.soopervisor/``.
+        """
         to = Path(to)
-        download_set(self.storage, self.project, self.commit, to)
+        _download(self.storage, self.summary, to)
         return to.resolve()
 
     def __repr__(self) -> str:
         n = len(self.files)
+        run = f" run={self.run_id!r}" if self.run_id else ""
         return (
-            f"<Artifacts project={self.project!r} commit={self.commit[:7]!r} "
+            f"<Artifacts project={self.project!r} commit={self.commit[:7]!r}{run} "
             f"{n} file{'s' if n != 1 else ''} status={self.status!r}>"
         )
 
@@ -559,16 +1063,22 @@ class Artifacts:
 
         # kernels under JupyterHub know the server's prefix; elsewhere it is "/"
         base = os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
+        run = f"?run={quote(self.run_id, safe='')}" if self.run_id else ""
         return (
             f"{base.rstrip('/')}/soopervisor/api/projects/{quote(self.project, safe='')}"
-            f"/commits/{quote(self.commit, safe='')}/files/{quote(name, safe='/')}"
+            f"/commits/{quote(self.commit, safe='')}/files/{quote(_raw(name), safe='/')}{run}"
         )
 
     def _repr_html_(self) -> str:
-        e = lambda v: html.escape(str(v), quote=True)
+        e = lambda v: html.escape(printable(str(v)), quote=True)
         m = self.manifest
+        run = f" &middot; run <code>{e(self.run_id)}</code>" if self.run_id else ""
+        failed = ""
+        if self.status != "succeeded":
+            task = f" in task <code>{e(m.get('failed_task'))}</code>" if m.get("failed_task") else ""
+            failed = f"<div>{e(m.get('error') or self.status)}{task}</div>"
         header = (
-            f"<b>{e(self.project)}</b> @ <code>{e(self.commit[:7])}</code> &middot; "
+            f"<b>{e(self.project)}</b> @ <code>{e(self.commit[:7])}</code>{run} &middot; "
             f"mode: {e(m.get('mode'))} &middot; status: {e(m.get('status'))} &middot; "
             f"{len(self.files)} file{'s' if len(self.files) != 1 else ''}, "
             f"{e(format_size(sum(f.size for f in self.files)))}"
@@ -589,7 +1099,7 @@ class Artifacts:
         return (
             f"<div class='soopervisor-artifacts'><div>{header}</div>"
             "<table><thead><tr><th style='text-align:left'>name</th><th>size</th><th>link</th><th>sha256</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>{usage}</div>"
+            f"<tbody>{rows}</tbody></table>{failed}{usage}</div>"
         )
 
 
@@ -597,17 +1107,78 @@ _TEXT = {".txt", ".log", ".md", ".py", ".sql", ".yaml", ".yml", ".r", ".sh", ".t
 _IMAGES = {".png", ".jpg", ".jpeg", ".gif"}
 
 
-def get_artifacts(
-    commit: str = "latest", project: str | None = None, storage: Storage | str | None = None
-) -> Artifacts:
-    """The artifacts of ``commit`` (full SHA, unique prefix or ``latest``).
+def _raw(name: str) -> bytes:
+    """A stored name as the bytes it stands for (surrogate escapes are bytes that were not UTF-8)."""
+    return name.encode("utf-8", "surrogateescape")
 
-    ``project`` defaults to the project in the current directory.
+
+def printable(name: str) -> str:
+    """A name as text any terminal or notebook can show: bytes that are not UTF-8 become U+FFFD."""
+    return _raw(name).decode("utf-8", "replace") if any("\udc80" <= c <= "\udcff" for c in name) else name
+
+
+def get_artifacts(
+    commit: str = "latest",
+    project: str | None = None,
+    storage: Storage | str | None = None,
+    *,
+    mode: str | None = None,
+    run: str | None = None,
+) -> Artifacts:
+    """The artifacts ``commit`` resolves to (see :func:`resolve_set`).
+
+    ``commit``: full SHA, unique prefix or ``latest``; its newest succeeded set,
+    full before sample unless ``mode`` is given. ``run``: that run's set,
+    whatever its status. ``project`` defaults to the project in the current
+    directory. IntegrityError for a set whose manifest is damaged.
     """
     if project is None:
         from soopervisor.project import project_name  # lazy: keeps this import light
 
         project = project_name(".")
+    _check_mode(mode)
     st = _storage(storage)
-    full = resolve_commit(st, project, commit)
-    return Artifacts(st, project, full, st.read_manifest(project, full))
+    read = _read_all(project, st)
+    if not read:
+        raise _no_artifacts(st, project)
+    chosen = _resolve([r[0] for r in read], project, commit, mode, run)
+    summary, manifest, files, log_file = next(r for r in read if r[0] is chosen)
+    if manifest is None:
+        raise IntegrityError(f"the set {_where(summary)} is damaged: {summary.damaged}", hint=_DAMAGED_HINT)
+    return Artifacts(st, summary, manifest, files, log_file)
+
+
+# -- pruning ---------------------------------------------------------------------------
+
+
+def prune_plan(sets: list[SetSummary], keep: int) -> list[SetSummary]:
+    """The sets a prune removes: all but the newest ``keep`` of each commit, never a commit's good set.
+
+    ``sets`` newest first. Kept whatever ``keep`` says: each commit's newest
+    succeeded set and the set the commit resolves to (full before sample).
+    """
+    if keep < 0:
+        raise UsageError(f"--keep must be 0 or more, not {keep}", hint="--keep 3 keeps the last 3 sets of each commit")
+    doomed = []
+    for commit in summarize_commits(sets):
+        protected = {id(s) for s in (commit.shown if commit.resolved else None, _best(list(commit.sets), "full"),
+                                     _best(list(commit.sets), "sample")) if s is not None}
+        newest_ok = next((s for s in commit.sets if s.status == "succeeded" and s.damaged is None), None)
+        if newest_ok is not None:
+            protected.add(id(newest_ok))
+        doomed += [s for s in commit.sets[keep:] if id(s) not in protected]
+    return doomed
+
+
+def prune_sets(project: str, storage: Storage | str | None = None, *, keep: int = 3,
+               dry_run: bool = False, on_removed: Callable[[SetSummary], None] | None = None) -> list[SetSummary]:
+    """Remove the sets :func:`prune_plan` names (none with ``dry_run``); return them."""
+    st = _storage(storage)
+    doomed = prune_plan(list_sets(project, st), keep)
+    if dry_run:
+        return doomed
+    for summary in doomed:
+        st.delete_set(summary.project, summary.commit, summary.run_id)
+        if on_removed is not None:
+            on_removed(summary)
+    return doomed

@@ -62,7 +62,7 @@ def part_ranges(fake: FakeBox) -> int:
 # -- uploads -------------------------------------------------------------------------
 def test_small_files_take_one_request(tmp_path: Path):
     with storage(tmp_path) as s:
-        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.txt": b"x" * 1000}))
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a.txt": b"x" * 1000}))
         assert s.fake.call_count(r"POST /api/2\.0/files/content") == 2  # the file, then the manifest
         assert s.fake.call_count(r"POST /api/2\.0/files/upload_sessions") == 0
 
@@ -70,12 +70,12 @@ def test_small_files_take_one_request(tmp_path: Path):
 def test_large_file_goes_through_a_chunked_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     data = os.urandom(3 * MiB + 77)
     with storage(tmp_path, small_parts(monkeypatch)) as s:
-        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"big.bin": data}))
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"big.bin": data}))
         assert s.fake.call_count(r"POST /api/2\.0/files/upload_sessions") == 1
         assert part_ranges(s.fake) == 4
         assert s.fake.call_count(r"POST /api/2\.0/files/upload_sessions/\w+/commit") == 1
-        assert s.fake.find(f"soopervisor-tests/p/{SHA_A}/big.bin").data == data
-        s.get_file("p", SHA_A, "big.bin", tmp_path / "out")
+        assert s.fake.find(f"soopervisor-tests/p/{SHA_A}/r1/files/big.bin").data == data
+        s.get_file("p", SHA_A, "r1", "files/big.bin", tmp_path / "out")
         assert (tmp_path / "out").read_bytes() == data
 
 
@@ -185,7 +185,7 @@ def test_file_above_the_account_limit_is_refused_before_sending(tmp_path: Path):
     fake = FakeBox(max_upload_size=2 * MiB)
     with storage(tmp_path, fake) as s:
         with pytest.raises(StorageUnavailable) as e:
-            s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"big.bin": b"x" * (3 * MiB)}))
+            s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"big.bin": b"x" * (3 * MiB)}))
         assert "250 MB" in str(e.value) and "larger than this Box account accepts" in str(e.value)
         assert "upgrade" in e.value.hint
         assert fake.call_count(r"POST /api/2\.0/files/.*") == 0
@@ -204,7 +204,7 @@ def test_servers_413_is_reported_the_same_way(tmp_path: Path):
 def test_full_account_is_reported(tmp_path: Path):
     with storage(tmp_path, FakeBox(space_amount=1000)) as s:
         with pytest.raises(StorageUnavailable, match="Box account is full") as e:
-            s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.bin": b"x" * 2000}))
+            s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a.bin": b"x" * 2000}))
         assert "free some space" in e.value.hint
 
 
@@ -284,7 +284,7 @@ def test_developer_token_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     fake = FakeBox()
     monkeypatch.setenv(backend.DEVELOPER_TOKEN_ENV, fake.issue_access_token())
     s = backend.open_url("box://0", session=fake.session())
-    s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a": b"1"}))
+    s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a": b"1"}))
     assert s.list_projects() == ["p"]
     assert "developer token" in backend.describe()
 
@@ -299,20 +299,20 @@ def test_missing_credentials_name_both_ways():
 def test_listing_pages_through_folder_items(tmp_path: Path):
     with storage(tmp_path, FakeBox(page_size=2)) as s:
         for commit in (SHA_A, SHA_B):
-            s.put_set("p", commit, make_set(tmp_path, commit, {f"f{i}": bytes([i]) for i in range(5)}))
-        assert sorted(m["commit"] for m in s.list_sets("p")) == [SHA_A, SHA_B]
+            s.put_set("p", commit, "r1", make_set(tmp_path, commit, {f"f{i}": bytes([i]) for i in range(5)}))
+        assert sorted(m.commit for m in s.list_sets("p")) == [SHA_A, SHA_B]
         assert sorted(o.key for o in s.store.list(f"p/{SHA_A}/")) == sorted(
-            [f"p/{SHA_A}/f{i}" for i in range(5)] + [f"p/{SHA_A}/manifest.json"])
+            [f"p/{SHA_A}/r1/files/f{i}" for i in range(5)] + [f"p/{SHA_A}/r1/manifest.json"])
 
 
 def test_unchanged_files_are_copied_on_the_server(tmp_path: Path):
     with storage(tmp_path) as s:
-        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a": b"same", "b": b"one"}))
-        s.put_set("p", SHA_B, make_set(tmp_path, SHA_B, {"a": b"same", "b": b"two"}))
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a": b"same", "b": b"one"}))
+        s.put_set("p", SHA_B, "r1", make_set(tmp_path, SHA_B, {"a": b"same", "b": b"two"}))
         assert s.last_put["copied"] == 1 and s.last_put["uploaded"] == 1
         assert s.fake.call_count(r"POST /2\.0/files/\w+/copy") == 1
-        s.store.copy(f"p/{SHA_A}/b", f"p/{SHA_B}/b")  # replaces
-        assert s.fake.find(f"soopervisor-tests/p/{SHA_B}/b").data == b"one"
+        s.store.copy(f"p/{SHA_A}/r1/files/b", f"p/{SHA_B}/r1/files/b")  # replaces
+        assert s.fake.find(f"soopervisor-tests/p/{SHA_B}/r1/files/b").data == b"one"
 
 
 def test_stale_ids_are_looked_up_again(tmp_path: Path):
@@ -330,9 +330,9 @@ def test_stale_ids_are_looked_up_again(tmp_path: Path):
 def test_folder_id_urls(tmp_path: Path):
     fake = FakeBox()
     with storage(tmp_path, fake, url="box://0/team/runs") as s:
-        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a": b"1"}))
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a": b"1"}))
         team = fake.find("team")
-    assert fake.find(f"team/runs/p/{SHA_A}/a") is not None
+    assert fake.find(f"team/runs/p/{SHA_A}/r1/files/a") is not None
     with storage(tmp_path, fake, url=f"box://{team.id}/runs") as s:
         assert s.list_projects() == ["p"]
 
@@ -446,10 +446,10 @@ def test_live_round_trip(tmp_path: Path, live_env: None):
     run = uuid.uuid4().hex[:12]
     s = open_storage(f"box://soopervisor-live-tests/{run}")
     s.check_writable()
-    s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.txt": b"hello", "b.bin": os.urandom(1000)}))
-    s.put_set("p", SHA_B, make_set(tmp_path, SHA_B, {"a.txt": b"hello"}))
+    s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a.txt": b"hello", "b.bin": os.urandom(1000)}))
+    s.put_set("p", SHA_B, "r1", make_set(tmp_path, SHA_B, {"a.txt": b"hello"}))
     assert s.last_put["copied"] == 1
-    s.get_file("p", SHA_A, "a.txt", tmp_path / "out")
+    s.get_file("p", SHA_A, "r1", "files/a.txt", tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == b"hello"
     folder = s.store._folder_id("", create=False)
     s.store.client.folders.delete_folder_by_id(folder, recursive=True)

@@ -47,12 +47,14 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend, "CHUNK_SIZE", 256 * 1024)
 
 
-def make_set(root: Path, commit: str, files: dict[str, bytes], project: str = "p") -> Path:
+def make_set(root: Path, commit: str, files: dict[str, bytes], project: str = "p", run_id: str = "r1") -> Path:
+    """A run's set folder: the products under files/, then the manifest (no log: only the products travel)."""
     src = root / f"src-{uuid.uuid4().hex[:8]}"
+    (src / "files").mkdir(parents=True)
     for name, data in files.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_bytes(data)
-    write_manifest(src, project=project, commit=commit)
+        (src / "files" / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / "files" / name).write_bytes(data)
+    write_manifest(src, project=project, commit=commit, run_id=run_id, status="succeeded")
     return src
 
 
@@ -63,7 +65,7 @@ def session_calls(fake: FakeDropbox) -> list[tuple[str, dict]]:
 # -- uploads -------------------------------------------------------------------------
 def test_small_files_take_one_request(tmp_path: Path, small_chunks: None):
     with storage(tmp_path) as s:
-        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.txt": b"x" * 1000}))
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a.txt": b"x" * 1000}))
         assert "files/upload" in s.fake.routes()
         assert session_calls(s.fake) == []
 
@@ -71,7 +73,7 @@ def test_small_files_take_one_request(tmp_path: Path, small_chunks: None):
 def test_large_file_goes_through_an_upload_session(tmp_path: Path, small_chunks: None):
     data = os.urandom(3 * MiB + 123)
     with storage(tmp_path) as s:
-        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"big.bin": data}))
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"big.bin": data}))
         calls = session_calls(s.fake)
         assert calls[0][0] == "files/upload_session/start"
         appends = [a["cursor"]["offset"] for r, a in calls if r == "files/upload_session/append_v2"]
@@ -79,9 +81,9 @@ def test_large_file_goes_through_an_upload_session(tmp_path: Path, small_chunks:
         finish = calls[-1]
         assert finish[0] == "files/upload_session/finish"
         assert finish[1]["cursor"]["offset"] == len(data)
-        assert finish[1]["commit"]["path"] == f"/soopervisor-tests/p/{SHA_A}/big.bin"
-        assert s.fake.data(f"/soopervisor-tests/p/{SHA_A}/big.bin") == data
-        s.get_file("p", SHA_A, "big.bin", tmp_path / "out")
+        assert finish[1]["commit"]["path"] == f"/soopervisor-tests/p/{SHA_A}/r1/files/big.bin"
+        assert s.fake.data(f"/soopervisor-tests/p/{SHA_A}/r1/files/big.bin") == data
+        s.get_file("p", SHA_A, "r1", "files/big.bin", tmp_path / "out")
         assert (tmp_path / "out").read_bytes() == data
 
 
@@ -90,21 +92,21 @@ def test_lost_reply_resumes_at_the_offset_dropbox_reports(tmp_path: Path, small_
     data = os.urandom(2 * MiB)
     with storage(tmp_path) as s:
         s.fake.fail("files/upload_session/append_v2", 500, after_apply=True)
-        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"big.bin": data}))
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"big.bin": data}))
         offsets = [a["cursor"]["offset"] for r, a in session_calls(s.fake) if r == "files/upload_session/append_v2"]
         # the first append landed (answer lost), was sent again at the same offset and refused
         # with correct_offset; the upload went on from there, so no byte was stored twice
         assert offsets[0] == offsets[1] == 256 * 1024
         assert offsets[2] == 512 * 1024
-        assert s.fake.data(f"/soopervisor-tests/p/{SHA_A}/big.bin") == data
+        assert s.fake.data(f"/soopervisor-tests/p/{SHA_A}/r1/files/big.bin") == data
 
 
 def test_dropped_connection_during_a_piece_is_retried(tmp_path: Path, small_chunks: None):
     data = os.urandom(2 * MiB)
     with storage(tmp_path) as s:
         s.fake.fail("files/upload_session/append_v2", 0, connection_error=True, times=2)
-        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"big.bin": data}))
-        assert s.fake.data(f"/soopervisor-tests/p/{SHA_A}/big.bin") == data
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"big.bin": data}))
+        assert s.fake.data(f"/soopervisor-tests/p/{SHA_A}/r1/files/big.bin") == data
 
 
 def test_lost_session_restarts_cleanly(tmp_path: Path, small_chunks: None):
@@ -119,9 +121,9 @@ def test_lost_session_restarts_cleanly(tmp_path: Path, small_chunks: None):
             return real(arg, body)
 
         s.fake._r_files_upload_session_append_v2 = expire_once
-        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"big.bin": data}))
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"big.bin": data}))
         assert [r for r, _ in session_calls(s.fake)].count("files/upload_session/start") == 2
-        assert s.fake.data(f"/soopervisor-tests/p/{SHA_A}/big.bin") == data
+        assert s.fake.data(f"/soopervisor-tests/p/{SHA_A}/r1/files/big.bin") == data
 
 
 def test_the_fake_enforces_offsets_and_the_single_upload_limit(tmp_path: Path):
@@ -158,9 +160,9 @@ def test_real_thresholds_a_file_above_150_mib_uses_8_mib_pieces(tmp_path: Path):
 def test_429_waits_as_long_as_retry_after_says(tmp_path: Path, isolated: list[float]):
     with storage(tmp_path) as s:
         s.fake.fail("files/upload", 429, retry_after=7, times=2)
-        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.txt": b"1"}))
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a.txt": b"1"}))
         assert isolated[:2] == [7.0, 7.0]
-        assert s.read_manifest("p", SHA_A)["commit"] == SHA_A
+        assert s.read_manifest("p", SHA_A, "r1")["commit"] == SHA_A
 
 
 def test_503_waits_as_long_as_retry_after_says(tmp_path: Path, isolated: list[float]):
@@ -182,7 +184,7 @@ def test_server_errors_are_retried_then_reported(tmp_path: Path, isolated: list[
 
 def test_expired_access_token_is_refreshed(tmp_path: Path):
     with storage(tmp_path) as s:
-        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.txt": b"1"}))
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a.txt": b"1"}))
         s.fake.expire_access_tokens()
         assert s.list_projects() == ["p"]
 
@@ -219,7 +221,7 @@ def test_unknown_app_key_is_a_credentials_error(tmp_path: Path):
 def test_full_dropbox_is_reported(tmp_path: Path):
     with storage(tmp_path, FakeDropbox(allocated=100)) as s:
         with pytest.raises(StorageUnavailable, match="Dropbox is full") as e:
-            s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.bin": b"x" * 1000}))
+            s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a.bin": b"x" * 1000}))
         assert "free some space" in e.value.hint
         assert s.list_projects() == []  # nothing complete-looking was left behind
 
@@ -253,20 +255,20 @@ def test_stored_credentials_are_used_and_registered(tmp_path: Path):
 def test_listing_follows_cursors(tmp_path: Path):
     with storage(tmp_path, FakeDropbox(page_size=3)) as s:
         for commit in (SHA_A, SHA_B):
-            s.put_set("p", commit, make_set(tmp_path, commit, {f"f{i}": bytes([i]) for i in range(4)}))
-        assert sorted(m["commit"] for m in s.list_sets("p")) == [SHA_A, SHA_B]
+            s.put_set("p", commit, "r1", make_set(tmp_path, commit, {f"f{i}": bytes([i]) for i in range(4)}))
+        assert sorted(m.commit for m in s.list_sets("p")) == [SHA_A, SHA_B]
         assert s.fake.routes().count("files/list_folder/continue") >= 3
 
 
 def test_unchanged_files_are_copied_on_the_server(tmp_path: Path):
     with storage(tmp_path) as s:
-        s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a": b"same", "b": b"one"}))
-        s.put_set("p", SHA_B, make_set(tmp_path, SHA_B, {"a": b"same", "b": b"two"}))
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a": b"same", "b": b"one"}))
+        s.put_set("p", SHA_B, "r1", make_set(tmp_path, SHA_B, {"a": b"same", "b": b"two"}))
         assert s.last_put["copied"] == 1 and s.last_put["uploaded"] == 1
         assert "files/copy_v2" in s.fake.routes()
         # a copy onto an existing object replaces it (copy_v2 itself never overwrites)
-        s.store.copy(f"p/{SHA_A}/b", f"p/{SHA_B}/b")
-        assert s.fake.data(f"/soopervisor-tests/p/{SHA_B}/b") == b"one"
+        s.store.copy(f"p/{SHA_A}/r1/files/b", f"p/{SHA_B}/r1/files/b")
+        assert s.fake.data(f"/soopervisor-tests/p/{SHA_B}/r1/files/b") == b"one"
 
 
 def test_missing_object(tmp_path: Path):
@@ -389,10 +391,10 @@ def test_live_round_trip(tmp_path: Path, live_env: None, small_chunks: None, mon
     s = open_storage(f"dropbox://soopervisor-live-tests/{run}")
     s.check_writable()
     data = os.urandom(2 * MiB + 5)
-    s.put_set("p", SHA_A, make_set(tmp_path, SHA_A, {"a.txt": b"hello", "big.bin": data}))
-    s.put_set("p", SHA_B, make_set(tmp_path, SHA_B, {"a.txt": b"hello"}))
+    s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a.txt": b"hello", "big.bin": data}))
+    s.put_set("p", SHA_B, "r1", make_set(tmp_path, SHA_B, {"a.txt": b"hello"}))
     assert s.last_put["copied"] == 1
-    s.get_file("p", SHA_A, "big.bin", tmp_path / "out")
+    s.get_file("p", SHA_A, "r1", "files/big.bin", tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == data
     s.store.dbx.files_delete_v2(f"/soopervisor-live-tests/{run}")
 

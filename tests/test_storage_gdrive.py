@@ -172,7 +172,7 @@ def test_concurrent_writes_make_one_folder_per_name(st, fake, tmp_path):
         (src / "out" / f"f{i}.txt").write_text(str(i))
     from tests.test_storage_contract import make_set
 
-    st.put_set("proj", "c" * 40, make_set(tmp_path, "c" * 40, {f"out/f{i}.txt": b"%d" % i for i in range(8)}))
+    st.put_set("proj", "c" * 40, "run1", make_set(tmp_path, "c" * 40, {f"out/f{i}.txt": b"%d" % i for i in range(8)}))
     names = [i.name for i in fake.items.values() if i.mimeType == gdrive.FOLDER_MIME]
     assert sorted(names) == sorted(set(names))
 
@@ -279,7 +279,7 @@ def test_the_cli_lists_stored_sets_and_shows_no_token(fake, tmp_path):
 
     token = fake.issue_refresh_token()
     with fake_env(fake, tmp_path, refresh_token=token):
-        gdrive.open_url("gdrive://cli-tests").put_set("proj", COMMIT_A, make_set(tmp_path, COMMIT_A, FILES))
+        gdrive.open_url("gdrive://cli-tests").put_set("proj", COMMIT_A, "run1", make_set(tmp_path, COMMIT_A, FILES))
         variables = {k: os.environ[k] for k in (*gdrive.ENV.values(), gdrive.API_URL_ENV, gdrive.TOKEN_URL_ENV)}
     proc = cli("artifacts", "list", "--project", "proj", "--storage", "gdrive://cli-tests", env=variables, check=0)
     assert COMMIT_A[:7] in proc.stdout

@@ -285,7 +285,7 @@ def test_the_cli_lists_stored_sets_and_shows_no_token(fake, tmp_path):
     fake.rotate = False  # the subprocess reuses the variable's refresh token
     token = fake.issue_refresh_token()
     with fake_env(fake, tmp_path, refresh_token=token):
-        onedrive.open_url("onedrive://cli-tests").put_set("proj", COMMIT_A, make_set(tmp_path, COMMIT_A, FILES))
+        onedrive.open_url("onedrive://cli-tests").put_set("proj", COMMIT_A, "run1", make_set(tmp_path, COMMIT_A, FILES))
         variables = {k: os.environ[k] for k in (*onedrive.ENV.values(), onedrive.GRAPH_URL_ENV, onedrive.AUTHORITY_ENV)}
     proc = cli("artifacts", "list", "--project", "proj", "--storage", "onedrive://cli-tests", env=variables, check=0)
     assert COMMIT_A[:7] in proc.stdout

@@ -31,13 +31,16 @@ COMMIT = "c" * 40
 MiB = 1024 * 1024
 
 
-def make_set(root: Path, files: dict[str, bytes], commit: str = COMMIT) -> Path:
+def make_set(root: Path, files: dict[str, bytes], commit: str = COMMIT, run_id: str = "r1") -> Path:
+    """A run's set folder: the products under files/, then the manifest."""
     folder = root / f"set-{len(list(root.glob('set-*')))}"
+    (folder / "files").mkdir(parents=True)
     for name, data in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data)
-    write_manifest(folder, project="proj", commit=commit, dirty=False, mode="sample", status="succeeded",
-                   exit_code=0, started_at="2026-11-28T10:00:00Z", finished_at="2026-11-28T10:01:00Z")
+        (folder / "files" / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "files" / name).write_bytes(data)
+    write_manifest(folder, project="proj", commit=commit, run_id=run_id, dirty=False, mode="sample",
+                   status="succeeded", exit_code=0, started_at="2026-11-28T10:00:00Z",
+                   finished_at="2026-11-28T10:01:00Z")
     return folder
 
 
@@ -126,11 +129,11 @@ def test_credential_values_are_registered_with_the_redactor(aws, bucket):
 def test_a_large_file_goes_up_in_parts_and_comes_back_whole(aws, bucket, tmp_path):
     big = bytes(range(256)) * (17 * MiB // 256) + b"tail"  # above twice the 8 MiB block
     st = open_storage(f"s3://{bucket}/pre")
-    st.put_set("proj", COMMIT, make_set(tmp_path, {"output/big.bin": big, "small.txt": b"s"}))
+    st.put_set("proj", COMMIT, "r1", make_set(tmp_path, {"output/big.bin": big, "small.txt": b"s"}))
     c = backend.client()
-    etag = c.head_object(Bucket=bucket, Key=f"pre/proj/{COMMIT}/output/big.bin")["ETag"]
+    etag = c.head_object(Bucket=bucket, Key=f"pre/proj/{COMMIT}/r1/files/output/big.bin")["ETag"]
     assert etag.strip('"').endswith("-3")  # S3's multipart ETag: md5-of-parts "-" part count
-    assert "-" not in c.head_object(Bucket=bucket, Key=f"pre/proj/{COMMIT}/small.txt")["ETag"]
+    assert "-" not in c.head_object(Bucket=bucket, Key=f"pre/proj/{COMMIT}/r1/files/small.txt")["ETag"]
     assert c.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     out = tmp_path / "out"
     download_set(st, "proj", COMMIT, out)  # sha256-verified
@@ -139,8 +142,8 @@ def test_a_large_file_goes_up_in_parts_and_comes_back_whole(aws, bucket, tmp_pat
 
 def test_the_block_size_is_configurable(aws, bucket, tmp_path):
     st = s3.open_url(f"s3://{bucket}", block_size=5 * MiB)  # S3's smallest part
-    st.put_set("proj", COMMIT, make_set(tmp_path, {"f.bin": b"x" * (11 * MiB)}))
-    etag = backend.client().head_object(Bucket=bucket, Key=f"proj/{COMMIT}/f.bin")["ETag"]
+    st.put_set("proj", COMMIT, "r1", make_set(tmp_path, {"f.bin": b"x" * (11 * MiB)}))
+    etag = backend.client().head_object(Bucket=bucket, Key=f"proj/{COMMIT}/r1/files/f.bin")["ETag"]
     assert etag.strip('"').endswith("-3")
 
 
@@ -150,11 +153,11 @@ def test_objects_stay_under_the_prefix_and_outside_keys_are_invisible(aws, bucke
     c.put_object(Bucket=bucket, Key="pre/folder-marker/", Body=b"")
     st = open_storage(f"s3://{bucket}/pre")
     assert st.list_projects() == []
-    st.put_set("proj", COMMIT, make_set(tmp_path, {"a.txt": b"a"}))
+    st.put_set("proj", COMMIT, "r1", make_set(tmp_path, {"a.txt": b"a"}))
     keys = sorted(o["Key"] for o in c.list_objects_v2(Bucket=bucket)["Contents"])
     assert keys == ["elsewhere/proj/" + COMMIT + "/manifest.json", "pre/folder-marker/",
-                    f"pre/proj/{COMMIT}/a.txt", f"pre/proj/{COMMIT}/manifest.json"]
-    assert [m["commit"] for m in list_sets("proj", st)] == [COMMIT]
+                    f"pre/proj/{COMMIT}/r1/files/a.txt", f"pre/proj/{COMMIT}/r1/manifest.json"]
+    assert [m.commit for m in list_sets("proj", st)] == [COMMIT]
     for key in ("../x", "a/../../b", "/abs", "a//b", "a\\b", ""):
         with pytest.raises(UnsafePath):
             st.store.read(key)
@@ -332,13 +335,13 @@ def test_throttling_and_dropped_connections_are_retried(aws, bucket, tmp_path):
     with counting_proxy(backend.endpoint()) as proxy, backend.env(AWS_ENDPOINT_URL=proxy.url):
         st = open_storage(f"s3://{bucket}/pre")
         proxy.fail_next = ["503", "drop", "503"]
-        st.put_set("proj", COMMIT, make_set(tmp_path, {"a.txt": b"a", "b.txt": b"b"}))
+        st.put_set("proj", COMMIT, "r1", make_set(tmp_path, {"a.txt": b"a", "b.txt": b"b"}))
         assert proxy.fail_next == []
         out = tmp_path / "out"
         proxy.fail_next = ["503"]
         download_set(st, "proj", COMMIT, out)
     assert (out / "a.txt").read_bytes() == b"a"
-    assert [m["commit"] for m in list_sets("proj", open_storage(f"s3://{bucket}/pre"))] == [COMMIT]
+    assert [m.commit for m in list_sets("proj", open_storage(f"s3://{bucket}/pre"))] == [COMMIT]
 
 
 def test_throttling_that_does_not_stop_is_storage_unavailable(aws, bucket):
@@ -361,7 +364,8 @@ def _closed_port() -> int:
 
 def test_manifest_is_the_last_object_written(aws, bucket, tmp_path):
     with counting_proxy(backend.endpoint()) as proxy, backend.env(AWS_ENDPOINT_URL=proxy.url):
-        open_storage(f"s3://{bucket}/pre").put_set("proj", COMMIT, make_set(tmp_path, {"a": b"1", "b/c": b"2"}))
+        open_storage(f"s3://{bucket}/pre").put_set("proj", COMMIT, "r1", make_set(tmp_path, {"a": b"1", "b/c": b"2"}))
     puts = [r for r in proxy.requests if r.startswith("PUT")]
-    assert puts[-1].split("?")[0] == f"PUT /{bucket}/pre/proj/{COMMIT}/manifest.json"
-    assert json.loads(backend.client().get_object(Bucket=bucket, Key=f"pre/proj/{COMMIT}/manifest.json")["Body"].read())["commit"] == COMMIT
+    assert puts[-1].split("?")[0] == f"PUT /{bucket}/pre/proj/{COMMIT}/r1/manifest.json"
+    key = f"pre/proj/{COMMIT}/r1/manifest.json"
+    assert json.loads(backend.client().get_object(Bucket=bucket, Key=key)["Body"].read())["commit"] == COMMIT

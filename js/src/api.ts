@@ -51,15 +51,26 @@ export interface IRun {
   error: string | null;
 }
 
-export interface ICommitSummary {
+/** One stored set: every run keeps its own. */
+export interface ISetSummary {
   commit: string;
   short_commit: string;
+  /** null for a set stored before runs had their own */
+  run_id: string | null;
+  /** succeeded, failed, cancelled, interrupted; 'damaged' when its manifest cannot be read */
   status: string | null;
   mode: string | null;
   started_at: string | null;
   finished_at: string | null;
   files: number;
   size: number;
+  damaged?: string | null;
+}
+
+/** One commit: the set it resolves to (its newest succeeded one), else its newest, and all its sets. */
+export interface ICommitSummary extends ISetSummary {
+  sets?: ISetSummary[];
+  resolved?: boolean;
 }
 
 export interface IArtifactFile {
@@ -70,6 +81,7 @@ export interface IArtifactFile {
 
 export interface ICommitDetail {
   commit: string;
+  run_id?: string | null;
   manifest: Record<string, unknown>;
   files: IArtifactFile[];
 }
@@ -130,7 +142,28 @@ export function post<T>(endpoint: string, body: unknown): Promise<T> {
 
 /** A URL path part: names may hold any character, files may hold '/'. */
 export function enc(part: string): string {
-  return part.split('/').map(encodeURIComponent).join('/');
+  return part.split('/').map(encodeSegment).join('/');
+}
+
+/** One path segment, percent-encoded. A product name may hold bytes that are not
+ *  UTF-8: the server sends them as the surrogates U+DC80 to U+DCFF (Python's
+ *  surrogateescape), which go back to the bytes %80 to %FF here (encodeURIComponent
+ *  throws on a lone surrogate). */
+function encodeSegment(segment: string): string {
+  let out = '';
+  for (const ch of segment) {
+    const code = ch.charCodeAt(0);
+    out +=
+      ch.length === 1 && code >= 0xdc80 && code <= 0xdcff
+        ? '%' + (code - 0xdc00).toString(16).toUpperCase()
+        : encodeURIComponent(ch);
+  }
+  return out;
+}
+
+/** `?run=<id>` naming one set; '' for a set of the old layout (its commit names it). */
+export function runQuery(runId: string | null | undefined): string {
+  return runId ? `?run=${encodeURIComponent(runId)}` : '';
 }
 
 /** A link the browser can follow for a download (jupyter_server accepts its

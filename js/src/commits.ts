@@ -9,7 +9,7 @@
  *   and moves none of the others' content. An expanded row keeps its files.
  * - Off-screen rows cost no layout or paint (`content-visibility: auto` in CSS).
  */
-import { ICommitSummary, downloadUrl, enc } from './api';
+import { ICommitSummary, downloadUrl, enc, runQuery } from './api';
 import { errorBox, fmtSize, fmtWhen, h } from './dom';
 import { SoopervisorModel } from './model';
 
@@ -22,6 +22,17 @@ interface IRow {
   body: HTMLElement | null;
   sig: string;
   item: ICommitSummary;
+}
+
+/** The tooltip of a commit row: the set shown, and how many the commit holds. */
+function rowTitle(item: ICommitSummary): string {
+  const sets = item.sets?.length ?? 1;
+  const what = item.damaged
+    ? `damaged: ${item.damaged}`
+    : `${item.mode ?? ''} run ${item.run_id ?? '(old layout)'}, ${item.status ?? 'unknown status'}, ${item.files} files`;
+  const others = sets > 1 ? `\n${sets} sets stored for this commit` : '';
+  const none = item.resolved === false ? '\nno succeeded set: showing the newest' : '';
+  return `${item.commit}\n${what}${others}${none}`;
 }
 
 export class CommitList {
@@ -64,14 +75,22 @@ export class CommitList {
     while (this._pos < items.length) {
       const item = items[this._pos];
       let row = this._rows.get(item.commit);
-      const sig = `${item.status}|${item.mode}|${item.finished_at}|${item.files}|${item.size}`;
+      const sig =
+        `${item.run_id}|${item.status}|${item.mode}|${item.finished_at}|${item.files}|${item.size}|` +
+        `${item.sets?.length ?? 1}`;
       if (!row) {
         row = this._makeRow(item, sig);
         this._rows.set(item.commit, row);
       } else if (row.sig !== sig) {
+        const otherSet = row.item.run_id !== item.run_id;
         row.head.replaceWith((row.head = this._makeHead(item, row)));
         row.sig = sig;
         row.item = item;
+        if (otherSet && row.body) {
+          // the commit now resolves to another set (a newer good run): show that set's files
+          this._toggle(row);
+          this._toggle(row);
+        }
       }
       const want = prev ? prev.nextElementSibling : this.node.firstElementChild;
       if (want !== row.el) {
@@ -112,7 +131,7 @@ export class CommitList {
         tabindex: '0',
         'aria-expanded': String(!!row.body),
         'data-testid': 'sv-commit-toggle',
-        title: `${item.commit}\n${item.mode ?? ''} run, ${item.status ?? 'unknown status'}, ${item.files} files`,
+        title: rowTitle(item),
         onclick: toggle,
         onkeydown: (e: KeyboardEvent) => {
           if (e.key === 'Enter' || e.key === ' ') {
@@ -151,13 +170,19 @@ export class CommitList {
     ));
     row.el.append(body);
     const project = this._project;
-    const commit = row.item.commit;
-    this._model.commitDetail(commit).then(
+    const { commit, run_id: runId } = row.item;
+    if (row.item.damaged) {
+      body.replaceChildren(errorBox(`This set is damaged: ${row.item.damaged}`, null));
+      return;
+    }
+    this._model.commitDetail(commit, runId ?? null).then(
       detail => {
         if (row.body !== body) {
           return; // collapsed meanwhile
         }
         const base = `projects/${enc(project)}/commits/${enc(detail.commit)}`;
+        // ?run=: this very set, whatever newer sets the commit gets meanwhile
+        const query = runQuery(runId);
         const files = detail.files.map(f =>
           h(
             'li',
@@ -170,7 +195,7 @@ export class CommitList {
               'a',
               {
                 class: 'sv-download',
-                href: downloadUrl(`${base}/files/${enc(f.name)}`),
+                href: downloadUrl(`${base}/files/${enc(f.name)}${query}`),
                 download: f.name.split('/').pop(),
                 title: `Download ${f.name}`,
                 'data-testid': 'sv-file-download'
@@ -185,8 +210,8 @@ export class CommitList {
             'a',
             {
               class: 'sv-zip jp-mod-styled',
-              href: downloadUrl(`${base}/zip`),
-              download: `${project}-${detail.commit.slice(0, 7)}.zip`,
+              href: downloadUrl(`${base}/zip${query}`),
+              download: `${project}-${detail.commit.slice(0, 7)}${runId ? '-' + runId : ''}.zip`,
               'data-testid': 'sv-commit-zip'
             },
             `⤓ Download all as zip`

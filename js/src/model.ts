@@ -14,7 +14,8 @@ import {
   enc,
   isRunning,
   post,
-  request
+  request,
+  runQuery
 } from './api';
 import { LogStream } from './logstream';
 
@@ -238,16 +239,17 @@ export class SoopervisorModel {
     this._runsLoop.refresh();
   }
 
-  /** A commit's files, fetched once (a stored set never changes). */
-  commitDetail(commit: string): Promise<ICommitDetail> {
+  /** One set's files, fetched once (a stored set never changes). `runId` names the set the
+   *  commit list shows (every run keeps its own); null: the commit's set of the old layout. */
+  commitDetail(commit: string, runId: string | null = null): Promise<ICommitDetail> {
     const project = this.project;
     if (!project) {
       return Promise.reject(new ApiError('no project', 0));
     }
-    const key = `${project}\0${commit}`;
+    const key = `${project}\0${commit}\0${runId ?? ''}`;
     let found = this._details.get(key);
     if (!found) {
-      found = request<ICommitDetail>(`projects/${enc(project)}/commits/${enc(commit)}`);
+      found = request<ICommitDetail>(`projects/${enc(project)}/commits/${enc(commit)}${runQuery(runId)}`);
       found.catch(() => this._details.delete(key)); // let a retry ask again
       this._details.set(key, found);
     }

@@ -1,25 +1,30 @@
 """Sets on a remote object store: one implementation of the set protocol for every cloud.
 
 A cloud backend implements :class:`ObjectStore` — put, get, copy, list and
-delete objects addressed by posix keys (``<project>/<commit>/<name>``) — and
-:class:`RemoteStorage` does the rest the same way for all of them:
+delete objects addressed by posix keys — and :class:`RemoteStorage` does the
+rest the same way for all of them:
 
-* **manifest last**: a set is complete once ``manifest.json`` exists; an
+* **layout**: a run's set is ``<project>/<commit>/<run_id>/`` with
+  ``manifest.json``, ``soopervisor.log`` and ``files/<product>``. Product names
+  are data (any POSIX name: backslashes, newlines, bytes that are not UTF-8):
+  each path segment is stored percent-encoded (:func:`encode_name`), so every
+  service accepts it and it comes back byte for byte. Sets of the old layout
+  (``<project>/<commit>/manifest.json``, files beside it, names as they are)
+  are read and deleted, never written.
+* **manifest last**: a set is complete once its ``manifest.json`` exists; an
   interrupted put leaves files without a manifest, which is never listed.
-* **replace**: storing a commit again first removes its manifest (the old set
-  stops being complete), then stores the new files, removes files the new set
-  no longer has, and writes the new manifest: readers see the old complete
-  set, no set, or the new complete set — never a mix.
+  Putting the same run again first removes its manifest (the old set stops
+  being complete), then stores the new files, removes the ones the new set no
+  longer has, and writes the new manifest. Other runs' sets are never touched.
 * **incremental** (content-addressed, like DVC's cache): a file whose sha256
   the project already stores is not sent again. When it is already at the same
-  name of the same commit it is kept; elsewhere in the project it is copied on
+  name of the same run it is kept; elsewhere in the project it is copied on
   the server. Only new content travels.
 * **parallel, with progress**: files move in a small thread pool; a progress
   line counts files, bytes and rate.
 """
 from __future__ import annotations
 
-import posixpath
 import random
 import threading
 import time
@@ -28,10 +33,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote, unquote_to_bytes
 
-from soopervisor.errors import ArtifactsNotFound, IntegrityError, SoopervisorError
-from soopervisor.storage.base import MANIFEST, Storage, check_name, check_relpath, parse_manifest
-from soopervisor.storage.local import regular_files
+from soopervisor.errors import ArtifactsNotFound, IntegrityError, UnsafePath
+from soopervisor.storage.base import (
+    MANIFEST,
+    Storage,
+    StoredSet,
+    check_name,
+    check_relpath,
+    check_run_is_free,
+    parse_manifest,
+    set_files,
+    sets_of_commit,
+)
 
 Progress = Callable[[int], None]  # called with the number of bytes just moved
 
@@ -63,9 +78,31 @@ class RetryLater(Exception):  # a signal between attempts, never shown to the us
         self.delay, self.why = delay, why
 
 
+def encode_name(name: str) -> str:
+    """A name inside a set as the key suffix that stores it (schema 2): each segment percent-encoded.
+
+    Everything but ASCII letters, digits and ``-_.~`` becomes ``%XX`` of its
+    bytes (surrogate escapes are the bytes that were not UTF-8), and so does a
+    trailing dot, which some services drop. ``manifest.json``,
+    ``soopervisor.log`` and ``files/output/sales.csv`` stay as they are.
+    """
+    out = []
+    for segment in name.split("/"):
+        encoded = quote(segment.encode("utf-8", "surrogateescape"), safe="")
+        if encoded.endswith("."):
+            encoded = encoded[:-1] + "%2E"
+        out.append(encoded)
+    return "/".join(out)
+
+
+def decode_name(suffix: str) -> str:
+    """The name a key suffix written by :func:`encode_name` stores."""
+    return "/".join(unquote_to_bytes(seg).decode("utf-8", "surrogateescape") for seg in suffix.split("/"))
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
-    key: str  # "<project>/<commit>/<name>", relative to the store's root
+    key: str  # "<project>/<commit>/<run_id>/<name>", relative to the store's root
     size: int
 
 
@@ -150,45 +187,50 @@ class RemoteStorage(Storage):
         self.progress = progress
         #: what the last put did: {"uploaded": n, "copied": n, "kept": n, "bytes_sent": n}
         self.last_put: dict[str, int] = {}
-        # (project, commit) -> when its manifest was last seen: get_file of a set's files right
-        # after its manifest (download_set) need not fetch the manifest again for every file
-        self._seen_complete: dict[tuple[str, str], float] = {}
+        # (project, commit, run_id) -> when its manifest was last seen: get_file of a set's files right
+        # after its manifest (a download) need not fetch the manifest again for every file
+        self._seen_complete: dict[tuple[str, str, str | None], float] = {}
+
+    @staticmethod
+    def _key(project: str, commit: str, run_id: str | None, name: str) -> str:
+        if run_id is None:
+            return f"{project}/{commit}/{name}"  # the old layout stored names as they were
+        return f"{project}/{commit}/{run_id}/{encode_name(name)}"
 
     # -- writing ---------------------------------------------------------------
-    def _put_set(self, project: str, commit: str, src: Path) -> None:
-        prefix = f"{project}/{commit}/"
+    def _put_set(self, project: str, commit: str, run_id: str, src: Path, names: list[str]) -> None:
+        prefix = f"{project}/{commit}/{run_id}/"
         manifest = parse_manifest((src / MANIFEST).read_bytes(), str(src))
-        files = {name: src / name for name in regular_files(src) if name != MANIFEST}
-        for name in files:
-            check_relpath(name)
-        sha_of = {f["path"]: f.get("sha256") for f in manifest.get("files", []) if isinstance(f, dict)}
+        expected = {n: sha for n, sha, _size in set_files(manifest)}
+        keys = {n: self._key(project, commit, run_id, n) for n in names}
 
-        # the old set of this commit stops being complete before anything changes
-        old = self._manifest_or_none(project, commit)
-        self._seen_complete.pop((project, commit), None)
-        self.store.delete([prefix + MANIFEST])
         listing = list(self.store.list(f"{project}/"))  # once: what is in place and what is known
-        present = {o.key[len(prefix):]: o.size for o in listing if o.key.startswith(prefix)}
-        kept_same = {
-            f["path"]: f.get("sha256") for f in (old or {}).get("files", []) if isinstance(f, dict)
-        }
-        known = self._known_content(project, exclude=commit, listing=listing)
+        sets = self._list_sets(project, listing)
+        check_run_is_free(sets, commit, run_id)
+        old = next((s.manifest for s in sets if s.commit == commit and s.run_id == run_id), None)
+        present = {o.key: o.size for o in listing if o.key.startswith(prefix)}
+        # a put of the same run again: its old set stops being complete before anything changes
+        self._seen_complete.pop((project, commit, run_id), None)
+        if prefix + MANIFEST in present:
+            self.store.delete([prefix + MANIFEST])
+        kept_same = {n: sha for n, sha, _size in set_files(old or {})}
+        known = self._known_content(project, sets, exclude=(commit, run_id))
 
         uploads, copies, kept = [], [], 0
-        for name, path in files.items():
-            sha = sha_of.get(name)
-            if sha and kept_same.get(name) == sha and present.get(name) == path.stat().st_size:
+        for name in names:
+            path, sha, key = src / name, expected.get(name), keys[name]
+            if sha and kept_same.get(name) == sha and present.get(key) == path.stat().st_size:
                 kept += 1
             elif sha and sha in known:
-                copies.append((known[sha], prefix + name))
+                copies.append((known[sha], key))
             else:
-                uploads.append((name, path))
+                uploads.append((key, path))
 
         total = sum(p.stat().st_size for _, p in uploads)
         meter = TransferProgress(f"storing {project}@{commit[:7]}", len(uploads) + len(copies), total, self.progress)
 
         def upload(item: tuple[str, Path]) -> None:
-            self.store.upload(prefix + item[0], item[1], meter.bytes)
+            self.store.upload(item[0], item[1], meter.bytes)
             meter.file_done()
 
         def copy(item: tuple[str, str]) -> None:
@@ -197,7 +239,8 @@ class RemoteStorage(Storage):
 
         self._parallel(copy, copies)
         self._parallel(upload, uploads)
-        stale = [prefix + name for name in present if name not in files and name != MANIFEST]
+        wanted = set(keys.values())
+        stale = [k for k in present if k not in wanted and k != prefix + MANIFEST]
         if stale:
             self.store.delete(stale)
         self.store.write(prefix + MANIFEST, (src / MANIFEST).read_bytes())
@@ -210,69 +253,120 @@ class RemoteStorage(Storage):
             for future in [pool.submit(fn, item) for item in items]:
                 future.result()  # the first error surfaces; the set stays incomplete
 
-    def _known_content(self, project: str, exclude: str, listing: list[ObjectInfo]) -> dict[str, str]:
-        """sha256 -> key of a stored copy, from the project's complete sets."""
+    def _known_content(self, project: str, sets: list[StoredSet], exclude: tuple[str, str]) -> dict[str, str]:
+        """sha256 -> key of a stored copy, from the project's complete sets but the one being replaced."""
         known: dict[str, str] = {}
-        for manifest in self._list_sets(project, listing):
-            commit = manifest.get("commit")
-            if commit == exclude:
+        for found in sets:
+            if found.manifest is None or (found.commit, found.run_id) == exclude:
                 continue
-            for f in manifest.get("files", []):
-                if isinstance(f, dict) and f.get("sha256") and isinstance(f.get("path"), str):
-                    known.setdefault(f["sha256"], f"{project}/{commit}/{f['path']}")
+            for name, sha, _size in set_files(found.manifest):
+                try:
+                    check_relpath(name)
+                except UnsafePath:
+                    continue  # a damaged old manifest: never copy from outside its set
+                if sha:
+                    known.setdefault(sha, self._key(project, found.commit, found.run_id, name))
         return known
+
+    def _delete_set(self, project: str, commit: str, run_id: str | None) -> None:
+        listing = list(self.store.list(f"{project}/{commit}/"))
+        sets = self._commit_sets(project, commit, listing)
+        found = next((s for s in sets if s.run_id == run_id), None)
+        if found is None:
+            raise _missing(project, commit, run_id)
+        self._seen_complete.pop((project, commit, run_id), None)
+        if run_id is not None:
+            prefix = f"{project}/{commit}/{run_id}/"
+            self.store.delete([prefix + MANIFEST])  # first: from here on the set is incomplete
+            self.store.delete([o.key for o in listing if o.key.startswith(prefix) and o.key != prefix + MANIFEST])
+            return
+        self.store.delete([f"{project}/{commit}/{MANIFEST}"])
+        if found.manifest is not None:
+            doomed = {self._key(project, commit, None, name) for name, _sha, _size in set_files(found.manifest)}
+        else:
+            # a damaged manifest lists nothing: only the objects right in the commit folder were surely its own
+            # (deeper ones may be a run's put in progress)
+            doomed = {o.key for o in listing if o.key.count("/") == 2}
+        runs = {f"{project}/{commit}/{s.run_id}/" for s in sets if s.run_id is not None}
+        present = {o.key for o in listing}
+        self.store.delete(sorted(k for k in doomed & present if not k.startswith(tuple(runs))))
 
     def _check_writable(self) -> None:
         self.store.check_writable()
 
     # -- reading ---------------------------------------------------------------
-    def _manifest_or_none(self, project: str, commit: str) -> dict[str, Any] | None:
+    def _read_or_none(self, key: str) -> bytes | None:
         try:
-            return parse_manifest(self.store.read(f"{project}/{commit}/{MANIFEST}"), f"{project}/{commit}")
+            return self.store.read(key)
         except ArtifactsNotFound:
             return None
-        except IntegrityError:  # damaged: not a complete set; a new put replaces it
-            return None
+
+    def _commit_sets(self, project: str, commit: str, listing: list[ObjectInfo]) -> list[StoredSet]:
+        """The complete sets of one commit, from a listing of (at least) its folder."""
+        base = f"{project}/{commit}/"
+        old_key = base + MANIFEST
+        runs = []
+        has_old = False
+        for o in listing:
+            if not o.key.startswith(base):
+                continue
+            rest = o.key[len(base):].split("/")
+            if rest == [MANIFEST]:
+                has_old = True
+            elif len(rest) == 2 and rest[1] == MANIFEST:
+                runs.append(rest[0])
+        old = (self._read_or_none(old_key),) if has_old else None
+        found = [(name, self._read_or_none(f"{base}{name}/{MANIFEST}")) for name in sorted(runs)]
+        return sets_of_commit(commit, project, old, found)
 
     def _list_projects(self) -> list[str]:
         projects = set()
         for o in self.store.list(""):
             parts = o.key.split("/")
-            if len(parts) == 3 and parts[2] == MANIFEST and not parts[0].startswith("."):
+            if (len(parts) in (3, 4) and parts[-1] == MANIFEST and not parts[0].startswith(".")):
                 projects.add(parts[0])
         return sorted(projects)
 
-    def _list_sets(self, project: str, listing: list[ObjectInfo] | None = None) -> list[dict[str, Any]]:
-        sets = []
-        for o in self.store.list(f"{project}/") if listing is None else listing:
+    def _list_sets(self, project: str, listing: list[ObjectInfo] | None = None) -> list[StoredSet]:
+        if listing is None:
+            listing = list(self.store.list(f"{project}/"))
+        commits = set()
+        for o in listing:
             parts = o.key.split("/")
-            if len(parts) != 3 or parts[2] != MANIFEST:
-                continue
-            commit = parts[1]
+            if parts[-1] == MANIFEST and len(parts) in (3, 4) and parts[0] == project:
+                commits.add(parts[1])
+        sets = []
+        for commit in sorted(commits):
             try:
                 check_name("commit", commit)
-            except SoopervisorError:
+            except UnsafePath:
                 continue
-            manifest = self._manifest_or_none(project, commit)
-            if manifest is not None:
-                sets.append({**manifest, "project": project, "commit": commit})
+            sets += self._commit_sets(project, commit, listing)
         return sets
 
-    def _read_manifest(self, project: str, commit: str) -> dict[str, Any]:
-        manifest = self._manifest_or_none(project, commit)
-        if manifest is None:
-            raise ArtifactsNotFound(
-                f"no artifacts for commit '{commit}' in project '{project}'",
-                hint="soopervisor artifacts list shows the stored commits",
-            )
-        return {**manifest, "project": project, "commit": commit}
+    def _read_manifest(self, project: str, commit: str, run_id: str | None) -> dict[str, Any]:
+        listing = list(self.store.list(f"{project}/{commit}/"))
+        for found in self._commit_sets(project, commit, listing):
+            if found.run_id == run_id:
+                if found.manifest is None:
+                    raise IntegrityError(found.damaged or "the manifest is damaged",
+                                         hint="the stored set is damaged; run the pipeline again to store it anew")
+                return found.manifest
+        raise _missing(project, commit, run_id)
 
-    def _get_file(self, project: str, commit: str, name: str, dest: Path) -> None:
+    def _get_file(self, project: str, commit: str, run_id: str | None, name: str, dest: Path) -> None:
         # only files of complete sets are served; a set seen complete a moment ago still is (a
-        # replacement racing a download is caught by the sha256 check, as it was before)
-        seen = self._seen_complete.get((project, commit))
+        # replacement racing a download is caught by the sha256 check)
+        where = (project, commit, run_id)
+        seen = self._seen_complete.get(where)
         if name == MANIFEST or seen is None or time.monotonic() - seen > COMPLETE_FOR:
-            self._read_manifest(project, commit)
-            self._seen_complete[(project, commit)] = time.monotonic()
-        self.store.download(posixpath.join(project, commit, name), dest, lambda n: None)
+            if self._read_or_none(self._key(project, commit, run_id, MANIFEST)) is None:
+                raise _missing(project, commit, run_id)
+            self._seen_complete[where] = time.monotonic()
+        self.store.download(self._key(project, commit, run_id, name), dest, lambda n: None)
 
+
+def _missing(project: str, commit: str, run_id: str | None) -> ArtifactsNotFound:
+    what = f"run '{run_id}' of commit '{commit}'" if run_id else f"commit '{commit}'"
+    return ArtifactsNotFound(f"no artifacts for {what} in project '{project}'",
+                             hint="soopervisor artifacts list --all shows the stored sets")
