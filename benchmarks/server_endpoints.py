@@ -43,7 +43,7 @@ def percentile(values: list[float], p: float) -> float:
 def fill_store(n: int) -> str:
     """``n`` finished runs over 20 projects, plus one running run; its id."""
     from soopervisor import config
-    from soopervisor.runs import Run, RunStore
+    from soopervisor.runs import Run, RunStore, lease_until, process_started, this_host
 
     store = RunStore()
     for i in range(n):
@@ -75,6 +75,12 @@ def fill_store(n: int) -> str:
             status="running",
             started_at="2027-01-01T00:00:00.000Z",
             log_path=str(log),
+            # owned by this process, with a lease for the benchmark's length: readers reap a
+            # running run whose owner is gone, and this one must stay live
+            owner_host=this_host(),
+            owner_pid=os.getpid(),
+            owner_started=process_started(os.getpid()),
+            lease_until=lease_until(3600),
         )
     )
     return live.id

@@ -43,56 +43,61 @@ def run(
     ca_bundle: str | os.PathLike | None = None,
     timeout: float | None = None,
     cpus: float | None = None,
-    memory: str | None = None,
+    memory: int | str | None = None,
 ) -> Run:
-    """Run the pipeline at ``path`` in a fresh container; store its artifacts by commit.
+    """Run the pipeline at ``path`` in a fresh container; store its artifacts as the run's own set.
 
     ``secrets`` are names of environment variables passed into the container
-    and redacted from every output. ``on_line`` gets each redacted log line.
-    Raises ``InvalidProject`` (with the report), ``UsageError``,
-    ``EngineUnavailable`` or ``StorageUnavailable`` before anything runs.
-    With ``wait=False`` the run goes on in a thread and the returned Run is
-    updated as it goes (its record in ``list_runs`` too).
+    and redacted from every output. ``on_line`` gets each redacted log line
+    (if it raises, it is detached and the run goes on). ``memory`` is bytes or
+    a size with a unit ("2g"). Raises ``InvalidProject`` (with the report),
+    ``UsageError``, ``EngineUnavailable`` or ``StorageUnavailable`` before
+    anything runs. With ``wait=False`` the run goes on in a thread and the
+    returned Run is updated as it goes (its record in ``list_runs`` too).
+    Ctrl-C while waiting cancels the run (recorded ``cancelled``, its set
+    stored), then raises KeyboardInterrupt.
     """
-    from .runner import RunOptions, start
+    from .service import RunOptions, RunService
 
     opts = RunOptions(
-        path=path, sample=sample, storage=storage, image=image, secrets=tuple(secrets),
-        ca_bundle=ca_bundle, timeout=timeout, cpus=cpus, memory=memory, on_line=on_line,
+        path=path, sample=sample, secrets=tuple(secrets), ca_bundle=ca_bundle,
+        timeout=timeout, cpus=cpus, memory=memory, on_line=on_line,
     )
-    if wait:
-        return start(opts).execute()
-    from .live import start_background
-
-    return start_background(opts)
+    service = RunService(storage=storage, image=image)
+    return service.run(opts) if wait else service.start(opts).run
 
 
 def get_run(run_id: str) -> Run:
-    """One run from the shared store; ``RunNotFound`` when the id is unknown."""
-    from .live import get_run as _get
+    """One run from the shared store; ``RunNotFound`` when the id is unknown.
 
-    return _get(run_id)
+    A running run whose owner is gone is marked ``interrupted`` first (by any reader).
+    """
+    from .service import RunService
+
+    return RunService().get(run_id)
 
 
 def stop_run(run_id: str, wait: float = 30.0) -> Run:
     """Cancel a running run and remove its container, whichever process started it."""
-    from .live import stop_run as _stop
+    from .service import RunService
 
-    return _stop(run_id, wait)
+    return RunService().stop(run_id, wait)
 
 
 def list_runs(project: str | None = None, limit: int | None = None) -> list[Run]:
-    """Runs from the shared store, newest first."""
-    from .runs import RunStore
+    """Runs from the shared store, newest first (runs whose owner is gone are marked interrupted first)."""
+    from .service import RunService
 
-    return RunStore().list(project=project, limit=limit)
+    return RunService().list(project=project, limit=limit)
 
 
-def get_artifacts(commit: str = "latest", project: str | None = None, storage: str | None = None) -> Artifacts:
-    """The artifacts stored for ``commit`` (full SHA, unique prefix or "latest")."""
+def get_artifacts(commit: str = "latest", project: str | None = None, storage: str | None = None, *,
+                  mode: str | None = None, run: str | None = None) -> Artifacts:
+    """The artifacts stored for ``commit`` (full SHA, unique prefix or "latest"): its newest succeeded set,
+    full before sample unless ``mode`` is given; ``run="ID"`` gives that run's set whatever its status."""
     from .artifacts import get_artifacts as _get
 
-    return _get(commit, project=project, storage=storage)
+    return _get(commit, project=project, storage=storage, mode=mode, run=run)
 
 
 def load_ipython_extension(ipython) -> None:

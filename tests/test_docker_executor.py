@@ -1,14 +1,19 @@
-"""The Docker executor on its own: hardening, the CA bundle, limits, clean-up."""
+"""The Docker executor on its own: hardening, the CA bundle, limits, collect, keep, clean-up.
+
+What crosses the executor protocol is specs, bytes and callbacks: these tests
+look at the containers themselves with their own docker client, by label.
+"""
 from __future__ import annotations
 
 import io
 import tarfile
+import threading
 import uuid
 
 import pytest
 
 from soopervisor.errors import EngineUnavailable
-from soopervisor.executors import ContainerSpec
+from soopervisor.executors import ContainerSpec, KeepAs
 from soopervisor.executors.docker import CA_PATH, DockerExecutor
 
 pytestmark = pytest.mark.docker
@@ -26,11 +31,15 @@ def tar_of(files: dict[str, str]) -> bytes:
 
 
 def execute(image, label: str, script: str, **kw):
+    """Run ``script``; the container's attributes are read (by label) while collect_to runs, before removal."""
+    import docker
+
     out = bytearray()
     seen = {}
 
-    def after(container):
-        container.reload()
+    def collect(stream):
+        seen["tar"] = b"".join(stream)
+        (container,) = docker.from_env().containers.list(all=True, filters={"label": f"soopervisor.run={label}"})
         seen["attrs"] = container.attrs
 
     spec = ContainerSpec(
@@ -39,9 +48,11 @@ def execute(image, label: str, script: str, **kw):
         archives=[tar_of({"t/run.sh": script})],
         workdir="/",
         labels={"soopervisor.run": label},
+        collect_path="/t",
         **kw,
     )
-    result = DockerExecutor().execute(spec, out.extend, after=after)
+    result = DockerExecutor().execute(spec, out.extend, collect_to=collect)
+    assert result.collected
     return result, out.decode(), seen["attrs"]
 
 
@@ -74,7 +85,7 @@ def test_ca_bundle_is_mounted_read_only_and_named(docker_client, base_image, lab
     ca = tmp_path / "corp-ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nCORPORATE\n-----END CERTIFICATE-----\n")
     script = f'head -2 "$PIP_CERT"; echo "$SSL_CERT_FILE $REQUESTS_CA_BUNDLE"; echo x >> {CA_PATH} || echo READ-ONLY'
-    result, out, attrs = execute(base_image, label, script, ca_bundle=ca)
+    _result, out, attrs = execute(base_image, label, script, ca_bundle=ca)
     assert "CORPORATE" in out
     assert f"{CA_PATH} {CA_PATH}" in out
     assert "READ-ONLY" in out
@@ -82,7 +93,7 @@ def test_ca_bundle_is_mounted_read_only_and_named(docker_client, base_image, lab
 
 
 def test_limits_when_asked(docker_client, base_image, label):
-    result, out, attrs = execute(base_image, label, "true", cpus=0.5, memory="256m")
+    _result, _out, attrs = execute(base_image, label, "true", cpus=0.5, memory=256 * 1024 * 1024)
     assert attrs["HostConfig"]["NanoCpus"] == 500_000_000
     assert attrs["HostConfig"]["Memory"] == 256 * 1024 * 1024
 
@@ -150,3 +161,98 @@ def test_an_explicit_image_never_falls_back(docker_client, base_image, monkeypat
     monkeypatch.setattr(config, "OFFLINE_IMAGE", base_image)
     with pytest.raises(UsageError, match="soopervisor-test/unpullable:none"):
         DockerExecutor().resolve_image("soopervisor-test/unpullable:none", lambda n: None)
+
+
+def test_collect_to_gets_the_folder_as_a_tar_stream(docker_client, base_image, label):
+    import docker
+
+    got = {}
+
+    def collect(stream):
+        chunks = list(stream)
+        got["chunks"] = chunks
+        # the container is still there while collect_to runs; it is gone right after
+        got["there"] = bool(docker.from_env().containers.list(all=True, filters={"label": f"soopervisor.run={label}"}))
+
+    spec = ContainerSpec(
+        image=base_image, command=["bash", "-c", "mkdir -p /out/sub && echo hi > /out/sub/a.txt; exit 3"],
+        archives=[], workdir="/", labels={"soopervisor.run": label}, collect_path="/out",
+    )
+    result = DockerExecutor().execute(spec, lambda b: None, collect_to=collect)
+    assert result.exit_code == 3 and result.collected  # a failed run's partial outputs are collected too
+    assert all(isinstance(c, bytes) for c in got["chunks"]) and got["there"]
+    with tarfile.open(fileobj=io.BytesIO(b"".join(got["chunks"]))) as tar:
+        member = tar.getmember("out/sub/a.txt")
+        assert tar.extractfile(member).read() == b"hi\n"
+    assert no_containers_left(docker_client, label)
+
+
+def test_no_folder_to_collect_is_not_an_error(docker_client, base_image, label):
+    spec = ContainerSpec(image=base_image, command=["true"], archives=[], labels={"soopervisor.run": label})
+    called = []
+    result = DockerExecutor().execute(spec, lambda b: None, collect_to=called.append)
+    assert result.exit_code == 0 and not result.collected and not called
+
+
+@pytest.mark.parametrize("code", [0, 1])
+def test_keep_as_commits_a_clean_image_only_on_success(docker_client, base_image, label, code):
+    tag = f"keep-{uuid.uuid4().hex[:8]}"
+    keep = KeepAs("soopervisor-test-keep", tag, ["PATH=/usr/bin:/bin", "KEPT=yes"], {"soopervisor.test": "1"})
+    spec = ContainerSpec(
+        image=base_image, command=["bash", "-c", f"echo made > /made.txt; exit {code}"], archives=[],
+        labels={"soopervisor.run": label}, ca_bundle=None, name_ca=False,
+    )
+    result = DockerExecutor().execute(spec, lambda b: None, keep_as=keep)
+    assert result.exit_code == code
+    images = docker_client.images.list(name=f"soopervisor-test-keep:{tag}")
+    try:
+        if code:
+            assert not images  # a failed container never becomes an image
+            return
+        (image,) = images
+        config = image.attrs["Config"]
+        assert config["Env"] == keep.env  # nothing of the run's environment
+        assert keep.labels.items() <= config["Labels"].items() and config["Labels"]["soopervisor.run"] == ""
+        out = docker_client.containers.run(image.id, ["cat", "/made.txt"], remove=True)
+        assert out == b"made\n"
+    finally:
+        for image in images:
+            docker_client.images.remove(image.id, force=True)
+
+
+def test_a_callback_error_is_the_callers_not_the_engines(docker_client, base_image, label):
+    def closed_pipe(chunk: bytes) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    spec = ContainerSpec(image=base_image, command=["bash", "-c", "echo out; sleep 300"], archives=[],
+                         labels={"soopervisor.run": label})
+    with pytest.raises(BrokenPipeError):
+        DockerExecutor().execute(spec, closed_pipe)
+    assert no_containers_left(docker_client, label)
+
+
+def test_containers_are_found_killed_and_removed_by_label_from_another_executor(docker_client, base_image, label):
+    owner, other = DockerExecutor(), DockerExecutor()
+    started = threading.Event()
+    results = []
+
+    def on_output(chunk: bytes) -> None:
+        started.set()
+
+    spec = ContainerSpec(image=base_image, command=["bash", "-c", "echo up; sleep 300"], archives=[],
+                         labels={"soopervisor.run": label})
+    thread = threading.Thread(target=lambda: results.append(owner.execute(spec, on_output)))
+    thread.start()
+    assert started.wait(120)
+    assert other.labelled().get(label) == 1
+    assert other.kill_by_label(label) == 1
+    thread.join(60)
+    assert results and results[0].exit_code != 0 and not results[0].cancelled
+    assert no_containers_left(docker_client, label)  # the owner removed it after it exited
+    assert other.remove_by_label(label) == 0 and other.remove_by_label("") == 0
+
+
+def test_remove_by_label_removes_a_container_nobody_owns(docker_client, base_image, label):
+    docker_client.containers.create(base_image, ["sleep", "300"], labels={"soopervisor.run": label})
+    assert DockerExecutor().remove_by_label(label) == 1
+    assert no_containers_left(docker_client, label)

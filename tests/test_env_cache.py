@@ -6,7 +6,7 @@ import pytest
 from soopervisor import git
 from soopervisor.errors import UsageError
 from soopervisor.project import inspect
-from soopervisor.runner import env_hash, env_inputs
+from soopervisor.service import env_hash, env_inputs
 
 from .projects import VALID, commit_all, make_project, write
 

@@ -20,8 +20,14 @@ from .projects import MAKE_DATA, VALID, commit_all, function_task, git, make_pro
 pytestmark = pytest.mark.docker
 
 
-def stored_set(home: Path, project: str, commit: str) -> Path:
-    return home / "artifacts" / project / commit
+def stored_set(home: Path, project: str, commit: str, run_id: str | None = None) -> Path:
+    """The stored set of run ``run_id`` (default: the newest run) of ``project@commit``."""
+    return home / "artifacts" / project / commit / (run_id or RunStore().list()[0].id)
+
+
+def staging_left(home: Path) -> list[str]:
+    root = home / "staging"
+    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
 
 
 def test_sample_run_streams_stores_and_lists(tmp_path, engine, home):
@@ -33,15 +39,19 @@ def test_sample_run_streams_stores_and_lists(tmp_path, engine, home):
     assert "==> soopervisor: build pipeline" in proc.stdout
     assert "--env--sample true" in proc.stdout
     assert "succeeded" in proc.stdout
-    set_dir = stored_set(home, "proj", sha)
+    first = RunStore().list()[0]
+    set_dir = stored_set(home, "proj", sha, first.id)
+    assert set_dir.name in proc.stdout  # where the set is
     manifest = json.loads((set_dir / "manifest.json").read_text())
     assert manifest["commit"] == sha and manifest["status"] == "succeeded" and manifest["mode"] == "sample"
-    assert manifest["exit_code"] == 0 and manifest["dirty"] is False
+    assert manifest["exit_code"] == 0 and manifest["dirty"] is False and manifest["run_id"] == first.id
     assert manifest["image"] and manifest["image_digest"] and manifest["env_hash"]
     files = {f["path"]: f for f in manifest["files"]}
-    assert "output/data.csv" in files and "soopervisor.log" in files
-    assert (set_dir / "output/data.csv").read_text().splitlines() == ["x", "0", "1", "2"]
+    assert "output/data.csv" in files and manifest["log"]["path"] == "soopervisor.log"
+    assert (set_dir / "files/output/data.csv").read_text().splitlines() == ["x", "0", "1", "2"]
     assert "==> soopervisor: collect artifacts" in (set_dir / "soopervisor.log").read_text()
+    assert first.executor == "docker" and first.owner_host and first.owner_pid and first.owner_started
+    assert staging_left(home) == []
 
     # the cached environment image carries no run facts, CA paths or secrets
     env_image = engine.images.get(f"soopervisor-env:{manifest['env_hash'][:20]}")
@@ -59,7 +69,11 @@ def test_sample_run_streams_stores_and_lists(tmp_path, engine, home):
     assert "environment cache hit" in again.stdout
     assert "environment cached, skipping setup env" in again.stdout
     assert "Collecting" not in again.stdout  # pip installed nothing
-    assert (set_dir / "output/data.csv").read_text().splitlines()[-1] == "9"  # full run, replaced
+    # the full run has a set of its own; the sample run's set is still there
+    full_dir = stored_set(home, "proj", sha)
+    assert full_dir != set_dir
+    assert (full_dir / "files/output/data.csv").read_text().splitlines()[-1] == "9"
+    assert (set_dir / "files/output/data.csv").read_text().splitlines() == ["x", "0", "1", "2"]
 
     out = tmp_path / "dl"
     cli("artifacts", "download", sha[:8], "--to", str(out), cwd=project, check=0)
@@ -85,7 +99,7 @@ def test_monorepo_subfolder_runs_from_its_folder(tmp_path, engine, home):
     project = make_project(tmp_path, subdir="pipelines/churn", name="mono")
     sha = git(project, "rev-parse", "HEAD").strip()
     cli("run", str(project), check=0)
-    assert (stored_set(home, "mono-pipelines-churn", sha) / "output/data.csv").exists()
+    assert (stored_set(home, "mono-pipelines-churn", sha) / "files/output/data.csv").exists()
 
 
 def test_secrets_are_redacted_in_every_sink(tmp_path, engine, home):
@@ -126,7 +140,9 @@ def test_failing_pipeline_exit_1_names_the_task_and_stores_the_log(tmp_path, eng
     project = make_project(tmp_path, files)
     sha = git(project, "rev-parse", "HEAD").strip()
 
-    proc = cli("run", str(project), check=1)
+    # a 2-character secret matches inside our own markers ("==> soopervisor: ..."): detection
+    # looks at the raw log, so the task and the stage are still found
+    proc = cli("run", str(project), "--secret", "SHORT", env={"SHORT": "so"}, check=1)
 
     assert "make_data" in proc.stderr and "failed" in proc.stderr
     assert "last lines of the log" in proc.stderr and "broken data" in proc.stderr
@@ -136,7 +152,9 @@ def test_failing_pipeline_exit_1_names_the_task_and_stores_the_log(tmp_path, eng
     assert manifest["failed_task"] == "make_data"
     # partial outputs are collected too: the partially executed notebook
     assert any(f["path"] == "output/make_data.ipynb" for f in manifest["files"])
-    assert RunStore().list()[0].status == "failed"
+    assert "stage 'build pipeline'" in manifest["error"]  # the stage that failed, not the last one
+    record = RunStore().list()[0]
+    assert (record.status, record.failed_task, record.stage) == ("failed", "make_data", "collect artifacts")
     assert "failed" in cli("artifacts", "list", cwd=project, check=0).stdout
 
 
@@ -182,16 +200,21 @@ def test_interrupt_removes_the_container(tmp_path, engine, home, sig, code):
             break
     proc.send_signal(sig)
     try:
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
     assert proc.returncode == code, err
-    assert "interrupted" in err and "Traceback" not in err
+    # a signal cancels the run: recorded cancelled (interrupted means its owner died), set stored
+    assert "cancelled" in err and "Traceback" not in err
     run = RunStore().list()[0]
-    assert run.status == "interrupted"
+    assert run.status == "cancelled" and ("SIGTERM" in run.error or "Ctrl-C" in run.error), run.error
     left = engine.containers.list(all=True, filters={"label": f"soopervisor.run={run.id}"})
     assert not left
+    set_dir = stored_set(home, "proj", run.commit, run.id)
+    manifest = json.loads((set_dir / "manifest.json").read_text())
+    assert manifest["status"] == "cancelled" and "SLEEPING" in (set_dir / "soopervisor.log").read_text()
+    assert staging_left(home) == []
 
 
 def test_changed_requirements_rebuild_the_environment(tmp_path, engine, home):
@@ -253,7 +276,7 @@ def test_original_form_with_local_storage_path(tmp_path, engine, home):
     sha = git(project, "rev-parse", "HEAD").strip()
     store = tmp_path / "elsewhere"
     cli(str(project), str(store), check=0)
-    assert (store / "proj" / sha / "manifest.json").exists()
+    assert (store / "proj" / sha / RunStore().list()[0].id / "manifest.json").exists()
 
 
 def test_storage_failing_after_the_run_keeps_the_set_locally(tmp_path, engine, home, monkeypatch):
@@ -261,8 +284,8 @@ def test_storage_failing_after_the_run_keeps_the_set_locally(tmp_path, engine, h
     from soopervisor.errors import StorageUnavailable
     from soopervisor.storage.local import LocalStorage
 
-    def broken_put(self, project, commit, src):
-        raise StorageUnavailable("disk full", "free some space")
+    def broken_put(self, project, commit, run_id, src):
+        raise StorageUnavailable("No space left on device", "free some space")
 
     monkeypatch.setattr(LocalStorage, "put_set", broken_put)
     project = make_project(tmp_path)
@@ -270,9 +293,13 @@ def test_storage_failing_after_the_run_keeps_the_set_locally(tmp_path, engine, h
         soopervisor.run(project)
     kept = next((home / "unsaved").iterdir())
     assert str(kept) in info.value.hint
-    assert (kept / "output/data.csv").exists() and (kept / "manifest.json").exists()
+    assert (kept / "files/output/data.csv").exists()
+    # the kept set says what happened: failed, because storing failed (not "succeeded")
+    manifest = json.loads((kept / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "No space left on device" in manifest["error"]
     run = soopervisor.list_runs()[0]
-    assert run.status == "failed" and "disk full" in run.error
+    assert run.status == "failed" and "No space left on device" in run.error
+    assert staging_left(home) == []
 
 
 def test_api_run_in_the_background_streams_lines(tmp_path, engine, home):
@@ -320,7 +347,7 @@ def test_products_declared_outside_output_are_stored(tmp_path, engine, home):
     cli("run", str(project), check=0)
     manifest = json.loads((stored_set(home, "proj", sha) / "manifest.json").read_text())
     assert "products/emitted.txt" in {f["path"] for f in manifest["files"]}
-    assert (stored_set(home, "proj", sha) / "products/emitted.txt").read_text() == "done"
+    assert (stored_set(home, "proj", sha) / "files/products/emitted.txt").read_text() == "done"
 
 
 def test_failed_environment_build_is_never_cached(tmp_path, engine, home):
@@ -355,7 +382,7 @@ def test_run_into_s3_then_list_and_download_with_the_same_commands(tmp_path, eng
         env=env, check=0)
     assert (target / "output" / "data.csv").read_text().startswith("x\n")
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]]
-    assert f"team/artifacts/proj/{commit}/manifest.json" in keys
+    assert f"team/artifacts/proj/{commit}/{RunStore().list()[0].id}/manifest.json" in keys
     for key in keys:  # the AWS secret is in no stored object (log, manifest)
         body = s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()
         assert s3.SECRET_KEY.encode() not in body

@@ -1,14 +1,29 @@
 """Executors run the generated script somewhere clean. Docker is the one we have.
 
-The protocol is what the runner needs; a second executor (e.g. Kubernetes)
-implements the same three calls.
+The protocol is engine-neutral: what crosses it are specs, bytes, callbacks and
+plain results — never an engine's object (a Docker container or image). A
+second executor (Kubernetes Jobs, Swarm jobs) implements the same calls:
+
+- ``execute(spec, on_output, collect_to=..., keep_as=...)`` runs one container
+  to its end, streams its output, hands the tar of ``spec.collect_path`` to
+  ``collect_to`` and keeps the finished file system as an image when asked;
+  the container is always gone afterwards.
+- ``cancel()`` stops what ``execute`` runs, from any thread.
+- ``remove_by_label(run_id)`` / ``kill_by_label(run_id)`` / ``labelled()`` find a
+  run's containers again by their ``soopervisor.run`` label, from any process
+  (stop from elsewhere, reaping the runs of a dead owner, adopting after a restart).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+#: the label every container of a run carries: ``soopervisor.run=<run id>``
+RUN_LABEL = "soopervisor.run"
+#: where the script leaves what the pipeline produced
+ARTIFACTS_PATH = "/soopervisor/artifacts"
 
 
 @dataclass
@@ -23,9 +38,30 @@ class ContainerSpec:
     # committed as images (the script names it itself when the file is there)
     name_ca: bool = True
     cpus: float | None = None
-    memory: str | None = None
+    memory: int | None = None  # bytes
     timeout: float | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    #: the folder ``collect_to`` receives as a tar
+    collect_path: str = ARTIFACTS_PATH
+
+
+#: receives the tar of ``spec.collect_path`` as a stream of byte chunks
+CollectTo = Callable[[Iterable[bytes]], None]
+
+
+@dataclass(frozen=True)
+class KeepAs:
+    """Keep a container that ended with exit code 0 as an image ``repository:tag``.
+
+    Its config gets these ``env`` and ``labels``. An engine may merge the
+    container's own environment into it (Docker does): a container that is
+    kept gets no secrets and no run facts in its spec's ``environment``.
+    """
+
+    repository: str
+    tag: str
+    env: list[str]
+    labels: dict[str, str]
 
 
 @dataclass
@@ -33,23 +69,8 @@ class ExecResult:
     exit_code: int
     timed_out: bool = False
     cancelled: bool = False
-
-
-class Executor(Protocol):
-    def resolve_image(self, image: str | None, note: Callable[[str], None]) -> "ImageInfo": ...
-
-    def has_image(self, name: str) -> bool: ...
-
-    def commit(self, container: object, repository: str, tag: str, env: list[str], labels: dict[str, str]) -> None: ...
-
-    def execute(
-        self,
-        spec: ContainerSpec,
-        on_output: Callable[[bytes], None],
-        after: Callable[[object], None] | None = None,
-    ) -> ExecResult: ...
-
-    def cancel(self) -> None: ...
+    #: whether collect_to got the collected folder (False: the container left none)
+    collected: bool = False
 
 
 @dataclass
@@ -58,3 +79,28 @@ class ImageInfo:
     id: str
     digest: str  # a registry digest when the image came from one, else its id
     env: list[str]
+
+
+class Executor(Protocol):
+    #: where runs execute, for the run record ("docker", "docker at tcp://host:2376")
+    where: str
+
+    def resolve_image(self, image: str | None, note: Callable[[str], None]) -> ImageInfo: ...
+
+    def has_image(self, name: str) -> bool: ...
+
+    def execute(
+        self,
+        spec: ContainerSpec,
+        on_output: Callable[[bytes], None],
+        collect_to: CollectTo | None = None,
+        keep_as: KeepAs | None = None,
+    ) -> ExecResult: ...
+
+    def cancel(self) -> None: ...
+
+    def kill_by_label(self, run_id: str) -> int: ...
+
+    def remove_by_label(self, run_id: str) -> int: ...
+
+    def labelled(self) -> dict[str, int]: ...

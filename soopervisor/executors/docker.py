@@ -1,19 +1,24 @@
 """Run the script in a fresh, hardened Docker container with docker-py.
 
 Every container is removed whatever happens: success, failure, timeout,
-cancel (Ctrl-C, SIGTERM, Stop button) or the engine failing mid-run. The user's
-folder is never mounted: the tree arrives as a tar through the API.
+cancel (Ctrl-C, SIGTERM, Stop button) or the engine failing mid-run; when the
+process itself dies, whoever reaps its run removes them by their label. The
+user's folder is never mounted: the tree arrives as a tar through the API. No
+docker-py object leaves this module.
 """
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .. import config
-from ..errors import EngineUnavailable, SoopervisorError, UsageError
-from . import ContainerSpec, ExecResult, ImageInfo
+from ..errors import EngineUnavailable, UsageError
+from . import RUN_LABEL, CollectTo, ContainerSpec, ExecResult, ImageInfo, KeepAs
+
+T = TypeVar("T")
 
 LABEL = "soopervisor"
 CA_PATH = "/etc/soopervisor/ca.crt"
@@ -39,7 +44,7 @@ def connect():
         client = docker.from_env(timeout=120)
         client.ping()
         return client
-    except Exception as e:  # DockerException, requests' ConnectionError, bad DOCKER_HOST...
+    except Exception as e:  # noqa: BLE001 - DockerException, requests' ConnectionError, bad DOCKER_HOST...
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise EngineUnavailable(
             f"cannot reach the Docker engine at {where}: {_reason(e)}", ENGINE_HINT
@@ -49,6 +54,41 @@ def connect():
 def _reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[-1][:300] if text else type(e).__name__
+
+
+class _EngineLost(BaseException):
+    """The engine failed while a caller's callback was reading from it.
+
+    A BaseException, so that no ``except Exception`` of the callback (the tar
+    extraction) mistakes it for a problem of its own; ``execute`` turns it
+    back into ``error``.
+    """
+
+    def __init__(self, error: EngineUnavailable) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _lost(e: BaseException) -> _EngineLost:
+    return _EngineLost(EngineUnavailable(f"lost the Docker engine during the run: {_reason(e)}", ENGINE_HINT))
+
+
+def _engine(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """One call to the engine; any failure of it is the engine's (never a callback's)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - DockerException, requests' errors, OSError of the socket
+        raise _lost(e) from None
+
+
+def _engine_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """``chunks`` from the engine; a failure while reading them is the engine's."""
+    it = iter(chunks)
+    while True:
+        chunk = _engine(next, it, None)
+        if chunk is None:
+            return
+        yield chunk
 
 
 def ca_bundle_from_env(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -66,8 +106,12 @@ def ca_bundle_from_env(explicit: str | os.PathLike | None = None) -> Path | None
 
 
 class DockerExecutor:
+    """The Executor protocol on a Docker engine (local, or remote through DOCKER_HOST)."""
+
     def __init__(self, client=None) -> None:
         self.client = client or connect()
+        host = os.environ.get("DOCKER_HOST")
+        self.where = f"docker at {host}" if host else "docker"
         self._container = None
         self._cancelled = threading.Event()
 
@@ -120,16 +164,19 @@ class DockerExecutor:
         except _docker().errors.ImageNotFound:
             return False
 
-    def commit(self, container, repository: str, tag: str, env: list[str], labels: dict[str, str]) -> None:
+    def _commit(self, container, keep: KeepAs) -> None:
         """Keep ``container``'s file system as an image, with a clean config.
 
         The config is set explicitly: the run's environment (secrets, CA
         paths) must never be baked into a cached image.
         """
+        # the engine merges the container's labels in: the run's label is blanked, so that a
+        # kept image (and a container made from it without labels) never looks like that run
+        labels = {RUN_LABEL: "", **keep.labels}
         container.commit(
-            repository=repository,
-            tag=tag,
-            conf={"Env": env, "Labels": labels, "Cmd": ["bash"], "WorkingDir": "/"},
+            repository=keep.repository,
+            tag=keep.tag,
+            conf={"Env": keep.env, "Labels": labels, "Cmd": ["bash"], "WorkingDir": "/"},
         )
 
     # -- running --------------------------------------------------------
@@ -143,19 +190,54 @@ class DockerExecutor:
         if c is not None:
             try:
                 c.kill()
-            except Exception:
-                pass  # already gone or exited; removal happens in execute()
+            except Exception:  # noqa: BLE001,S110 - not started yet, exited or gone; execute() removes it
+                pass
 
     def execute(
         self,
         spec: ContainerSpec,
         on_output: Callable[[bytes], None],
-        after: Callable[[object], None] | None = None,
+        collect_to: CollectTo | None = None,
+        keep_as: KeepAs | None = None,
     ) -> ExecResult:
-        """Create, fill, start, stream, wait; then ``after(container)``; always remove."""
-        docker = _docker()
+        """Create, fill, start, stream, wait; collect and keep; always remove.
+
+        Errors of the engine become EngineUnavailable (or UsageError for a
+        missing image); an exception raised by ``on_output`` or ``collect_to``
+        is the caller's and passes through unchanged.
+        """
         timed_out = threading.Event()
         timer = None
+        try:
+            container = self._create(spec)
+            if self._cancelled.is_set():
+                return ExecResult(exit_code=130, cancelled=True)
+            _engine(container.start)
+            if self._cancelled.is_set():  # cancel() came between the check and the start
+                self._kill()
+            if spec.timeout:
+                timer = threading.Timer(spec.timeout, lambda: (timed_out.set(), self._kill()))
+                timer.daemon = True
+                timer.start()
+            self._stream(container, on_output)
+            code = _engine(container.wait).get("StatusCode", 1)
+            stopped = timed_out.is_set() or self._cancelled.is_set()
+            collected = False
+            if collect_to is not None and not stopped:
+                collected = self._collect(container, spec.collect_path, collect_to)
+            if keep_as is not None and code == 0 and not (timed_out.is_set() or self._cancelled.is_set()):
+                _engine(self._commit, container, keep_as)
+            return ExecResult(exit_code=code, timed_out=timed_out.is_set(),
+                              cancelled=self._cancelled.is_set(), collected=collected)
+        except _EngineLost as e:
+            raise e.error from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._remove()
+
+    def _create(self, spec: ContainerSpec):
+        docker = _docker()
         try:
             self._container = container = self.client.containers.create(
                 spec.image,
@@ -175,33 +257,36 @@ class DockerExecutor:
                 tty=False,
                 stdin_open=False,
             )
-            for archive in spec.archives:
-                container.put_archive("/", archive)
-            if self._cancelled.is_set():
-                return ExecResult(exit_code=130, cancelled=True)
-            container.start()
-            if spec.timeout:
-                timer = threading.Timer(spec.timeout, lambda: (timed_out.set(), self._kill()))
-                timer.daemon = True
-                timer.start()
-            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                on_output(chunk)
-            code = container.wait().get("StatusCode", 1)
-            if after is not None and not (timed_out.is_set() or self._cancelled.is_set()):
-                after(container)
-            return ExecResult(
-                exit_code=code, timed_out=timed_out.is_set(), cancelled=self._cancelled.is_set()
-            )
         except docker.errors.ImageNotFound as e:
             raise UsageError(f"image not found: {_reason(e)}", "check --image") from None
-        except (docker.errors.DockerException, OSError) as e:
-            if isinstance(e, SoopervisorError):
-                raise
-            raise EngineUnavailable(f"lost the Docker engine during the run: {_reason(e)}", ENGINE_HINT) from None
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self._remove()
+        except Exception as e:  # noqa: BLE001 - any failure of the engine
+            raise _lost(e) from None
+        for archive in spec.archives:
+            _engine(container.put_archive, "/", archive)
+        return container
+
+    @staticmethod
+    def _stream(container, on_output: Callable[[bytes], None]) -> None:
+        """Container output to ``on_output`` until the container ends; the callback's errors are its own."""
+        chunks = _engine(container.logs, stream=True, follow=True, stdout=True, stderr=True)
+        while True:
+            chunk = _engine(next, chunks, None)
+            if chunk is None:
+                return
+            on_output(chunk)
+
+    @staticmethod
+    def _collect(container, path: str, collect_to: CollectTo) -> bool:
+        """Hand the tar of ``path`` to ``collect_to``; False when the container has no such folder."""
+        docker = _docker()
+        try:
+            bits, _ = container.get_archive(path)
+        except docker.errors.NotFound:
+            return False  # the script ended before its collect stage
+        except Exception as e:  # noqa: BLE001 - any failure of the engine
+            raise _lost(e) from None
+        collect_to(_engine_chunks(bits))
+        return True
 
     def _remove(self) -> None:
         c, self._container = self._container, None
@@ -209,9 +294,46 @@ class DockerExecutor:
             return
         try:
             c.remove(force=True, v=True)
-        except Exception:
-            # the engine itself is gone; nothing we can do but not hide the error
+        except Exception:  # noqa: BLE001,S110 - the engine is gone: a later reap removes it by its label
             pass
+
+    # -- a run's containers, found by label from any process -------------------------
+    def _labelled(self, run_id: str | None) -> list:
+        value = f"{RUN_LABEL}={run_id}" if run_id is not None else RUN_LABEL
+        try:
+            return self.client.containers.list(all=True, sparse=True, ignore_removed=True,
+                                               filters={"label": value})
+        except Exception as e:  # noqa: BLE001 - any failure of the engine
+            raise _lost(e).error from None
+
+    def kill_by_label(self, run_id: str) -> int:
+        """Kill the containers of ``run_id`` (their owner sees them exit and cleans up); how many."""
+        return self._each(run_id, lambda c: c.kill())
+
+    def remove_by_label(self, run_id: str) -> int:
+        """Remove the containers of ``run_id``, running or not; how many."""
+        return self._each(run_id, lambda c: c.remove(force=True, v=True))
+
+    def _each(self, run_id: str, action: Callable[[object], None]) -> int:
+        if not run_id:
+            return 0  # "" is the label of kept environment images: never a run
+        done = 0
+        for c in self._labelled(run_id):
+            try:
+                action(c)
+                done += 1
+            except Exception:  # noqa: BLE001,S110 - exited or gone meanwhile
+                pass
+        return done
+
+    def labelled(self) -> dict[str, int]:
+        """Run id -> number of containers, for every container with a run label in the engine."""
+        counts: dict[str, int] = {}
+        for c in self._labelled(None):
+            run_id = (c.attrs.get("Labels") or {}).get(RUN_LABEL)
+            if run_id:
+                counts[run_id] = counts.get(run_id, 0) + 1
+        return counts
 
     @staticmethod
     def _environment(spec: ContainerSpec) -> dict[str, str]:
