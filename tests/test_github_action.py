@@ -70,6 +70,12 @@ def runner_env(tmp_path: Path, runner_temp: Path, workspace: Path, event: str, p
     return env
 
 
+def the_set(storage: Path, commit: str) -> Path:
+    """The one artifact set stored for ``commit`` (schema 2: <project>/<commit>/<run_id>/)."""
+    (manifest,) = (storage / "proj" / commit).glob("*/manifest.json")
+    return manifest.parent
+
+
 def push_payload(sha: str) -> dict:
     push = dict(next(p for p in examples("push") if p["ref"].startswith("refs/heads/") and not p["deleted"]))
     push.update(after=sha, ref="refs/heads/main")
@@ -82,16 +88,18 @@ def test_push_runs_the_sample_and_reports_in_summary_and_outputs(tmp_path, engin
     env = runner_env(tmp_path, runner_temp, workspace, "push", push_payload(sha), sha)
     result = run_action(ROOT, {"storage": str(storage)}, env, TOKEN, steps_to_run=(RUN,))
     assert result.returncode == 0, result.stdout[-4000:]
-    assert result.outputs == {"status": "succeeded", "commit": sha, "location": f"{storage}/proj/{sha}"}
-    manifest = json.loads((storage / "proj" / sha / "manifest.json").read_text())
+    stored = the_set(storage, sha)
+    assert result.outputs == {"status": "succeeded", "commit": sha, "location": str(stored)}
+    manifest = json.loads((stored / "manifest.json").read_text())
     assert manifest["commit"] == sha and manifest["mode"] == "sample" and manifest["status"] == "succeeded"
     # env.yaml says sample: false; the sample run set it to true: 3 rows, not 10
-    assert (storage / "proj" / sha / "output" / "data.csv").read_text().splitlines()[1:] == ["0", "1", "2"]
+    assert (stored / "files" / "output" / "data.csv").read_text().splitlines()[1:] == ["0", "1", "2"]
     summary = result.summary
     assert "### ✅ soopervisor sample run succeeded" in summary
     assert f"`{sha[:12]}`" in summary and "push to `refs/heads/main`" in summary
     assert "| `output/data.csv` |" in summary
-    assert f"soopervisor artifacts download {sha[:12]} --project proj --storage {storage}" in summary
+    # --run: this run's set, whatever else the commit holds
+    assert f"soopervisor artifacts download {sha[:12]} --run {stored.name} --project proj --storage {storage}" in summary
     assert "[logs](https://github.example/octo/proj/actions/runs/4242)" in summary
     assert "::group::sample run of" in result.stdout  # the live log, folded
 
@@ -197,7 +205,7 @@ def test_a_comment_runs_the_prs_head_and_keeps_one_report_comment(tmp_path, engi
     first = comment_run(tmp_path, runner_temp, workspace, github, payload, main_sha)
     assert first.returncode == 0, first.stdout[-4000:]
     assert first.outputs["status"] == "succeeded" and first.outputs["commit"] == head != main_sha
-    manifest = json.loads((tmp_path / "storage" / "proj" / head / "manifest.json").read_text())
+    manifest = json.loads((the_set(tmp_path / "storage", head) / "manifest.json").read_text())
     assert manifest["mode"] == "full" and manifest["commit"] == head
     assert [c for c, _ in github.reactions(payload["comment"]["id"])] == ["rocket", "hooray"]
     (report,) = reports(github, 7)
@@ -234,7 +242,7 @@ def test_the_head_is_pinned_when_the_run_starts_and_a_move_is_reported(tmp_path,
     pusher.join()
     assert result.returncode == 0, result.stdout[-4000:]
     assert result.outputs["commit"] == head
-    assert (tmp_path / "storage" / "proj" / head / "manifest.json").exists()
+    assert (the_set(tmp_path / "storage", head) / "manifest.json").exists()
     (report,) = reports(github, 7)
     assert f"head moved to `{'e' * 12}` during the run" in report.body and f"`{head[:12]}`" in report.body
 
@@ -317,3 +325,86 @@ def test_an_exhausted_rate_limit_is_a_clear_failure(tmp_path, runner_temp, githu
     assert "Traceback" not in result.stdout, result.stdout
     # the token reaches the runner only to be masked
     assert TOKEN not in result.stdout.replace(f"::add-mask::{TOKEN}", "")
+
+
+# -- the commit a commenter approved is the commit that runs ---------------------------------------
+def bot_replies(github: FakeGitHub, number: int):
+    return [c for c in github.comments_on(number) if c.user == "github-actions[bot]" and MARKER not in c.body]
+
+
+def test_a_fork_without_a_named_commit_is_refused_with_a_reply(tmp_path, runner_temp, github):
+    origin, workspace, main_sha = checkout(tmp_path)
+    github.set_role("alice", "write")
+    head = pull_request(tmp_path, origin, github, number=8, head_repo="mallory/proj", user="mallory")
+    payload = comment_payload(github, 8, "/soopervisor run")
+    result = comment_run(tmp_path, runner_temp, workspace, github, payload, main_sha, **{"allow-forks": "true"})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.outputs["status"] == "skipped" and result.outputs["commit"] == head
+    (reply,) = bot_replies(github, 8)
+    assert reply.body.startswith("@alice ") and "must name the head commit" in reply.body
+    assert f"/soopervisor run {head[:12]}" in reply.body
+    assert [c for c, _ in github.reactions(payload["comment"]["id"])] == ["confused"]
+    assert "::group::" not in result.stdout and not (tmp_path / "storage").exists()
+    assert git(workspace, "rev-parse", "HEAD").strip() == main_sha  # the fork's code was not checked out
+    assert not reports(github, 8)
+
+
+def test_a_head_pushed_after_the_comment_is_refused_with_a_reply(tmp_path, runner_temp, github):
+    origin, workspace, main_sha = checkout(tmp_path)
+    github.set_role("alice", "write")
+    approved = pull_request(tmp_path, origin, github, number=8, head_repo="mallory/proj", user="mallory")
+    payload = comment_payload(github, 8, f"/soopervisor run {approved[:12]}")
+    # mallory pushes between the comment and the job's start
+    src = tmp_path / "src" / "proj"
+    write(src, {"tasks/make_data.py": MAKE_DATA + "\nimport os; os.environ.get('AWS_SECRET_ACCESS_KEY')\n"})
+    pushed = commit_all(src, "not what alice reviewed")
+    git(src, "push", "-q", "-f", str(origin), "HEAD:refs/pull/8/head")
+    github.move_head(8, pushed)
+    result = comment_run(tmp_path, runner_temp, workspace, github, payload, main_sha, **{"allow-forks": "true"})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.outputs["status"] == "skipped" and result.outputs["commit"] == pushed
+    (reply,) = bot_replies(github, 8)
+    assert f"`{pushed[:12]}`, not `{approved[:12]}`" in reply.body and "Nothing was run" in reply.body
+    assert [c for c, _ in github.reactions(payload["comment"]["id"])] == ["confused"]
+    assert "::group::" not in result.stdout and not (tmp_path / "storage").exists()
+    assert git(workspace, "rev-parse", "HEAD").strip() == main_sha
+    assert "Nothing was run" in result.summary
+
+
+def test_a_fork_named_by_a_short_prefix_is_refused(tmp_path, runner_temp, github):
+    # 7 hex digits of a commit of one's own can be matched in minutes: forks need 12
+    origin, workspace, main_sha = checkout(tmp_path)
+    github.set_role("alice", "write")
+    head = pull_request(tmp_path, origin, github, number=8, head_repo="mallory/proj", user="mallory")
+    payload = comment_payload(github, 8, f"/soopervisor run {head[:7]}")
+    result = comment_run(tmp_path, runner_temp, workspace, github, payload, main_sha, **{"allow-forks": "true"})
+    assert result.returncode == 0 and result.outputs["status"] == "skipped"
+    (reply,) = bot_replies(github, 8)
+    assert "at least 12 hex digits" in reply.body and f"/soopervisor run {head[:12]}" in reply.body
+    assert not (tmp_path / "storage").exists()
+    assert git(workspace, "rev-parse", "HEAD").strip() == main_sha
+
+
+def test_a_named_commit_is_checked_on_the_repository_s_own_branches_too(tmp_path, runner_temp, github):
+    origin, workspace, main_sha = checkout(tmp_path)
+    github.set_role("alice", "write")
+    head = pull_request(tmp_path, origin, github)
+    payload = comment_payload(github, 7, "/soopervisor run --sample 0123456")
+    result = comment_run(tmp_path, runner_temp, workspace, github, payload, main_sha)
+    assert result.returncode == 0 and result.outputs["status"] == "skipped"
+    (reply,) = bot_replies(github, 7)
+    assert f"`{head[:12]}`, not `0123456`" in reply.body
+    assert not (tmp_path / "storage").exists()
+
+
+def test_a_fork_whose_head_is_the_named_commit_runs_it(tmp_path, engine, runner_temp, github):
+    origin, workspace, main_sha = checkout(tmp_path)
+    github.set_role("alice", "write")
+    head = pull_request(tmp_path, origin, github, number=8, head_repo="mallory/proj", user="mallory")
+    payload = comment_payload(github, 8, f"/soopervisor run --sample {head[:12].upper()}")
+    result = comment_run(tmp_path, runner_temp, workspace, github, payload, main_sha, **{"allow-forks": "true"})
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert result.outputs["status"] == "succeeded" and result.outputs["commit"] == head
+    assert f"#8's head is {head[:12]}, the commit @alice named; pinned for this run" in result.stdout
+    assert [c for c, _ in github.reactions(payload["comment"]["id"])] == ["rocket", "hooray"]
+    assert not bot_replies(github, 8)

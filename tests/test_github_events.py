@@ -123,3 +123,36 @@ def test_a_bot_comment_never_runs():
 def test_an_unknown_mode_input_is_refused():
     with pytest.raises(ValueError, match="mode must be one of"):
         decide("push", examples("push")[0], "everything")
+
+
+# -- the commit a commenter approved ---------------------------------------------------
+@pytest.mark.parametrize("body, mode, approved", [
+    ("/soopervisor run a1b2c3d", "full", "a1b2c3d"),
+    ("/soopervisor run A1B2C3D4E5", "full", "a1b2c3d4e5"),
+    ("/soopervisor run --sample a1b2c3d", "sample", "a1b2c3d"),
+    ("/soopervisor run a1b2c3d --sample", "sample", "a1b2c3d"),
+    ("/soopervisor run " + "f" * 40, "full", "f" * 40),
+    ("/soopervisor run --full", "full", None),
+    ("/soopervisor run", "full", None),
+])
+def test_a_run_comment_may_name_the_head_commit(body, mode, approved):
+    t = decide("issue_comment", comment(body=body))
+    assert t.run and t.mode == mode and t.approved == approved
+    assert t.commit is None  # still read from the API when the job starts, then compared
+
+
+@pytest.mark.parametrize("body", [
+    "/soopervisor run a1b2c3",          # 6 hex digits: too short to name a commit
+    "/soopervisor run a1b2c3g",         # not hex
+    "/soopervisor run " + "f" * 41,     # longer than a SHA-1
+    "/soopervisor run a1b2c3d b2c3d4e",  # two commits
+    "/soopervisor run --sample --full",
+    "/soopervisor run a1b2c3d now",
+])
+def test_a_malformed_commit_gets_the_usage(body):
+    t = decide("issue_comment", comment(body=body))
+    assert not t.run and t.reply and USAGE in t.reply and "Unknown command" in t.reply
+
+
+def test_the_usage_explains_the_commit():
+    assert "/soopervisor run [SHA]" in USAGE and "7 or more hex digits" in USAGE and "forks" in USAGE.lower()

@@ -19,6 +19,18 @@ def test_success_report_has_the_table_and_the_download_command():
     assert md.count(MARKER) == 0 and r.markdown(marker=True).startswith(MARKER)
 
 
+def test_the_download_command_names_the_run_and_odd_names_stay_in_their_cell():
+    r = Report(status="failed", mode="full", commit="a" * 40, project="sales", run_id="0f3e9a1c2b4d",
+               location="s3://b/p/sales/" + "a" * 40 + "/0f3e9a1c2b4d", storage="s3://b/p",
+               files=[("output/a|b\nc.csv", 1), ("output/x`y", 2), ("output/raw\udcff.bin", 3)])
+    md = r.markdown()
+    assert "soopervisor artifacts download aaaaaaaaaaaa --run 0f3e9a1c2b4d --project sales --storage s3://b/p" in md
+    assert "| `output/a\\|b␤c.csv` | 1 B |" in md
+    assert "| ``output/x`y`` | 2 B |" in md
+    assert "| `output/raw\ufffd.bin` | 3 B |" in md
+    md.encode("utf-8")  # GitHub gets UTF-8, whatever bytes a name held
+
+
 def test_failure_report_shows_task_error_and_a_fenced_tail_that_cannot_break_out():
     tail = [f"line {i}" for i in range(100)] + ["```", "````` sneaky"]
     r = Report(status="failed", mode="full", commit="b" * 40, project="p", failed_task="clean",

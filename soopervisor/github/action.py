@@ -181,8 +181,14 @@ class Step:
             pr = self._api().pull_request(trigger.pr_number)
             if pr.is_fork and not self.inputs.allow_forks:
                 return self._refuse_fork(report, pr)
+            # the commit a commenter approved is the commit that runs: the head is read
+            # now, seconds or minutes after the comment, and a push in between is refused
+            unapproved = _unapproved(trigger, pr)
+            if unapproved:
+                return self._refuse_unapproved(report, pr, unapproved)
             commit = pr.head_sha
-            self.runner.log(f"soopervisor: #{pr.number}'s head is {commit[:12]}; pinned for this run")
+            named = f", the commit @{trigger.commenter} named" if trigger.approved else ""
+            self.runner.log(f"soopervisor: #{pr.number}'s head is {commit[:12]}{named}; pinned for this run")
             report.commit = commit
             self._api().react(trigger.comment_id, START_REACTION)
             self._post(report)
@@ -209,7 +215,7 @@ class Step:
             if moved != commit:
                 report.notes.append(f"The pull request's head moved to `{moved[:12]}` during the run; "
                                     f"these results are for `{commit[:12]}`, its head when the run started. "
-                                    "Comment `/soopervisor run` again to run the new head.")
+                                    "Review the new head, then comment `/soopervisor run <its SHA>` to run it.")
         self._finish(report)
         return status
 
@@ -234,7 +240,8 @@ class Step:
         report.duration = run.duration if run.duration is not None else time.monotonic() - started
         report.status = run.status
         report.storage = run.storage_url
-        report.location = f"{(run.storage_url or '').rstrip('/')}/{run.project}/{run.commit}"
+        report.location = f"{(run.storage_url or '').rstrip('/')}/{run.project}/{run.commit}/{run.id}"
+        report.run_id = run.id
         report.local_storage = _is_local(run.storage_url) and self.env.get("RUNNER_ENVIRONMENT") == "github-hosted"
         report.failed_task, report.error = run.failed_task, None if run.ok else run.error
         if not run.ok and run.log_path:
@@ -247,11 +254,12 @@ class Step:
         return 0 if run.ok else 1
 
     def _artifact_files(self, run) -> list[tuple[str, int]]:
-        """(name, size) of what the run stored, from its manifest; empty (with a note) when unreadable."""
+        """(name, size) of what this run stored, from its set's manifest; empty (with a note) when unreadable."""
         from ..artifacts import get_artifacts
 
         try:
-            arts = get_artifacts(run.commit, project=run.project, storage=run.storage_url)
+            # this run's own set (run=): the commit may hold newer or better sets than the one being reported
+            arts = get_artifacts(run.commit, project=run.project, storage=run.storage_url, run=run.id)
         except SoopervisorError as e:
             self.runner.log(f"soopervisor: could not list the stored artifacts: {e.message}")
             return []
@@ -295,6 +303,18 @@ class Step:
         self.runner.output(status="skipped", commit=pr.head_sha, location="")
         return 0
 
+    def _refuse_unapproved(self, report: Report, pr, why: str) -> int:
+        """The head is not the commit the comment approved: reply saying so, run nothing."""
+        report.status = "error"
+        report.commit = pr.head_sha
+        report.error = why
+        self.runner.log(f"soopervisor: {why}")
+        self._api().comment(pr.number, f"@{self.trigger.commenter} {why}")
+        self._api().react(self.trigger.comment_id, FAILED_REACTION)
+        self.runner.summary(report.markdown())
+        self.runner.output(status="skipped", commit=pr.head_sha, location="")
+        return 0
+
     # -- helpers ---------------------------------------------------------------
     def _api(self):
         if self.api is None:
@@ -329,6 +349,38 @@ class Step:
         if event_name == "push":
             return f"push to `{payload.get('ref', '')}`"
         return event_name
+
+
+#: hex digits a comment must give to approve a fork's head
+FORK_SHA_DIGITS = 12
+
+
+def _unapproved(trigger: Trigger, pr) -> str | None:
+    """Why ``pr``'s head is not a commit the comment approved; None when it is.
+
+    A comment naming a SHA approves that commit only. Without a SHA, the head
+    is taken as approved for the repository's own branches (whoever may push
+    there may run anyway); a fork's head must be named.
+    """
+    head = pr.head_sha.lower()
+    if trigger.approved is not None and pr.is_fork and len(trigger.approved) < FORK_SHA_DIGITS:
+        # a short prefix of a commit of one's own can be matched in minutes of hashing
+        # (7 digits: 2**28 tries); with 12 it is out of reach
+        return (f"#{pr.number} comes from the fork {pr.head_repo or '(deleted)'}: name its head commit with at "
+                f"least {FORK_SHA_DIGITS} hex digits (`{trigger.approved}` is too short to rule out a forged "
+                f"commit with the same prefix). Nothing was run. Its head is now `{head[:12]}`; after reviewing "
+                f"it, comment `/soopervisor run {head[:12]}`.")
+    if trigger.approved is None:
+        if not pr.is_fork:
+            return None
+        return (f"#{pr.number} comes from the fork {pr.head_repo or '(deleted)'}: a run of it must name the "
+                f"head commit you reviewed, so that a push made after your comment cannot run. Nothing was run. "
+                f"Its head is now `{head[:12]}`; after reviewing it, comment `/soopervisor run {head[:12]}`.")
+    if head.startswith(trigger.approved):
+        return None
+    return (f"The head of #{pr.number} is `{head[:12]}`, not `{trigger.approved}` as your comment says: it moved "
+            "after the comment, or the SHA names another commit. Nothing was run. Review the head, then "
+            "comment `/soopervisor run <its SHA>`.")
 
 
 def _is_local(url: str | None) -> bool:

@@ -6,6 +6,7 @@ commenter's permission, the pull request's head) is decided in ``action.py``.
 """
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -13,15 +14,22 @@ MODES = ("sample", "full", "auto")
 WRITE_ASSOCIATIONS = ("OWNER", "MEMBER", "COLLABORATOR")
 COMMAND = "/soopervisor"
 
+#: a commit named in a comment: 7 to 40 hex digits, as GitHub shows and abbreviates them
+_SHA = re.compile(r"[0-9a-fA-F]{7,40}")
+
 USAGE = """\
 Usage, in a comment on a pull request (by someone with write access):
 
-    /soopervisor run            full run of the pull request's head
-    /soopervisor run --sample   sample run (env.yaml's `sample` set to true)
-    /soopervisor help           this text
+    /soopervisor run [SHA]            full run of the pull request's head
+    /soopervisor run --sample [SHA]   sample run (env.yaml's `sample` set to true)
+    /soopervisor help                 this text
 
-The commit run is the pull request's head when the run starts; it stays pinned
-for the whole run. A new command for the same pull request supersedes a running one.
+SHA is the head commit you reviewed (7 or more hex digits, e.g. `a1b2c3d`): the
+run starts only if it is still the pull request's head, so a push made after
+your comment never runs unreviewed. Pull requests from forks need it, with
+at least 12 digits (a shorter prefix can be forged). The
+commit stays pinned for the whole run; a new command for the same pull
+request supersedes a running one.
 """
 
 
@@ -38,6 +46,7 @@ class Trigger:
     commenter: str | None = None
     association: str | None = None
     reply: str | None = None         # a comment to post (usage for an unknown sub-command)
+    approved: str | None = None      # the head commit the comment named (lowercase hex prefix), if any
 
     @property
     def from_comment(self) -> bool:
@@ -93,15 +102,27 @@ def _comment(payload: dict) -> Trigger:
     if association not in WRITE_ASSOCIATIONS:
         return Trigger(False, f"{user}'s association is {association}: only OWNER, MEMBER or "
                               "COLLABORATOR with write access can start a run", **common)
-    if words == ["run"]:
-        return Trigger(True, f"{user} asked for a full run of #{issue.get('number')}", "full", **common)
-    if words in (["run", "--sample"], ["run", "--full"]):
-        mode = words[1][2:]
-        return Trigger(True, f"{user} asked for a {mode} run of #{issue.get('number')}", mode, **common)
+    run = _run_words(words)
+    if run is not None:
+        mode, approved = run
+        at = f" at {approved}" if approved else ""
+        return Trigger(True, f"{user} asked for a {mode} run of #{issue.get('number')}{at}", mode,
+                       approved=approved, **common)
     if words in ([], ["help"], ["--help"]):
         return Trigger(False, f"{user} asked for help", reply=USAGE, **common)
     return Trigger(False, f"unknown command {COMMAND} {' '.join(words)!r}: replied with usage",
                    reply=f"Unknown command `{_code(COMMAND + ' ' + ' '.join(words))}`.\n\n{USAGE}", **common)
+
+
+def _run_words(words: list[str]) -> tuple[str, str | None] | None:
+    """(mode, approved SHA or None) for ``run [--sample|--full] [SHA]`` in any order; None for anything else."""
+    if not words or words[0] != "run":
+        return None
+    modes = [w[2:] for w in words[1:] if w in ("--sample", "--full")]
+    shas = [w.lower() for w in words[1:] if _SHA.fullmatch(w)]
+    if len(modes) > 1 or len(shas) > 1 or len(modes) + len(shas) != len(words) - 1:
+        return None
+    return (modes[0] if modes else "full"), (shas[0] if shas else None)
 
 
 def _command_words(body: str) -> list[str] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..artifacts import format_size
+from ..artifacts import format_size, printable
 from ..redact import CREDENTIALS
 
 MARKER = "<!-- soopervisor-report -->"
@@ -29,7 +29,8 @@ class Report:
     commit: str | None = None
     project: str | None = None
     duration: float | None = None
-    location: str | None = None                  # <storage>/<project>/<commit>
+    location: str | None = None                  # <storage>/<project>/<commit>/<run_id>: this run's set
+    run_id: str | None = None                    # the run whose set this reports (its download names it)
     storage: str | None = None                   # the storage URL, for the download command
     local_storage: bool = False                  # on the runner's disk: gone with the runner
     files: list[tuple[str, int]] = field(default_factory=list)
@@ -79,7 +80,7 @@ class Report:
         total = sum(size for _, size in self.files)
         out = [f"**Artifacts** — {len(self.files)} files, {format_size(total)}, in `{self.location}`", "",
                "| file | size |", "|---|---:|"]
-        out += [f"| `{name}` | {format_size(size)} |" for name, size in self.files[:MAX_FILES]]
+        out += [f"| {_name_cell(name)} | {format_size(size)} |" for name, size in self.files[:MAX_FILES]]
         if len(self.files) > MAX_FILES:
             out.append(f"| … and {len(self.files) - MAX_FILES} more | |")
         out.append("")
@@ -87,9 +88,11 @@ class Report:
             out += [("The artifacts were stored on the runner's disk and are gone with it: "
                      "set the Action's `storage:` input to keep them."), ""]
         elif self.commit and self.project:
+            # --run: this run's set, even when a newer (or a full) set of the commit exists or this one failed
+            run = f" --run {self.run_id}" if self.run_id else ""
             storage = f" --storage {self.storage}" if self.storage else ""
             out += ["Download them:", "",
-                    _fence(f"soopervisor artifacts download {self.commit[:12]} --project {self.project}{storage}",
+                    _fence(f"soopervisor artifacts download {self.commit[:12]}{run} --project {self.project}{storage}",
                            "sh"), ""]
         return out
 
@@ -110,6 +113,14 @@ def _fence(text: str, lang: str = "") -> str:
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}{lang}\n{text}\n{fence}"
+
+
+def _name_cell(name: str) -> str:
+    """A product name as a code span in a table cell: a name is data, it never ends the cell or the span."""
+    text = printable(name).replace("\r", "␍").replace("\n", "␤").replace("|", "\\|")
+    ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
 
 
 def _one_line(text: str) -> str:
