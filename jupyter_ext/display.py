@@ -8,6 +8,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from soopervisor.artifacts import CommitSummary
     from soopervisor.errors import SoopervisorError
     from soopervisor.project import Report
     from soopervisor.runs import Run
@@ -79,24 +80,30 @@ class ErrorView:
 
 
 class CommitsView:
-    """A project's stored commits (from the manifests) and its recent runs."""
+    """A project's stored commits (one line each: the set it resolves to, and how many sets) and its recent runs."""
 
-    def __init__(self, project: str, sets: list[dict], runs: list[Run], storage_url: str | None = None) -> None:
-        self.project, self.sets, self.runs, self.storage_url = project, sets, runs, storage_url
+    def __init__(self, project: str, commits: list[CommitSummary], runs: list[Run],
+                 storage_url: str | None = None) -> None:
+        self.project, self.commits, self.runs, self.storage_url = project, commits, runs, storage_url
 
     def _commit_rows(self) -> list[tuple[str, ...]]:
         from soopervisor.artifacts import format_size
 
         rows = []
-        for m in self.sets:
-            files = m.get("files") or []
+        for c in self.commits:
+            s = c.shown
+            status = f"damaged: {s.damaged}" if s.damaged else (s.status or "?")
+            if not c.resolved and not s.damaged:
+                status += " (no succeeded set)"
             rows.append((
-                (m.get("commit") or "")[:7] + ("+" if m.get("dirty") else ""),
-                str(m.get("mode") or "?"),
-                str(m.get("status") or "?"),
-                (m.get("finished_at") or "")[:19].replace("T", " "),
-                str(len(files)),
-                format_size(sum(f.get("size", 0) for f in files)),
+                s.short_commit + ("+" if s.dirty else ""),
+                s.run_id or "(old layout)",
+                s.mode or "?",
+                status,
+                (s.finished_at or "")[:19].replace("T", " "),
+                str(s.files),
+                format_size(s.size),
+                str(len(c.sets)),
             ))
         return rows
 
@@ -108,8 +115,8 @@ class CommitsView:
         ]
 
     def __repr__(self) -> str:
-        lines = [f"project '{self.project}': {len(self.sets)} stored commit(s)"]
-        if not self.sets:
+        lines = [f"project '{self.project}': {len(self.commits)} stored commit(s)"]
+        if not self.commits:
             lines.append("  no artifacts stored yet; %soopervisor run makes some")
         for row in self._commit_rows():
             lines.append("  " + "  ".join(row))
@@ -120,11 +127,13 @@ class CommitsView:
 
     def _repr_html_(self) -> str:
         out = f"<div class='soopervisor-commits'><div><b>{_e(self.project)}</b>: stored commits</div>"
-        if self.sets:
-            rows = [[f"<code>{_e(r[0])}</code>", *map(_e, r[1:])] for r in self._commit_rows()]
-            out += _table(["commit", "mode", "status", "finished (UTC)", "files", "size"], rows)
+        if self.commits:
+            rows = [[f"<code>{_e(r[0])}</code>", f"<code>{_e(r[1])}</code>", *map(_e, r[2:])]
+                    for r in self._commit_rows()]
+            out += _table(["commit", "run", "mode", "status", "finished (UTC)", "files", "size", "sets"], rows)
             out += ("<div style='font-size:smaller'><code>soopervisor.get_artifacts(\"&lt;commit&gt;\")</code> "
-                    "or <code>%soopervisor artifacts &lt;commit&gt;</code> shows one commit's files</div>")
+                    "or <code>%soopervisor artifacts &lt;commit&gt;</code> shows one commit's files "
+                    "(its newest succeeded set); <code>run=\"ID\"</code> / <code>--run ID</code> another set</div>")
         else:
             out += "<div>no artifacts stored yet; <code>%soopervisor run</code> makes some</div>"
         if self.runs:

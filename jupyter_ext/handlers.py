@@ -28,10 +28,6 @@ from soopervisor import errors
 from soopervisor.credentials import CredentialsError
 from soopervisor.project import enclosing_project
 
-#: where the server's runs store their artifacts and where it reads them from;
-#: None is soopervisor's default (SOOPERVISOR_STORAGE or <data dir>/artifacts)
-STORAGE: str | None = None
-
 AUTH_RESOURCE = "soopervisor"
 LIMIT_DEFAULT, LIMIT_MAX = 100, 1000
 CHUNK = 256 * 1024
@@ -210,89 +206,128 @@ def parse_run_request(body: dict[str, Any]) -> tuple[str, bool, list[str]]:
     return path, mode == "sample", secrets
 
 
+def run_service(settings: dict[str, Any]) -> Any:
+    """The run service every route translates to: the server's own, built by ``setup_handlers``
+    from ``c.Soopervisor`` (a default one where the extension was set up by hand)."""
+    from soopervisor.service import RunService
+
+    return settings.get("soopervisor_service") or RunService()
+
+
 class RunsHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
         project = self.get_query_argument("project", None) or None
         limit = parse_limit(self.get_query_argument("limit", None))
-        runs = await call(soopervisor.list_runs, project=project, limit=limit)
+        runs = await call(run_service(self.settings).list, project=project, limit=limit)
         self.reply({"runs": [run_json(r) for r in runs]})
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
+        from soopervisor.service import RunOptions
+
         rel, sample, secrets = parse_run_request(self.json_body())
         path = enclosing_project(resolve_path(self.root, rel), self.root)
-        run = await call(soopervisor.run, path, sample=sample, storage=STORAGE, secrets=secrets, wait=False)
-        self.reply(run_json(run), status=201)
+        opts = RunOptions(path=path, sample=sample, secrets=secrets)
+        active = await call(run_service(self.settings).start, opts)
+        self.reply(run_json(active.run), status=201)
 
 
 class RunHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self, run_id: str) -> None:
-        self.reply(run_json(await call(soopervisor.get_run, run_id)))
+        self.reply(run_json(await call(run_service(self.settings).get, run_id)))
 
 
 class StopHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def post(self, run_id: str) -> None:
-        self.reply(run_json(await call(soopervisor.stop_run, run_id)))
+        self.reply(run_json(await call(run_service(self.settings).stop, run_id)))
 
 
-def commit_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    files = [f for f in manifest.get("files") or [] if isinstance(f, dict)]
-    commit = str(manifest.get("commit", ""))
-    return {
-        "commit": commit,
-        "short_commit": commit[:7],
-        "status": manifest.get("status"),
-        "mode": manifest.get("mode"),
-        "started_at": manifest.get("started_at"),
-        "finished_at": manifest.get("finished_at"),
-        "files": len(files),
-        "size": sum(f.get("size") or 0 for f in files if isinstance(f.get("size"), int)),
-    }
+def commit_summary(commit: Any) -> dict[str, Any]:
+    """A ``CommitSummary`` as JSON: the set the commit resolves to (else its newest) and all its sets.
+
+    The fields of one set (``commit, short_commit, run_id, status, mode, dirty,
+    started_at, finished_at, files, size, damaged``), plus ``sets`` (each set,
+    newest first) and ``resolved`` (whether the shown set is what the commit
+    resolves to: its newest succeeded set).
+    """
+    return commit.to_dict()
+
+
+def set_query(handler: BaseHandler) -> dict[str, str | None]:
+    """``?run=ID&mode=sample|full`` of a commit/file/zip request, as get_artifacts takes them."""
+    run = handler.get_query_argument("run", None) or None
+    mode = handler.get_query_argument("mode", None) or None
+    if mode is not None and mode not in ("sample", "full"):
+        raise ApiError(400, f"'mode' must be 'sample' or 'full', not {mode!r}")
+    return {"run": run, "mode": mode}
+
+
+def artifact_storage(handler: BaseHandler) -> str | None:
+    """The storage the artifacts routes read: the one the server's runs store into."""
+    return run_service(handler.settings).storage
+
+
+async def artifacts_of(handler: BaseHandler, project: str, commit: str) -> Any:
+    """The set a commit request names (see artifacts.resolve_set); errors as ApiError."""
+    from soopervisor.artifacts import get_artifacts
+
+    return await call(get_artifacts, commit, project=project, storage=artifact_storage(handler),
+                      **set_query(handler))
 
 
 class CommitsHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self, project: str) -> None:
-        from soopervisor.artifacts import list_sets
+        from soopervisor.artifacts import list_commits
 
-        sets = await call(list_sets, project, storage=STORAGE)
-        self.reply({"commits": [commit_summary(m) for m in sets]})
+        commits = await call(list_commits, project, storage=artifact_storage(self))
+        self.reply({"commits": [commit_summary(c) for c in commits]})
 
 
 class CommitHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self, project: str, commit: str) -> None:
-        arts = await call(soopervisor.get_artifacts, commit, project=project, storage=STORAGE)
+        arts = await artifacts_of(self, project, commit)
         files = [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in arts.files]
-        self.reply({"commit": arts.commit, "manifest": arts.manifest, "files": files})
+        self.reply({"commit": arts.commit, "run_id": arts.run_id, "set": arts.summary.to_dict(),
+                    "manifest": arts.manifest, "files": files})
 
 
 class FileHandler(BaseHandler):
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        # a product name may hold bytes that are not UTF-8; they come back as the surrogate escapes it is stored by
+        return value.decode("utf-8", "surrogateescape")
+
     @web.authenticated
     @authorized
     async def get(self, project: str, commit: str, name: str) -> None:
-        arts = await call(soopervisor.get_artifacts, commit, project=project, storage=STORAGE)
+        arts = await artifacts_of(self, project, commit)
         path = await call(arts.path, name)  # verified against the manifest's sha256
-        await self.send_file(path, name.rsplit("/", 1)[-1])
+        from soopervisor.artifacts import printable
+
+        await self.send_file(path, printable(name.rsplit("/", 1)[-1]))
 
 
 def _zip_set(arts: Any, workdir: Path) -> Path:
-    """Download the verified set into ``workdir`` and zip it (files + manifest.json)."""
+    """Download the verified set into ``workdir`` and zip it (products, .soopervisor/manifest.json and log)."""
+    from soopervisor.artifacts import printable
+
     folder = arts.download(to=workdir / "set")
     archive = workdir / "set.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for p in sorted(folder.rglob("*")):
             if p.is_file() and not p.is_symlink():
-                zf.write(p, p.relative_to(folder).as_posix())
+                # zip names are UTF-8: bytes that are not become U+FFFD there
+                zf.write(p, printable(p.relative_to(folder).as_posix()))
     return archive
 
 
@@ -300,10 +335,11 @@ class ZipHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self, project: str, commit: str) -> None:
-        arts = await call(soopervisor.get_artifacts, commit, project=project, storage=STORAGE)
+        arts = await artifacts_of(self, project, commit)
         workdir = Path(tempfile.mkdtemp(prefix="soopervisor-zip-"))
         try:
             archive = await call(_zip_set, arts, workdir)
-            await self.send_file(archive, f"{arts.project}-{arts.commit[:7]}.zip", "application/zip")
+            run = f"-{arts.run_id}" if arts.run_id else ""
+            await self.send_file(archive, f"{arts.project}-{arts.commit[:7]}{run}.zip", "application/zip")
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)

@@ -20,7 +20,7 @@ from .display import CommitsView, ErrorView, ReportView
 USAGE = """\
 %soopervisor validate [PATH]
 %soopervisor run [PATH] [--sample | --full] [--storage URL] [--secret NAME]... [--image IMAGE] [--timeout SECONDS]
-%soopervisor artifacts [COMMIT] [--project NAME] [--storage URL]"""
+%soopervisor artifacts [COMMIT] [--run ID] [--mode sample|full] [--project NAME] [--storage URL]"""
 
 
 class _BadArguments(Exception):
@@ -63,7 +63,9 @@ def _parser() -> _Parser:
     r.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the run after this long")
 
     a = sub.add_parser("artifacts", help="stored commits and runs, or one commit's files")
-    a.add_argument("commit", nargs="?", help="full SHA, unique prefix or 'latest'")
+    a.add_argument("commit", nargs="?", help="full SHA, unique prefix or 'latest': its newest succeeded set")
+    a.add_argument("--run", metavar="ID", help="that run's set, whatever its status")
+    a.add_argument("--mode", choices=("sample", "full"), help="the newest succeeded set of this mode")
     a.add_argument("--project", metavar="NAME", help="project name (default: the project in the working directory)")
     a.add_argument("--storage", metavar="URL", help="storage to read")
     return parser
@@ -93,14 +95,15 @@ class SoopervisorMagics(Magics):
         Usage:
           %soopervisor validate [PATH]
           %soopervisor run [PATH] [--sample | --full] [--storage URL] [--secret NAME]...
-          %soopervisor artifacts [COMMIT] [--project NAME] [--storage URL]
+          %soopervisor artifacts [COMMIT] [--run ID] [--mode sample|full] [--project NAME] [--storage URL]
 
         Examples:
           %soopervisor validate                  problems of the project here, with hints
           run = %soopervisor run --sample        sample run; a live log with a Stop button
           %soopervisor run ../sales --full --secret DB_PASSWORD
           %soopervisor artifacts                 stored commits and recent runs
-          %soopervisor artifacts a1b2c3d         the files of one commit (links, sizes)
+          %soopervisor artifacts a1b2c3d         the files of one commit's newest succeeded set
+          %soopervisor artifacts a1b2c3d --run 0f3e9a1c2b4d   the set of one run (a failed one too)
 
         `run` returns at once with the Run (run.status, run.id); the widget
         follows it. In Python: soopervisor.get_artifacts("latest").load("output/data.csv").
@@ -147,16 +150,17 @@ class SoopervisorMagics(Magics):
 
     def _artifacts(self, args: argparse.Namespace) -> Any:
         import soopervisor
-        from soopervisor.artifacts import list_sets
+        from soopervisor.artifacts import get_artifacts, list_commits
         from soopervisor.project import project_name
 
         project = args.project or project_name(".")
-        if args.commit:
-            return soopervisor.get_artifacts(args.commit, project=project, storage=args.storage)
+        if args.commit or args.run or args.mode:
+            return get_artifacts(args.commit or "latest", project=project, storage=args.storage,
+                                 mode=args.mode, run=args.run)
         from soopervisor.storage import open_storage
 
         storage = open_storage(args.storage)
-        return CommitsView(project, list_sets(project, storage), soopervisor.list_runs(project=project, limit=20),
+        return CommitsView(project, list_commits(project, storage), soopervisor.list_runs(project=project, limit=20),
                            storage.url)
 
 

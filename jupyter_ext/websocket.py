@@ -1,6 +1,6 @@
 """The log websocket: a run's log file, line by line, until the run is over.
 
-Lines come from the log file (the runner writes it redacted), not from the
+Lines come from the log file (the run service writes it redacted), not from the
 run's thread, so runs of any process can be followed and a client that lost
 the connection resumes with ``?from=N`` exactly where it stopped.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from typing import Any
 
@@ -19,9 +18,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-import soopervisor
-
-from .handlers import AUTH_RESOURCE, ApiError, call, error_body, run_json
+from .handlers import AUTH_RESOURCE, ApiError, call, error_body, run_json, run_service
 
 #: how often the log file is read; bounds the latency of a new line
 POLL = 0.02
@@ -81,7 +78,8 @@ class LogSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         if not await ensure_async(allowed):
             raise web.HTTPError(403)
         self._start = parse_from(self.get_query_argument("from", "0"))
-        self._run = await call(soopervisor.get_run, run_id)  # 404 for an unknown run
+        self._service = run_service(self.settings)
+        self._run = await call(self._service.get, run_id)  # 404 for an unknown run
         await super().get(run_id)
 
     def open(self, run_id: str) -> None:  # type: ignore[override]
@@ -103,11 +101,9 @@ class LogSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
             await self._send(msg)
 
     async def _follow(self) -> None:
-        from soopervisor.live import LogTail, is_finished
-
         run = self._run
         # a record without a log (written by some other tool) still ends properly
-        tail = LogTail(run.log_path or os.devnull, start=self._start)
+        tail = await call(self._service.follow, run.id, self._start)
         checked = 0.0
         try:
             while True:
@@ -117,9 +113,9 @@ class LogSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
                     await self._send_lines(lines, first)
                 elif time.monotonic() - checked >= STATUS_EVERY:
                     checked = time.monotonic()
-                    run = await call(soopervisor.get_run, run.id)
-                    if is_finished(run):
-                        # the runner closes the log before it records the end:
+                    run = await call(self._service.get, run.id)  # reaps: a dead owner's run ends too
+                    if run.finished:
+                        # the run service closes the log before it records the end:
                         # one more read gets every last line
                         first = tail.next
                         rest = await asyncio.to_thread(tail.read)

@@ -84,6 +84,8 @@ def script(path: str, sample: bool) -> None:
 
 # -- run -------------------------------------------------------------------
 def _run_options(f):
+    from .options import limit_callback as _limit
+
     for opt in reversed([
         _mode_option,
         click.option("--storage", metavar="URL", help="Where artifacts go (default: SOOPERVISOR_STORAGE or the data folder)."),
@@ -91,9 +93,12 @@ def _run_options(f):
         click.option("--secret", "secrets", multiple=True, metavar="NAME",
                      help="Pass the environment variable NAME into the container; its value is redacted everywhere. Repeatable."),
         click.option("--ca-bundle", type=click.Path(dir_okay=False), help="CA bundle to trust inside the container (default: SSL_CERT_FILE, REQUESTS_CA_BUNDLE or PIP_CERT)."),
-        click.option("--timeout", type=click.FloatRange(min=1), metavar="SECONDS", help="Stop the run after this long."),
-        click.option("--cpus", type=click.FloatRange(min=0.01), help="CPU limit for the container."),
-        click.option("--memory", metavar="SIZE", help="Memory limit for the container, e.g. 2g."),
+        # plain text checked by options.check_limits: click's FloatRange lets nan and inf through
+        click.option("--timeout", metavar="SECONDS", callback=_limit, help="Stop the run after this long."),
+        click.option("--cpus", metavar="N", callback=_limit,
+                     help="CPU limit for the container, e.g. 2 or 0.5 (at most this machine's CPUs)."),
+        click.option("--memory", metavar="SIZE", callback=_limit,
+                     help="Memory limit for the container, e.g. 512m, 2g or 1.5g (at least 6m)."),
         click.option("-q", "--quiet", is_flag=True, help="Do not stream the log; print only the outcome."),
     ]):
         f = opt(f)
@@ -141,37 +146,96 @@ def legacy(path: str, storage_path: str | None, **opts) -> None:
     _run(path, **opts)
 
 
-def _terminated(signum, frame):
-    raise Cancelled()
+#: how the CLI names a signal in the run's record and log
+_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+if hasattr(signal, "SIGHUP"):
+    _SIGNAL_NAMES[signal.SIGHUP] = "SIGHUP: the terminal was closed"
+
+
+class _CancelOnSignals:
+    """While a run executes, Ctrl-C, SIGTERM and SIGHUP cancel it: recorded cancelled, container
+    removed, set stored, exit 130. A second signal stops waiting at once (the next reader of
+    the runs reaps the run). Before the run is recorded, a signal just ends the command."""
+
+    def __init__(self) -> None:
+        self.active = None
+        self.previous = {s: signal.signal(s, self._handle) for s in _SIGNAL_NAMES}
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame) -> None:
+        active = self.active
+        if active is None or active.cancel_reason is not None:
+            raise KeyboardInterrupt if signum == signal.SIGINT else Cancelled()
+        active.cancel(_SIGNAL_NAMES[signum])  # only sets a flag: safe in a signal handler
+
+
+def _detach(stream) -> None:
+    """Point a stream whose reader left (a closed pipe, a closed terminal) at /dev/null.
+
+    Whatever is still buffered or printed later then goes nowhere instead of
+    failing again, at exit too.
+    """
+    import os
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _say(text: str, err: bool = False, **style) -> None:
+    """A line for the user that never fails the command (stdout may be a closed pipe)."""
+    try:
+        click.secho(text, err=err, **style)
+    except OSError:
+        _detach(sys.stderr if err else sys.stdout)
+
+
+def _terminal(line: str) -> None:
+    """The terminal sink of a run's log. On a closed pipe or terminal it detaches stdout and
+    raises: the run service then drops this sink and the run goes on."""
+    try:
+        click.echo(line, nl=False)
+    except OSError:
+        _detach(sys.stdout)
+        raise
 
 
 def _run(path: str, quiet: bool, **opts) -> None:
-    import soopervisor
+    from .service import RunOptions, RunService
 
-    signal.signal(signal.SIGTERM, _terminated)
-
-    def echo(line: str) -> None:
-        click.echo(line, nl=False)
-
-    result = soopervisor.run(path, on_line=None if quiet else echo, **opts)
-    where = f"{result.storage_url.rstrip('/')}/{result.project}/{result.commit}"
+    service = RunService(storage=opts.pop("storage"), image=opts.pop("image"))
+    signals = _CancelOnSignals()  # until the run is recorded, a signal just ends the command
+    try:
+        signals.active = service.start(RunOptions(path=path, on_line=None if quiet else _terminal, **opts))
+        result = signals.active.result()
+    finally:
+        signals.restore()
+    where = f"{(result.storage_url or '').rstrip('/')}/{result.project}/{result.commit}/{result.id}"
     if result.ok:
-        click.secho(f"✓ run {result.id} succeeded in {result.duration:.0f}s; artifacts: {where}", fg="green")
+        _say(f"✓ run {result.id} succeeded in {result.duration:.0f}s; artifacts: {where}", fg="green")
         return
     _report_failure(result, where)
-    sys.exit(1)
+    sys.exit(130 if result.status == "cancelled" else 1)
 
 
 def _report_failure(result, where: str) -> None:
-    lines = Path(result.log_path).read_text(encoding="utf-8", errors="replace").splitlines()
-    tail = lines[-20:]
-    click.echo("", err=True)
-    click.secho("── last lines of the log " + "─" * 40, err=True, dim=True)
-    for line in tail:
-        click.echo(line, err=True)
+    try:
+        lines = Path(result.log_path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    _say("", err=True)
+    _say("── last lines of the log " + "─" * 40, err=True, dim=True)
+    for line in lines[-20:]:
+        _say(line, err=True)
     task = f" at task '{result.failed_task}'" if result.failed_task else ""
-    click.secho(f"✗ run {result.id} {result.status}{task}: {result.error}", fg="red", err=True)
-    click.echo(f"  full log: {result.log_path}; stored with the artifacts in {where}", err=True)
+    _say(f"✗ run {result.id} {result.status}{task}: {result.error}", fg="red", err=True)
+    _say(f"  full log: {result.log_path}; stored with the artifacts in {where}", err=True)
 
 
 # -- artifacts ---------------------------------------------------------------
@@ -189,44 +253,102 @@ def _project_name(project: str | None) -> str:
 @artifacts.command("list")
 @click.option("--project", metavar="NAME", help="Project name (default: the project in this folder).")
 @click.option("--storage", metavar="URL", help="Storage to read (default: SOOPERVISOR_STORAGE or the data folder).")
-@click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON.")
-def artifacts_list(project: str | None, storage: str | None, as_json: bool) -> None:
-    """One line per stored commit: short SHA, mode, status, when, size."""
-    from .artifacts import format_size, list_sets
+@click.option("--all", "every", is_flag=True, help="One line per stored set (every run), not per commit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON.")
+def artifacts_list(project: str | None, storage: str | None, every: bool, as_json: bool) -> None:
+    """One line per stored commit: the set it resolves to (its newest succeeded one) and how many sets it has.
+
+    A commit without a succeeded set shows its newest set; a damaged set is one line saying why.
+    """
+    from .artifacts import list_sets, summarize_commits
 
     name = _project_name(project)
     sets = list_sets(name, storage=storage)
+    commits = summarize_commits(sets)
     if as_json:
-        click.echo(json.dumps(sets, indent=2))
+        rows = [s.to_dict() for s in sets] if every else [c.to_dict() for c in commits]
+        click.echo(json.dumps(rows, indent=2))
         return
     if not sets:
         click.echo(f"no artifacts stored for project '{name}' yet; `soopervisor run` makes some")
         return
-    click.echo(f"{'COMMIT':<9} {'MODE':<7} {'STATUS':<11} {'FINISHED (UTC)':<20} {'FILES':>5} {'SIZE':>9}")
-    for m in sets:
-        files = m.get("files", [])
-        size = sum(f.get("size", 0) for f in files)
-        when = (m.get("finished_at") or "")[:19].replace("T", " ")
-        dirty = "+" if m.get("dirty") else " "
-        click.echo(
-            f"{m['commit'][:7]}{dirty} {m.get('mode', '?'):<7} {m.get('status', '?'):<11} "
-            f"{when:<20} {len(files):>5} {format_size(size):>9}"
-        )
+    click.echo(f"{'COMMIT':<9} {'RUN':<12} {'MODE':<7} {'STATUS':<11} {'FINISHED (UTC)':<20} {'FILES':>5} {'SIZE':>9}"
+               + ("" if every else f" {'SETS':>4}"))
+    if every:
+        for s in sets:
+            click.echo(_set_line(s))
+        return
+    for c in commits:
+        mark = "" if c.resolved else "  (no succeeded set: --run ID picks one)"
+        click.echo(f"{_set_line(c.shown)} {len(c.sets):>4}{mark}")
+
+
+def _set_line(s) -> str:
+    """One set as a line of the table (a damaged one says why)."""
+    from .artifacts import format_size
+
+    dirty = "+" if s.dirty else " "
+    run = (s.run_id or "(old)")[:12]
+    if s.damaged:
+        return f"{s.short_commit}{dirty} {run:<12} damaged: {s.damaged}"
+    when = (s.finished_at or "")[:19].replace("T", " ")
+    return (f"{s.short_commit}{dirty} {run:<12} {s.mode or '?':<7} {s.status or '?':<11} "
+            f"{when:<20} {s.files:>5} {format_size(s.size):>9}")
 
 
 @artifacts.command("download")
 @click.argument("commit")
+@click.option("--run", "run_id", metavar="ID", help="That run's set, whatever its status (see `artifacts list --all`).")
+@click.option("--mode", type=click.Choice(["sample", "full"]), help="The newest succeeded set of this mode.")
 @click.option("--project", metavar="NAME", help="Project name (default: the project in this folder).")
 @click.option("--storage", metavar="URL", help="Storage to read (default: SOOPERVISOR_STORAGE or the data folder).")
-@click.option("--to", "to", default=None, type=click.Path(file_okay=False), help="Target folder (default: ./artifacts-<short sha>).")
-def artifacts_download(commit: str, project: str | None, storage: str | None, to: str | None) -> None:
-    """Download COMMIT's artifacts (full SHA, unique prefix or `latest`), sha256-checked."""
+@click.option("--to", "to", default=None, type=click.Path(file_okay=False),
+              help="Target folder, new or empty (default: ./artifacts-<short sha>-<run>).")
+def artifacts_download(commit: str, run_id: str | None, mode: str | None, project: str | None,
+                       storage: str | None, to: str | None) -> None:
+    """Download the set COMMIT resolves to (full SHA, unique prefix or `latest`), sha256-checked.
+
+    COMMIT gives its newest succeeded set (full before sample unless --mode);
+    --run ID gives that run's set. Products go to the folder as they were
+    named, manifest.json and soopervisor.log to its .soopervisor/ folder.
+    """
     from .artifacts import get_artifacts
 
-    arts = get_artifacts(commit, project=_project_name(project), storage=storage)
-    target = Path(to) if to else Path(f"artifacts-{arts.commit[:7]}")
+    arts = get_artifacts(commit, project=_project_name(project), storage=storage, mode=mode, run=run_id)
+    default = f"artifacts-{arts.commit[:7]}" + (f"-{arts.run_id}" if arts.run_id else "")
+    target = Path(to) if to else Path(default)
     arts.download(target)
-    click.echo(f"downloaded {len(arts.files)} files of {arts.project} @ {arts.commit[:7]} into {target}/ (sha256 verified)")
+    run = f" run {arts.run_id}" if arts.run_id else ""
+    click.echo(f"downloaded {len(arts.files)} files of {arts.project} @ {arts.commit[:7]}{run} ({arts.status}) "
+               f"into {target}/ (sha256 verified); manifest and log in {target}/{arts.ours_folder}/")
+
+
+@artifacts.command("prune")
+@click.option("--keep", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Sets kept per commit (newest first); a commit's newest succeeded set is always kept.")
+@click.option("--project", metavar="NAME", help="Project name (default: the project in this folder).")
+@click.option("--storage", metavar="URL", help="Storage to prune (default: SOOPERVISOR_STORAGE or the data folder).")
+@click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
+def artifacts_prune(keep: int, project: str | None, storage: str | None, dry_run: bool) -> None:
+    """Remove old sets: keep the last KEEP sets of each commit, and always its newest succeeded one."""
+    from .artifacts import prune_plan, prune_sets
+
+    name = _project_name(project)
+    verb = "would remove" if dry_run else "removed"
+
+    def said(s) -> None:
+        state = f"damaged: {s.damaged}" if s.damaged else f"{s.mode or '?'} {s.status or '?'}"
+        click.echo(f"{verb} {s.project} @ {s.short_commit} run {s.run_id or '(old layout)'} ({state})")
+
+    if dry_run:
+        from .artifacts import list_sets
+
+        doomed = prune_plan(list_sets(name, storage=storage), keep)
+        for s in doomed:
+            said(s)
+    else:
+        doomed = prune_sets(name, storage=storage, keep=keep, on_removed=said)
+    click.echo(f"{verb} {len(doomed)} set{'s' if len(doomed) != 1 else ''} of project '{name}'")
 
 
 # -- runs --------------------------------------------------------------------
@@ -235,10 +357,14 @@ def artifacts_download(commit: str, project: str | None, storage: str | None, to
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 def runs_cmd(project: str | None, limit: int, as_json: bool) -> None:
-    """Runs from the shared run store, newest first."""
-    from .runs import RunStore
+    """Runs from the shared run store, newest first.
 
-    runs = RunStore().list(project=project, limit=limit)
+    A running run whose owner is gone (its process died, its lease expired)
+    is marked interrupted here, and its containers removed.
+    """
+    from .service import RunService
+
+    runs = RunService().list(project=project, limit=limit)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in runs], indent=2))
         return
@@ -256,7 +382,9 @@ def runs_cmd(project: str | None, limit: int, as_json: bool) -> None:
 
 @cli.command("stop")
 @click.argument("run_id")
-def stop_cmd(run_id: str) -> None:
+@click.option("--wait", type=click.FloatRange(min=0, max=3600), default=30, show_default=True, metavar="SECONDS",
+              help="How long to wait for the run to end.")
+def stop_cmd(run_id: str, wait: float) -> None:
     """Stop a running run (started here, in a notebook or in JupyterLab) and remove its container.
 
     \b
@@ -264,10 +392,14 @@ def stop_cmd(run_id: str) -> None:
       soopervisor runs            # the RUN column has the ids
       soopervisor stop 3f2a9c1b7d0e
     """
-    from . import stop_run
+    from .service import RunService
 
-    run = stop_run(run_id)
-    click.echo(f"run {run.id} {run.status}")
+    run = RunService().stop(run_id, wait)
+    if run.finished:
+        click.echo(f"run {run.id} {run.status}")
+    else:
+        click.echo(f"run {run.id} is stopping: its owner (pid {run.owner_pid} on {run.owner_host}) "
+                   "was asked to stop and is storing what it has; `soopervisor runs` shows when it ended")
 
 
 # -- login ------------------------------------------------------------------------
@@ -331,7 +463,7 @@ def logout_cmd(service: str) -> None:
 
 
 # -- github ---------------------------------------------------------------------
-from .github.cli import github  # noqa: E402  (the group lives beside the GitHub code)
+from .github.cli import github  # the group lives beside the GitHub code
 
 cli.add_command(github)
 
@@ -351,53 +483,69 @@ def github_run() -> None:
 
 # -- entry point ---------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: known errors become a message, a hint and an exit code."""
+    """Console entry point: known errors become a message, a hint and an exit code.
+
+    Every line printed here passes a redactor of this command's ``--secret``
+    values and the known credentials: an error may quote anything.
+    """
+
+    def hide(text: str) -> str:
+        # built when needed: credentials registered while the command ran count too
+        return _secret_redactor(argv).redact(text)
+
     try:
         cli.main(args=argv, prog_name="soopervisor", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:
+        e.message = hide(e.message)
         e.show()
         sys.exit(e.exit_code)
     except InvalidProject as e:
-        click.echo(e.report.format(), err=True)
+        click.echo(hide(e.report.format()), err=True)
         sys.exit(e.exit_code)
     except SoopervisorError as e:
-        click.secho(f"error: {e.message}", fg="red", err=True)
+        click.secho(f"error: {hide(e.message)}", fg="red", err=True)
         if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
+            click.echo(f"hint: {hide(e.hint)}", err=True)
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, Cancelled, click.exceptions.Abort):  # click turns Ctrl-C into Abort
         click.echo("\ninterrupted: the container was removed and the log kept", err=True)
         sys.exit(130)
-    except Exception as e:  # a bug of ours: a short message here, the traceback in a file
-        crash = _write_crash_report()
-        click.secho(f"error: internal error: {type(e).__name__}: {_secret_redactor().redact(str(e))}", fg="red", err=True)
-        click.echo(f"hint: this is a bug in soopervisor; the details are in {crash}", err=True)
+    except Exception as e:  # noqa: BLE001 - a bug of ours: a short message here, the traceback in a file
+        crash = _write_crash_report(hide)
+        click.secho(hide(f"error: internal error: {type(e).__name__}: {e}"), fg="red", err=True)
+        click.echo(hide(f"hint: this is a bug in soopervisor; the details are in {crash}"), err=True)
         sys.exit(1)
     sys.exit(0)
 
 
-def _secret_redactor():
-    """A redactor for the --secret values of this command line and known credentials (for crash output)."""
-    import os
+def _secret_redactor(argv: list[str] | None = None):
+    """A redactor for the values of this command line's --secret names and the known credentials.
 
+    Values are read as bytes (one that is not UTF-8 is masked too); both
+    ``--secret NAME`` and ``--secret=NAME`` count.
+    """
+    from .options import env_bytes
     from .redact import CREDENTIALS, Redactor
 
-    names = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--secret=")]
-    names += [sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--secret"]
-    return Redactor([*(os.environ.get(n, "") for n in names), *CREDENTIALS.secrets])
+    args = sys.argv[1:] if argv is None else list(argv)
+    names = [a.split("=", 1)[1] for a in args if a.startswith("--secret=")]
+    names += [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--secret"]
+    values = [env_bytes(n) for n in names if n and "\0" not in n]
+    return Redactor([*(v for v in values if v), *CREDENTIALS.secrets])
 
 
-def _write_crash_report() -> str:
+def _write_crash_report(hide=None) -> str:
     import traceback
 
     from . import config
 
-    path = config.data_dir() / "crash.log"
+    hide = hide or _secret_redactor().redact
     try:
+        path = config.data_dir() / "crash.log"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(_secret_redactor().redact(traceback.format_exc()))
-    except OSError:
+        path.write_text(hide(traceback.format_exc()), encoding="utf-8", errors="replace")
+    except (OSError, SoopervisorError):  # SOOPERVISOR_HOME unusable: the short message must still reach the user
         return "(could not write a crash report)"
     return str(path)

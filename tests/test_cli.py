@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from soopervisor import __version__, artifacts, storage
-from soopervisor.runs import Run, RunStore
+from soopervisor.runs import Run, RunStore, lease_until, process_started, this_host
 
 from .conftest import cli
 from .projects import MAKE_DATA, make_project
@@ -30,6 +32,7 @@ FILES = {
     "output/make_data.ipynb": b'{"cells": []}\n',
     "soopervisor.log": b"==> soopervisor: build pipeline\ndone\n",
 }
+PRODUCTS = {k: v for k, v in FILES.items() if k != "soopervisor.log"}
 
 
 @pytest.fixture(autouse=True)
@@ -65,14 +68,19 @@ def put(
     mode: str = "sample",
     status: str = "succeeded",
     dirty: bool = False,
+    run_id: str | None = None,
 ) -> Path:
-    """Store a set for ``project@commit`` in the default storage; return the stored folder."""
-    src = tmp_path / "sets" / project / commit
+    """Store a run's set for ``project@commit`` in the default storage; return the stored set's folder.
+
+    ``files`` are the products, except ``soopervisor.log``, which is the run's log.
+    """
+    run_id = run_id or "r" + commit[:11]
+    src = tmp_path / "sets" / project / commit / run_id
+    (src / "files").mkdir(parents=True, exist_ok=True)
     for rel, data in (FILES if files is None else files).items():
-        p = src / rel
+        p = src / rel if rel == "soopervisor.log" else src / "files" / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
-    src.mkdir(parents=True, exist_ok=True)
     artifacts.write_manifest(
         src,
         project=project,
@@ -85,10 +93,10 @@ def put(
         finished_at=finished_at,
         image="python:3.11-slim",
         soopervisor_version=__version__,
-        run_id="r" + commit[:11],
+        run_id=run_id,
     )
-    storage.open_storage(str(home / "artifacts")).put_set(project, commit, src)
-    return home / "artifacts" / project / commit
+    storage.open_storage(str(home / "artifacts")).put_set(project, commit, run_id, src)
+    return home / "artifacts" / project / commit / run_id
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
@@ -191,21 +199,54 @@ def test_artifacts_list_in_the_project_folder(tmp_path: Path, home: Path) -> Non
     path = make_project(tmp_path)
     put(home, tmp_path, C1, finished_at="2024-05-01T10:01:00Z", mode="sample", status="succeeded")
     put(home, tmp_path, C3, finished_at="2024-05-02T10:01:00Z", mode="full", status="failed", dirty=True,
-        files={"soopervisor.log": b"boom\n"})
+        files={"soopervisor.log": b"boom\n", "output/half.csv": b"x\n"})
     proc = run_cli("artifacts", "list", check=0, cwd=path)
     lines = proc.stdout.splitlines()
-    assert lines[0].split()[:3] == ["COMMIT", "MODE", "STATUS"]
+    assert lines[0].split()[:4] == ["COMMIT", "RUN", "MODE", "STATUS"] and lines[0].split()[-1] == "SETS"
     assert len(lines) == 3, proc.stdout
-    # newest first; a dirty set is marked with "+"
+    # newest first; a dirty set is marked with "+"; a commit without a succeeded set says so
     newest, oldest = lines[1], lines[2]
     assert newest.startswith(C3[:7] + "+")
-    assert newest.split()[1:3] == ["full", "failed"]
+    assert newest.split()[1:4] == ["r" + C3[:11], "full", "failed"]
     assert "2024-05-02 10:01:00" in newest
-    assert newest.split()[-3:] == ["1", "5", "B"]  # 1 file, 5 B
+    assert newest.split()[6:10] == ["1", "2", "B", "1"]  # 1 file, 2 B, 1 set
+    assert "no succeeded set" in newest and "--run" in newest
     assert oldest.startswith(C1[:7] + " ")
-    assert oldest.split()[1:3] == ["sample", "succeeded"]
-    size = sum(len(v) for v in FILES.values())
-    assert oldest.split()[-3:] == [str(len(FILES)), str(size), "B"]
+    assert oldest.split()[2:4] == ["sample", "succeeded"]
+    size = sum(len(v) for v in PRODUCTS.values())
+    assert oldest.split()[-4:] == [str(len(PRODUCTS)), str(size), "B", "1"]
+
+
+def test_artifacts_list_one_line_per_commit_or_per_set(tmp_path: Path, home: Path) -> None:
+    """Issue 11, case 1: a commit keeps every run's set; the list shows the one it resolves to."""
+    path = make_project(tmp_path)
+    put(home, tmp_path, C1, run_id="good", finished_at="2024-05-01T10:01:00Z")
+    put(home, tmp_path, C1, run_id="stopped", finished_at="2024-05-01T11:00:00Z", status="cancelled",
+        files={"output/partial.csv": b"p"})
+    lines = run_cli("artifacts", "list", check=0, cwd=path).stdout.splitlines()
+    assert len(lines) == 2 and lines[1].split()[1:4] == ["good", "sample", "succeeded"]
+    assert lines[1].split()[-1] == "2"  # two sets
+    lines = run_cli("artifacts", "list", "--all", check=0, cwd=path).stdout.splitlines()
+    assert [line.split()[1:4] for line in lines[1:]] == [["stopped", "sample", "cancelled"],
+                                                         ["good", "sample", "succeeded"]]
+
+
+def test_artifacts_list_shows_a_damaged_set_as_one_line(tmp_path: Path, home: Path) -> None:
+    """Issue 11, case 5: a manifest of the wrong shape is one line; the other sets are listed."""
+    path = make_project(tmp_path)
+    put(home, tmp_path, C1)
+    damaged = put(home, tmp_path, C3, finished_at="2024-05-03T10:01:00Z")
+    (damaged / "manifest.json").write_text('{"files": 5}')
+    for args in ((), ("--all",)):
+        proc = run_cli("artifacts", "list", *args, check=0, cwd=path)
+        lines = proc.stdout.splitlines()
+        assert len(lines) == 3, proc.stdout
+        bad = next(line for line in lines if line.startswith(C3[:7]))
+        assert "damaged:" in bad
+        assert any(line.startswith(C1[:7]) and "succeeded" in line for line in lines)
+    rows = json.loads(run_cli("artifacts", "list", "--json", check=0, cwd=path).stdout)
+    bad = next(r for r in rows if r["commit"] == C3)
+    assert bad["status"] == "damaged" and bad["damaged"] and bad["files"] == 0
 
 
 def test_artifacts_list_json(tmp_path: Path, home: Path) -> None:
@@ -213,11 +254,16 @@ def test_artifacts_list_json(tmp_path: Path, home: Path) -> None:
     put(home, tmp_path, C1, finished_at="2024-05-01T10:01:00Z")
     put(home, tmp_path, C2, finished_at="2024-05-03T10:01:00Z", mode="full")
     proc = run_cli("artifacts", "list", "--json", check=0, cwd=path)
-    sets = json.loads(proc.stdout)
-    assert [m["commit"] for m in sets] == [C2, C1]
-    assert sets[0]["mode"] == "full" and sets[0]["project"] == "proj"
-    assert sorted(f["path"] for f in sets[1]["files"]) == sorted(FILES)
-    assert all(len(f["sha256"]) == 64 for f in sets[1]["files"])
+    commits = json.loads(proc.stdout)
+    assert [c["commit"] for c in commits] == [C2, C1]
+    assert commits[0]["mode"] == "full" and commits[0]["project"] == "proj"
+    assert commits[0]["run_id"] == "r" + C2[:11] and commits[0]["resolved"] is True
+    assert commits[1]["files"] == len(PRODUCTS) and commits[1]["size"] == sum(map(len, PRODUCTS.values()))
+    assert [s["run_id"] for s in commits[1]["sets"]] == ["r" + C1[:11]]
+    sets = json.loads(run_cli("artifacts", "list", "--json", "--all", check=0, cwd=path).stdout)
+    assert [s["commit"] for s in sets] == [C2, C1]
+    assert set(sets[0]) == {"project", "commit", "short_commit", "run_id", "mode", "status", "dirty",
+                            "started_at", "finished_at", "files", "size", "damaged"}
 
 
 def test_artifacts_list_project_option_from_anywhere(tmp_path: Path, home: Path) -> None:
@@ -288,11 +334,12 @@ def test_artifacts_download_by_sha_or_prefix(tmp_path: Path, home: Path, ref: st
     put(home, tmp_path, C3, files={"soopervisor.log": b"other\n"})
     to = tmp_path / "out"
     proc = run_cli("artifacts", "download", ref, "--to", str(to), check=0, cwd=path)
-    assert f"downloaded {len(FILES)} files of proj @ {C1[:7]}" in proc.stdout
+    assert f"downloaded {len(PRODUCTS)} files of proj @ {C1[:7]} run r{C1[:11]}" in proc.stdout
     assert "sha256 verified" in proc.stdout
     got = files_under(to)
-    manifest = json.loads(got.pop("manifest.json"))
-    assert got == FILES
+    manifest = json.loads(got.pop(".soopervisor/manifest.json"))
+    assert got.pop(".soopervisor/soopervisor.log") == FILES["soopervisor.log"]
+    assert got == PRODUCTS
     assert manifest["commit"] == C1
 
 
@@ -308,15 +355,72 @@ def test_artifacts_download_latest_is_newest_finished(tmp_path: Path, home: Path
     assert C3[:7] in proc.stdout
     assert (to / "output" / "a.txt").read_bytes() == b"from C3\n"
     assert (to / "output" / "sub" / "b.bin").read_bytes() == bytes(range(256))
-    assert json.loads((to / "manifest.json").read_text())["commit"] == C3
+    assert json.loads((to / ".soopervisor" / "manifest.json").read_text())["commit"] == C3
+
+
+def test_artifacts_download_picks_the_good_set_or_the_run_asked_for(tmp_path: Path, home: Path) -> None:
+    """Issue 11, case 1: a cancelled re-run never hides the commit's good set; --run reaches the other."""
+    path = make_project(tmp_path)
+    put(home, tmp_path, C1, run_id="full1", mode="full", finished_at="2024-05-01T10:00:00Z",
+        files={"output/sales.csv": b"full\n"})
+    put(home, tmp_path, C1, run_id="sample1", mode="sample", finished_at="2024-05-01T11:00:00Z",
+        files={"output/sales.csv": b"sample\n"})
+    put(home, tmp_path, C1, run_id="stopped", mode="full", status="cancelled", finished_at="2024-05-01T12:00:00Z",
+        files={"output/partial.csv": b"half\n"})
+    for args, expected in ((("latest",), b"full\n"), ((C1[:7],), b"full\n"), ((C1, "--mode", "sample"), b"sample\n")):
+        to = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
+        run_cli("artifacts", "download", *args, "--to", str(to), check=0, cwd=path)
+        assert (to / "output" / "sales.csv").read_bytes() == expected, args
+    to = tmp_path / "stopped"
+    proc = run_cli("artifacts", "download", C1, "--run", "stopped", "--to", str(to), check=0, cwd=path)
+    assert "(cancelled)" in proc.stdout
+    assert (to / "output" / "partial.csv").read_bytes() == b"half\n"
+    proc = run_cli("artifacts", "download", C1, "--run", "nope", "--to", str(tmp_path / "x"), check=2, cwd=path)
+    assert "no set of run 'nope'" in proc.stderr
+
+
+def test_artifacts_download_of_a_commit_without_a_succeeded_set_names_its_runs(tmp_path: Path, home: Path) -> None:
+    path = make_project(tmp_path)
+    put(home, tmp_path, C1, run_id="broke", status="failed")
+    to = tmp_path / "out"
+    proc = run_cli("artifacts", "download", C1, "--to", str(to), check=2, cwd=path)
+    assert "no succeeded set" in proc.stderr and "run broke failed" in proc.stderr
+    assert "--run broke" in proc.stderr
+    assert not to.exists()
 
 
 def test_artifacts_download_default_target(tmp_path: Path, home: Path) -> None:
     path = make_project(tmp_path)
     put(home, tmp_path, C1)
     run_cli("artifacts", "download", "latest", check=0, cwd=path)
-    target = path / f"artifacts-{C1[:7]}"
+    target = path / f"artifacts-{C1[:7]}-r{C1[:11]}"
     assert (target / "output" / "data.csv").read_bytes() == FILES["output/data.csv"]
+
+
+def test_artifacts_download_never_mixes_two_sets(tmp_path: Path, home: Path) -> None:
+    """Issue 11, case 7: a folder holding another set (or anything else) is refused, and nothing is written."""
+    path = make_project(tmp_path)
+    put(home, tmp_path, C1)
+    put(home, tmp_path, C3, files={"output/other.csv": b"c3\n"})
+    to = tmp_path / "out"
+    run_cli("artifacts", "download", C1, "--to", str(to), check=0, cwd=path)
+    before = files_under(to)
+    proc = run_cli("artifacts", "download", C3, "--to", str(to), check=2, cwd=path)
+    assert "not empty" in proc.stderr and "hint:" in proc.stderr
+    assert files_under(to) == before
+    run_cli("artifacts", "download", C1, "--to", str(to), check=0, cwd=path)  # the same set: refreshed
+
+
+def test_artifacts_download_into_a_missing_parent_or_a_file(tmp_path: Path, home: Path) -> None:
+    path = make_project(tmp_path)
+    put(home, tmp_path, C1)
+    deep = tmp_path / "new" / "deeper" / "out"
+    run_cli("artifacts", "download", C1, "--to", str(deep), check=0, cwd=path)
+    assert (deep / "output" / "data.csv").exists()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    proc = run_cli("artifacts", "download", C1, "--to", str(blocker / "out"), check=2, cwd=path)
+    assert "error:" in proc.stderr and "hint:" in proc.stderr
 
 
 def test_artifacts_download_unknown_commit(tmp_path: Path, home: Path) -> None:
@@ -348,14 +452,14 @@ def test_artifacts_download_ambiguous_prefix(tmp_path: Path, home: Path) -> None
     assert not to.exists() or not any(to.iterdir())
     # one more character makes it unique
     run_cli("artifacts", "download", "abcd2", "--to", str(to), check=0, cwd=path)
-    assert json.loads((to / "manifest.json").read_text())["commit"] == C2
+    assert json.loads((to / ".soopervisor" / "manifest.json").read_text())["commit"] == C2
 
 
 @pytest.mark.parametrize("same_size", [True, False])
 def test_artifacts_download_corrupted_file(tmp_path: Path, home: Path, same_size: bool) -> None:
     path = make_project(tmp_path)
     stored = put(home, tmp_path, C1)
-    victim = stored / "output" / "data.csv"
+    victim = stored / "files" / "output" / "data.csv"
     data = victim.read_bytes()
     victim.write_bytes(data[:-2] + b"9\n" if same_size else data + b"extra\n")
     to = tmp_path / "out"
@@ -363,10 +467,7 @@ def test_artifacts_download_corrupted_file(tmp_path: Path, home: Path, same_size
     assert "output/data.csv" in proc.stderr
     assert ("sha256 does not match" if same_size else "does not match the manifest") in proc.stderr
     assert "hint:" in proc.stderr
-    assert not (to / "output" / "data.csv").exists()
-    assert not (to / "manifest.json").exists()  # an incomplete download is never marked complete
-    leftovers = [p.name for p in to.rglob("*") if p.name.endswith(".part")]
-    assert leftovers == []
+    assert not to.exists()  # all or nothing: the folder the download made is gone too
 
 
 def test_artifacts_download_refuses_escaping_names(tmp_path: Path, home: Path) -> None:
@@ -374,7 +475,7 @@ def test_artifacts_download_refuses_escaping_names(tmp_path: Path, home: Path) -
     stored = put(home, tmp_path, C1)
     evil = b"owned\n"
     # a file the name really points at, so only the check stands between it and the disk
-    (stored.parent / "evil").write_bytes(evil)
+    (stored / "evil").write_bytes(evil)
     manifest = json.loads((stored / "manifest.json").read_text())
     manifest["files"].append(
         {"path": "../evil", "size": len(evil), "sha256": hashlib.sha256(evil).hexdigest()}
@@ -382,22 +483,50 @@ def test_artifacts_download_refuses_escaping_names(tmp_path: Path, home: Path) -
     (stored / "manifest.json").write_text(json.dumps(manifest))
     work = tmp_path / "work"
     to = work / "out"
+    # such a manifest is a damaged set: listed as one, never downloaded
+    proc = run_cli("artifacts", "download", C1, "--run", "r" + C1[:11], "--to", str(to), check=3, cwd=path)
+    assert "outside the set" in proc.stderr and "hint:" in proc.stderr
+    assert not work.exists() and not (tmp_path / "evil").exists()
     proc = run_cli("artifacts", "download", C1, "--to", str(to), check=2, cwd=path)
-    assert "unsafe file name '../evil'" in proc.stderr
-    assert not (work / "evil").exists()
-    assert not (tmp_path / "evil").exists()
-    assert sorted(p.name for p in work.rglob("*") if p.is_file()) == []
+    assert "damaged" in proc.stderr
+    assert not work.exists()
+
+
+# -- artifacts prune -----------------------------------------------------------------
+
+
+def test_artifacts_prune_keeps_the_last_sets_and_the_good_one(tmp_path: Path, home: Path) -> None:
+    path = make_project(tmp_path)
+    put(home, tmp_path, C1, run_id="good", finished_at="2024-05-01T10:00:00Z")
+    for i in range(1, 4):
+        put(home, tmp_path, C1, run_id=f"bad{i}", status="failed", finished_at=f"2024-05-0{i + 1}T10:00:00Z")
+    proc = run_cli("artifacts", "prune", "--keep", "1", "--dry-run", check=0, cwd=path)
+    assert sorted(line.split()[6] for line in proc.stdout.splitlines()[:-1]) == ["bad1", "bad2"]
+    assert "would remove 2 sets" in proc.stdout
+    assert len(json.loads(run_cli("artifacts", "list", "--json", "--all", check=0, cwd=path).stdout)) == 4
+    proc = run_cli("artifacts", "prune", "--keep", "1", check=0, cwd=path)
+    assert "removed 2 sets" in proc.stdout and f"removed proj @ {C1[:7]} run bad1 (sample failed)" in proc.stdout
+    sets = json.loads(run_cli("artifacts", "list", "--json", "--all", check=0, cwd=path).stdout)
+    assert [s["run_id"] for s in sets] == ["bad3", "good"]
+    proc = run_cli("artifacts", "prune", "--keep", "0", check=0, cwd=path)
+    assert [s["run_id"] for s in json.loads(run_cli("artifacts", "list", "--json", "--all", check=0,
+                                                    cwd=path).stdout)] == ["good"]
+    run_cli("artifacts", "prune", "--keep", "-1", check=2, cwd=path)
 
 
 # -- runs --------------------------------------------------------------------------
 
 
 def _run(project: str, commit: str, started: str, finished: str | None, status: str, mode: str = "sample") -> Run:
-    return Run(
+    run = Run(
         project=project, project_path=f"/src/{project}", commit=commit, dirty=False, mode=mode,
         status=status, started_at=started, finished_at=finished,
         exit_code={"succeeded": 0, "failed": 1}.get(status),
     )
+    if status == "running":  # owned by this (live) test process, with a lease: it stays running
+        run.owner_host, run.owner_pid = this_host(), os.getpid()
+        run.owner_started, run.lease_until = process_started(os.getpid()), lease_until(600)
+    return run
 
 
 def test_runs_newest_first(home: Path) -> None:
@@ -423,6 +552,39 @@ def test_runs_newest_first(home: Path) -> None:
 
     proc = run_cli("runs", "--project", "proj", "--limit", "1", check=0)
     assert [line.split()[0] for line in proc.stdout.splitlines()[1:]] == [mid.id]
+
+
+def test_runs_on_a_damaged_run_history_is_a_plain_error_with_a_hint(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "runs.sqlite").write_bytes(b"this is not an SQLite database, it was overwritten\n" * 100)
+    for args in (("runs",), ("stop", "abc123")):
+        proc = run_cli(*args, check=3)
+        assert str(home / "runs.sqlite") in proc.stderr and "is damaged" in proc.stderr
+        assert "hint: move it aside" in proc.stderr
+
+
+def test_runs_of_an_older_run_history_are_migrated_and_a_stuck_run_reaped(home: Path) -> None:
+    """A runs.sqlite of the previous release (no owner, lease or executor columns)."""
+    old_columns = ["project", "project_path", "commit", "dirty", "mode", "status", "id", "exit_code",
+                   "started_at", "finished_at", "log_path", "storage_url", "image", "failed_task", "error"]
+    home.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(home / "runs.sqlite") as db:
+        db.execute("CREATE TABLE runs (" + ", ".join(f'"{c}" TEXT' for c in old_columns) + ", PRIMARY KEY (id))")
+        rows = [("proj", "/src", C1, 0, "sample", "succeeded", "done0000aaaa", 0, "2024-05-01T10:00:00.000Z",
+                 "2024-05-01T10:00:09.000Z", None, None, None, None, None),
+                # left "running" for ever by a process of the old release that died
+                ("proj", "/src", C2, 0, "full", "running", "stuck000bbbb", None, "2024-05-02T10:00:00.000Z",
+                 None, None, str(home / "artifacts"), None, None, None)]
+        db.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(old_columns))})", rows)
+
+    runs = json.loads(run_cli("runs", "--json", check=0).stdout)
+    by_id = {r["id"]: r for r in runs}
+    assert by_id["done0000aaaa"]["status"] == "succeeded" and by_id["done0000aaaa"]["owner_pid"] is None
+    stuck = by_id["stuck000bbbb"]
+    assert stuck["status"] == "interrupted" and "an older soopervisor" in stuck["error"]
+    with sqlite3.connect(home / "runs.sqlite") as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    assert {"owner_host", "owner_pid", "owner_started", "lease_until", "executor"} <= columns
 
 
 def test_runs_empty(home: Path) -> None:
@@ -480,7 +642,7 @@ def test_run_help_shows_examples() -> None:
 
 def test_artifacts_help() -> None:
     proc = run_cli("artifacts", "--help", check=0)
-    assert "list" in proc.stdout and "download" in proc.stdout
+    assert "list" in proc.stdout and "download" in proc.stdout and "prune" in proc.stdout
 
 
 def test_unknown_option_is_a_usage_error() -> None:

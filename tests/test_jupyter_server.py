@@ -41,8 +41,11 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture
-def jp_server_config():
-    return {"ServerApp": {"jpserver_extensions": {"soopervisor_jupyter": True}}}
+def jp_server_config(request, tmp_path):
+    config = {"ServerApp": {"jpserver_extensions": {"soopervisor_jupyter": True}}}
+    if request.node.get_closest_marker("team_storage"):  # c.Soopervisor.storage, as an operator sets it
+        config["Soopervisor"] = {"storage": str(tmp_path / "team-storage")}
+    return config
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -130,27 +133,33 @@ def fake_run(status: str, log: Path, project: str = "proj", **kw) -> Run:
     return RunStore().add(run)
 
 
-def store_set(tmp_path: Path, project: str, commit: str, files: dict[str, bytes]) -> dict:
-    src = tmp_path / f"set-{project}-{commit[:7]}"
+def store_set(tmp_path: Path, project: str, commit: str, files: dict[str, bytes], run_id: str = "r1",
+              status: str = "succeeded", mode: str = "sample") -> dict:
+    """Store a run's set: ``files`` are its products, plus a log."""
+    src = tmp_path / f"set-{project}-{commit[:7]}-{run_id}"
+    (src / "files").mkdir(parents=True)
     for name, data in files.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_bytes(data)
+        (src / "files" / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / "files" / name).write_bytes(data)
+    (src / "soopervisor.log").write_bytes(b"log of " + run_id.encode() + b"\n")
     manifest = write_manifest(
         src,
         project=project,
         commit=commit,
-        mode="sample",
-        status="succeeded",
+        run_id=run_id,
+        mode=mode,
+        status=status,
         started_at=now_iso(),
         finished_at=now_iso(),
     )
-    open_storage().put_set(project, commit, src)
+    open_storage().put_set(project, commit, run_id, src)
     return manifest
 
 
-def stored_bytes(tmp_path: Path, project: str, commit: str, name: str) -> bytes:
+def stored_bytes(tmp_path: Path, project: str, commit: str, name: str, run_id: str = "r1") -> bytes:
+    """A product's bytes, read straight from the storage."""
     dest = tmp_path / "stored-copy"
-    open_storage().get_file(project, commit, name, dest)
+    open_storage().get_file(project, commit, run_id, f"files/{name}", dest)
     return dest.read_bytes()
 
 
@@ -368,12 +377,12 @@ async def test_cloud_storage_not_signed_in_is_a_503_naming_the_login(jp_fetch, j
 
 @on_loop
 async def test_an_unexpected_error_says_little_and_shows_no_traceback(jp_fetch, monkeypatch):
-    import soopervisor
+    from soopervisor.service import RunService
 
-    def broken(**_kw):
+    def broken(self, **_kw):
         raise RuntimeError("password=hunter2 in the middle of a bug")
 
-    monkeypatch.setattr(soopervisor, "list_runs", broken)
+    monkeypatch.setattr(RunService, "list", broken)  # the runs route translates to the run service
     status, body = await api(jp_fetch, "runs")
     assert status == 500 and "hunter2" not in json.dumps(body) and body["hint"]
 
@@ -475,25 +484,26 @@ async def test_commits_files_zip_and_unsafe_names(
     files = {
         "output/data.csv": b"x\n1\n2\n",
         "output/deep/b.bin": bytes(range(256)) * 1000,
-        "soopervisor.log": b"log\n",
+        "soopervisor.log": b"a product named like our log\n",
     }
     store_set(tmp_path, "proj", COMMIT, files)
     other = "fedcba9876543210fedcba9876543210fedcba98"
     await asyncio.sleep(0.01)
-    store_set(tmp_path, "proj", other, {"output/data.csv": b"newer\n"})
+    store_set(tmp_path, "proj", other, {"output/data.csv": b"newer\n"}, run_id="r2")
 
     status, body = await api(jp_fetch, "projects", "proj", "commits")
     assert status == 200 and [c["commit"] for c in body["commits"]] == [other, COMMIT]
     older = body["commits"][1]
-    assert older["short_commit"] == COMMIT[:7] and older["files"] == 3
+    assert older["short_commit"] == COMMIT[:7] and older["files"] == 3 and older["run_id"] == "r1"
     assert older["size"] == sum(len(v) for v in files.values()) and older["status"] == "succeeded"
+    assert [s["run_id"] for s in older["sets"]] == ["r1"] and older["resolved"] is True
     assert (await api(jp_fetch, "projects", "unknown", "commits")) == (200, {"commits": []})
 
     for ref in (COMMIT, COMMIT[:7], COMMIT.upper()[:10]):
         status, body = await api(jp_fetch, "projects", "proj", "commits", ref)
         assert status == 200 and body["commit"] == COMMIT, ref
         assert sorted(f["name"] for f in body["files"]) == sorted(files)
-        assert body["manifest"]["commit"] == COMMIT
+        assert body["manifest"]["commit"] == COMMIT and body["run_id"] == "r1"
     status, body = await api(jp_fetch, "projects", "proj", "commits", "latest")
     assert body["commit"] == other
 
@@ -505,8 +515,10 @@ async def test_commits_files_zip_and_unsafe_names(
 
     status, r = await api(jp_fetch, "projects", "proj", "commits", COMMIT, "zip")
     assert status == 200 and r.headers["Content-Type"] == "application/zip"
-    assert zip_names(r.body) == sorted([*files, "manifest.json"])
+    assert zip_names(r.body) == sorted([*files, ".soopervisor/manifest.json", ".soopervisor/soopervisor.log"])
     assert zipfile.ZipFile(io.BytesIO(r.body)).read("output/deep/b.bin") == files["output/deep/b.bin"]
+    assert zipfile.ZipFile(io.BytesIO(r.body)).read("soopervisor.log") == files["soopervisor.log"]
+    assert zipfile.ZipFile(io.BytesIO(r.body)).read(".soopervisor/soopervisor.log") == b"log of r1\n"
 
     # unknown commit, file, project
     for parts in (
@@ -527,11 +539,14 @@ async def test_commits_files_zip_and_unsafe_names(
         "output/%2e%2e/%2e%2e/x",
         "output%2f..%2f..%2fmanifest.json",
         "%2fetc%2fpasswd",
-        "output/..%5c..%5cx",
     ):
         r = await raw_fetch(raw_url(jp_http_port, jp_base_url, base + tail), headers=jp_auth_header)
         assert r.code in (400, 403), (tail, r.code, r.body)
         check_error(r.code, r.body)
+    # backslashes are legal in a POSIX name: only a file the set lists by that very name is served
+    r = await raw_fetch(raw_url(jp_http_port, jp_base_url, base + "output/..%5c..%5cx"), headers=jp_auth_header)
+    assert r.code == 404
+    check_error(r.code, r.body)
     for tail in (
         "projects/%2e%2e/commits",
         "projects/..%2f..%2fetc/commits/latest",
@@ -540,6 +555,80 @@ async def test_commits_files_zip_and_unsafe_names(
         r = await raw_fetch(raw_url(jp_http_port, jp_base_url, tail), headers=jp_auth_header)
         assert r.code in (400, 403, 404), (tail, r.code)
         check_error(r.code, r.body)
+
+
+@on_loop
+async def test_every_run_keeps_its_set_and_a_damaged_one_is_one_line(jp_fetch, tmp_path):
+    """Issue 11, cases 1 and 5, over REST: one summary per commit (the set it resolves to), every set
+    reachable by ?run=, a damaged manifest a line of its own and never a 500 for the list."""
+    nine = {f"output/part-{i}.csv": b"%d\n" % i for i in range(8)} | {"output/sales.csv": b"region,total\n"}
+    store_set(tmp_path, "proj", COMMIT, nine, run_id="good", mode="full")
+    await asyncio.sleep(0.01)
+    store_set(tmp_path, "proj", COMMIT, {"output/partial.csv": b"p"}, run_id="stopped", status="cancelled")
+    await asyncio.sleep(0.01)
+    store_set(tmp_path, "proj", COMMIT, {"output/sales.csv": b"sample\n"}, run_id="sample", mode="sample")
+    other = "fedcba9876543210fedcba9876543210fedcba98"
+    await asyncio.sleep(0.01)
+    store_set(tmp_path, "proj", other, {"x": b"x"}, run_id="bad")
+    manifest = Path(open_storage().url) / "proj" / other / "bad" / "manifest.json"
+    manifest.write_text('{"files": 5}')
+
+    status, body = await api(jp_fetch, "projects", "proj", "commits")
+    assert status == 200
+    by_commit = {c["commit"]: c for c in body["commits"]}
+    mine = by_commit[COMMIT]
+    assert (mine["run_id"], mine["status"], mine["files"], mine["resolved"]) == ("good", "succeeded", 9, True)
+    assert [s["run_id"] for s in mine["sets"]] == ["sample", "stopped", "good"]
+    bad = by_commit[other]
+    assert (bad["status"], bad["resolved"]) == ("damaged", False) and "manifest" in bad["damaged"]
+
+    status, body = await api(jp_fetch, "projects", "proj", "commits", COMMIT)
+    assert (body["run_id"], len(body["files"])) == ("good", 9) and body["set"]["status"] == "succeeded"
+    status, body = await api(jp_fetch, "projects", "proj", "commits", COMMIT, params={"mode": "sample"})
+    assert body["run_id"] == "sample"
+    status, body = await api(jp_fetch, "projects", "proj", "commits", COMMIT, params={"run": "stopped"})
+    assert body["run_id"] == "stopped" and [f["name"] for f in body["files"]] == ["output/partial.csv"]
+    status, r = await api(jp_fetch, "projects", "proj", "commits", COMMIT, "files", "output/sales.csv",
+                          params={"run": "sample"})
+    assert status == 200 and r.body == b"sample\n"
+    status, r = await api(jp_fetch, "projects", "proj", "commits", COMMIT, "zip", params={"run": "stopped"})
+    assert status == 200 and "output/partial.csv" in zip_names(r.body)
+    assert 'filename="proj-' + COMMIT[:7] + '-stopped.zip"' in r.headers["Content-Disposition"]
+    status, body = await api(jp_fetch, "projects", "proj", "commits", COMMIT, params={"mode": "quick"})
+    assert status == 400 and body["error"]
+    status, body = await api(jp_fetch, "projects", "proj", "commits", other)
+    assert status == 404 and "no succeeded set" in body["error"] and "run=" in body["hint"]
+    status, body = await api(jp_fetch, "projects", "proj", "commits", other, params={"run": "bad"})
+    assert status == 500 and "damaged" in body["error"] and body["hint"]
+
+
+@pytest.mark.team_storage
+@on_loop
+async def test_the_storage_comes_from_the_server_configuration(jp_fetch, jp_serverapp, tmp_path, monkeypatch):
+    """c.Soopervisor.storage, not a module global: the routes read the configured storage only."""
+    team = tmp_path / "team-storage"
+    monkeypatch.setenv("SOOPERVISOR_STORAGE", str(team))  # store_set writes to the default storage
+    store_set(tmp_path, "proj", COMMIT, {"output/a.csv": b"a\n"}, run_id="team")
+    monkeypatch.delenv("SOOPERVISOR_STORAGE")
+    store_set(tmp_path, "proj", "fedcba9876543210fedcba9876543210fedcba98", {"b": b"b"}, run_id="home")
+
+    assert jp_serverapp.web_app.settings["soopervisor_service"].storage == str(team)
+    status, body = await api(jp_fetch, "projects", "proj", "commits")
+    assert status == 200 and [c["run_id"] for c in body["commits"]] == ["team"]
+    status, r = await api(jp_fetch, "projects", "proj", "commits", COMMIT, "files", "output/a.csv")
+    assert status == 200 and r.body == b"a\n"
+
+
+@on_loop
+async def test_a_name_that_is_not_utf8_is_served(jp_fetch, jp_http_port, jp_base_url, jp_auth_header, tmp_path):
+    store_set(tmp_path, "proj", COMMIT, {"output/x\udcff.bin": b"raw name"})
+    _, body = await api(jp_fetch, "projects", "proj", "commits", COMMIT)
+    (name,) = [f["name"] for f in body["files"]]
+    assert name == "output/x\udcff.bin"  # JSON escapes the byte as the surrogate it is stored by
+    url = raw_url(jp_http_port, jp_base_url, f"projects/proj/commits/{COMMIT}/files/output/x%FF.bin")
+    r = await raw_fetch(url, headers=jp_auth_header)
+    assert r.code == 200 and r.body == b"raw name"
+    assert "x%EF%BF%BD.bin" in r.headers["Content-Disposition"]  # shown as U+FFFD
 
 
 # -- real runs ----------------------------------------------------------------------------------------------
@@ -587,13 +676,13 @@ async def test_a_real_run_followed_resumed_and_its_artifacts_downloaded(
     assert [c["commit"] for c in body["commits"]] == [run["commit"]]
     status, body = await api(jp_fetch, "projects", "proj", "commits", run["short_commit"])
     names = [f["name"] for f in body["files"]]
-    assert "output/data.csv" in names and "soopervisor.log" in names
+    assert "output/data.csv" in names and body["run_id"] == run["id"]
 
     status, r = await api(jp_fetch, "projects", "proj", "commits", "latest", "files", "output/data.csv")
-    assert status == 200 and r.body == stored_bytes(tmp_path, "proj", run["commit"], "output/data.csv")
+    assert status == 200 and r.body == stored_bytes(tmp_path, "proj", run["commit"], "output/data.csv", run["id"])
     assert r.body.startswith(b"x\n")
     status, r = await api(jp_fetch, "projects", "proj", "commits", run["commit"], "zip")
-    assert zip_names(r.body) == sorted([*names, "manifest.json"])
+    assert zip_names(r.body) == sorted([*names, ".soopervisor/manifest.json", ".soopervisor/soopervisor.log"])
 
     status, body = await api(jp_fetch, "projects", "proj", "commits", "ffffffff")
     assert status == 404

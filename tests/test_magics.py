@@ -165,25 +165,25 @@ def stored(tmp_path) -> LocalStorage:
     import pandas as pd
 
     src = tmp_path / "set"
-    (src / "output").mkdir(parents=True)
-    pd.DataFrame({"x": [1, 2]}).to_parquet(src / "output/table.parquet")
+    (src / "files" / "output").mkdir(parents=True)
+    pd.DataFrame({"x": [1, 2]}).to_parquet(src / "files/output/table.parquet")
     for name, data in FILES.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_bytes(data)
-    write_manifest(src, project="sales", commit=SHA, mode="sample", status="succeeded",
+        (src / "files" / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / "files" / name).write_bytes(data)
+    write_manifest(src, project="sales", commit=SHA, run_id="r1", mode="sample", status="succeeded",
                    finished_at="2024-05-01T10:00:00Z")
     storage = LocalStorage(tmp_path / "store")
-    storage.put_set("sales", SHA, src)
+    storage.put_set("sales", SHA, "r1", src)
     return storage
 
 
 def test_artifacts_display_has_name_size_and_link(stored):
     arts = soopervisor.get_artifacts(SHA[:8], project="sales", storage=stored.url)
     page = arts._repr_html_()
-    link = f"/soopervisor/api/projects/sales/commits/{SHA}/files/output/data.csv"
+    link = f"/soopervisor/api/projects/sales/commits/{SHA}/files/output/data.csv?run=r1"  # this very set
     assert f"href='{link}'" in page and "download='data.csv'" in page
     assert "output/data.csv" in page and "12 B" in page and "8 files" in page
-    assert "output/a &lt;b&gt;.txt" in page and "files/output/a%20%3Cb%3E.txt" in page  # escaped and quoted
+    assert "output/a &lt;b&gt;.txt" in page and "files/output/a%20%3Cb%3E.txt?run=r1" in page  # escaped, quoted
     assert "arts.load(" in page
 
 
@@ -218,10 +218,20 @@ def test_artifacts_magic_lists_commits_and_shows_one(shell, stored):
     result, _ = run_cell(shell, f"%soopervisor artifacts --project sales --storage {stored.url}")
     view = result.result
     assert isinstance(view, CommitsView)
-    assert SHA[:7] in repr(view) and "succeeded" in repr(view)
-    assert f"<code>{SHA[:7]}</code>" in view._repr_html_()
+    assert SHA[:7] in repr(view) and "succeeded" in repr(view) and "r1" in repr(view)
+    assert f"<code>{SHA[:7]}</code>" in view._repr_html_() and "<code>r1</code>" in view._repr_html_()
     result, _ = run_cell(shell, f"%soopervisor artifacts {SHA[:6]} --project sales --storage {stored.url}")
-    assert result.result.commit == SHA
+    assert result.result.commit == SHA and result.result.run_id == "r1"
+    result, _ = run_cell(shell, f"%soopervisor artifacts {SHA[:6]} --run r1 --project sales --storage {stored.url}")
+    assert result.result.run_id == "r1"
+
+
+def test_artifacts_magic_shows_a_damaged_set_as_one_line(shell, stored):
+    (stored.root / "sales" / SHA / "r1" / "manifest.json").write_text('{"files": 5}')
+    result, _ = run_cell(shell, f"%soopervisor artifacts --project sales --storage {stored.url}")
+    text = repr(result.result)
+    assert "damaged" in text and SHA[:7] in text
+    assert "damaged" in result.result._repr_html_()
 
 
 def test_artifacts_magic_outside_a_project_says_what_to_do(shell, tmp_path, monkeypatch):
@@ -396,3 +406,11 @@ def test_stop_button_cancels_the_run(shell, tmp_path, engine):
     assert run.status == "cancelled"
     assert "cancelled" in widget.status.value and widget.stop_button.disabled
     assert not engine.containers.list(all=True, filters={"label": f"soopervisor.run={run.id}"})
+
+
+def test_widget_takes_the_stage_from_the_run_when_a_secret_masks_the_marker():
+    run = fake_run()
+    widget = LogWidget(run)
+    run.stage = "build pipeline"  # the service records it from the raw log
+    widget.append("==> ***opervisor: build pipeline\n")  # what a secret `so` leaves of the marker
+    assert widget.stage == "build pipeline" and "stage: build pipeline" in widget.status.value

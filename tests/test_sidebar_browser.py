@@ -140,7 +140,7 @@ def test_sample_run_from_the_sidebar(engine, lab: JupyterLab, page, server_root:
     with page.expect_download() as info:
         commit_row.locator(tid("sv-commit-zip")).click()
     names = zipfile.ZipFile(io.BytesIO(Path(info.value.path()).read_bytes())).namelist()
-    assert "output/data.csv" in names and "manifest.json" in names
+    assert "output/data.csv" in names and ".soopervisor/manifest.json" in names
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#soopervisor-panel").screenshot(path=str(ARTIFACTS / "sidebar.png"))
