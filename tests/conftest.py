@@ -29,12 +29,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _pick_image(client) -> str:
     """The image tests run on: SOOPERVISOR_TEST_IMAGE, the public default, or the offline one."""
+    import docker
+
     wanted = [os.environ.get("SOOPERVISOR_TEST_IMAGE"), config.DEFAULT_IMAGE, config.OFFLINE_IMAGE]
     for name in filter(None, wanted):
         try:
             client.images.get(name)
             return name
-        except Exception:
+        except docker.errors.ImageNotFound:
             continue
     pytest.fail(
         f"no base image in the engine (tried {wanted}); run scripts/setup, "
@@ -83,6 +85,7 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: f
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,  # the exit code is asserted below, with the output
     )
     if check is not None:
         assert proc.returncode == check, (
