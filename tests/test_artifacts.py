@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from soopervisor import artifacts
+import soopervisor.artifacts.download as artifacts_download
+import soopervisor.artifacts.extract as artifacts_extract
+from soopervisor import config
 from soopervisor.artifacts import (
     ArtifactFile,
     SetSummary,
@@ -177,7 +179,7 @@ def test_safe_extract_raises_when_the_disk_is_full(tmp_path: Path, monkeypatch: 
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(artifacts, "_write_member", full)
+    monkeypatch.setattr(artifacts_extract, "_write_member", full)
     with pytest.raises(OSError, match="No space"):
         safe_extract(make_tar([("a", "file", b"a")]), tmp_path)
 
@@ -468,7 +470,7 @@ def test_a_full_disk_during_a_download_leaves_nothing(store: LocalStorage, tmp_p
         real(project, commit, run_id, name, dest)
 
     monkeypatch.setattr(store, "get_file", filling)
-    monkeypatch.setattr(artifacts, "DOWNLOAD_WORKERS", 1)
+    monkeypatch.setattr(artifacts_download, "DOWNLOAD_WORKERS", 1)
     to = tmp_path / "parent" / "to"
     with pytest.raises(UsageError) as e:
         download_set(store, "p", C1, to)
@@ -485,7 +487,7 @@ def test_a_full_disk_during_a_download_leaves_nothing(store: LocalStorage, tmp_p
 
 def test_a_failure_while_moving_files_into_place_takes_them_back(store: LocalStorage, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch):
-    real = artifacts._place
+    real = artifacts_download._place
 
     def place(to, rel, tmp, placed):
         if rel.endswith("manifest.json"):  # the products are in place by now
@@ -493,7 +495,7 @@ def test_a_failure_while_moving_files_into_place_takes_them_back(store: LocalSto
             raise OSError(28, "No space left on device")
         return real(to, rel, tmp, placed)
 
-    monkeypatch.setattr(artifacts, "_place", place)
+    monkeypatch.setattr(artifacts_download, "_place", place)
     to = tmp_path / "existing"
     to.mkdir()
     with pytest.raises(UsageError, match="No space left"):
@@ -554,7 +556,7 @@ def test_artifacts_path_caches_by_run_and_redownloads(store: LocalStorage, monke
     monkeypatch.setattr(arts.storage, "get_file", lambda *a: (calls.append(a[3]), real(*a)))
 
     p = arts.path("sub/b.bin")
-    assert p == artifacts.config.cache_dir() / "p" / C1 / "r1" / "files" / "sub" / "b.bin"
+    assert p == config.cache_dir() / "p" / C1 / "r1" / "files" / "sub" / "b.bin"
     assert p.read_bytes() == b"\x00" * 10
     assert arts.path("sub/b.bin") == p
     assert calls == ["files/sub/b.bin"]  # reused

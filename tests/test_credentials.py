@@ -69,7 +69,7 @@ def test_every_saved_or_loaded_value_is_masked_from_then_on():
     credentials.save("onedrive", {"token": {"refresh": "very-secret-refresh-token"}, "n": "1"})
     assert CREDENTIALS.redact("got very-secret-refresh-token!") == "got ***!"
     assert "1" not in CREDENTIALS.secrets  # short values would mask ordinary text
-    # a run's redactor is built with them (service.ActiveRun), so its log cannot show them
+    # a run's redactor is built with them (lifecycle.ActiveRun), so its log cannot show them
     run_redactor = Redactor([*CREDENTIALS.secrets])
     assert "very-secret" not in run_redactor.redact("very-secret-refresh-token")
 

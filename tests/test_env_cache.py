@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from soopervisor import git
+from soopervisor.environment import env_hash, env_inputs
 from soopervisor.errors import UsageError
 from soopervisor.project import inspect
-from soopervisor.service import env_hash, env_inputs
 
 from .projects import VALID, commit_all, make_project, write
 

@@ -9,7 +9,7 @@ import pytest
 
 import soopervisor
 from soopervisor.errors import RunNotFound
-from soopervisor.service import LogTail
+from soopervisor.logtail import LogTail
 
 from .conftest import cli
 from .projects import function_task, make_project

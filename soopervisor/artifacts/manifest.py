@@ -1,0 +1,215 @@
+"""A set's manifest: writing it (``write_manifest``) and checking one read back from storage.
+
+The manifest lists every product and the log with size and sha256, and what
+the run was (MANIFEST_FIELDS); schema 2, with the old layout (schema 1) read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from soopervisor.errors import UnsafePath
+from soopervisor.storage import MANIFEST, check_relpath
+from soopervisor.storage.base import FILES, LOG, SCHEMA
+
+LOG_NAME = LOG
+_BLOCK = 1 << 20  # sha256 read block
+_HEX = set("0123456789abcdef")
+
+#: the fields a run gives write_manifest; "files" and "schema" are computed
+MANIFEST_FIELDS = (
+    "project",
+    "commit",
+    "dirty",
+    "mode",
+    "status",
+    "exit_code",
+    "started_at",
+    "finished_at",
+    "image",
+    "image_digest",
+    "env_hash",
+    "soopervisor_version",
+    "log",
+    "run_id",
+    "failed_task",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    """One file of a set as its manifest lists it."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+# -- writing a manifest ---------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entries(root: Path) -> list[dict[str, Any]]:
+    """``{"path", "size", "sha256"}`` of every regular file under ``root``, by path.
+
+    Links are not followed and not listed.
+    """
+    root = Path(root)
+    entries = []
+    for dirpath, _dirs, files in os.walk(root):  # os.walk does not follow links
+        for f in files:
+            p = Path(dirpath) / f
+            st = p.lstat()
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            entries.append(
+                {
+                    "path": p.relative_to(root).as_posix(),
+                    "size": st.st_size,
+                    "sha256": sha256_file(p),
+                }
+            )
+    return sorted(entries, key=lambda e: e["path"])
+
+
+def _iso_utc(value: Any) -> Any:
+    """A datetime (or ISO string) as an ISO 8601 UTC string; naive means UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value
+
+
+def _log_entry(folder: Path) -> dict[str, Any] | None:
+    log_path = folder / LOG_NAME
+    try:
+        st = os.lstat(log_path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return {"path": LOG_NAME, "size": st.st_size, "sha256": sha256_file(log_path)}
+
+
+def write_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
+    """Write ``folder/manifest.json`` describing the set in ``folder``; return it.
+
+    ``folder`` is a set as ``Storage.put_set`` takes it: the products under
+    ``files/`` and the log at ``soopervisor.log``. ``files`` lists the products
+    (path relative to ``files/``, size, sha256), ``log`` the log
+    (``{"path", "size", "sha256"}``, null when there is none), ``schema`` is 2.
+    ``fields`` are the run's facts (see MANIFEST_FIELDS; absent ones are null,
+    extra ones are kept; ``log`` is always computed here).
+    """
+    reserved = {"files", "schema"} & set(fields)
+    if reserved:
+        raise TypeError(f"manifest fields computed here, not given: {', '.join(sorted(reserved))}")
+    folder = Path(folder)
+    # known fields are always present (null when absent); extra ones are kept,
+    # so a new fact from the run never breaks storing its artifacts
+    manifest: dict[str, Any] = {k: fields.get(k) for k in MANIFEST_FIELDS}
+    manifest.update({k: v for k, v in fields.items() if k not in manifest})
+    for key in ("started_at", "finished_at"):
+        manifest[key] = _iso_utc(manifest[key])
+    manifest["schema"] = SCHEMA
+    manifest["log"] = _log_entry(folder)
+    products = folder / FILES
+    has_products = products.is_dir() and not products.is_symlink()
+    manifest["files"] = file_entries(products) if has_products else []
+    # ensure_ascii: a name holding bytes that are not UTF-8 (surrogate escapes) is written as \udcXX
+    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+    tmp = folder / (MANIFEST + ".part")
+    tmp.write_text(text, encoding="ascii")
+    os.replace(tmp, folder / MANIFEST)
+    return manifest
+
+
+# -- reading a set's manifest ---------------------------------------------------------
+
+#: manifest fields that are a string or null; ``dirty`` is a bool, ``exit_code`` an int
+_STR_FIELDS = ("project", "commit", "mode", "status", "started_at", "finished_at", "image", "image_digest",
+               "env_hash", "soopervisor_version", "run_id", "failed_task", "error")
+#: what a stored set's status can be (a set is written when its run ends)
+SET_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")
+MODES = ("sample", "full")
+_DAMAGED_HINT = "the stored set is damaged; run the pipeline again to store it anew"
+
+
+class _Damaged(Exception):
+    """A manifest of the wrong shape; the message is the one-line reason."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _file_entry(e: Any, i: int) -> ArtifactFile:
+    if not (isinstance(e, dict) and isinstance(e.get("path"), str) and _is_int(e.get("size"))
+            and e["size"] >= 0 and isinstance(e.get("sha256"), str) and len(e["sha256"]) == 64
+            and set(e["sha256"].lower()) <= _HEX):
+        raise _Damaged(f"file entry {i} is not {{path, size, sha256}}")
+    try:
+        check_relpath(e["path"])
+    except UnsafePath:
+        raise _Damaged(f"file entry {i} names a path outside the set") from None
+    return ArtifactFile(e["path"], e["size"], e["sha256"].lower())
+
+
+def _checked(manifest: dict[str, Any], old_layout: bool) -> tuple[dict[str, Any], list[ArtifactFile], ArtifactFile | None]:
+    """The manifest reduced to its known fields, its products and its log; _Damaged when of the wrong shape."""
+    for key in _STR_FIELDS:
+        if manifest.get(key) is not None and not isinstance(manifest[key], str):
+            raise _Damaged(f"'{key}' is not a string")
+    if manifest.get("dirty") is not None and not isinstance(manifest["dirty"], bool):
+        raise _Damaged("'dirty' is not true or false")
+    if manifest.get("exit_code") is not None and not _is_int(manifest["exit_code"]):
+        raise _Damaged("'exit_code' is not a whole number")
+    if manifest.get("mode") not in (None, *MODES):
+        raise _Damaged("'mode' is neither sample nor full")
+    if manifest.get("status") not in (None, *SET_STATUSES):
+        raise _Damaged("'status' is not a status a run ends with")
+    raw = manifest.get("files")
+    if not isinstance(raw, list):
+        raise _Damaged("'files' is not a list")
+    files = [_file_entry(e, i) for i, e in enumerate(raw)]
+    log_entry, log_name = manifest.get("log"), None
+    if old_layout:
+        # the old layout kept the log among the files (and listed it by name)
+        log_name = log_entry if isinstance(log_entry, str) else None
+        log_file = next((f for f in files if f.name == log_name), None)
+        files = [f for f in files if f.name not in (MANIFEST, log_name)]
+    elif log_entry is None:
+        log_file = None
+    else:
+        log_file = _file_entry(log_entry, -1) if isinstance(log_entry, dict) else None
+        if log_file is None or log_file.name != LOG_NAME:
+            raise _Damaged("'log' is not {path: soopervisor.log, size, sha256}")
+    if len({f.name for f in files}) != len(files):
+        raise _Damaged("a file is listed twice")
+    clean = {k: manifest.get(k) for k in MANIFEST_FIELDS if k != "log"}
+    clean["schema"] = 1 if old_layout else SCHEMA
+    clean["files"] = [{"path": f.name, "size": f.size, "sha256": f.sha256} for f in files]
+    clean["log"] = (log_name if old_layout else
+                    log_file and {"path": log_file.name, "size": log_file.size, "sha256": log_file.sha256})
+    return clean, files, log_file

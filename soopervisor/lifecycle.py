@@ -1,0 +1,574 @@
+"""One run of this process, from recorded to stored: ``ActiveRun`` and what it writes.
+
+The sequence: environment (cached image, else built) -> pipeline container ->
+collect into the staging folder -> the run's own artifact set (manifest last)
+-> the final record. Every state change goes to the run store as it happens;
+the owner renews the run's lease and honours stop requests while it runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import posixpath
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__, config, git
+from .environment import ENV_IMAGE_REPO, _build_lock, _tar, env_hash
+from .errors import Cancelled, SoopervisorError, StorageUnavailable
+from .executors import ContainerSpec, ExecResult, Executor, ImageInfo, KeepAs
+from .logstream import LogStream
+from .redact import CREDENTIALS, Redactor
+from .runs import Run, lease_seconds, lease_until, now_iso, process_started, this_host
+from .script import env_fingerprint
+
+if TYPE_CHECKING:  # the service builds on this module: it hands itself to each run
+    from .service import RunOptions, RunService
+
+LOG_NAME = "soopervisor.log"
+FILES = "files"
+#: how often an owner looks for a stop request (a cancel marker, a signal)
+WATCH_EVERY = 0.2
+
+
+# -- where a run keeps what outlives its process -------------------------------------------------
+
+
+def staging_root() -> Path:
+    return config.data_dir() / "staging"
+
+
+def staging_dir(run_id: str) -> Path:
+    """Where a run builds its set: under the data folder, so whoever reaps the run finds it."""
+    return staging_root() / run_id
+
+
+def cancel_marker(run_id: str) -> Path:
+    """The file another process leaves to stop a run; its owner looks for it every WATCH_EVERY seconds."""
+    return config.logs_dir() / f"{run_id}.cancel"
+
+
+# -- what a run starts from and ends with ---------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """Everything checked before anything is recorded or Docker is touched."""
+
+    report: Any  # project.Report
+    project: Any  # project.Project
+    secrets: dict[str, bytes]
+    ca: Path | None
+    storage: Any  # storage.Storage
+    env_inputs: dict[str, bytes] | None  # None: the environment needs the whole tree
+    limits: Any  # options.Limits
+
+
+@dataclass
+class Outcome:
+    """How a run ended, as its record and its manifest say."""
+
+    status: str = "failed"
+    exit_code: int | None = None
+    error: str | None = None
+
+
+
+# -- runs of this process -------------------------------------------------------------------------
+
+_ACTIVE: dict[str, ActiveRun] = {}
+_LOCK = threading.Lock()
+
+
+def active_run(run_id: str) -> ActiveRun | None:
+    """The run ``run_id`` when this process executes it."""
+    with _LOCK:
+        return _ACTIVE.get(run_id)
+
+
+def active_runs() -> list[ActiveRun]:
+    with _LOCK:
+        return list(_ACTIVE.values())
+
+
+# -- what a run writes ------------------------------------------------------------------------------
+
+
+def _reason(e: BaseException) -> str:
+    """An error as the short reason a record or a log line gives."""
+    if isinstance(e, SoopervisorError):
+        return e.message
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return f"{type(e).__name__}: {e}"
+
+
+def _append_log(run: Run, line: str) -> None:
+    """Add a line to a run's log file, if it can be written (the reaper's note on a run it ends)."""
+    if not run.log_path:
+        return
+    with contextlib.suppress(OSError), open(run.log_path, "a", encoding="utf-8") as f:
+        f.write(line)
+
+
+def _write_manifest(src: Path, run: Run, **fields: Any) -> None:
+    """The manifest of the run's set in ``src``: the run's facts, plus ``fields``."""
+    from .artifacts import write_manifest
+
+    write_manifest(
+        src,
+        project=run.project,
+        commit=run.commit,
+        dirty=run.dirty,
+        mode=run.mode,
+        started_at=run.started_at,
+        image=run.image,
+        soopervisor_version=__version__,
+        run_id=run.id,
+        **fields,
+    )
+
+
+def _shown(name: bytes) -> str:
+    """A (masked) file name as text for a log line: bytes that are not UTF-8 as \\x escapes."""
+    return name.decode("utf-8", "backslashreplace")
+
+
+# -- one run ------------------------------------------------------------------------------------
+
+
+class _Sink:
+    """A caller's line sink that can never break the run.
+
+    A closed pipe or a gone terminal (EPIPE, EIO) detaches it quietly; any
+    other error detaches it with a note in the log. The run goes on.
+    """
+
+    def __init__(self, fn: Callable[[str], None], note: Callable[[str], None]) -> None:
+        self.fn, self.note, self.attached = fn, note, True
+
+    def __call__(self, line: str) -> None:
+        if not self.attached:
+            return
+        try:
+            self.fn(line)
+        except OSError as e:
+            self.attached = False
+            if e.errno in (errno.EPIPE, errno.EIO) or isinstance(e, BrokenPipeError):
+                self.note(f"soopervisor: the terminal went away ({e.strerror or 'closed'}); the run goes on without it\n")
+            else:
+                self.note(f"soopervisor: warning: the log reader failed ({_reason(e)}); the run goes on without it\n")
+        except Exception as e:  # noqa: BLE001 - a caller's callback: its bug must not end the run
+            self.attached = False
+            self.note(f"soopervisor: warning: the log reader failed ({type(e).__name__}: {e}); "
+                      "the run goes on without it\n")
+
+
+class ActiveRun:
+    """One run of this process, from recorded to stored.
+
+    ``cancel()`` works from any thread and from a signal handler: it only sets
+    a flag, which the run's watcher acts on within WATCH_EVERY seconds. The
+    watcher also renews the run's lease and honours a cancel marker left by
+    another process.
+    """
+
+    def __init__(self, service: RunService, opts: RunOptions, prepared: Prepared, executor: Executor) -> None:
+        self.service, self.opts, self.prepared, self.executor = service, opts, prepared, executor
+        self.store = service.store
+        project = prepared.project
+        self.redactor = Redactor([*prepared.secrets.values(), *CREDENTIALS.secrets])
+        self.run = Run(
+            project=project.name,
+            project_path=str(project.path),
+            commit=project.commit,
+            dirty=project.dirty,
+            mode="sample" if opts.sample else "full",
+            status="running",
+            started_at=now_iso(),
+            storage_url=prepared.storage.url,
+            owner_host=this_host(),
+            owner_pid=os.getpid(),
+            owner_started=process_started(os.getpid()),
+            lease_until=lease_until(),
+            executor=executor.where,
+        )
+        log_path = config.ensure_dir(config.logs_dir()) / f"{self.run.id}.log"
+        self.run.log_path = str(log_path)
+        self._log_problem: str | None = None
+        self._sinks: list[_Sink] = []
+        self.log = LogStream(self.redactor, [self._to_file], on_stage=lambda stage: self._record(stage=stage))
+        if opts.on_line:
+            # its own notes go to the log file only (the sink is gone), masked like every line
+            sink = _Sink(opts.on_line, lambda text: self._to_file(self.redactor.redact(text)))
+            self._sinks.append(sink)
+            self.log.add_sink(sink)
+        self.done = threading.Event()
+        self.error: BaseException | None = None  # what stopped the run, raised again by result()
+        self.image: ImageInfo | None = None
+        self.env_hash: str | None = None
+        self.cancel_reason: str | None = None
+        self._cancel_sent = False
+        self._lost: str | None = None  # set when another process reaped this run: we no longer own it
+        self._ending = False  # the final record is being written: the lease needs no renewal
+        self._kept_in: Path | None = None  # where an unsaved set is kept
+        limits = prepared.limits
+        self._deadline = time.monotonic() + limits.timeout if limits.timeout else None
+        self.store.add(self.run)
+        try:
+            self._log_file = open(log_path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in _finish()
+        except OSError as e:
+            self.store.update(self.run, status="failed", finished_at=now_iso(), error=f"cannot write its log: {_reason(e)}")
+            raise StorageUnavailable(f"cannot write the run's log {log_path}: {_reason(e)}",
+                                     "free some space in the data folder, or point SOOPERVISOR_HOME elsewhere") from None
+
+    # -- control ----------------------------------------------------------------------------
+    def begin(self, daemon: bool = True) -> None:
+        """Execute the run in a thread of its own; it counts among this process's runs until it is done."""
+        with _LOCK:
+            _ACTIVE[self.run.id] = self
+        threading.Thread(target=self._main, name=f"soopervisor-run-{self.run.id}", daemon=daemon).start()
+        threading.Thread(target=self._watch, name=f"soopervisor-watch-{self.run.id}", daemon=True).start()
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Ask the run to stop (signal-safe: sets a flag; the watcher kills the container)."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+    def result(self) -> Run:
+        """Wait for the end; returns the finished Run, or raises what stopped it.
+
+        An interruption of the waiting thread (KeyboardInterrupt, Cancelled)
+        cancels the run, waits until it is recorded and stored, then is raised
+        again; a second one, once the run is already being cancelled, is
+        raised at once (the next reader reaps the run).
+        """
+        interruption: BaseException | None = None
+        while True:
+            try:
+                while not self.done.wait(0.5):
+                    pass
+                break
+            except BaseException as e:
+                if self.cancel_reason is not None:
+                    raise
+                interruption = e
+                self.cancel("Ctrl-C" if isinstance(e, KeyboardInterrupt) else
+                            "SIGTERM" if isinstance(e, Cancelled) else type(e).__name__)
+        if interruption is not None:
+            raise interruption
+        if self.error is not None:
+            raise self.error
+        return self.run
+
+    def _watch(self) -> None:
+        """Act on stop requests and keep the lease, until the run is done."""
+        period = lease_seconds()
+        renew_at = time.monotonic() + period / 3
+        marker = cancel_marker(self.run.id)
+        while not self.done.wait(WATCH_EVERY):
+            if self.cancel_reason is None and marker.exists():
+                self.cancel("stopped from another process")
+            if self.cancel_reason is not None and not self._cancel_sent:
+                self._cancel_sent = True
+                with contextlib.suppress(Exception):  # the engine gone: the run fails on its own
+                    self.executor.cancel()
+            if time.monotonic() >= renew_at and not self._ending:
+                renew_at = time.monotonic() + period / 3
+                self._renew(period)
+
+    def _renew(self, period: float) -> bool:
+        """Extend the lease; a record that is no longer ours means another process reaped the run."""
+        try:
+            if self.store.update_if(self.run.id, self._ours(), lease_until=lease_until(period)):
+                return True
+            current = self.store.get(self.run.id)
+        except SoopervisorError:
+            return True  # the run store is busy or unreadable: try again at the next renewal
+        self._lost = (current.error if current else None) or "its record was changed by another process"
+        self.cancel("another process marked this run interrupted")
+        return False
+
+    def _ours(self) -> dict[str, Any]:
+        return {"status": "running", "owner_host": self.run.owner_host, "owner_pid": self.run.owner_pid}
+
+    # -- the sequence ---------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self._execute()
+        except BaseException as e:  # noqa: BLE001 - the record says what happened; result() raises it again
+            self.error = self.error or e
+        finally:
+            with _LOCK:
+                _ACTIVE.pop(self.run.id, None)
+            self.done.set()
+
+    def _to_file(self, line: str) -> None:
+        if self._log_problem is not None:
+            return
+        try:
+            self._log_file.write(line)
+            self._log_file.flush()  # readers (the sidebar, `tail -f`) follow it live
+        except (OSError, ValueError) as e:  # a full disk; ValueError: closed
+            self._log_problem = _reason(e)
+
+    def _execute(self) -> None:
+        """Environment, pipeline, storage; the record and the log are right whatever happens."""
+        note = self.log.note
+        for w in self.prepared.report.warnings:
+            note(f"soopervisor: warning: {w.what}")
+        run = self.run
+        note(f"soopervisor: run {run.id} of {run.project} at {run.commit[:7]} ({run.mode}) on {run.executor}")
+        staging = staging_dir(run.id)
+        outcome = Outcome()
+        try:
+            config.ensure_dir(staging / FILES)
+            self.image = self.executor.resolve_image(self.service.image, note)
+            self._record(image=self.image.name)
+            env_image = self._ensure_environment(outcome)
+            if env_image:
+                self._run_pipeline(env_image, staging / FILES, outcome)
+        except SoopervisorError as e:
+            e.message = self.redactor.redact(e.message)
+            e.hint = self.redactor.redact(e.hint) if e.hint else e.hint
+            outcome.status, outcome.error, self.error = "failed", e.message, e
+        except Exception as e:  # noqa: BLE001 - a bug of ours: keep the record honest, then let it surface
+            outcome.status, self.error = "failed", e
+            outcome.error = self.redactor.redact(f"internal error: {type(e).__name__}: {e}")
+        self._finish(staging, outcome)
+
+    def _record(self, **changes: Any) -> None:
+        """Write ``changes`` to the record while it is ours."""
+        if self.store.update_if(self.run.id, self._ours(), **changes):
+            for k, v in changes.items():
+                setattr(self.run, k, v)
+
+    def _spec(self, **kw: Any) -> ContainerSpec:
+        project, limits = self.prepared.project, self.prepared.limits
+        remaining = max(1.0, self._deadline - time.monotonic()) if self._deadline else None
+        secrets = {name: value.decode("utf-8", "replace") for name, value in self.prepared.secrets.items()}
+        base = {
+            "workdir": posixpath.join("/workspace", project.subdir).rstrip("/"),
+            "environment": {
+                **secrets,
+                "SOOPERVISOR_COMMIT": self.run.commit,
+                "SOOPERVISOR_DIRTY": "true" if self.run.dirty else "false",
+                "SOOPERVISOR_MODE": self.run.mode,
+                "SOOPERVISOR_RUN_ID": self.run.id,
+                "PLOOMBER_STATS_ENABLED": "false",
+            },
+            "ca_bundle": self.prepared.ca,
+            "cpus": limits.cpus,
+            "memory": limits.memory,
+            "labels": {"soopervisor.run": self.run.id},
+            "timeout": remaining,
+        }
+        return ContainerSpec(**{**base, **kw})
+
+    def _script(self) -> bytes:
+        from . import script
+
+        return _tar({"soopervisor/run.sh": script.render(self.prepared.project, sample=self.opts.sample).encode()})
+
+    def _ensure_environment(self, outcome: Outcome) -> str | None:
+        """The environment image's name, built when missing; None when building failed or was stopped."""
+        inputs, note = self.prepared.env_inputs, self.log.note
+        if inputs is None:
+            note("soopervisor: the requirements install local paths; the environment is cached per commit")
+            self.env_hash = env_hash(self.image.id, {"commit": self.run.commit.encode()}, env_fingerprint())
+        else:
+            self.env_hash = env_hash(self.image.id, inputs, env_fingerprint())
+        tag = self.env_hash[:20]
+        env_image = f"{ENV_IMAGE_REPO}:{tag}"
+        if self.executor.has_image(env_image):
+            note(f"soopervisor: environment cache hit ({env_image}): skipping installation")
+            return env_image
+        with _build_lock(tag, note):
+            if self.executor.has_image(env_image):  # another run built it while we waited
+                note(f"soopervisor: environment cache hit ({env_image}): built by a concurrent run")
+                return env_image
+            return self._build_environment(env_image, tag, outcome)
+
+    def _build_environment(self, env_image: str, tag: str, outcome: Outcome) -> str | None:
+        project, inputs, note = self.prepared.project, self.prepared.env_inputs, self.log.note
+        note(f"soopervisor: environment cache miss: building {env_image} from {self.image.name}")
+        if inputs is None:
+            tree = git.archive(project.repo_root, self.run.commit, prefix="workspace/")
+        else:
+            tree = _tar({posixpath.join("workspace", project.subdir, rel): data for rel, data in inputs.items()})
+        # Docker merges a committed container's environment into the image
+        # config, so this container gets no secrets and no run facts.
+        spec = self._spec(
+            image=self.image.id,
+            command=["bash", "/soopervisor/run.sh", "env"],
+            archives=[tree, self._script()],
+            environment={"PLOOMBER_STATS_ENABLED": "false"},
+            name_ca=False,
+        )
+        # only a finished, successful build becomes the cache: a broken
+        # environment must never be reused by the next run
+        keep = KeepAs(ENV_IMAGE_REPO, tag, self.image.env, {
+            "soopervisor.env-hash": self.env_hash, "soopervisor.base-image": self.image.name, "soopervisor.run": "",
+        })
+        result = self.executor.execute(spec, self.log.write, keep_as=keep)
+        if result.exit_code == 0 and not (result.timed_out or result.cancelled):
+            return env_image
+        self._failed(outcome, result, "the environment set-up")
+        return None
+
+    def _run_pipeline(self, env_image: str, collected: Path, outcome: Outcome) -> None:
+        from .artifacts import safe_extract
+
+        def collect(stream: Iterable[bytes]) -> None:
+            safe_extract(stream, collected, strip="artifacts", on_skip=self._skipped, rename=self._rename)
+
+        spec = self._spec(
+            image=env_image,
+            command=["bash", "/soopervisor/run.sh"],
+            archives=[git.archive(self.prepared.project.repo_root, self.run.commit, prefix="workspace/"), self._script()],
+        )
+        result = self.executor.execute(spec, self.log.write, collect_to=collect)
+        if result.exit_code == 0 and not (result.timed_out or result.cancelled):
+            outcome.status, outcome.exit_code = "succeeded", 0
+        else:
+            self._failed(outcome, result, "the pipeline")
+
+    def _rename(self, rel: str) -> str:
+        """A product's name as stored: masked like log text (the name may hold any byte)."""
+        raw = os.fsencode(rel)
+        masked = self.redactor.redact_bytes(raw)
+        if masked != raw:
+            self.log.note(f"soopervisor: warning: a file name held a secret; stored as {_shown(masked)}")
+        return os.fsdecode(masked)
+
+    def _skipped(self, name: str, reason: str) -> None:
+        # the name is already masked; the reason may quote a link target: the note passes the redactor
+        self.log.note(f"soopervisor: warning: {_shown(os.fsencode(name))} not stored: {reason}")
+
+    def _failed(self, outcome: Outcome, result: ExecResult, what: str) -> None:
+        outcome.exit_code = result.exit_code
+        # a container removed from outside by stop was a cancel, not a failure
+        cancelled = result.cancelled or self.cancel_reason is not None or cancel_marker(self.run.id).exists()
+        outcome.status = "cancelled" if cancelled else "failed"
+        if result.timed_out:
+            outcome.status = "failed"
+            outcome.error = f"{what} timed out after {self.prepared.limits.timeout:g}s and was stopped"
+        elif cancelled:
+            why = self.cancel_reason or "stopped from another process"
+            outcome.error = f"{what} was cancelled ({why}); the container was removed"
+        else:
+            stage = f" in stage '{self.log.failed_stage}'" if self.log.failed_stage else ""
+            outcome.error = f"{what} failed with exit code {result.exit_code}{stage}"
+
+    # -- the end ----------------------------------------------------------------------------
+    def _finish(self, staging: Path, outcome: Outcome) -> None:
+        """Log, set (manifest last), record; then the staging folder goes. Never raises."""
+        note, run = self.log.note, self.run
+        try:
+            if outcome.error:
+                note(f"soopervisor: {outcome.error}")
+            if self._log_problem:
+                note(f"soopervisor: warning: the log file could not be written to the end ({self._log_problem})")
+            if self._lost is None:
+                note(f"soopervisor: run {run.id} {outcome.status}")
+            self.log.close()
+        finally:
+            self._log_file.close()
+        finished = now_iso()
+        try:
+            if self._lost is not None or not self._claim_end():
+                self._lost = self._lost or "its record was changed by another process"
+                return  # reaped meanwhile: the reaper kept what it could; two sets of one run must not race
+            problem = self._store_set(staging, outcome, finished)
+            failed_task = self.log.failed_task if outcome.status != "succeeded" else None
+            changes = {"status": outcome.status, "exit_code": outcome.exit_code, "finished_at": finished,
+                           "failed_task": failed_task, "error": outcome.error}
+            self._ending = True
+            if not self.store.update_if(run.id, self._ours(), **changes):
+                self._lost = "its record was changed by another process"
+            else:
+                for k, v in changes.items():
+                    setattr(run, k, v)
+            if problem is not None:
+                self.error = self.error or problem
+        except SoopervisorError as e:  # the run store itself failed: the next reader reaps the run
+            self.error = self.error or e
+        finally:
+            if self._lost is not None:
+                with contextlib.suppress(SoopervisorError):
+                    fresh = self.store.get(run.id)
+                    if fresh is not None:
+                        run.refresh_from(fresh)
+            if self._kept_in != staging:  # a set that could be neither stored nor moved stays there
+                shutil.rmtree(staging, ignore_errors=True)
+            cancel_marker(run.id).unlink(missing_ok=True)
+
+    def _claim_end(self) -> bool:
+        """Renew the lease before storing: storing happens only while the run is still ours.
+
+        A run store that cannot answer is no reason to drop the set: it is stored anyway.
+        """
+        try:
+            return self.store.update_if(self.run.id, self._ours(), lease_until=lease_until())
+        except SoopervisorError:
+            return True
+
+    def _store_set(self, src: Path, outcome: Outcome, finished: str) -> SoopervisorError | None:
+        """The run's own set: files/ (collected), soopervisor.log, manifest last; None when stored.
+
+        When storing fails nothing is lost: the set is kept under
+        ``<data dir>/unsaved/<run id>`` with a manifest that says failed, and
+        the error returned says where.
+        """
+        run, image = self.run, self.image
+        failed_task = self.log.failed_task if outcome.status != "succeeded" else None
+        fields = {
+            "exit_code": outcome.exit_code, "finished_at": finished,
+            "image_digest": image.digest if image else None, "env_hash": self.env_hash, "failed_task": failed_task,
+        }
+        storage = self.prepared.storage
+        try:
+            (src / FILES).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run.log_path, src / LOG_NAME)
+            _write_manifest(src, run, status=outcome.status, error=outcome.error, **fields)
+            sinks = [s for s in self._sinks if s.attached]
+            if sinks and hasattr(storage, "progress"):
+                # cloud uploads take a while: the terminal or widget shows files, bytes and rate
+                storage.progress = lambda text: [s(self.redactor.redact(text) + "\n") for s in sinks]
+            storage.put_set(run.project, run.commit, run.id, src)
+            return None
+        except (SoopervisorError, OSError) as e:
+            message = self.redactor.redact(_reason(e))
+            outcome.error = (f"{outcome.error}; " if outcome.error else "") + f"storing artifacts failed: {message}"
+            outcome.status = "failed"
+            kept = self._keep_unsaved(src, outcome, fields)
+            hint = getattr(e, "hint", None)
+            return StorageUnavailable(
+                f"storing the artifacts of run {run.id} failed: {message}",
+                f"the run's artifacts and log are kept in {kept}" + (f"; {hint}" if hint else ""),
+            )
+
+    def _keep_unsaved(self, src: Path, outcome: Outcome, fields: dict[str, Any]) -> Path:
+        """Move the set to ``unsaved/<run id>``; its manifest says what really happened (failed)."""
+        kept = config.data_dir() / "unsaved" / self.run.id
+        try:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(src), kept)
+        except OSError:
+            kept = src  # left where it is; the staging folder is then kept too
+        self._kept_in = kept
+        try:
+            _write_manifest(kept, self.run, status=outcome.status, error=outcome.error, **fields)
+        except (SoopervisorError, OSError):
+            # a full disk: no manifest rather than one that says succeeded
+            (kept / "manifest.json").unlink(missing_ok=True)
+        return kept
