@@ -1,7 +1,7 @@
 # setup env: the environment the pipeline runs in, from the project's spec.
 # environment.yml with micromamba, mamba or conda on PATH: a conda environment
 # at $SV_CONDA_PREFIX. Otherwise a venv at $SV_VENV and pip: requirements.txt,
-# or the pip: section of environment.yml.
+# or environment.yml's plain dependencies that PyPI has and its pip: section.
 setup_env() {
   local tool="" candidate
   if [ "$SV_ENV_KIND" = conda ]; then
@@ -29,7 +29,7 @@ setup_env() {
   fi
 
   if [ "$SV_ENV_KIND" = conda ]; then
-    echo "soopervisor: no micromamba, mamba or conda on PATH: installing the pip: section of $SV_ENV_FILE into a venv"
+    echo "soopervisor: no micromamba, mamba or conda on PATH: installing $SV_ENV_FILE with pip into a venv"
   fi
   if [ -x "$SV_VENV/bin/python" ]; then
     echo "soopervisor: venv found at $SV_VENV, reusing it"
@@ -39,6 +39,7 @@ setup_env() {
   fi
   soopervisor_activate
   python --version
+  soopervisor_check_python_pin
 
   if [ "$SV_ENV_KIND" = pip ]; then
     soopervisor_pip_install -r "$SV_ENV_FILE"
@@ -49,7 +50,7 @@ setup_env() {
   fi
   # next to the spec, as conda does, so that "-r other.txt" lines resolve;
   # global on purpose: the EXIT trap of this stage's subshell removes it
-  SV_PIP_REQUIREMENTS_FILE=$(mktemp ./.soopervisor-requirements.XXXXXX)
+  SV_PIP_REQUIREMENTS_FILE=$(mktemp "$(dirname "$SV_ENV_FILE")/.soopervisor-requirements.XXXXXX")
   trap 'rm -f -- "$SV_PIP_REQUIREMENTS_FILE"' EXIT
   soopervisor_pip_requirements >"$SV_PIP_REQUIREMENTS_FILE"
   if [ -s "$SV_PIP_REQUIREMENTS_FILE" ]; then
@@ -57,4 +58,16 @@ setup_env() {
   else
     echo "soopervisor: $SV_ENV_FILE has no pip: section, nothing to install"
   fi
+}
+
+# One line: environment.yml's Python pin against the Python the venv runs (a
+# mismatch is a warning: the image decides the Python without conda).
+soopervisor_check_python_pin() {
+  local have
+  [ -n "$SV_PYTHON_PIN" ] || return 0
+  have=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  case " $SV_PYTHON_OK " in
+    *" $have "*) echo "soopervisor: $SV_ENV_FILE pins $SV_PYTHON_PIN; the image has Python $have: met" ;;
+    *) echo "soopervisor: warning: $SV_ENV_FILE pins $SV_PYTHON_PIN but the image has Python $have (without conda the image decides): run on an image with that Python${SV_PYTHON_IMAGE:+, e.g. --image $SV_PYTHON_IMAGE}" ;;
+  esac
 }
