@@ -86,28 +86,29 @@ soopervisor_usage() {
 # Announce and time one stage, and run its function in a subshell with errexit
 # on, so that any failing command inside stops the stage (bash would ignore
 # errexit inside a function called as `f || ...`). Environment stages (KIND
-# env) are skipped in a full run when the environment is cached. Returns the
+# env) are skipped in a full run when the environment is cached, without an
+# announcement: they ran (and were announced) when the environment image was
+# built, and the executor says which cached image the run uses. Returns the
 # stage's exit code, and keeps the caller's errexit setting.
 soopervisor_stage() {
   local kind=$1 name=$2 fn=$3 start status errexit=+e
   case $- in *e*) errexit=-e ;; esac
+  if [ "$kind" = env ] && [ "$SV_ONLY_ENV" = no ] && [ -e "$SV_ENV_READY" ]; then
+    return 0
+  fi
   echo "==> soopervisor: $name"
   start=$SECONDS
-  if [ "$kind" = env ] && [ "$SV_ONLY_ENV" = no ] && [ -e "$SV_ENV_READY" ]; then
-    echo "soopervisor: environment cached, skipping $name"
-  else
-    soopervisor_activate
-    set +e
-    (
-      set -e
-      "$fn"
-    )
-    status=$?
-    set "$errexit"
-    if [ "$status" -ne 0 ]; then
-      echo "!!! soopervisor: $name failed with exit code $status"
-      return "$status"
-    fi
+  soopervisor_activate
+  set +e
+  (
+    set -e
+    "$fn"
+  )
+  status=$?
+  set "$errexit"
+  if [ "$status" -ne 0 ]; then
+    echo "!!! soopervisor: $name failed with exit code $status"
+    return "$status"
   fi
   echo "<== soopervisor: $name done in $((SECONDS - start))s"
 }
@@ -125,7 +126,11 @@ soopervisor_main() {
       ;;
     *) soopervisor_usage "expected at most one argument, got $#" ;;
   esac
-  echo "soopervisor: $SV_RUN_KIND run of project $SV_PROJECT_NAME in $SV_PROJECT_DIR"
+  if [ "$SV_ONLY_ENV" = yes ]; then
+    echo "soopervisor: the environment of project $SV_PROJECT_NAME, from $SV_PROJECT_DIR"
+  else
+    echo "soopervisor: $SV_RUN_KIND run of project $SV_PROJECT_NAME in $SV_PROJECT_DIR"
+  fi
   cd "$SV_PROJECT_DIR"
   soopervisor_activate
   # the exit code of the first failed stage that lets later stages run

@@ -1,5 +1,7 @@
 # collect artifacts: copy what the pipeline produced to $SV_ARTIFACTS, keeping
 # relative paths. Runs even when the build failed: partial outputs help.
+# A missing path is named, except output/ when the pipeline declares its
+# products elsewhere (output/ is then looked at only in case).
 #
 # The container runs as root without capabilities, so root can neither read
 # another user's private file nor give a copy another owner. Regular files
@@ -27,7 +29,9 @@ collect_artifacts() {
         \( \( -type l -o \( -type f -readable \) \) -printf x \) | wc -c)
       count=$((count + files))
       collected="$collected $path"
-    else
+    elif [ "$path" != output ] || [ "${#SV_COLLECT_PATHS[@]}" -eq 1 ]; then
+      # output/ is always looked at; its absence is news only when it is the
+      # one place products go (the pipeline declares nothing elsewhere)
       echo "soopervisor: $path does not exist, nothing to collect there"
     fi
   done
