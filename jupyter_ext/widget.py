@@ -114,9 +114,7 @@ class LogWidget(w.VBox):
             self.stop_button.disabled = True
             self._set_status(run.status)
             if run.status != "succeeded":
-                task = f" at task <b>{html.escape(run.failed_task)}</b>" if run.failed_task else ""
-                error = html.escape(run.error or f"the run {run.status}")
-                self.outcome.value = f"<div style='color:#c62828'>✗ run {html.escape(run.id)} {run.status}{task}: {error}</div>"
+                self.outcome.value = failure_html(run)
                 if run.status == "failed":
                     self._highlight_tail()
         self._done.set()
@@ -242,3 +240,29 @@ class LogWidget(w.VBox):
         """The log as shown (the last MAX_LINES lines), for tests and quick checks."""
         with self._lock:
             return "".join(self._lines)
+
+
+def failure_html(run) -> str:
+    """How a run failed, in red: task and error; the failing cell and its error; where the
+    partial notebook was stored; the hint. Every value escaped (it is the pipeline's text)."""
+    from soopervisor.logstream import LOAD_FAILED
+
+    failed_task = getattr(run, "failed_task", None)
+    task = ""
+    if failed_task and not failed_task.startswith(LOAD_FAILED):  # a load failure: the error says it
+        task = f" at task <b>{html.escape(failed_task)}</b>"
+    error = html.escape(run.error or f"the run {run.status}")
+    parts = [f"<div style='color:#c62828'>✗ run {html.escape(run.id)} {run.status}{task}: {error}</div>"]
+    cell, cell_error = getattr(run, "failed_cell", None), getattr(run, "cell_error", None)
+    if cell:
+        parts.append("<div>the failing cell:</div><pre style='margin:2px 0;padding:4px;background:#fbe9e7'>"
+                     f"{html.escape(cell)}</pre>")
+    if cell_error:
+        parts.append(f"<div style='color:#c62828'><code>{html.escape(cell_error)}</code></div>")
+    notebook = getattr(run, "partial_notebook", None)
+    if notebook:
+        parts.append(f"<div>partially executed notebook: <code>{html.escape(notebook)}</code></div>")
+    hint = getattr(run, "hint", None)
+    if hint:
+        parts.append(f"<div style='color:#8d6e00'>hint: {html.escape(hint)}</div>")
+    return "".join(parts)

@@ -36,6 +36,42 @@ _STAGE_FAILED = re.compile(STAGE_FAILED.pattern.encode())
 #   TaskBuildError: Error building task "clean"
 _FAILED_TASK = re.compile(rb"""Error (?:when executing|building) task ['"](?P<task>[^'"\n]+)['"]""")
 
+#: what ``failed_task`` starts with when the DAG could not even be built
+LOAD_FAILED = "the pipeline failed to load"
+# ploomber 0.23 loading a pipeline: "Loading pipeline...", then either a task
+# starts building (a progress bar, "Building task 'x'") or the load fails with
+# its message, one or more lines, up to our stage-failure marker:
+#   Error: Failed to determine task class for source 'functions.emit': An error occured
+#   when trying to import dotted path 'functions.emit': No module named 'xgboost' (...)
+#   Error: Failed to initialize NotebookRunner task with source 'nb.ipynb'.
+#   No such kernel named nokernel
+_LOADING = b"Loading pipeline..."
+_TASKS_STARTED = re.compile(rb"Building task |Executing task |DAG build failed|DAG build succeeded|it/s\]")
+_LOAD_ERROR = b"Error: "
+# an exception line of a Python traceback (when the load fails outside ploomber's own report)
+_EXCEPTION_LINE = re.compile(rb"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit)(?:: .*)?$")
+_NO_MODULE = re.compile(r"No module named '(?P<module>[^']+)'")
+_SYNTAX = re.compile(r"(?:^|: )(?P<message>(?:invalid syntax|unexpected indent|unindent does not match|"
+                     r"'.' was never closed|unterminated string literal|expected ':')[^:]*)$")
+# where ploomber left a failed notebook task's partially executed notebook
+_PARTIAL = re.compile(rb"Partially executed notebook available at (?P<path>\S+)")
+#: errors of a container that could not reach a host (DNS, refused, unreachable),
+#: as Python, urllib3, requests and curl print them
+_NETWORK = re.compile(
+    rb"socket\.gaierror|Temporary failure in name resolution|Name or service not known"
+    rb"|No address associated with hostname|nodename nor servname provided"
+    rb"|ConnectionRefusedError|Connection refused|NewConnectionError|MaxRetryError"
+    rb"|requests\.exceptions\.ConnectionError|urllib\.error\.URLError|Network is unreachable"
+    rb"|No route to host|Could not resolve host|Failed to establish a new connection"
+)
+#: how much of a load error or a network error line is kept
+_KEEP = 500
+
+
+def is_network_error(text: str) -> bool:
+    """Whether ``text`` (an error line) says a host could not be reached."""
+    return _NETWORK.search(text.encode("utf-8", "replace")) is not None
+
 
 class LogStream:
     """Feed it bytes with ``write``; every sink gets whole, redacted lines.
@@ -65,6 +101,17 @@ class LogStream:
         self.stage: str | None = None
         self.failed_stage: str | None = None
         self.failed_task: str | None = None
+        #: the cause line of a pipeline that failed to load (redacted), e.g.
+        #: "ModuleNotFoundError: No module named 'xgboost'"
+        self.load_error: str | None = None
+        #: the first line that says a host could not be reached, and the stage it came in
+        self.network_error: str | None = None
+        self.network_stage: str | None = None
+        #: where ploomber said it left a failed task's partial notebook (a path in the container)
+        self.partial_notebook: str | None = None
+        self._loading = False  # between "Loading pipeline..." and the first task
+        self._load_lines: list[str] | None = None  # the load error's message, while it is printed
+        self._load_more = False  # whether the lines that follow belong to it
 
     def add_sink(self, sink: LineSink) -> None:
         self._sinks.append(sink)
@@ -133,6 +180,7 @@ class LogStream:
         self._raw = rest
 
     def _observe(self, line: bytes) -> None:
+        self._observe_failure(line)
         if line.startswith(_STAGE_START):
             self.stage = self._name(line, len(_STAGE_START), len(line))
             if self._on_stage is not None:
@@ -144,12 +192,70 @@ class LogStream:
             # may fail as a consequence
             if self.failed_stage is None:
                 self.failed_stage = self._name(line, *m.span("stage"))
+            self._end_load_error()
             return
         if self.failed_task is None:
             m = _FAILED_TASK.search(line)
             if m:
                 self.failed_task = self._name(line, *m.span("task"))
 
+    def _observe_failure(self, line: bytes) -> None:
+        """The causes a failure summary names: load errors, network errors, the partial notebook."""
+        if self.network_error is None and _NETWORK.search(line):
+            self.network_error = self._name(line, 0, min(len(line), _KEEP))
+            self.network_stage = self.stage
+        if self.partial_notebook is None:
+            m = _PARTIAL.search(line)
+            if m:
+                self.partial_notebook = self._name(line, *m.span("path")).rstrip(".")
+        if line.startswith(_STAGE_START) or _STAGE_FAILED.match(line):
+            return
+        if line.strip() == _LOADING:
+            self._loading = True
+            return
+        if not self._loading:
+            return
+        if _TASKS_STARTED.search(line):
+            self._loading = False
+            self._load_lines = None
+            return
+        if self._load_lines is not None:
+            if self._load_more and len(self._load_lines) < 8 and line.strip():
+                self._load_lines.append(self._name(line, 0, min(len(line), _KEEP)))
+        elif line.startswith(_LOAD_ERROR):
+            self._load_lines = [self._name(line, len(_LOAD_ERROR), min(len(line), _KEEP))]
+            self._load_more = True  # ploomber's message goes on to our marker
+        elif _EXCEPTION_LINE.match(line):
+            # a traceback: the first exception line is the root cause of a chain
+            self._load_lines = [self._name(line, 0, min(len(line), _KEEP))]
+            self._load_more = False
+
+    def _end_load_error(self) -> None:
+        lines, self._load_lines, self._loading = self._load_lines, None, False
+        if not lines or self.failed_task is not None or self.load_error is not None:
+            return
+        self.load_error = load_cause(lines)
+        self.failed_task = f"{LOAD_FAILED}: {self.load_error}"
+
     def _name(self, line: bytes, start: int, end: int) -> str:
         """line[start:end] redacted as in the log, stripped, as text."""
         return self._redactor.redact_part(line, start, end).decode("utf-8", "replace").strip()
+
+
+def load_cause(lines: list[str]) -> str:
+    """The one line that says why a pipeline failed to load, from ploomber's (redacted) message.
+
+    A missing module is named as Python names it (``ModuleNotFoundError: No
+    module named 'x'``), wherever ploomber's message quotes it; otherwise the
+    last line of a message of several (ploomber puts the cause last), else
+    its one line.
+    """
+    text = " ".join(lines)
+    m = _NO_MODULE.search(text)
+    if m:
+        return f"ModuleNotFoundError: {m.group(0)}"
+    m = _SYNTAX.search(text)
+    if m:  # "...source 'functions.emit': invalid syntax (functions.py, line 1)."
+        return f"SyntaxError: {m.group('message').rstrip('.')}"
+    cause = lines[-1] if len(lines) > 1 else lines[0]
+    return cause.strip()[:_KEEP] or "no message"

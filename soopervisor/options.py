@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 
-__all__ = ["MIN_CPUS", "MIN_MEMORY", "Limits", "check_limits", "env_bytes", "parse_memory", "secret_bytes"]
+__all__ = ["MIN_CPUS", "MIN_MEMORY", "Limits", "check_limits", "check_network", "env_bytes", "parse_memory",
+           "secret_bytes"]
 
 #: Docker refuses a smaller memory limit ("Minimum memory limit allowed is 6MB")
 MIN_MEMORY = 6 * 1024**2
@@ -172,3 +173,36 @@ def limit_callback(ctx: object, param: object, value: str | None) -> float | int
         return None
     name = getattr(param, "name", "")
     return getattr(check_limits(**{name: value}), name)
+
+
+# -- the pipeline container's network --------------------------------------------------
+#: Docker's network names: a letter or digit, then letters, digits, "_", "." and "-"
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_NETWORK_HINT = ("give default (the engine's default network), bridge, host, none (no network once the "
+                 "environment is built) or the name of a Docker network, e.g. --network none")
+
+
+def check_network(value: str | None) -> str:
+    """The network the pipeline stage runs on: ``value``, else SOOPERVISOR_NETWORK, else ``default``.
+
+    ``default``, ``bridge``, ``none``, ``host`` or a Docker network name (no
+    spaces); anything else is a UsageError (exit 2). The environment build
+    always keeps the engine's default network (it installs packages).
+    """
+    source = "--network"
+    if value is None:
+        value = os.environ.get("SOOPERVISOR_NETWORK") or None
+        source = "SOOPERVISOR_NETWORK"
+    if value is None:
+        return "default"
+    if not isinstance(value, str) or not _NETWORK_NAME.fullmatch(value):
+        shown = repr(value)
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        raise UsageError(f"{source} {shown} is not a network", _NETWORK_HINT)
+    return value
+
+
+def network_callback(ctx: object, param: object, value: str | None) -> str | None:
+    """click callback for ``--network``: checked at once (exit 2); None leaves it to SOOPERVISOR_NETWORK."""
+    return None if value is None else check_network(value)

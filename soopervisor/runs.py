@@ -80,6 +80,13 @@ class Run:
     image: str | None = None
     failed_task: str | None = None
     error: str | None = None  # redacted one-line reason when the run did not finish normally
+    # why it failed, said plainly (redacted): what to do about it (a missing module, a host the
+    # container could not reach), and for a notebook or script task the failing cell read from
+    # its partially executed notebook, with its error and where that notebook was stored
+    hint: str | None = None
+    failed_cell: str | None = None
+    cell_error: str | None = None
+    partial_notebook: str | None = None
     # the stage announced last (redacted), found on the raw log: a secret that happens to match
     # our markers (`so`) cannot hide it from the widget or the REST API
     stage: str | None = None

@@ -43,6 +43,8 @@ class ContainerSpec:
     labels: dict[str, str] = field(default_factory=dict)
     #: the folder ``collect_to`` receives as a tar
     collect_path: str = ARTIFACTS_PATH
+    #: the container's network: "default" (the engine's), "none", "host", "bridge" or a network name
+    network: str = "default"
 
 
 #: receives the tar of ``spec.collect_path`` as a stream of byte chunks

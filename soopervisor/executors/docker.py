@@ -212,7 +212,7 @@ class DockerExecutor:
             container = self._create(spec)
             if self._cancelled.is_set():
                 return ExecResult(exit_code=130, cancelled=True)
-            _engine(container.start)
+            self._start(container, spec)
             if self._cancelled.is_set():  # cancel() came between the check and the start
                 self._kill()
             if spec.timeout:
@@ -246,6 +246,7 @@ class DockerExecutor:
                 environment=self._environment(spec),
                 labels={LABEL: "1", **spec.labels},
                 mounts=self._mounts(spec),
+                network_mode=None if spec.network == "default" else spec.network,
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 privileged=False,
@@ -264,6 +265,23 @@ class DockerExecutor:
         for archive in spec.archives:
             _engine(container.put_archive, "/", archive)
         return container
+
+    @staticmethod
+    def _start(container, spec: ContainerSpec) -> None:
+        """Start ``container``; a network the engine does not have is the user's error, not the engine's."""
+        docker = _docker()
+        try:
+            container.start()
+        except docker.errors.NotFound as e:
+            if spec.network != "default" and "network" in str(e):
+                raise UsageError(
+                    f"the Docker engine has no network {spec.network!r}",
+                    "pick one of `docker network ls` with --network (or SOOPERVISOR_NETWORK), "
+                    "create it with `docker network create NAME`, or leave --network out",
+                ) from None
+            raise _lost(e) from None
+        except Exception as e:  # noqa: BLE001 - any failure of the engine
+            raise _lost(e) from None
 
     @staticmethod
     def _stream(container, on_output: Callable[[bytes], None]) -> None:
