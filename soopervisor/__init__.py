@@ -24,11 +24,15 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["__version__", "get_artifacts", "get_run", "list_runs", "run", "stop_run", "validate"]
 
 
-def validate(path: str | os.PathLike = ".") -> Report:
-    """Inspect the project at ``path``; ``.ok`` and every ``.problems`` (what, where, hint)."""
+def validate(path: str | os.PathLike = ".", entry_point: str | None = None) -> Report:
+    """Inspect the project at ``path``; ``.ok`` and every ``.problems`` (what, where, hint).
+
+    ``entry_point`` is what ``ploomber build --entry-point`` takes (a spec file, a pattern such
+    as ``"tasks/*.py"``, a dotted path); by default it is found as ploomber finds it.
+    """
     from .project import inspect
 
-    return inspect(path)
+    return inspect(path, entry_point=entry_point)
 
 
 def run(
@@ -44,13 +48,18 @@ def run(
     timeout: float | None = None,
     cpus: float | None = None,
     memory: int | str | None = None,
+    network: str | None = None,
+    entry_point: str | None = None,
 ) -> Run:
     """Run the pipeline at ``path`` in a fresh container; store its artifacts as the run's own set.
 
     ``secrets`` are names of environment variables passed into the container
     and redacted from every output. ``on_line`` gets each redacted log line
     (if it raises, it is detached and the run goes on). ``memory`` is bytes or
-    a size with a unit ("2g"). Raises ``InvalidProject`` (with the report),
+    a size with a unit ("2g"). ``network`` is the pipeline stage's network
+    (``default``, ``none``, ``host``, ``bridge`` or a Docker network name;
+    default: SOOPERVISOR_NETWORK, else the engine's default). ``entry_point`` as in
+    :func:`validate`. Raises ``InvalidProject`` (with the report),
     ``UsageError``, ``EngineUnavailable`` or ``StorageUnavailable`` before
     anything runs. With ``wait=False`` the run goes on in a thread and the
     returned Run is updated as it goes (its record in ``list_runs`` too).
@@ -61,7 +70,8 @@ def run(
 
     opts = RunOptions(
         path=path, sample=sample, secrets=tuple(secrets), ca_bundle=ca_bundle,
-        timeout=timeout, cpus=cpus, memory=memory, on_line=on_line,
+        timeout=timeout, cpus=cpus, memory=memory, on_line=on_line, network=network,
+        entry_point=entry_point,
     )
     service = RunService(storage=storage, image=image)
     return service.run(opts) if wait else service.start(opts).run

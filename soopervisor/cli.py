@@ -19,12 +19,34 @@ CLOUD_FLAGS = ("dropbox", "gdrive", "onedrive", "box", "s3")
 
 
 class _Group(click.Group):
-    """Also accepts the original form: ``soopervisor PATH [STORAGE] [--dropbox|--gdrive]``."""
+    """Also accepts the original form: ``soopervisor PATH [STORAGE] [--dropbox|--gdrive]``.
+
+    A first word that is neither a command nor an existing path (nor looks like a
+    path) is a mistyped command: "no such command", with the closest one.
+    """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and not args[0].startswith("-") and args[0] not in self.commands:
+            word = args[0]
+            if not _looks_like_path(word):
+                import difflib
+
+                shown = [name for name, cmd in self.commands.items() if not cmd.hidden]
+                close = difflib.get_close_matches(word, shown, n=1, cutoff=0.5)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise UsageError(f"no such command '{word}'",
+                                 f"{hint}`soopervisor --help` lists the commands; "
+                                 "`soopervisor run PATH` runs the project in a folder")
             args = ["legacy", *args]
         return super().parse_args(ctx, args)
+
+
+def _looks_like_path(word: str) -> bool:
+    """An existing file or folder, or a word written as a path (``./x``, ``a/b``, ``~``): the original form's PATH."""
+    import os
+
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return os.path.lexists(word) or any(sep in word for sep in seps) or word.startswith(("~", "."))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,17 +65,28 @@ def cli() -> None:
 
 
 # -- validate / script ---------------------------------------------------
+def _entry_point_option(f):
+    return click.option(
+        "--entry-point", "entry_point", metavar="ENTRY",
+        help="What ploomber builds, as `ploomber build --entry-point`: a spec (pipeline.train.yaml), "
+             "a pattern ('*.py'), a dotted path (package.module.make_dag); relative to PATH. "
+             "Default: ENTRY_POINT, setup.cfg's [ploomber] entry-point, pipeline.yaml.",
+    )(f)
+
+
 @cli.command()
 @click.argument("path", default=".", type=click.Path(file_okay=False))
+@_entry_point_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def validate(path: str, as_json: bool) -> None:
+def validate(path: str, entry_point: str | None, as_json: bool) -> None:
     """Check the project at PATH (default: here) without running anything.
 
-    Exits 0 when it is valid (warnings allowed), 2 when it is not.
+    Exits 0 when it is valid (warnings allowed), 2 when it is not. Paths in the
+    report are relative to the project folder.
     """
     from .project import inspect
 
-    report = inspect(path)
+    report = inspect(path, entry_point=entry_point)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -71,12 +104,13 @@ def _mode_option(f):
 @cli.command()
 @click.argument("path", default=".", type=click.Path(file_okay=False))
 @_mode_option
-def script(path: str, sample: bool) -> None:
+@_entry_point_option
+def script(path: str, sample: bool, entry_point: str | None) -> None:
     """Print the bash script a run of PATH executes in its container."""
     from .project import inspect
     from .script import render
 
-    report = inspect(path)
+    report = inspect(path, entry_point=entry_point)
     if not report.ok:
         raise InvalidProject(report)
     click.echo(render(report.project, sample=sample), nl=False)
@@ -85,6 +119,7 @@ def script(path: str, sample: bool) -> None:
 # -- run -------------------------------------------------------------------
 def _run_options(f):
     from .options import limit_callback as _limit
+    from .options import network_callback as _network
 
     for opt in reversed([
         _mode_option,
@@ -99,7 +134,14 @@ def _run_options(f):
                      help="CPU limit for the container, e.g. 2 or 0.5 (at most this machine's CPUs)."),
         click.option("--memory", metavar="SIZE", callback=_limit,
                      help="Memory limit for the container, e.g. 512m, 2g or 1.5g (at least 6m)."),
+        click.option("--network", metavar="NAME", callback=_network,
+                     help="The pipeline stage's network once the environment is built: default, none, host, bridge "
+                          "or a Docker network name (default: SOOPERVISOR_NETWORK, else the engine's default)."),
         click.option("-q", "--quiet", is_flag=True, help="Do not stream the log; print only the outcome."),
+        click.option("-v", "--verbose", is_flag=True,
+                     help="Stream the installers' output too (pip during setup env, install project, ensure ploomber); "
+                          "by default each of those stages is one line, and all of it is in the log."),
+        _entry_point_option,
     ]):
         f = opt(f)
     return f
@@ -196,45 +238,159 @@ def _say(text: str, err: bool = False, **style) -> None:
         _detach(sys.stderr if err else sys.stdout)
 
 
-def _terminal(line: str) -> None:
-    """The terminal sink of a run's log. On a closed pipe or terminal it detaches stdout and
-    raises: the run service then drops this sink and the run goes on."""
-    try:
-        click.echo(line, nl=False)
-    except OSError:
-        _detach(sys.stdout)
-        raise
+#: stages whose output is an installer's (pip, conda): one line each in the terminal unless --verbose
+_FOLDED_STAGES = ("setup env", "ensure ploomber", "install project")
 
 
-def _run(path: str, quiet: bool, **opts) -> None:
+class _Terminal:
+    """The terminal sink of a run's log: the pipeline's output as it comes, the installer stages folded.
+
+    A folded stage is one line: a progress line redrawn in place on a terminal
+    (``setup env: installing… 143 lines``), then one summary line; only the summary
+    when stdout is not a terminal. Our warnings inside it are shown; when the stage
+    fails, its last lines are shown before the failure. The stored log has every
+    line. On a closed pipe or terminal it detaches stdout and raises: the run
+    service then drops this sink and the run goes on.
+    """
+
+    def __init__(self, verbose: bool = False, tty: bool | None = None) -> None:
+        from collections import deque
+
+        self.verbose = verbose
+        self.tty = sys.stdout.isatty() if tty is None else tty
+        self.stage: str | None = None  # the stage being folded
+        self.count = 0
+        self.recent: deque[str] = deque(maxlen=20)
+        self._drawn = False  # a progress line is on the screen
+        self._drawn_at = 0.0
+
+    def __call__(self, line: str) -> None:
+        try:
+            self._line(line)
+        except OSError:
+            _detach(sys.stdout)
+            raise
+
+    def close(self) -> None:
+        """The run ended inside a folded stage (stopped, timed out): show that stage's last lines."""
+        try:
+            if self.stage is not None:
+                self._unfold(f"── {self.stage} did not finish; its last lines:")
+        except OSError:
+            _detach(sys.stdout)
+
+    def _line(self, line: str) -> None:
+        from .logstream import STAGE_FAILED, STAGE_START
+
+        text = line.rstrip("\n")
+        if self.verbose:
+            click.echo(line, nl=False)
+            return
+        if self.stage is None:
+            name = text[len(STAGE_START):].strip() if text.startswith(STAGE_START) else None
+            if name in _FOLDED_STAGES:
+                self.stage, self.count, self._drawn_at = name, 0, 0.0
+                self.recent.clear()
+                self._draw()
+            else:
+                click.echo(line, nl=False)
+            return
+        done = f"<== soopervisor: {self.stage} done"
+        if text.startswith(done):
+            took = text[len(done):].strip()
+            self._clear()
+            click.echo(f"soopervisor: {self.stage} done{' ' + took if took else ''} "
+                       f"({self.count} line{'s' if self.count != 1 else ''} of output in the log; -v shows them)")
+            self.stage = None
+        elif STAGE_FAILED.match(text) or text.startswith(STAGE_START):
+            self._unfold(f"── the last lines of {self.stage} ({self.count} in all; the log has every one):")
+            self._line(line)
+        elif text.startswith(("soopervisor: warning", "soopervisor: error")):
+            self._clear()
+            click.echo(line, nl=False)
+            self._draw(force=True)
+        else:
+            self.count += 1
+            self.recent.append(line)
+            self._draw()
+
+    def _unfold(self, heading: str) -> None:
+        self._clear()
+        if self.recent:
+            click.secho(heading, dim=True)
+            for folded in self.recent:
+                click.echo(folded, nl=False)
+        self.stage = None
+
+    def _draw(self, force: bool = False) -> None:
+        import time
+
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if not force and self._drawn and now - self._drawn_at < 0.1:
+            return
+        self._drawn, self._drawn_at = True, now
+        click.echo(f"\r\x1b[K{self.stage}: installing… {self.count} line{'s' if self.count != 1 else ''}", nl=False)
+
+    def _clear(self) -> None:
+        if self._drawn:
+            click.echo("\r\x1b[K", nl=False)
+            self._drawn = False
+
+
+def _run(path: str, quiet: bool, verbose: bool = False, **opts) -> None:
     from .service import RunOptions, RunService
 
     service = RunService(storage=opts.pop("storage"), image=opts.pop("image"))
+    terminal = None if quiet else _Terminal(verbose)
     signals = _CancelOnSignals()  # until the run is recorded, a signal just ends the command
     try:
-        signals.active = service.start(RunOptions(path=path, on_line=None if quiet else _terminal, **opts))
+        signals.active = service.start(RunOptions(path=path, on_line=terminal, **opts))
         result = signals.active.result()
     finally:
         signals.restore()
+        if terminal is not None:
+            terminal.close()
     where = f"{(result.storage_url or '').rstrip('/')}/{result.project}/{result.commit}/{result.id}"
     if result.ok:
         _say(f"✓ run {result.id} succeeded in {result.duration:.0f}s; artifacts: {where}", fg="green")
         return
-    _report_failure(result, where)
+    _report_failure(result, where, streamed=terminal is not None)
     sys.exit(130 if result.status == "cancelled" else 1)
 
 
-def _report_failure(result, where: str) -> None:
+def _report_failure(result, where: str, streamed: bool = False) -> None:
+    # a streamed log was just printed: its tail is not repeated (the folded
+    # installer lines were shown by the terminal sink when their stage failed)
     try:
-        lines = Path(result.log_path).read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = [] if streamed else Path(result.log_path).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         lines = []
     _say("", err=True)
-    _say("── last lines of the log " + "─" * 40, err=True, dim=True)
+    if lines:
+        _say("── last lines of the log " + "─" * 40, err=True, dim=True)
     for line in lines[-20:]:
         _say(line, err=True)
-    task = f" at task '{result.failed_task}'" if result.failed_task else ""
+    from .logstream import LOAD_FAILED
+
+    # a pipeline that failed to load has no task: the error says so, with its cause
+    failed_task = getattr(result, "failed_task", None)
+    task = f" at task '{failed_task}'" if failed_task and not failed_task.startswith(LOAD_FAILED) else ""
     _say(f"✗ run {result.id} {result.status}{task}: {result.error}", fg="red", err=True)
+    cell, cell_error = getattr(result, "failed_cell", None), getattr(result, "cell_error", None)
+    if cell is not None or cell_error:
+        _say("  the failing cell:", err=True)
+        for line in (cell or "").splitlines()[-15:]:
+            _say(f"    | {line}", err=True)
+        if cell_error:
+            _say(f"  {cell_error}", fg="red", err=True)
+    notebook = getattr(result, "partial_notebook", None)
+    if notebook:
+        _say(f"  partially executed notebook: {notebook}", err=True)
+    hint = getattr(result, "hint", None)
+    if hint:
+        _say(f"  hint: {hint}", fg="yellow", err=True)
     _say(f"  full log: {result.log_path}; stored with the artifacts in {where}", err=True)
 
 
@@ -261,16 +417,26 @@ def artifacts_list(project: str | None, storage: str | None, every: bool, as_jso
     A commit without a succeeded set shows its newest set; a damaged set is one line saying why.
     """
     from .artifacts import list_sets, summarize_commits
+    from .storage import open_storage
 
-    name = _project_name(project)
-    sets = list_sets(name, storage=storage)
+    store = open_storage(storage)
+    if project:
+        name, sets = project, list_sets(project, storage=store)
+    else:
+        # the project here; sets stored under its former, folder-derived name count too
+        from .artifacts.notebook import default_project
+
+        name, read = default_project(store, note=lambda line: click.echo(line, err=True))
+        sets = [summary for summary, *_ in read]
     commits = summarize_commits(sets)
     if as_json:
         rows = [s.to_dict() for s in sets] if every else [c.to_dict() for c in commits]
         click.echo(json.dumps(rows, indent=2))
         return
     if not sets:
-        click.echo(f"no artifacts stored for project '{name}' yet; `soopervisor run` makes some")
+        # say which storage was read: runs with --storage keep their sets elsewhere
+        click.echo(f"no artifacts stored for project '{name}' yet in {store.url}; `soopervisor run` makes some"
+                   + ("" if storage else " (--storage URL reads another storage)"))
         return
     click.echo(f"{'COMMIT':<9} {'RUN':<12} {'MODE':<7} {'STATUS':<11} {'FINISHED (UTC)':<20} {'FILES':>5} {'SIZE':>9}"
                + ("" if every else f" {'SETS':>4}"))
@@ -371,12 +537,14 @@ def runs_cmd(project: str | None, limit: int, as_json: bool) -> None:
     if not runs:
         click.echo("no runs yet; `soopervisor run` starts one")
         return
-    click.echo(f"{'RUN':<12} {'PROJECT':<20} {'COMMIT':<8} {'MODE':<7} {'STATUS':<11} {'STARTED (UTC)':<20} {'TOOK':>6}")
+    # whole project names: the pipelines of one repository differ only at the end
+    width = max(len("PROJECT"), *(len(r.project) for r in runs))
+    click.echo(f"{'RUN':<12} {'PROJECT':<{width}} {'COMMIT':<8} {'MODE':<7} {'STATUS':<11} {'STARTED (UTC)':<20} {'TOOK':>6}")
     for r in runs:
         took = f"{r.duration:.0f}s" if r.duration is not None else "-"
         when = (r.started_at or "")[:19].replace("T", " ")
         click.echo(
-            f"{r.id:<12} {r.project[:20]:<20} {r.short_commit:<8} {r.mode:<7} {r.status:<11} {when:<20} {took:>6}"
+            f"{r.id:<12} {r.project:<{width}} {r.short_commit:<8} {r.mode:<7} {r.status:<11} {when:<20} {took:>6}"
         )
 
 
@@ -400,6 +568,84 @@ def stop_cmd(run_id: str, wait: float) -> None:
     else:
         click.echo(f"run {run.id} is stopping: its owner (pid {run.owner_pid} on {run.owner_host}) "
                    "was asked to stop and is storing what it has; `soopervisor runs` shows when it ended")
+
+
+# -- cache ------------------------------------------------------------------------
+@cli.group("cache")
+def cache_group() -> None:
+    """List and prune the cached environment images (soopervisor-env:*).
+
+    Set SOOPERVISOR_CACHE_MAX_SIZE (e.g. 20g) to prune the least recently used
+    after each environment build, down to that size.
+    """
+
+
+_BASE_HELP = "Only the images built from this base image (as runs named it with --image)."
+
+
+@cache_group.command("list")
+@click.option("--base", metavar="IMAGE", help=_BASE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the images as JSON.")
+def cache_list(base: str | None, as_json: bool) -> None:
+    """The cached environment images, most recently used first.
+
+    SIZE is what an image adds to its base image (the base's layers are shared).
+    """
+    from . import cache
+    from .artifacts import format_size
+
+    images = cache.list_images(base=base)
+    if as_json:
+        click.echo(json.dumps([e.to_dict() for e in images], indent=2))
+        return
+    if not images:
+        click.echo("no environment images cached; a run builds one per distinct environment")
+        return
+    ref_w = max(len("IMAGE"), *(len(e.ref) for e in images))
+    base_w = max(len("BASE IMAGE"), *(len(e.base or "?") for e in images))
+    click.echo(f"{'IMAGE':<{ref_w}} {'BASE IMAGE':<{base_w}} {'SIZE':>9} {'CREATED (UTC)':<19} {'LAST USED (UTC)':<19}")
+    for e in images:
+        mark = "  (in use)" if e.in_use else ""
+        click.echo(f"{e.ref:<{ref_w}} {e.base or '?':<{base_w}} {format_size(e.size):>9} "
+                   f"{e.created[:19].replace('T', ' '):<19} {e.last_used[:19].replace('T', ' '):<19}{mark}")
+    click.echo(f"{len(images)} image{'s' if len(images) != 1 else ''}, {format_size(sum(e.size for e in images))}")
+
+
+@cache_group.command("prune")
+@click.option("--keep", type=click.IntRange(min=0), default=None, metavar="N", help="Keep the N most recently used images.")
+@click.option("--max-size", metavar="SIZE", help="Remove the least recently used until the rest take at most SIZE (e.g. 20g).")
+@click.option("--base", metavar="IMAGE", help=_BASE_HELP)
+@click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
+def cache_prune(keep: int | None, max_size: str | None, base: str | None, dry_run: bool) -> None:
+    """Remove environment images, least recently used first; never one a container uses.
+
+    With neither --keep nor --max-size, every image not in use is removed
+    (the next run of each project builds its environment again).
+    """
+    from . import cache
+    from .artifacts import format_size
+
+    limit = cache.parse_size(max_size, "--max-size") if max_size is not None else None
+    images = cache.list_images(base=base)
+    doomed = cache.prune_plan(images, keep=keep, max_size=limit)
+    verb = "would remove" if dry_run else "removed"
+
+    def said(e) -> None:
+        click.echo(f"{verb} {e.ref} ({format_size(e.size)}, last used {e.last_used[:19].replace('T', ' ')})")
+
+    def refused(e, why: str) -> None:
+        click.echo(f"kept {e.ref}: {why}")
+
+    if dry_run:
+        for e in doomed:
+            said(e)
+        removed = doomed
+    else:
+        removed = cache.remove(doomed, on_removed=said, on_skipped=refused)
+    in_use = sum(1 for e in images if e.in_use)
+    kept = f"; {in_use} in use kept" if in_use else ""
+    click.echo(f"{verb} {len(removed)} image{'s' if len(removed) != 1 else ''}, "
+               f"{format_size(sum(e.size for e in removed))}{kept}")
 
 
 # -- login ------------------------------------------------------------------------

@@ -92,10 +92,26 @@ def _build_lock(tag: str, note: Callable[[str], None]) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
+def env_tree(subdir: str, inputs: dict[str, bytes]) -> bytes:
+    """The tree an environment is built from: the input files at their places under
+    ``workspace/`` (an input may be above the project, ``../requirements.txt``), and the
+    project folder itself, where the script starts."""
+    project_dir = posixpath.normpath(posixpath.join("workspace", subdir))
+    files = {posixpath.normpath(posixpath.join(project_dir, rel)): data for rel, data in inputs.items()}
+    for name in files:
+        if name != "workspace" and not name.startswith("workspace/"):
+            raise ValueError(f"an environment input is outside the repository: {name}")
+    return _tar(files, folders=[project_dir])
+
+
+def _tar(files: dict[str, bytes], folders: list[str] | None = None) -> bytes:
     """An uncompressed tar of ``{name: content}``; ``*.sh`` executable (the tree and script a container gets)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in folders or []:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, config, git
-from .environment import ENV_IMAGE_REPO, _build_lock, _tar, env_hash
+from .environment import ENV_IMAGE_REPO, _build_lock, _tar, env_hash, env_tree
 from .errors import Cancelled, SoopervisorError, StorageUnavailable
 from .executors import ContainerSpec, ExecResult, Executor, ImageInfo, KeepAs
 from .logstream import LogStream
@@ -77,6 +77,10 @@ class Outcome:
     status: str = "failed"
     exit_code: int | None = None
     error: str | None = None
+    hint: str | None = None  # what to do about it (a missing module, a host the container could not reach)
+    failed_cell: str | None = None  # the failing cell of a notebook or script task, from its partial notebook
+    cell_error: str | None = None
+    partial_notebook: str | None = None  # where that notebook was stored
 
 
 
@@ -189,7 +193,8 @@ class ActiveRun:
             project_path=str(project.path),
             commit=project.commit,
             dirty=project.dirty,
-            mode="sample" if opts.sample else "full",
+            # a sample run needs env.yaml's `sample` key: without it the full pipeline is built
+            mode="sample" if opts.sample and project.declares_sample else "full",
             status="running",
             started_at=now_iso(),
             storage_url=prepared.storage.url,
@@ -389,14 +394,24 @@ class ActiveRun:
             self.env_hash = env_hash(self.image.id, inputs, env_fingerprint())
         tag = self.env_hash[:20]
         env_image = f"{ENV_IMAGE_REPO}:{tag}"
+        from . import cache, script
+
+        # the environment stages are announced once: by the build, else by this note
+        skipped = " and ".join(s.name for s in script.STAGES if s.env)
         if self.executor.has_image(env_image):
-            note(f"soopervisor: environment cache hit ({env_image}): skipping installation")
+            note(f"soopervisor: environment cache hit ({env_image}): skipping {skipped}")
+            cache.mark_used(env_image)
             return env_image
         with _build_lock(tag, note):
             if self.executor.has_image(env_image):  # another run built it while we waited
-                note(f"soopervisor: environment cache hit ({env_image}): built by a concurrent run")
+                note(f"soopervisor: environment cache hit ({env_image}): built by a concurrent run; skipping {skipped}")
+                cache.mark_used(env_image)
                 return env_image
-            return self._build_environment(env_image, tag, outcome)
+            built = self._build_environment(env_image, tag, outcome)
+        if built is not None:
+            cache.mark_used(built)
+            cache.apply_cap(built, note)  # SOOPERVISOR_CACHE_MAX_SIZE, when set
+        return built
 
     def _build_environment(self, env_image: str, tag: str, outcome: Outcome) -> str | None:
         project, inputs, note = self.prepared.project, self.prepared.env_inputs, self.log.note
@@ -404,7 +419,7 @@ class ActiveRun:
         if inputs is None:
             tree = git.archive(project.repo_root, self.run.commit, prefix="workspace/")
         else:
-            tree = _tar({posixpath.join("workspace", project.subdir, rel): data for rel, data in inputs.items()})
+            tree = env_tree(project.subdir, inputs)  # inputs may sit above the project (../requirements.txt)
         # Docker merges a committed container's environment into the image
         # config, so this container gets no secrets and no run facts.
         spec = self._spec(
@@ -435,7 +450,10 @@ class ActiveRun:
             image=env_image,
             command=["bash", "/soopervisor/run.sh"],
             archives=[git.archive(self.prepared.project.repo_root, self.run.commit, prefix="workspace/"), self._script()],
+            network=self.opts.network or "default",  # the environment build keeps the engine's default
         )
+        if spec.network != "default":
+            self.log.note(f"soopervisor: the pipeline stage runs with --network {spec.network}")
         result = self.executor.execute(spec, self.log.write, collect_to=collect)
         if result.exit_code == 0 and not (result.timed_out or result.cancelled):
             outcome.status, outcome.exit_code = "succeeded", 0
@@ -468,14 +486,71 @@ class ActiveRun:
         else:
             stage = f" in stage '{self.log.failed_stage}'" if self.log.failed_stage else ""
             outcome.error = f"{what} failed with exit code {result.exit_code}{stage}"
+            from .conda import dropped_cause
+
+            project = self.prepared.project
+            cause = dropped_cause(list(self.log.tail), project.conda_only, project.env_file or "")
+            if cause:  # a module of a conda dependency pip could not install
+                outcome.error += f": {cause}"
+            self._cause(outcome, what, f"exit code {result.exit_code}{stage}")
+
+    def _cause(self, outcome: Outcome, what: str, how: str) -> None:
+        """The cause the log showed, said in the error and the hint: a load error, a network error."""
+        from .failure import load_hint, network_hint
+
+        log = self.log
+        if what != "the pipeline":
+            return
+        # what an earlier check added to the error (a conda dependency pip could not install) is kept,
+        # and is then the advice
+        added = (outcome.error or "").removeprefix(f"{what} failed with {how}")
+        if log.load_error:
+            outcome.error = f"the pipeline failed to load: {log.load_error} ({how}){added}"
+            outcome.hint = None if added else load_hint(log.load_error)
+        elif log.network_error and log.network_stage == log.failed_stage:
+            outcome.hint = network_hint(self.opts.network or "default")
+
+    def _explain(self, staging: Path, outcome: Outcome) -> None:
+        """The failing cell of a failed notebook or script task, from its partial notebook in the set.
+
+        Ploomber names the notebook by its path in the container; the record
+        names it where it is stored (storage URL + set path). Never raises.
+        """
+        from .failure import failing_cell, network_hint, relative_product, stored_location
+        from .logstream import is_network_error
+
+        path, note = self.log.partial_notebook, self.log.note
+        if outcome.status != "failed" or not path:
+            return
+        try:
+            rel = relative_product(path, posixpath.join("/workspace", self.prepared.project.subdir).rstrip("/"))
+            if rel is None or not (staging / FILES / rel).is_file():
+                return
+            run = self.run
+            outcome.partial_notebook = stored_location(run.storage_url, run.project, run.commit, run.id, FILES, rel)
+            cell = failing_cell(staging / FILES / rel)
+            if cell is not None:
+                outcome.failed_cell = self.redactor.redact(cell.source)
+                outcome.cell_error = self.redactor.redact(cell.error)
+        except Exception as e:  # noqa: BLE001 - an explanation must never cost the run its set
+            note(f"soopervisor: warning: could not read the partial notebook ({type(e).__name__}: {e})")
+            return
+        if outcome.cell_error:
+            note(f"soopervisor: the failing cell raised {outcome.cell_error}")
+            if outcome.hint is None and is_network_error(outcome.cell_error):
+                outcome.hint = network_hint(self.opts.network or "default")
+        note(f"soopervisor: partially executed notebook stored at {outcome.partial_notebook}")
 
     # -- the end ----------------------------------------------------------------------------
     def _finish(self, staging: Path, outcome: Outcome) -> None:
         """Log, set (manifest last), record; then the staging folder goes. Never raises."""
         note, run = self.log.note, self.run
         try:
+            self._explain(staging, outcome)
             if outcome.error:
                 note(f"soopervisor: {outcome.error}")
+            if outcome.hint and outcome.status == "failed":
+                note(f"soopervisor: hint: {outcome.hint}")
             if self._log_problem:
                 note(f"soopervisor: warning: the log file could not be written to the end ({self._log_problem})")
             if self._lost is None:
@@ -492,6 +567,9 @@ class ActiveRun:
             failed_task = self.log.failed_task if outcome.status != "succeeded" else None
             changes = {"status": outcome.status, "exit_code": outcome.exit_code, "finished_at": finished,
                            "failed_task": failed_task, "error": outcome.error}
+            if outcome.status == "failed":
+                changes.update(hint=outcome.hint, failed_cell=outcome.failed_cell,
+                               cell_error=outcome.cell_error, partial_notebook=outcome.partial_notebook)
             self._ending = True
             if not self.store.update_if(run.id, self._ours(), **changes):
                 self._lost = "its record was changed by another process"

@@ -62,6 +62,10 @@ class RunOptions:
     cpus: float | str | None = None
     memory: int | str | None = None  # bytes, or a size with a unit ("2g")
     on_line: Callable[[str], None] | None = None
+    #: what ``ploomber build --entry-point`` gets (a spec, a pattern, a dotted path); None: found as ploomber does
+    entry_point: str | None = None
+    #: the pipeline stage's network: None = SOOPERVISOR_NETWORK, else "default"; checked by prepare()
+    network: str | None = None
 
 
 def _docker_executor() -> Executor:
@@ -144,12 +148,13 @@ class RunService:
     def prepare(self, opts: RunOptions) -> Prepared:
         """Every check that can fail before anything is recorded or Docker is touched."""
         from .executors.docker import ca_bundle_from_env
-        from .options import check_limits, secret_bytes
+        from .options import check_limits, check_network, secret_bytes
         from .project import inspect
         from .storage import open_storage
 
         limits = check_limits(opts.timeout, opts.cpus, opts.memory)
-        report = inspect(opts.path)
+        opts.network = check_network(opts.network)
+        report = inspect(opts.path, entry_point=opts.entry_point)
         if not report.ok:
             raise InvalidProject(report)
         project = report.project
@@ -159,7 +164,9 @@ class RunService:
         storage.check_writable()
 
         def read(rel: str) -> bytes | None:
-            return git.show_file(project.repo_root, project.commit, posixpath.join(project.subdir, rel))
+            # rel is relative to the project folder; the environment spec may be above it
+            path = posixpath.normpath(posixpath.join(project.subdir, rel))
+            return None if path.startswith("../") else git.show_file(project.repo_root, project.commit, path)
 
         # validation already refused uncommitted pipeline.yaml and environment
         # files; what it cannot see are the files those include (-r base.txt)

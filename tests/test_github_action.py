@@ -47,7 +47,7 @@ def checkout(tmp_path: Path, files: dict | None = None) -> tuple[Path, Path, str
     """An origin (bare) and a runner's checkout of it, as actions/checkout leaves it."""
     src = make_project(tmp_path / "src", files)
     sha = git(src, "rev-parse", "HEAD").strip()
-    origin = tmp_path / "origin.git"
+    origin = tmp_path / "proj.git"  # named like GitHub's: the project is named after origin's repository
     git(tmp_path, "clone", "-q", "--bare", str(src), str(origin))
     # GitHub serves any reachable commit by SHA; a bare repository does so when told
     git(origin, "config", "uploadpack.allowReachableSHA1InWant", "true")

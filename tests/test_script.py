@@ -384,6 +384,7 @@ def test_full_run_without_sample_and_not_installable(h: Harness) -> None:
     assert "--env--sample" not in h.log.read_text()
     assert "no setup.py or pyproject.toml, skipping" in proc.stdout
     assert "env.yaml does not declare 'sample'" in proc.stdout
+    assert "soopervisor: full run of project proj" in proc.stdout  # issue 12: no sample run happened
     assert "pip install --no-input --progress-bar off ." not in h.calls()
 
 
@@ -411,16 +412,19 @@ def test_env_mode_then_cached_full_run(h: Harness) -> None:
     proc = h.run(p)
     assert proc.returncode == 0, proc.stdout
     out = proc.stdout
-    assert "soopervisor: environment cached, skipping setup env" in out
-    assert "soopervisor: environment cached, skipping ensure ploomber" in out
+    # issue 12: the environment stages were announced when the environment was built; the
+    # full run on it does not announce them again (the executor's note says the cache was hit)
+    assert [line.split(" done")[0] for line in announced(out)] == [
+        "==> soopervisor: install project", "<== soopervisor: install project",
+        "==> soopervisor: build pipeline", "<== soopervisor: build pipeline",
+        "==> soopervisor: collect artifacts", "<== soopervisor: collect artifacts",
+    ]
+    assert "setup env" not in out and "ensure ploomber" not in out
     calls = h.calls()
     assert not any(c.startswith("python -m venv") or "-r requirements.txt" in c for c in calls)
     assert not any(c == "pip install --no-input --progress-bar off ploomber" for c in calls)
     # the cached environment is first on PATH from the start
     assert f"PATH={h.venv_bin}:{h.bin}:/usr/bin:/bin" in calls
-    assert [line.split(" done")[0] for line in announced(out)][::2] == [
-        f"==> soopervisor: {n}" for n in STAGE_NAMES
-    ]
 
 
 def test_failing_build_still_collects_and_exits_with_its_code(h: Harness) -> None:
@@ -666,3 +670,34 @@ def test_any_value_round_trips_through_bash(name, subdir, reqs, conda) -> None:
     ]
     expected = "".join(r + "\n" for r in reqs)
     assert requirements == expected
+
+
+# -- issue 12: entry points and an environment spec above the project --------------------
+
+
+def test_the_entry_point_reaches_ploomber_build_unexpanded(h: Harness) -> None:
+    (h.root / "workspace").mkdir(parents=True, exist_ok=True)
+    (h.root / "workspace/a.py").write_text("")  # a glob bash would expand if it were unquoted
+    p = project(entry_point="*.py", entry_kind="pattern", declares_sample=False)
+    proc = h.run(p, sample=False)
+    assert proc.returncode == 0, proc.stdout
+    assert "ploomber build --entry-point *.py --force" in h.calls()
+    assert "--entry-point pkg.factory.make_dag --force" in render(
+        project(entry_point="pkg.factory.make_dag", entry_kind="dotted-path", declares_sample=False), sample=True)
+
+
+def test_a_requirements_file_above_the_project_is_installed_from_its_place(h: Harness) -> None:
+    p = project(subdir="pipelines/churn", env_file="../../requirements.txt")
+    proc = h.run(p, sample=False)
+    assert proc.returncode == 0, proc.stdout
+    assert "pip install --no-input --progress-bar off -r ../../requirements.txt" in h.calls()
+
+
+def test_the_pip_section_of_an_environment_yml_above_the_project_is_written_beside_it(h: Harness) -> None:
+    (h.root / "workspace/pipelines/churn").mkdir(parents=True)
+    p = project(subdir="pipelines/churn", env_file="../environment.yml", pip_requirements=["-r extra.txt"])
+    proc = h.run(p, sample=False)
+    assert proc.returncode == 0, proc.stdout
+    calls = h.calls()
+    tmp_name = next(c for c in calls if c.startswith("requirements file ")).split("requirements file ")[1]
+    assert tmp_name.startswith("../.soopervisor-requirements.")  # "-r extra.txt" resolves beside the spec

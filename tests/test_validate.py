@@ -63,7 +63,9 @@ def test_valid_project(tmp_path: Path) -> None:
     assert p.pip_requirements == []  # only a comment in VALID's requirements.txt
     assert p.declares_sample and not p.installable
     assert p.collect_paths == ["output"]
-    assert report.format() == f"✓ project 'proj' is valid at {p.commit[:7]}"
+    # issue 12: validate says which entry point and environment spec it found (project-relative)
+    assert report.format() == (f"✓ project 'proj' is valid at {p.commit[:7]}\n"
+                               "  entry point: pipeline.yaml\n  environment: requirements.txt")
 
 
 def test_default_path_is_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,8 +253,10 @@ def test_environment_yml_parsing(tmp_path: Path) -> None:
     assert report.ok, report.format()
     p = report.project
     assert p.env_file == "environment.yml"  # preferred over requirements.txt
-    assert p.pip_requirements == ["pandas==2.0", "-r extra.txt", "weird; python_version > '3'"]
-    assert p.conda_only == ["conda-forge::r-base", "numpy>=1.2"]
+    # issue 12: plain conda dependencies PyPI has go to pip first; only r-base cannot be installed
+    assert p.pip_requirements == ["numpy>=1.2", "pandas==2.0", "-r extra.txt", "weird; python_version > '3'"]
+    assert p.conda_only == ["conda-forge::r-base"]
+    assert p.python_pin == "python=3.11"
 
 
 def test_environment_yaml_spelling(tmp_path: Path) -> None:

@@ -232,6 +232,26 @@ _TEXT = {".txt", ".log", ".md", ".py", ".sql", ".yaml", ".yml", ".r", ".sh", ".t
 _IMAGES = {".png", ".jpg", ".jpeg", ".gif"}
 
 
+def default_project(storage: Storage, path: str | os.PathLike = ".", note=None) -> tuple[str, list]:
+    """The project at ``path`` and its stored sets: under its name, else (when that has none)
+    under the folder-derived name earlier versions used, with a note saying so."""
+    from soopervisor.project import project_names  # lazy: keeps this import light
+
+    name, legacy = project_names(path)
+    read = _read_all(name, storage)
+    if not read and legacy:
+        old = _read_all(legacy, storage)
+        if old:
+            import sys
+
+            (note or (lambda line: print(line, file=sys.stderr)))(
+                f"soopervisor: note: project '{name}' has no sets in {storage.url}; showing those stored "
+                f"under its former name '{legacy}' (from the clone's folder)"
+            )
+            return legacy, old
+    return name, read
+
+
 def get_artifacts(
     commit: str = "latest",
     project: str | None = None,
@@ -247,13 +267,12 @@ def get_artifacts(
     whatever its status. ``project`` defaults to the project in the current
     directory. IntegrityError for a set whose manifest is damaged.
     """
-    if project is None:
-        from soopervisor.project import project_name  # lazy: keeps this import light
-
-        project = project_name(".")
     _check_mode(mode)
     st = _storage(storage)
-    read = _read_all(project, st)
+    if project is None:
+        project, read = default_project(st)
+    else:
+        read = _read_all(project, st)
     if not read:
         raise _no_artifacts(st, project)
     chosen = _resolve([r[0] for r in read], project, commit, mode, run)

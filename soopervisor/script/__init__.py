@@ -97,6 +97,8 @@ def env_fingerprint() -> str:
     import hashlib
 
     texts = [_read("runner.sh")] + [_read(s.snippet) for s in STAGES if s.env]
+    # how environment.yml's conda dependencies become pip requirements
+    texts.append(resources.files("soopervisor").joinpath("conda.py").read_text(encoding="utf-8"))
     return hashlib.sha256("\0".join(texts).encode()).hexdigest()
 
 
@@ -127,15 +129,21 @@ def render(project: Project, *, sample: bool, root: str = "/") -> str:
     workspace = at(WORKSPACE.lstrip("/"))
     project_dir = posixpath.join(workspace, subdir) if subdir else workspace
     opt = at("opt/soopervisor")
-    conda_kind = project.env_file.startswith("environment.")
+    # relative to the project folder: ../requirements.txt when the spec is above it
+    conda_kind = posixpath.basename(project.env_file).startswith("environment.")
+    from soopervisor.conda import image_for, python_minors
 
-    build_args = ["--entry-point", "pipeline.yaml", "--force"]
+    pin = getattr(project, "python_pin", None) if conda_kind else None
+    python_ok = python_minors(pin) if pin else None
+
+    build_args = ["--entry-point", getattr(project, "entry_point", None) or "pipeline.yaml", "--force"]
     if project.declares_sample:
         build_args += ["--env--sample", "true" if sample else "false"]
 
     facts = [
         ("SV_PROJECT_NAME", project.name),
-        ("SV_RUN_KIND", "sample" if sample else "full"),
+        # a sample run needs env.yaml's sample key; without it the full pipeline is built
+        ("SV_RUN_KIND", "sample" if sample and project.declares_sample else "full"),
         ("SV_PROJECT_DIR", project_dir),
         ("SV_ENV_READY", at(ENV_READY.lstrip("/"))),
         ("SV_CONDA_PREFIX", posixpath.join(opt, "conda")),
@@ -144,6 +152,10 @@ def render(project: Project, *, sample: bool, root: str = "/") -> str:
         ("SV_ENV_FILE", project.env_file),
         ("SV_ENV_KIND", "conda" if conda_kind else "pip"),
         ("SV_CONDA_ONLY", ", ".join(project.conda_only) if conda_kind else ""),
+        # environment.yml's Python pin and the minor versions that meet it ("" when unreadable)
+        ("SV_PYTHON_PIN", project.python_pin if python_ok is not None else ""),
+        ("SV_PYTHON_OK", " ".join(python_ok or [])),
+        ("SV_PYTHON_IMAGE", (image_for(pin) or "") if python_ok is not None else ""),
         ("SV_INSTALLABLE", "yes" if project.installable else "no"),
         ("SV_SAMPLE_IGNORED", "yes" if sample and not project.declares_sample else "no"),
     ]
@@ -155,7 +167,8 @@ def render(project: Project, *, sample: bool, root: str = "/") -> str:
     if conda_kind:
         requirements = _heredoc(
             "soopervisor_pip_requirements", project.pip_requirements,
-            f"the pip: section of {project.env_file}, verbatim (a quoted heredoc: nothing expands)",
+            f"for pip without conda: the plain dependencies of {project.env_file} that PyPI has, "
+            "then its pip: section verbatim (a quoted heredoc: nothing expands)",
         )
     else:
         requirements = (
