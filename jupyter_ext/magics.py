@@ -18,8 +18,9 @@ from IPython.display import display
 from .display import CommitsView, ErrorView, ReportView
 
 USAGE = """\
-%soopervisor validate [PATH]
+%soopervisor validate [PATH] [--entry-point ENTRY]
 %soopervisor run [PATH] [--sample | --full] [--storage URL] [--secret NAME]... [--image IMAGE] [--timeout SECONDS]
+                 [--cpus N] [--memory SIZE] [--network NAME] [--entry-point ENTRY]
 %soopervisor artifacts [COMMIT] [--run ID] [--mode sample|full] [--project NAME] [--storage URL]"""
 
 
@@ -50,6 +51,7 @@ def _parser() -> _Parser:
 
     v = sub.add_parser("validate", help="check the project without running anything")
     v.add_argument("path", nargs="?", default=".")
+    v.add_argument("--entry-point", metavar="ENTRY", help="as ploomber's --entry-point (default: found as ploomber does)")
 
     r = sub.add_parser("run", help="run the pipeline in a fresh container; a live log below the cell")
     r.add_argument("path", nargs="?", default=".")
@@ -61,6 +63,10 @@ def _parser() -> _Parser:
                    help="pass the environment variable NAME into the container, redacted everywhere; repeatable")
     r.add_argument("--image", help="base image")
     r.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the run after this long")
+    r.add_argument("--cpus", type=float, metavar="N", help="CPU limit, e.g. 2 or 0.5")
+    r.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 512m or 2g")
+    r.add_argument("--network", metavar="NAME", help="the pipeline stage's network: default, none, host, bridge or a name")
+    r.add_argument("--entry-point", metavar="ENTRY", help="as ploomber's --entry-point (default: found as ploomber does)")
 
     a = sub.add_parser("artifacts", help="stored commits and runs, or one commit's files")
     a.add_argument("commit", nargs="?", help="full SHA, unique prefix or 'latest': its newest succeeded set")
@@ -93,8 +99,10 @@ class SoopervisorMagics(Magics):
         """Validate, run and browse the artifacts of a ploomber project.
 
         Usage:
-          %soopervisor validate [PATH]
+          %soopervisor validate [PATH] [--entry-point ENTRY]
           %soopervisor run [PATH] [--sample | --full] [--storage URL] [--secret NAME]...
+                           [--image IMAGE] [--timeout SECONDS] [--cpus N] [--memory SIZE]
+                           [--network NAME] [--entry-point ENTRY]
           %soopervisor artifacts [COMMIT] [--run ID] [--mode sample|full] [--project NAME] [--storage URL]
 
         Examples:
@@ -130,7 +138,7 @@ class SoopervisorMagics(Magics):
     def _validate(self, args: argparse.Namespace) -> ReportView:
         import soopervisor
 
-        return ReportView(soopervisor.validate(args.path))
+        return ReportView(soopervisor.validate(args.path, entry_point=args.entry_point))
 
     def _run(self, args: argparse.Namespace) -> Any:
         import soopervisor
@@ -142,6 +150,7 @@ class SoopervisorMagics(Magics):
         run = soopervisor.run(
             args.path, sample=args.sample, storage=args.storage, image=args.image,
             secrets=args.secrets, on_line=widget.append, wait=False, timeout=args.timeout,
+            cpus=args.cpus, memory=args.memory, network=args.network, entry_point=args.entry_point,
         )
         widget.attach(run)
         self.widgets[run.id] = widget

@@ -146,6 +146,24 @@ def test_run_with_missing_secret_is_a_usage_error(shell, tmp_path, monkeypatch):
     assert "NOT_SET_ANYWHERE" in text and "hint:" in text and "Traceback" not in text
 
 
+def test_run_options_are_checked_before_anything_runs(shell, tmp_path, monkeypatch):
+    project = make_project(tmp_path)
+    for option, said in (("--network 'no such'", "network"), ("--memory lots", "memory"),
+                         ("--cpus nan", "cpus"), ("--timeout inf", "timeout")):
+        result, captured = run_cell(shell, f"%soopervisor run {project} {option}")
+        text = shown(captured)
+        assert result.result is None and said in text and "hint:" in text and "Traceback" not in text, text
+    assert soopervisor.list_runs() == []
+
+
+def test_validate_and_run_take_an_entry_point(shell, tmp_path):
+    project = make_project(tmp_path)
+    result, _ = run_cell(shell, f"%soopervisor validate {project} --entry-point pipeline.yaml")
+    assert result.result.report.ok and result.result.report.project.entry_point == "pipeline.yaml"
+    result, _ = run_cell(shell, f"%soopervisor validate {project} --entry-point nowhere.yaml")
+    assert not result.result.report.ok and any("nowhere.yaml" in p.what for p in result.result.report.problems)
+
+
 # -- artifacts (local storage, no Docker) ---------------------------------------------
 
 SHA = "0123abcd" * 5
