@@ -63,3 +63,11 @@ def test_credentials_never_reach_the_markdown():
     md = Report(status="error", mode="full", error="refresh failed for tok-very-secret-123",
                 hint="token tok-very-secret-123 revoked").markdown(marker=True)
     assert "tok-very-secret-123" not in md and "***" in md
+
+
+def test_a_pipeline_that_failed_to_load_is_not_called_a_task():
+    error = "the pipeline failed to load: ModuleNotFoundError: No module named 'x' (exit code 1)"
+    md = Report(status="failed", mode="full", commit="b" * 40, project="p",
+                failed_task="the pipeline failed to load: ModuleNotFoundError: No module named 'x'",
+                error=error).markdown()
+    assert "in task" not in md and "**Error:** the pipeline failed to load: ModuleNotFoundError" in md

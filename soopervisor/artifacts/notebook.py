@@ -200,7 +200,10 @@ class Artifacts:
         run = f" &middot; run <code>{e(self.run_id)}</code>" if self.run_id else ""
         failed = ""
         if self.status != "succeeded":
-            task = f" in task <code>{e(m.get('failed_task'))}</code>" if m.get("failed_task") else ""
+            from soopervisor.logstream import LOAD_FAILED
+
+            named = isinstance(m.get("failed_task"), str) and not m["failed_task"].startswith(LOAD_FAILED)
+            task = f" in task <code>{e(m['failed_task'])}</code>" if named else ""  # a load failure has none
             failed = f"<div>{e(m.get('error') or self.status)}{task}</div>"
         header = (
             f"<b>{e(self.project)}</b> @ <code>{e(self.commit[:7])}</code>{run} &middot; "

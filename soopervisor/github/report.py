@@ -63,7 +63,11 @@ class Report:
         if self.validation:
             out += ["**Validation report**", "", _fence(self.validation), ""]
         if self.error:
-            task = f" in task `{self.failed_task}`" if self.failed_task else ""
+            from ..logstream import LOAD_FAILED
+
+            # a pipeline that failed to load has no task: its error says so
+            named = self.failed_task and not self.failed_task.startswith(LOAD_FAILED)
+            task = f" in task `{self.failed_task}`" if named else ""
             out += [f"**Error{task}:** {_one_line(self.error)}", ""]
             if self.hint:
                 out += [f"**Hint:** {_one_line(self.hint)}", ""]
