@@ -186,6 +186,8 @@ def process_started(pid: int) -> str | None:
 
 def pid_alive(pid: int) -> bool | None:
     """Whether ``pid`` is a live process on this machine; None when this system cannot tell."""
+    if pid <= 0:
+        return False  # os.kill(0 or -1, 0) would ask about whole process groups
     if sys.platform == "win32":
         return None  # os.kill(pid, 0) would send CTRL_C_EVENT there: rely on the lease
     try:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from soopervisor.errors import ArtifactsNotFound, IntegrityError, StorageUnavailable, UnsafePath
+from soopervisor.runs import pid_alive  # the one judge of "is this process alive" on this machine
 from soopervisor.storage.base import (
     MANIFEST,
     Storage,
@@ -606,7 +607,8 @@ class LocalStorage(Storage):
             except (ValueError, OSError):
                 continue
             abandoned = now - mtime > _ABANDONED_AFTER
-            if not abandoned and (host != _HOST or _pid_alive(int(pid) if pid.isdigit() else -1)):
+            # a pid this system cannot judge (None) counts as alive: never remove a live put
+            if not abandoned and (host != _HOST or pid_alive(int(pid) if pid.isdigit() else -1) is not False):
                 continue  # a put in progress, here or on another machine
             dead.setdefault(name, []).append((mtime, staging, Path(entry.path)))
         for name, items in dead.items():
@@ -649,20 +651,6 @@ def _remove_empty_dirs(path: Path) -> None:
     for dirpath, _dirs, _files in os.walk(path, topdown=False):
         with contextlib.suppress(OSError):
             os.rmdir(dirpath)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def _fsync_dir(path: Path) -> None:
