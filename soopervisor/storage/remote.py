@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote
 
 from soopervisor.errors import ArtifactsNotFound, IntegrityError, UnsafePath
 from soopervisor.storage.base import (
@@ -93,11 +93,6 @@ def encode_name(name: str) -> str:
             encoded = encoded[:-1] + "%2E"
         out.append(encoded)
     return "/".join(out)
-
-
-def decode_name(suffix: str) -> str:
-    """The name a key suffix written by :func:`encode_name` stores."""
-    return "/".join(unquote_to_bytes(seg).decode("utf-8", "surrogateescape") for seg in suffix.split("/"))
 
 
 @dataclass(frozen=True)
