@@ -310,6 +310,7 @@ class RunService:
         did end, and the record takes the set's outcome.
         """
         from .artifacts import resolve_set
+        from .artifacts.manifest import SET_STATUSES
         from .storage import open_storage
 
         try:
@@ -321,7 +322,7 @@ class RunService:
             found = resolve_set(storage, run.project, run.commit, run=run.id)
         except SoopervisorError:
             found = None
-        if found is not None and found.status in ("succeeded", "failed", "cancelled", "interrupted"):
+        if found is not None and found.status in SET_STATUSES:  # not "damaged"
             return {
                 "status": found.status, "finished_at": found.finished_at or run.finished_at,
                 "error": f"{found.status}; its owner died after storing the artifacts ({why})",
