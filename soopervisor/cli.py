@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .errors import Cancelled, InvalidProject, SoopervisorError, UsageError
+from .troubleshooting import run_topic, topic_url
 
 CLOUD_FLAGS = ("dropbox", "gdrive", "onedrive", "box", "s3")
 
@@ -391,6 +392,9 @@ def _report_failure(result, where: str, streamed: bool = False) -> None:
     hint = getattr(result, "hint", None)
     if hint:
         _say(f"  hint: {hint}", fg="yellow", err=True)
+    topic = run_topic(result)
+    if topic:
+        _say(f"  more: {topic_url(topic)}", err=True)
     _say(f"  full log: {result.log_path}; stored with the artifacts in {where}", err=True)
 
 
@@ -754,6 +758,7 @@ def main(argv: list[str] | None = None) -> None:
         click.secho(f"error: {hide(e.message)}", fg="red", err=True)
         if e.hint:
             click.echo(f"hint: {hide(e.hint)}", err=True)
+        click.echo(f"more: {e.docs}", err=True)
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, Cancelled, click.exceptions.Abort):  # click turns Ctrl-C into Abort
         click.echo("\ninterrupted: the container was removed and the log kept", err=True)
@@ -762,6 +767,7 @@ def main(argv: list[str] | None = None) -> None:
         crash = _write_crash_report(hide)
         click.secho(hide(f"error: internal error: {type(e).__name__}: {e}"), fg="red", err=True)
         click.echo(hide(f"hint: this is a bug in soopervisor; the details are in {crash}"), err=True)
+        click.echo(f"more: {topic_url('internal-error')}", err=True)
         sys.exit(1)
     sys.exit(0)
 

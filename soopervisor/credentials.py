@@ -24,6 +24,7 @@ class CredentialsError(SoopervisorError):
     """Missing, expired or revoked credentials; the hint names the login command."""
 
     exit_code = 3
+    topic = "cloud-credentials"
 
 
 def register(data: Any) -> None:

@@ -62,6 +62,8 @@ def lease_until(seconds: float | None = None) -> str:
 class RunStoreUnavailable(StorageUnavailable):
     """The run history cannot be read or written (corrupt, unreadable, locked): exit 3, never a traceback."""
 
+    topic = "run-store-unavailable"
+
 
 @dataclass
 class Run:

@@ -22,25 +22,31 @@ LOG_NAME = LOG
 _BLOCK = 1 << 20  # sha256 read block
 _HEX = set("0123456789abcdef")
 
-#: the fields a run gives write_manifest; "files" and "schema" are computed
-MANIFEST_FIELDS = (
-    "project",
-    "commit",
-    "dirty",
-    "mode",
-    "status",
-    "exit_code",
-    "started_at",
-    "finished_at",
-    "image",
-    "image_digest",
-    "env_hash",
-    "soopervisor_version",
-    "log",
-    "run_id",
-    "failed_task",
-    "error",
-)
+#: the fields a run gives write_manifest, with their meaning (the docs' manifest reference is
+#: generated from this); "files", "log" and "schema" are computed by write_manifest
+MANIFEST_FIELDS = {
+    "project": "the project's name (from the repository's origin remote, or set; see Storage)",
+    "commit": "the full SHA of the commit that ran",
+    "dirty": "true when the working tree had uncommitted changes (they were left out of the run)",
+    "mode": "``sample`` or ``full``",
+    "status": "``succeeded``, ``failed``, ``cancelled`` or ``interrupted``",
+    "exit_code": "the pipeline's exit code (null when it never ran)",
+    "started_at": "when the run started, ISO 8601 in UTC",
+    "finished_at": "when the run ended, ISO 8601 in UTC",
+    "image": "the base image the run asked for",
+    "image_digest": "the base image's registry digest when it came from a registry, else its image id",
+    "env_hash": "the hash of the environment spec and base image that keys the cached environment",
+    "soopervisor_version": "the soopervisor version that ran it",
+    "log": "the stored log: ``{path, size, sha256}`` (computed), null when there is none",
+    "run_id": "the run's id, the name of the set's folder",
+    "failed_task": "the task that failed, or why the pipeline failed to load (null on success)",
+    "error": "what went wrong, one line, redacted (null on success)",
+}
+#: what write_manifest computes itself, with its meaning
+COMPUTED_FIELDS = {
+    "files": "every product under ``files/``: ``[{name, size, sha256}]``, ``name`` relative to ``files/``",
+    "schema": "the layout version: 2 (per-run sets); 1 is the old one-set-per-commit layout, read only",
+}
 
 
 @dataclass(frozen=True)

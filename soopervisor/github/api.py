@@ -43,6 +43,7 @@ class GitHubError(SoopervisorError):
     """The GitHub API refused or could not be reached."""
 
     exit_code = 3
+    topic = "github-error"
 
 
 @dataclass(frozen=True)

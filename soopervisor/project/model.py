@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..troubleshooting import PROBLEM_CODES, topic_url
 from .paths import _shown_dir
 
 ERROR = "error"
@@ -24,7 +25,19 @@ class Problem:
     where: str
     hint: str
     severity: str  # "error" | "warning"
-    code: str  # stable id, e.g. "no-pipeline"
+    code: str  # stable id, e.g. "no-pipeline": one of PROBLEM_CODES
+
+    def __post_init__(self) -> None:
+        if self.code not in PROBLEM_CODES:  # a new code needs its troubleshooting entry
+            raise ValueError(f"unknown problem code {self.code!r}: add it to PROBLEM_CODES and the docs")
+
+    @property
+    def docs(self) -> str:
+        """The troubleshooting entry for this problem."""
+        return topic_url(self.code)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "docs": self.docs}
 
 
 @dataclass
@@ -87,7 +100,7 @@ class Report:
         return {
             "ok": self.ok,
             "project": self.project.to_dict() if self.project else None,
-            "problems": [asdict(p) for p in self.errors + self.warnings],
+            "problems": [p.to_dict() for p in self.errors + self.warnings],
         }
 
     def format(self) -> str:
@@ -116,6 +129,7 @@ class Report:
             lines.append(f"{prob.severity}: {prob.what}")
             lines.append(f"  where: {prob.where}")
             lines.append(f"  hint: {prob.hint}")
+            lines.append(f"  more: {prob.docs}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
