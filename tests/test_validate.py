@@ -473,7 +473,7 @@ def test_to_dict_is_json(tmp_path: Path) -> None:
     assert d["project"]["path"] == str(path.resolve())
     assert d["project"]["commit"] == report.project.commit
     assert [p["code"] for p in d["problems"]] == ["no-env-spec", "no-sample-key"]
-    assert set(d["problems"][0]) == {"what", "where", "hint", "severity", "code"}
+    assert set(d["problems"][0]) == {"what", "where", "hint", "severity", "code", "docs"}
 
 
 def test_inspect_imports_nothing_heavy(tmp_path: Path) -> None:

@@ -355,7 +355,24 @@ def _plain_help(app: Sphinx, ctx, lines: list[str]) -> None:
                            for p in parts)
 
 
+def label_cli_sections(app: Sphinx, doctree) -> None:
+    """sphinx-click's command sections become labels (``soopervisor-artifacts-download``), so any page
+    can link a command with ``{ref}`soopervisor artifacts download <soopervisor-artifacts-download>```."""
+    from docutils import nodes
+
+    docname = app.env.docname
+    if docname != "reference/cli":
+        return
+    std = app.env.domains["std"]
+    for section in doctree.findall(nodes.section):
+        for id_ in section["ids"]:
+            if id_.startswith("soopervisor"):
+                std.anonlabels[id_] = (docname, id_)
+                std.labels[id_] = (docname, id_, "soopervisor " + " ".join(id_.split("-")[1:]))
+
+
 def setup(app: Sphinx) -> dict:
+    app.connect("doctree-read", label_cli_sections)
     for part in ("description", "usage", "options", "arguments", "envvars", "epilog"):
         app.connect(f"sphinx-click-process-{part}", _plain_help)
     app.connect("builder-inited", generate)
