@@ -7,7 +7,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "_ext"))
 
-import soopervisor  # noqa: E402
+import soopervisor
 
 project = "soopervisor"
 author = "the soopervisor developers"
@@ -30,8 +30,8 @@ nitpicky = True
 smartquotes = False
 # names autodoc meets in signatures that have no page of their own
 nitpick_ignore_regex = [
-    (r"py:class", r"(os\.PathLike|collections\.abc\..*|Callable|Iterable|pathlib\.Path|Path|Any|.*\.Run|.*\.Report"
-                  r"|.*\.Artifacts|Storage|.*\.Storage|SetSummary|.*\.SetSummary|.*\.ArtifactFile|.*\.Problem|.*\.Project|pandas\..*|datetime\..*|typing\..*)"),
+    ("py:class", r"(os\.PathLike|collections\.abc\..*|Callable|Iterable|pathlib\.Path|Path|Any|pandas\..*|datetime\..*)"),
+    ("py:class", r"(typing\..*|(.*\.)?(Run|Report|Artifacts|ArtifactFile|Problem|Project|Storage|SetSummary))"),
 ]
 
 myst_enable_extensions = ["colon_fence", "deflist", "fieldlist", "substitution", "attrs_inline"]

@@ -52,7 +52,7 @@ class ReportView:
                     f"<span style='color:{_BAD if p.severity == 'error' else _WARN}'>{_e(p.severity)}</span>",
                     _e(p.what),
                     f"<code>{_e(p.where)}</code>",
-                    _e(p.hint),
+                    f"{_e(p.hint)} <a href='{_e(p.docs)}' target='_blank' rel='noopener'>more</a>",
                 ]
                 for p in r.errors + r.warnings
             ]
@@ -70,13 +70,14 @@ class ErrorView:
     def __repr__(self) -> str:
         what = f"{self.action}: " if self.action else ""
         text = f"error: {what}{self.error.message}"
-        return text + (f"\nhint: {self.error.hint}" if self.error.hint else "")
+        return text + (f"\nhint: {self.error.hint}" if self.error.hint else "") + f"\nmore: {self.error.docs}"
 
     def _repr_html_(self) -> str:
         what = f"{_e(self.action)}: " if self.action else ""
         hint = f"<div><b>hint:</b> {_e(self.error.hint)}</div>" if self.error.hint else ""
+        more = f"<div><a href='{_e(self.error.docs)}' target='_blank' rel='noopener'>more about this error</a></div>"
         return (f"<div class='soopervisor-error'><div style='color:{_BAD}'><b>error:</b> {what}"
-                f"{_e(self.error.message)}</div>{hint}</div>")
+                f"{_e(self.error.message)}</div>{hint}{more}</div>")
 
 
 class CommitsView:

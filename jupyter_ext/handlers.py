@@ -27,6 +27,7 @@ import soopervisor
 from soopervisor import errors
 from soopervisor.credentials import CredentialsError
 from soopervisor.project import enclosing_project
+from soopervisor.troubleshooting import run_topic, topic_url
 
 AUTH_RESOURCE = "soopervisor"
 LIMIT_DEFAULT, LIMIT_MAX = 100, 1000
@@ -58,7 +59,7 @@ def status_for(e: errors.SoopervisorError) -> int:
 
 def api_error(e: errors.SoopervisorError) -> ApiError:
     extra = {"report": e.report.to_dict()} if isinstance(e, errors.InvalidProject) else {}
-    return ApiError(status_for(e), e.message, e.hint, **extra)
+    return ApiError(status_for(e), e.message, e.hint, docs=e.docs, **extra)
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -93,6 +94,8 @@ def run_json(run: Any) -> dict[str, Any]:
     d.pop("log_path", None)
     d["duration"] = run.duration
     d["short_commit"] = run.short_commit
+    topic = run_topic(run)
+    d["docs"] = topic_url(topic) if topic else None
     return d
 
 

@@ -35,8 +35,6 @@ from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
-OPENAPI = ROOT / "jupyter_ext" / "openapi.yaml"
 TROUBLESHOOTING = "how-to/troubleshooting"
 
 
@@ -64,6 +62,13 @@ def _rst_to_md(text: str) -> str:
 
 
 # -- REST API from openapi.yaml -------------------------------------------------------------
+
+
+def openapi_path() -> Path:
+    """The installed server extension's openapi.yaml (jupyter_ext/openapi.yaml in a checkout)."""
+    import soopervisor_jupyter
+
+    return Path(soopervisor_jupyter.__file__).parent / "openapi.yaml"
 
 
 def route_anchor(method: str, path: str) -> str:
@@ -214,8 +219,8 @@ def manifest_reference() -> str:
 
     rows = [[_code(k), _rst_to_md(v)] for k, v in {**MANIFEST_FIELDS, **COMPUTED_FIELDS}.items()]
     out = _table(["field", "meaning"], rows)
-    out += [f"A stored set's `status` is one of {', '.join(_code(s) for s in SET_STATUSES)}; "
-            f"the current `schema` is {SCHEMA}.", ""]
+    statuses = ", ".join(_code(s) for s in SET_STATUSES)
+    out += [f"A stored set's `status` is one of {statuses}; the current `schema` is {SCHEMA}.", ""]
     return "\n".join(out)
 
 
@@ -261,7 +266,7 @@ def generate(app: Sphinx) -> None:
     out = Path(app.srcdir) / "reference" / "_generated"
     out.mkdir(parents=True, exist_ok=True)
     pages = {
-        "rest.md": rest_reference(yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))),
+        "rest.md": rest_reference(yaml.safe_load(openapi_path().read_text(encoding="utf-8"))),
         "environment-variables.md": environment_variables(),
         "jupyter-settings.md": jupyter_settings(),
         "manifest.md": manifest_reference(),
@@ -320,7 +325,8 @@ def broken_links(outdir: Path) -> list[str]:
             continue
         for href in parsed.links:
             parts = urlsplit(href)
-            if parts.scheme or parts.netloc or href.startswith(("mailto:", "javascript:")):
+            # other sites, and root paths (a notebook's download links into a Jupyter server) are not the site's
+            if parts.scheme or parts.netloc or href.startswith(("/", "mailto:", "javascript:")):
                 continue
             target = page if not parts.path else posixpath.normpath(
                 posixpath.join(posixpath.dirname(page), unquote(parts.path)))
