@@ -24,6 +24,17 @@ CLOUD_EXTRAS = {
     "box": ["boxsdk>=10", "keyring>=24"],
 }
 GITHUB_EXTRA = ["PyGithub>=2.1"]
+# the documentation site (scripts/docs), pinned: the build treats warnings as errors, and a new
+# release of these adds warnings, not findings of ours
+DOCS_EXTRA = [
+    "sphinx==9.0.4",
+    "pydata-sphinx-theme==0.24.0",
+    "myst-parser==5.2.0",
+    "myst-nb==1.4.0",
+    "sphinx-click==6.2.0",
+    "sphinx-copybutton==0.5.2",
+    "sphinx-design==0.8.0",
+]
 
 setup(
     name="soopervisor",
@@ -66,6 +77,7 @@ setup(
         # the GitHub Action and `soopervisor github ...` (the Action installs
         # ".[github,cloud]" from its own checkout)
         "github": GITHUB_EXTRA,
+        "docs": DOCS_EXTRA,
         "test": sorted({req for reqs in CLOUD_EXTRAS.values() for req in reqs}) + GITHUB_EXTRA + [
             "moto[server]>=5",
             "pytest>=8",

@@ -133,3 +133,9 @@ def test_usage_and_missing_file() -> None:
 def test_the_script_is_shellcheck_clean() -> None:
     proc = subprocess.run(["shellcheck", str(ACTIONLINT)], capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_the_docs_workflow_is_clean() -> None:
+    """The repository's own workflow that builds the docs site and publishes it to GitHub Pages."""
+    proc = actionlint(ROOT / ".github" / "workflows" / "docs.yml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr

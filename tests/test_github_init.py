@@ -1,6 +1,6 @@
 """`soopervisor github init`, through the real console command, in real git repositories.
 
-The expected variable names per storage are the ones README.md documents for
+The expected variable names per storage are the ones the how-to guides (docs/how-to/) document for
 CI; the test also checks them against each backend's ENV dict, so a variable
 added to a backend must reach the workflow.
 """
@@ -22,7 +22,7 @@ from soopervisor.github.workflow import DEFAULT_ACTION, WORKFLOW_PATH, is_pristi
 from .conftest import cli
 from .projects import commit_all, init_repo
 
-#: what README.md's cloud storage table lists for CI, required and optional
+#: what the how-to guide of each service (docs/how-to/) lists for CI, required and optional
 DOCUMENTED = {
     "s3": (["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"], ["AWS_ENDPOINT_URL", "AWS_REGION"]),
     "gdrive": (["SOOPERVISOR_GDRIVE_CLIENT_ID", "SOOPERVISOR_GDRIVE_CLIENT_SECRET",
