@@ -54,6 +54,7 @@ napoleon_google_docstring = False
 html_theme = "pydata_sphinx_theme"
 html_title = "soopervisor"
 html_static_path = ["_static"]
+html_css_files = ["soopervisor.css"]
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,

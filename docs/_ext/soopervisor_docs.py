@@ -194,8 +194,11 @@ def environment_variables() -> str:
     out = []
     for group, title in titles.items():
         out += [f"### {title}", ""]
-        rows = [[_code(v.name), _rst_to_md(v.meaning), _rst_to_md(v.default) or "—"] for v in groups.pop(group)]
-        out += _table(["variable", "meaning", "default"], rows)
+        for var in groups.pop(group):  # a definition list: long meanings read better than in a narrow table
+            default = f" Default: {_rst_to_md(var.default)}." if var.default else ""
+            meaning = _rst_to_md(var.meaning)
+            out += [f"(env-{var.name.lower().replace('_', '-')})=", _code(var.name),
+                    f": {meaning[:1].upper()}{meaning[1:]}.{default}", ""]
     assert not groups, f"environment variable groups without a title: {sorted(groups)}"
     return "\n".join(out)
 
