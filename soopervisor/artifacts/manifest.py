@@ -44,7 +44,7 @@ MANIFEST_FIELDS = {
 }
 #: what write_manifest computes itself, with its meaning
 COMPUTED_FIELDS = {
-    "files": "every product under ``files/``: ``[{name, size, sha256}]``, ``name`` relative to ``files/``",
+    "files": "every product under ``files/``: ``[{path, size, sha256}]``, ``path`` relative to ``files/``",
     "schema": "the layout version: 2 (per-run sets); 1 is the old one-set-per-commit layout, read only",
 }
 
