@@ -42,3 +42,46 @@ def test_error_commands_escape_newlines_and_mask():
     CREDENTIALS.add("pw-in-an-error-123")
     Runner({}, out).error("failed: pw-in-an-error-123\nsecond line 100%")
     assert out.getvalue() == "::error title=soopervisor::failed: ***%0Asecond line 100%25\n"
+
+
+def obeyed(text: str) -> list[str]:
+    """The workflow commands a GitHub runner obeys in this output: none between ::stop-commands::T and ::T::."""
+    commands, resume = [], None
+    for line in text.splitlines():
+        if resume is not None:
+            if line == f"::{resume}::":
+                resume = None
+            continue
+        if line.startswith("::stop-commands::"):
+            resume = line.removeprefix("::stop-commands::")
+        elif line.startswith("::"):
+            commands.append(line)
+    assert resume is None, "commands were never resumed"
+    return commands
+
+
+def test_the_pipelines_output_cannot_issue_workflow_commands():
+    out = io.StringIO()
+    runner = Runner({}, out)
+    CREDENTIALS.subscribe(runner.mask)
+    try:
+        runner.command("::group::sample run")
+        with runner.commands_stopped():
+            runner.stream("building\n")
+            runner.stream("::error title=pwned::from the pipeline\n")
+            runner.stream("::endgroup::\n")
+            runner.stream("half a line")  # a command must not be glued to it
+            # a token refreshed mid-run is still masked: commands resume for it, then stop again
+            credentials.register({"access_token": "ya29.mid-run-token-value"})
+            runner.stream("::add-mask::everything\n")
+        runner.command("::endgroup::")
+    finally:
+        CREDENTIALS.unsubscribe(runner.mask)
+    text = out.getvalue()
+    assert "::error title=pwned::from the pipeline" in text.splitlines()  # shown in the log, not obeyed
+    commands = obeyed(text)  # (subscribing first masked the values other tests made known)
+    assert commands[commands.index("::group::sample run"):] == [
+        "::group::sample run", "::add-mask::ya29.mid-run-token-value", "::endgroup::"]
+    tokens = [line.removeprefix("::stop-commands::") for line in text.splitlines() if line.startswith("::stop-")]
+    assert len(tokens) == 2 and len(set(tokens)) == 2 and all(len(t) == 32 for t in tokens)
+    assert "half a line\n::" in text

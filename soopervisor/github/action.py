@@ -18,7 +18,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +66,10 @@ class Runner:
     def __init__(self, env: dict[str, str], out=None) -> None:
         self.env = env
         self.out = out or sys.stdout
+        # the run's log arrives from its thread while credentials may be masked from another
+        self._lock = threading.RLock()
+        self._token: str | None = None  # set while the runner ignores workflow commands
+        self._line_start = True
 
     def need(self, name: str) -> str:
         value = self.env.get(name)
@@ -74,22 +80,60 @@ class Runner:
         return value
 
     def command(self, line: str) -> None:
-        self.out.write(line + "\n")
-        self.out.flush()
+        with self._lock:
+            # a command counts only at the start of a line: end the pipeline's unfinished one
+            self.out.write(("" if self._line_start else "\n") + line + "\n")
+            self.out.flush()
+            self._line_start = True
 
     def stream(self, chunk: str) -> None:
         """A piece of the run's log, already redacted by the run."""
-        self.out.write(chunk)
-        self.out.flush()
+        with self._lock:
+            self.out.write(chunk)
+            self.out.flush()
+            if chunk:
+                self._line_start = chunk.endswith("\n")
+
+    @contextmanager
+    def commands_stopped(self):
+        """The pipeline's output cannot issue workflow commands while this lasts.
+
+        A line the pipeline prints is copied to the job log as it is (redacted), and
+        the runner would obey one starting with ``::`` — an annotation, ``::endgroup::``,
+        ``::add-mask::`` of arbitrary text, or worse from a fork's code. Between
+        ``::stop-commands::TOKEN`` and ``::TOKEN::`` the runner ignores commands; the
+        token is random, so the pipeline cannot end the pause itself.
+        """
+        with self._lock:
+            self._stop_commands()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._resume_commands()
+
+    def _stop_commands(self) -> None:
+        self._token = os.urandom(16).hex()
+        self.command(f"::stop-commands::{self._token}")
+
+    def _resume_commands(self) -> None:
+        token, self._token = self._token, None
+        self.command(f"::{token}::")
 
     def log(self, text: str) -> None:
         self.command(CREDENTIALS.redact(text))
 
     def mask(self, value: str) -> None:
-        # one ::add-mask:: per line: the runner masks line by line
-        for line in value.splitlines():
-            if line.strip():
-                self.command(f"::add-mask::{line}")
+        with self._lock:
+            paused = self._token is not None
+            if paused:  # a credential refreshed mid-run: the mask must be obeyed, so resume for it
+                self._resume_commands()
+            # one ::add-mask:: per line: the runner masks line by line
+            for line in value.splitlines():
+                if line.strip():
+                    self.command(f"::add-mask::{line}")
+            if paused:
+                self._stop_commands()
 
     def error(self, message: str, title: str = "soopervisor") -> None:
         text = CREDENTIALS.redact(message).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
@@ -232,9 +276,10 @@ class Step:
         started = time.monotonic()
         self.runner.command(f"::group::{report.mode} run of {report.commit[:12]}")
         try:
-            run = soopervisor.run(project_dir, sample=report.mode == "sample", storage=self.inputs.storage,
-                                  image=self.inputs.image, secrets=self.inputs.secrets,
-                                  on_line=self.runner.stream)
+            with self.runner.commands_stopped():
+                run = soopervisor.run(project_dir, sample=report.mode == "sample", storage=self.inputs.storage,
+                                      image=self.inputs.image, secrets=self.inputs.secrets,
+                                      on_line=self.runner.stream)
         finally:
             self.runner.command("::endgroup::")
         report.duration = run.duration if run.duration is not None else time.monotonic() - started
