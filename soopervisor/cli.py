@@ -750,6 +750,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         e.message = hide(e.message)
         e.show()
+        click.echo(f"more: {topic_url('usage-error')}", err=True)
         sys.exit(e.exit_code)
     except InvalidProject as e:
         click.echo(hide(e.report.format()), err=True)
@@ -761,7 +762,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"more: {e.docs}", err=True)
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, Cancelled, click.exceptions.Abort):  # click turns Ctrl-C into Abort
-        click.echo("\ninterrupted: the container was removed and the log kept", err=True)
+        click.echo("\ncancelled (Ctrl-C): nothing was left running; a run's log and set are kept", err=True)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - a bug of ours: a short message here, the traceback in a file
         crash = _write_crash_report(hide)

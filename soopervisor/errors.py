@@ -50,7 +50,7 @@ class InvalidProject(SoopervisorError):
         n = len(report.errors)
         super().__init__(
             f"the project is not valid ({n} problem{'s' if n != 1 else ''})",
-            "fix the problems listed above, then run again",
+            "fix the problems in the report (`soopervisor validate` lists them), then run again",
         )
         self.report = report
 

@@ -36,6 +36,9 @@ FILES = "files"
 #: how often an owner looks for a stop request (a cancel marker, a signal)
 WATCH_EVERY = 0.2
 
+#: what a failed environment build is called in its error (troubleshooting.run_topic reads it)
+ENV_SETUP = "the environment set-up"
+
 
 # -- where a run keeps what outlives its process -------------------------------------------------
 
@@ -437,7 +440,7 @@ class ActiveRun:
         result = self.executor.execute(spec, self.log.write, keep_as=keep)
         if result.exit_code == 0 and not (result.timed_out or result.cancelled):
             return env_image
-        self._failed(outcome, result, "the environment set-up")
+        self._failed(outcome, result, ENV_SETUP)
         return None
 
     def _run_pipeline(self, env_image: str, collected: Path, outcome: Outcome) -> None:
@@ -480,6 +483,8 @@ class ActiveRun:
         if result.timed_out:
             outcome.status = "failed"
             outcome.error = f"{what} timed out after {self.prepared.limits.timeout:g}s and was stopped"
+            outcome.hint = ("raise --timeout (seconds) or leave it out; the first run of a new environment "
+                            "also installs its packages")
         elif cancelled:
             why = self.cancel_reason or "stopped from another process"
             outcome.error = f"{what} was cancelled ({why}); the container was removed"
@@ -493,6 +498,9 @@ class ActiveRun:
             if cause:  # a module of a conda dependency pip could not install
                 outcome.error += f": {cause}"
             self._cause(outcome, what, f"exit code {result.exit_code}{stage}")
+            if outcome.hint is None and what == ENV_SETUP:
+                outcome.hint = (f"a package of {project.env_file or 'the environment spec'} could not be installed: "
+                                "the log's installer lines say which (`soopervisor run -v` streams them)")
 
     def _cause(self, outcome: Outcome, what: str, how: str) -> None:
         """The cause the log showed, said in the error and the hint: a load error, a network error."""

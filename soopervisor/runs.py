@@ -287,7 +287,7 @@ class RunStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RunStoreUnavailable(
-                f"cannot create the folder of the run history {self.path}: {e.strerror or e}",
+                f"cannot create the folder of the run history {self.path.parent}: {e.strerror or e}",
                 "SOOPERVISOR_HOME (or the data folder) must name a folder you can write",
             ) from None
         with self._db() as db:

@@ -41,6 +41,7 @@ ERRORS = {
 #: why a run ended other than succeeded
 RUN_OUTCOMES = {
     "pipeline-failed": "A task failed",
+    "environment-failed": "The environment could not be installed",
     "pipeline-load-failed": "The pipeline failed to load",
     "notebook-cell-failed": "A notebook or script task failed in a cell",
     "missing-module": "No module named …",
@@ -70,10 +71,10 @@ PROBLEM_CODES = {
     "no-tasks": "The pipeline has no tasks",
     "task-no-source": "A task has no source",
     "source-missing": "A task's source file is missing",
-    "file-too-large": "A spec or environment file is too large or too deep",
+    "file-too-large": "A spec or environment file is too large",
     "no-env-spec": "No environment spec",
     "env-spec-unparsable": "The environment spec does not parse",
-    "env-spec-no-dependencies": "The environment spec lists no dependencies (warning)",
+    "env-spec-no-dependencies": "The environment spec has no dependencies list",
     "conda-only-deps": "Packages only conda provides (warning)",
     "python-pin": "A Python version the image cannot meet (warning)",
     "env-yaml-unparsable": "env.yaml does not parse",
@@ -106,6 +107,7 @@ def run_topic(run) -> str | None:
         return "run-cancelled"
     if status == "interrupted":
         return "run-interrupted"
+    from .lifecycle import ENV_SETUP
     from .logstream import LOAD_FAILED
 
     # the phrases of failure.load_hint and failure.network_hint (tests/test_docs.py holds them together)
@@ -113,6 +115,8 @@ def run_topic(run) -> str | None:
     hint = getattr(run, "hint", None) or ""
     if "timed out after" in error:
         return "run-timeout"
+    if error.startswith(ENV_SETUP):
+        return "host-unreachable" if "reaches only what the engine's network" in hint else "environment-failed"
     if "has no module" in hint:
         return "missing-module"
     if "reaches only what the engine's network" in hint or "--network none" in hint:

@@ -219,6 +219,9 @@ def test_a_failed_run_links_the_entry_of_its_cause() -> None:
     assert topic(status="failed", error="task 'fit' failed", failed_cell="1/0") == "notebook-cell-failed"
     assert topic(status="failed", error="the run timed out after 5s and was stopped") == "run-timeout"
     assert topic(status="failed", error="task 'get' failed") == "pipeline-failed"
+    setup_failed = "the environment set-up failed with exit code 1 in stage 'setup env'"
+    assert topic(status="failed", error=setup_failed) == "environment-failed"
+    assert topic(status="failed", error=setup_failed, hint=network_hint("default")) == "host-unreachable"
     assert topic(status="cancelled") == "run-cancelled"
     assert topic(status="interrupted") == "run-interrupted"
 
@@ -235,7 +238,8 @@ def test_the_links_commands_print_resolve_to_an_anchor(site: Path, tmp_path: Pat
     for args in (["validate", str(not_a_repo)],
                  ["artifacts", "download", "latest", "--project", "nope"],
                  ["stop", "nosuchrun"],
-                 ["run", "--memory", "lots", str(not_a_repo)]):
+                 ["run", "--memory", "lots", str(not_a_repo)],
+                 ["run", "--no-such-option"]):  # click's own usage errors link too
         done = subprocess.run([sys.executable, "-m", "soopervisor", *args], capture_output=True, text=True,
                               timeout=60, check=False)
         assert done.returncode in (2, 3), done

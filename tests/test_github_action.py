@@ -153,6 +153,21 @@ def test_outside_a_runner_it_says_what_it_is_for(tmp_path):
     assert "runs as a step of a GitHub Actions job" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", b"\xff\xfe"], ids=["empty", "broken", "list", "binary"])
+def test_a_damaged_event_file_is_a_usage_error_not_a_crash(tmp_path, content):
+    from tests.conftest import cli
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_"))}
+    event = tmp_path / "event.json"
+    event.write_bytes(content if isinstance(content, bytes) else content.encode())
+    env.update(GITHUB_ACTIONS="true", GITHUB_EVENT_NAME="push", GITHUB_EVENT_PATH=str(event),
+               GITHUB_WORKSPACE=str(tmp_path), SOOPERVISOR_HOME=str(tmp_path / "home"))
+    proc = cli("github", "run", env=env, check=2)
+    said = proc.stdout + proc.stderr  # the Action reports on the runner's channel (stdout)
+    assert f"the event file GITHUB_EVENT_PATH={event}" in said
+    assert "internal error" not in said and "Traceback" not in said
+
+
 # -- pull-request comments -------------------------------------------------------
 @pytest.fixture
 def github():

@@ -184,6 +184,7 @@ def test_timeout_stops_and_removes_the_container(tmp_path, engine, home):
     project = make_project(tmp_path, files)
     proc = cli("run", str(project), "--timeout", "20", check=1)
     assert "timed out after 20s" in proc.stderr
+    assert "hint: raise --timeout" in proc.stderr and "#run-timeout" in proc.stderr
     # the engine fixture asserts that no container is left
 
 

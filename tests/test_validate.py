@@ -178,6 +178,14 @@ def test_pipeline_not_a_mapping(tmp_path: Path) -> None:
     problem(inspect(path), "pipeline-invalid")
 
 
+def test_a_task_that_is_not_a_mapping_is_named_with_its_article(tmp_path: Path) -> None:
+    content = "tasks:\n  - 42\n  - [a, b]\n"
+    path = make_project(tmp_path, files(pipeline__yaml=content))
+    whats = [p.what for p in inspect(path).problems if p.code == "pipeline-invalid"]
+    assert "task 1 in pipeline.yaml is an int, not a mapping" in whats
+    assert "task 2 in pipeline.yaml is a list, not a mapping" in whats
+
+
 def test_pipeline_top_level_list_is_tasks(tmp_path: Path) -> None:
     content = "- source: tasks/make_data.py\n  product: products/data.csv\n"
     path = make_project(tmp_path, files(pipeline__yaml=content))
@@ -205,6 +213,13 @@ def test_untracked_pipeline_is_an_error(tmp_path: Path) -> None:
     report = inspect(path)
     assert problem(report, "not-committed").where == "pipeline.yaml"
     assert problem(report, "uncommitted-changes").severity == "warning"
+
+
+def test_a_file_both_staged_and_untracked_is_one_change(tmp_path: Path) -> None:
+    path = make_project(tmp_path)
+    git(path, "rm", "-q", "--cached", "requirements.txt")  # staged as deleted, and untracked
+    (p,) = [p for p in inspect(path).problems if p.code == "uncommitted-changes"]
+    assert p.what.startswith("1 uncommitted change will not be part of the run: requirements.txt"), p.what
 
 
 # ------------------------------------------------------------------ environment

@@ -22,6 +22,7 @@ Checks, each a warning (so an error under ``-W``):
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 from html.parser import HTMLParser
@@ -280,7 +281,10 @@ def generate(app: Sphinx) -> None:
         path = out / name
         # rewritten only when changed, so an incremental build does not rebuild every page
         if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
+            # atomically: two builds at once (tests, a second terminal) never read half a file
+            tmp = path.with_name(f".{name}.{os.getpid()}")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
 
 
 # -- checks -------------------------------------------------------------------------------------

@@ -158,6 +158,20 @@ class Runner:
         return f"{server}/{repo}/actions/runs/{run_id}" if server and repo and run_id else None
 
 
+def _event_payload(path: str) -> dict:
+    """The event file the runner wrote; a missing or damaged one is a usage error, not a crash."""
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UsageError(f"the event file GITHUB_EVENT_PATH={path} cannot be read as JSON: {e}",
+                         hint="`soopervisor github run` runs as a step of a GitHub Actions job, "
+                              "which writes that file; outside one, use `soopervisor run`") from None
+    if not isinstance(payload, dict):
+        raise UsageError(f"the event file GITHUB_EVENT_PATH={path} is not a JSON object",
+                         hint="the runner writes the event's payload there as an object")
+    return payload
+
+
 def main(env: dict[str, str] | None = None, out=None) -> int:
     """Run one Action step; the exit code fails the job (0 also when nothing was asked for)."""
     runner = Runner(dict(os.environ) if env is None else env, out)
@@ -198,7 +212,7 @@ class Step:
     def run(self) -> int:
         workspace = Path(self.env.get("GITHUB_WORKSPACE") or ".").resolve()
         event_name = self.runner.need("GITHUB_EVENT_NAME")
-        payload = json.loads(Path(self.runner.need("GITHUB_EVENT_PATH")).read_text(encoding="utf-8"))
+        payload = _event_payload(self.runner.need("GITHUB_EVENT_PATH"))
         for name in self.inputs.secrets:
             if self.env.get(name):
                 CREDENTIALS.add(self.env[name])

@@ -164,6 +164,8 @@ def inspect(path: str | os.PathLike = ".", entry_point: str | None = None) -> Re
                     rel, f"git add {_shell_word(rel)} && git commit -m 'add {rel}'",
                     ERROR, "not-committed",
                 ))
+        # a path can be both staged and untracked (`git rm --cached`): one change to the user
+        changed = list(dict.fromkeys(changed))
         if changed:
             listed = ", ".join(
                 "./ (the whole folder is untracked)" if c == "./" else c

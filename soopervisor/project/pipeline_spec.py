@@ -123,7 +123,7 @@ def _check_pipeline(data: Any, folder: Path, env: dict, problems: list[Problem],
     for i, task in enumerate(tasks, 1):
         if not isinstance(task, dict):
             problems.append(Problem(
-                f"task {i} in {spec} is a {type(task).__name__}, not a mapping",
+                f"task {i} in {spec} is {_a(type(task).__name__)}, not a mapping",
                 spec, "write the task as '- source: ...' with 'product: ...' under it",
                 ERROR, "pipeline-invalid",
             ))
@@ -156,3 +156,8 @@ def _check_pipeline(data: Any, folder: Path, env: dict, problems: list[Problem],
             top = _collect_path(product, fstr, env)
             if top is not None and in_project(top):
                 collect.add(in_project(top))
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its article: "a list", "an int"."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"

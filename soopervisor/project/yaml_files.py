@@ -74,7 +74,7 @@ def _yaml_depth_problem(data: bytes, name: str, code: str) -> Problem | None:
                 if depth > MAX_YAML_DEPTH:
                     return Problem(
                         f"{name} nests deeper than {MAX_YAML_DEPTH} levels", name,
-                        f"a {name} nests a few levels (tasks, a task's keys, its product); flatten it",
+                        f"{name} should nest only a few levels; flatten it",
                         ERROR, code,
                     )
             elif isinstance(event, _CLOSING):
