@@ -36,6 +36,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 BUILD_HINT = "build it first: cd js && npm ci && npm run build"
+# the documentation's screenshots (docs/tutorials/jupyterlab.md shows them); tracked in git
+SCREENSHOTS = REPO / "docs" / "_static" / "screenshots"
 
 
 def free_port() -> int:
@@ -182,3 +184,46 @@ def open_panel(page, lab: JupyterLab, path: str = "", timeout: float = 60_000) -
     if not page.locator("#soopervisor-panel").is_visible():
         tab.click()
     page.locator('[data-testid="sv-panel"]').wait_for(state="visible", timeout=timeout)
+
+
+def widen_sidebar(page, width: int = 440) -> None:
+    """Drag the handle between the left sidebar and the main area so the panel is ``width`` px wide."""
+    panel = page.locator("#soopervisor-panel")
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
+    box, current = handle.bounding_box(), panel.bounding_box()
+    if box is None or current is None or current["width"] >= width:
+        return
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + width - current["width"], y, steps=8)
+    page.mouse.up()
+    page.wait_for_timeout(300)  # best effort: a screenshot of a narrower panel is still a screenshot
+
+
+def screenshot(page, name: str, panel_only: bool = True) -> Path:
+    """Save a documentation screenshot: the soopervisor panel down to its last content, or the 1400x1000 page."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    page.wait_for_timeout(300)  # let the last repaint (scroll, highlight) settle
+    if not panel_only:
+        page.screenshot(path=str(path), animations="disabled")
+        return path
+    # the panel is as tall as the window: crop the empty space below its content
+    # (lines scrolled out of the log's box do not count, the box does)
+    clip = page.evaluate(
+        """() => {
+          const panel = document.querySelector('#soopervisor-panel');
+          const box = panel.getBoundingClientRect();
+          let bottom = box.top;
+          for (const el of panel.querySelectorAll('*')) {
+            const inLog = el.closest('[data-testid=sv-log]');
+            if ((inLog && inLog !== el) || (el.children.length && el !== inLog)) continue;
+            const r = el.getBoundingClientRect();
+            if (r.height > 0 && r.bottom <= box.bottom) bottom = Math.max(bottom, r.bottom);
+          }
+          return {x: box.left, y: box.top, width: box.width, height: Math.min(box.height, bottom - box.top + 16)};
+        }"""
+    )
+    page.screenshot(path=str(path), clip=clip, animations="disabled")
+    return path

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import soopervisor
-from tests.lab_browser import REPO, JupyterLab, chromium, open_panel
+from tests.lab_browser import REPO, JupyterLab, chromium, open_panel, screenshot, widen_sidebar
 from tests.projects import PIPELINE, commit_all, function_task, make_project, write
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -95,6 +95,8 @@ def test_sample_run_from_the_sidebar(engine, lab: JupyterLab, page, server_root:
     ok.wait_for()
     assert "proj is valid" in ok.inner_text()
     assert page.locator(tid("sv-runs-empty")).is_visible()
+    widen_sidebar(page)
+    screenshot(page, "sidebar-valid.png", panel_only=False)
 
     sample = page.locator(tid("sv-run-sample"))
     assert sample.is_enabled()
@@ -123,6 +125,7 @@ def test_sample_run_from_the_sidebar(engine, lab: JupyterLab, page, server_root:
     assert lines.all_inner_texts() == [line.rsplit("\r", 1)[-1] or "\u200b" for line in on_disk]
     assert row.get_attribute("data-status") == "succeeded"
     assert detail.locator(tid("sv-run-stop")).count() == 0
+    screenshot(page, "sidebar-run-log.png")
 
     # the commit's artifacts: listed, expandable, downloadable
     commit_row = page.locator(f'{tid("sv-commit-row")}[data-commit="{commit}"]')
@@ -142,6 +145,7 @@ def test_sample_run_from_the_sidebar(engine, lab: JupyterLab, page, server_root:
     names = zipfile.ZipFile(io.BytesIO(Path(info.value.path()).read_bytes())).namelist()
     assert "output/data.csv" in names and ".soopervisor/manifest.json" in names
 
+    screenshot(page, "sidebar-artifacts.png")
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#soopervisor-panel").screenshot(path=str(ARTIFACTS / "sidebar.png"))
 
@@ -166,6 +170,8 @@ def test_failed_run_shows_the_failing_tail(engine, lab: JupyterLab, page, server
     assert texts[-1].startswith("!!! soopervisor:")
     assert len(texts) <= 30
     assert any("boom" in t for t in texts)
+    widen_sidebar(page)
+    screenshot(page, "sidebar-failed.png")
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#soopervisor-panel").screenshot(path=str(ARTIFACTS / "sidebar-failed.png"))
 
@@ -242,6 +248,8 @@ def test_invalid_project_disables_runs_and_says_why(lab: JupyterLab, page, serve
     assert "pipeline" in problems.first.inner_text()
     assert page.locator(tid("sv-run-sample")).is_disabled()
     assert "problem" in page.locator(tid("sv-run-blocked")).inner_text()
+    widen_sidebar(page)
+    screenshot(page, "sidebar-invalid.png")
 
     # fixing it is picked up by the periodic re-validation (or a refresh)
     write(project, {"pipeline.yaml": PIPELINE})
