@@ -670,7 +670,7 @@ def login_cmd(service: str | None, status: bool) -> None:
 
     Where no keyring exists, tokens go to a file only you can read (0600)
     under your config folder. In CI, pass them as environment variables
-    instead (see the README).
+    instead (the how-to guide of each service says which).
 
     \b
     Examples:

@@ -40,8 +40,8 @@ ENVIRONMENT_VARIABLES = (
            "``https://soopervisor.github.io/soopervisor``"),
     EnvVar("SOOPERVISOR_GDRIVE_CLIENT_ID", "your Google OAuth client's id", group="cloud credentials"),
     EnvVar("SOOPERVISOR_GDRIVE_CLIENT_SECRET", "your Google OAuth client's secret", group="cloud credentials"),
-    EnvVar("SOOPERVISOR_GDRIVE_REFRESH_TOKEN", "a Google Drive refresh token (``soopervisor login gdrive`` "
-           "prints how to get one for CI)", group="cloud credentials"),
+    EnvVar("SOOPERVISOR_GDRIVE_REFRESH_TOKEN", "a Google Drive refresh token (the Google Drive how-to says how "
+           "to get one for CI)", group="cloud credentials"),
     EnvVar("SOOPERVISOR_DROPBOX_APP_KEY", "your Dropbox app's key", group="cloud credentials"),
     EnvVar("SOOPERVISOR_DROPBOX_APP_SECRET", "your Dropbox app's secret (only for tokens issued without PKCE)",
            group="cloud credentials"),

@@ -98,6 +98,11 @@ def topic_url(topic: str) -> str:
     return f"{docs_url()}/{PAGE}#{topic}"
 
 
+def page_url(page: str) -> str:
+    """The address of a page of the site, e.g. ``how-to/google-drive`` (tests check that it exists)."""
+    return f"{docs_url()}/{page}.html"
+
+
 def run_topic(run) -> str | None:
     """The entry that explains why ``run`` (a soopervisor.runs.Run) did not succeed; None if it did."""
     status = getattr(run, "status", None)

@@ -293,3 +293,26 @@ def test_a_stale_reference_fails_the_strict_build(tmp_path: Path, line: str) -> 
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode != 0
     assert "first-run" in done.stderr and "no-such" in done.stderr
+
+
+def test_every_page_the_code_links_to_exists(site: Path) -> None:
+    pages = set()
+    for path in [*(REPO / "soopervisor").rglob("*.py"), *(REPO / "jupyter_ext").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "page_url":
+                (arg,) = node.args
+                pages.add(arg.value)
+    assert {"how-to/google-drive", "how-to/onedrive"} <= pages
+    for page in pages:
+        assert (site / f"{page}.html").is_file(), f"page_url({page!r}) names no page of the site"
+
+
+def test_the_screenshots_are_the_browser_tests(site: Path) -> None:
+    """Every screenshot a page shows is one the browser tests take (docs/_static/screenshots/, not by hand)."""
+    taken = set(re.findall(r'screenshot\(page, "([^"]+\.png)"', (REPO / "tests" / "test_sidebar_browser.py").read_text()))
+    shown = set()
+    for page in DOCS.rglob("*.md"):
+        shown |= set(re.findall(r"_static/screenshots/([\w.-]+\.png)", page.read_text(encoding="utf-8")))
+    assert shown and shown <= taken, f"not taken by tests/test_sidebar_browser.py: {shown - taken}"
+    for name in shown:
+        assert (site / "_images" / name).is_file() or (site / "_static" / "screenshots" / name).is_file()

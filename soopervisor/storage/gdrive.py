@@ -62,6 +62,7 @@ from soopervisor.credentials import CredentialsError
 from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
 from soopervisor.storage import ci_env
 from soopervisor.storage.remote import ObjectInfo, Progress, RemoteStorage, RetryLater, retry_delay
+from soopervisor.troubleshooting import page_url
 
 SERVICE = "gdrive"
 #: field -> environment variable, for CI (all three are needed)
@@ -494,11 +495,13 @@ def login(echo: Callable[[str], None], prompt: Callable[[str], str], console: bo
     client_secret = os.environ.get(ENV["client_secret"]) or stored.get("client_secret")
     if not client_id or not client_secret:
         echo("Google Drive needs an OAuth client of your own (a 'Desktop app' client in your Google Cloud "
-             "project, with the Drive API enabled and the drive.file scope); the README lists the steps.")
+             f"project, with the Drive API enabled and the drive.file scope); the steps: "
+             f"{page_url('how-to/google-drive')}")
         client_id = client_id or prompt("OAuth client ID").strip()
         client_secret = client_secret or prompt("OAuth client secret").strip()
     if not client_id or not client_secret:
-        raise UsageError("a client ID and a client secret are needed", hint="see the README: Google Drive")
+        raise UsageError("a client ID and a client secret are needed",
+                         hint=f"the steps: {page_url('how-to/google-drive')}", topic="cloud-credentials")
     credentials.register({"client_secret": client_secret})
     flow = InstalledAppFlow.from_client_config(_client_config(client_id, client_secret), scopes=SCOPES)
     if console is None:

@@ -50,6 +50,7 @@ from soopervisor.credentials import CredentialsError
 from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
 from soopervisor.storage import ci_env
 from soopervisor.storage.remote import ObjectInfo, Progress, RemoteStorage, RetryLater, retry_delay
+from soopervisor.troubleshooting import page_url
 
 SERVICE = "onedrive"
 #: field -> environment variable, for CI (both are needed)
@@ -516,10 +517,11 @@ def login(echo: Callable[[str], None], prompt: Callable[[str], str]) -> str:
     client_id = os.environ.get(ENV["client_id"]) or stored.get("client_id")
     if not client_id:
         echo("OneDrive sign-in needs an application (client) ID: an app registration with public client "
-             "flows allowed and the Files.ReadWrite permission (the README lists the steps).")
+             f"flows allowed and the Files.ReadWrite permission; the steps: {page_url('how-to/onedrive')}")
         client_id = prompt("Application (client) ID").strip()
     if not client_id:
-        raise UsageError("an application (client) ID is needed", hint="see the README: OneDrive")
+        raise UsageError("an application (client) ID is needed", hint=f"the steps: {page_url('how-to/onedrive')}",
+                         topic="cloud-credentials")
     app = _msal_app(client_id)
     flow = app.initiate_device_flow(scopes=SCOPES)
     if "user_code" not in flow:
