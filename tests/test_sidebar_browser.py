@@ -164,6 +164,7 @@ def test_failed_run_shows_the_failing_tail(engine, lab: JupyterLab, page, server
     failure = page.locator(tid("sv-failure"))
     failure.wait_for()
     assert "emit" in failure.inner_text()  # the failed task
+    assert failure.locator(tid("sv-docs")).get_attribute("href").endswith("#pipeline-failed")
     tail = page.locator(".sv-log-line--fail")
     page.wait_for_function("() => document.querySelectorAll('.sv-log-line--fail').length > 0")
     texts = tail.all_inner_texts()
@@ -246,6 +247,10 @@ def test_invalid_project_disables_runs_and_says_why(lab: JupyterLab, page, serve
     problems = page.locator(tid("sv-problem"))
     assert problems.count() >= 1
     assert "pipeline" in problems.first.inner_text()
+    # each problem links its troubleshooting entry
+    link = page.locator(f'{tid("sv-problem")}[data-code="no-pipeline"] {tid("sv-docs")}')
+    assert link.get_attribute("href").endswith("/how-to/troubleshooting.html#no-pipeline")
+    assert link.get_attribute("target") == "_blank"
     assert page.locator(tid("sv-run-sample")).is_disabled()
     assert "problem" in page.locator(tid("sv-run-blocked")).inner_text()
     widen_sidebar(page)

@@ -15,6 +15,8 @@ export interface IProblem {
   hint: string;
   severity: 'error' | 'warning';
   code: string;
+  /** the troubleshooting entry of this problem */
+  docs?: string;
 }
 
 export interface IReport {
@@ -49,6 +51,8 @@ export interface IRun {
   image: string | null;
   failed_task: string | null;
   error: string | null;
+  /** the troubleshooting entry that explains why the run did not succeed */
+  docs?: string | null;
 }
 
 /** One stored set: every run keeps its own. */
@@ -95,6 +99,11 @@ export class ApiError extends Error {
     readonly body: Record<string, any> = {}
   ) {
     super(message);
+  }
+
+  /** The troubleshooting entry that explains the error (soopervisor's own errors have one). */
+  get docs(): string | null {
+    return typeof this.body?.docs === 'string' ? this.body.docs : null;
   }
 }
 

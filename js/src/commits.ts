@@ -220,7 +220,7 @@ export class CommitList {
       },
       err => {
         if (row.body === body) {
-          body.replaceChildren(errorBox(`Cannot list the files: ${err.message}`, err.hint));
+          body.replaceChildren(errorBox(`Cannot list the files: ${err.message}`, err.hint, 'sv-error', err.docs));
         }
       }
     );

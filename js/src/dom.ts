@@ -98,12 +98,25 @@ export function fmtSize(n: number): string {
   return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
 }
 
-/** A message with its hint on a second line: what went wrong, and what to do. */
-export function errorBox(message: string, hint?: string | null, testid = 'sv-error'): HTMLElement {
+/** A link to the documentation's entry about a problem or an error. */
+export function docsLink(docs?: string | null): HTMLElement | null {
+  return docs
+    ? h('a', { class: 'sv-docs', 'data-testid': 'sv-docs', href: docs, target: '_blank', rel: 'noopener' }, 'More about this')
+    : null;
+}
+
+/** A message with its hint on a second line: what went wrong, and what to do (and where it is explained). */
+export function errorBox(
+  message: string,
+  hint?: string | null,
+  testid = 'sv-error',
+  docs?: string | null
+): HTMLElement {
   return h(
     'div',
     { class: 'sv-error', 'data-testid': testid, role: 'alert' },
     h('div', { class: 'sv-error-message' }, message),
-    hint ? h('div', { class: 'sv-hint' }, hint) : null
+    hint ? h('div', { class: 'sv-hint' }, hint) : null,
+    docsLink(docs)
   );
 }

@@ -6,7 +6,7 @@ import { Widget } from '@lumino/widgets';
 
 import { IRun, isRunning } from './api';
 import { CommitList } from './commits';
-import { badge, elapsed, errorBox, fmtDuration, fmtWhen, h } from './dom';
+import { badge, docsLink, elapsed, errorBox, fmtDuration, fmtWhen, h } from './dom';
 import { SoopervisorModel } from './model';
 
 /** The failing tail: this many lines up to the `!!! soopervisor:` line. */
@@ -132,7 +132,7 @@ export class SoopervisorPanel extends Widget {
       return;
     }
     if (v.state === 'error') {
-      this._project.replaceChildren(where, errorBox(`Cannot validate: ${v.error.message}`, v.error.hint));
+      this._project.replaceChildren(where, errorBox(`Cannot validate: ${v.error.message}`, v.error.hint, 'sv-error', v.error.docs));
       return;
     }
     const r = v.value;
@@ -155,7 +155,8 @@ export class SoopervisorPanel extends Widget {
         { class: `sv-problem sv-problem--${x.severity}`, 'data-testid': 'sv-problem', 'data-code': x.code },
         h('div', {}, h('strong', {}, x.severity === 'error' ? 'Error: ' : 'Warning: '), x.what),
         x.where ? h('div', { class: 'sv-muted sv-where' }, x.where) : null,
-        x.hint ? h('div', { class: 'sv-hint' }, x.hint) : null
+        x.hint ? h('div', { class: 'sv-hint' }, x.hint) : null,
+        docsLink(x.docs)
       )
     );
     this._project.replaceChildren(where, head, problems.length ? h('ul', { class: 'sv-problems' }, ...problems) : '');
@@ -184,7 +185,7 @@ export class SoopervisorPanel extends Widget {
         button('full', '▶ Full run', 'Run the whole pipeline in a clean container')
       ),
       reason && !m.starting ? h('div', { class: 'sv-muted', 'data-testid': 'sv-run-blocked' }, `Disabled: ${reason}`) : '',
-      m.actionError ? errorBox(m.actionError.message, m.actionError.hint, 'sv-action-error') : ''
+      m.actionError ? errorBox(m.actionError.message, m.actionError.hint, 'sv-action-error', m.actionError.docs) : ''
     );
   }
 
@@ -196,7 +197,7 @@ export class SoopervisorPanel extends Widget {
       return;
     }
     if (r.state === 'error') {
-      this._runs.replaceChildren(errorBox(`Cannot list runs: ${r.error.message}`, r.error.hint));
+      this._runs.replaceChildren(errorBox(`Cannot list runs: ${r.error.message}`, r.error.hint, 'sv-error', r.error.docs));
       return;
     }
     if (!r.value.length) {
@@ -304,7 +305,8 @@ export class SoopervisorPanel extends Widget {
             { class: 'sv-failure', 'data-testid': 'sv-failure' },
             run.failed_task ? h('div', {}, 'Failed task: ', h('code', {}, run.failed_task)) : null,
             run.error ? h('div', {}, run.error) : null,
-            run.exit_code !== null ? h('div', { class: 'sv-muted' }, `exit code ${run.exit_code}`) : null
+            run.exit_code !== null ? h('div', { class: 'sv-muted' }, `exit code ${run.exit_code}`) : null,
+            docsLink(run.docs)
           )
         : null;
     this._detailHeader.replaceChildren(
@@ -423,7 +425,7 @@ export class SoopervisorPanel extends Widget {
       return;
     }
     if (c.state === 'error') {
-      this._commits.replaceChildren(errorBox(`Cannot list commits: ${c.error.message}`, c.error.hint));
+      this._commits.replaceChildren(errorBox(`Cannot list commits: ${c.error.message}`, c.error.hint, 'sv-error', c.error.docs));
       return;
     }
     if (!c.value.length) {
