@@ -181,9 +181,16 @@ def open_panel(page, lab: JupyterLab, path: str = "", timeout: float = 60_000) -
     page.locator("#jp-main-dock-panel").wait_for(timeout=timeout)
     tab = page.locator('.jp-SideBar [data-id="soopervisor-panel"]')
     tab.wait_for(timeout=timeout)
-    if not page.locator("#soopervisor-panel").is_visible():
+    panel = page.locator('[data-testid="sv-panel"]')
+    # after a reload JupyterLab restores its layout a moment later, and may reopen the panel itself:
+    # a click made just before that toggles it shut, so look again and click until it stays open
+    deadline = time.monotonic() + timeout / 1000
+    while not panel.is_visible():
+        if time.monotonic() > deadline:
+            panel.wait_for(state="visible", timeout=1)  # fails with Playwright's own message
         tab.click()
-    page.locator('[data-testid="sv-panel"]').wait_for(state="visible", timeout=timeout)
+        with contextlib.suppress(Exception):
+            panel.wait_for(state="visible", timeout=3_000)
 
 
 def widen_sidebar(page, width: int = 440) -> None:
