@@ -388,3 +388,18 @@ def test_re_uploading_unchanged_content_sends_nothing(cloud, tmp_path):
             rel = path.relative_to(out).as_posix()
             assert path.read_bytes() == {**big, "output/new.txt": b"only this is new"}[rel]
     assert sha256_file(out / "output/part-0.bin") == sha256_file(src / "files/output/part-0.bin")
+
+
+def test_retry_after_is_honoured_in_seconds_and_as_a_date_up_to_a_cap():
+    from email.utils import formatdate
+
+    from soopervisor.storage.remote import MAX_BACKOFF, MAX_RETRY_AFTER, retry_delay
+
+    assert retry_delay("120", 0) == 120.0  # what the service asked, not our own 60 s cap
+    assert retry_delay("86400", 0) == MAX_RETRY_AFTER
+    assert retry_delay("-5", 0) == 0.0
+    now = 1_800_000_000.0
+    assert retry_delay(formatdate(now + 90, usegmt=True), 0, now=now) == 90.0
+    assert retry_delay(formatdate(now - 90, usegmt=True), 0, now=now) == 0.0
+    assert 0.5 <= retry_delay("soon", 1) <= 1.5  # unreadable: our own backoff
+    assert retry_delay(None, 20) == MAX_BACKOFF

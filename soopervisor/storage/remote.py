@@ -54,20 +54,37 @@ Progress = Callable[[int], None]  # called with the number of bytes just moved
 DEFAULT_WORKERS = 4
 #: seconds a set seen complete is trusted by get_file without reading its manifest again
 COMPLETE_FOR = 60.0
+#: names listed in an error about refused names; the rest are counted
+MAX_LISTED = 10
 
 
-#: longest wait between attempts of a cloud request, even when Retry-After asks for more
+#: longest wait of our own backoff between attempts of a cloud request
 MAX_BACKOFF = 60.0
+#: longest wait a service's Retry-After is honoured for (the services ask to be honoured: a
+#: shorter wait is throttled again and counts against the quota); beyond it, the request fails
+MAX_RETRY_AFTER = 900.0
 
 
-def retry_delay(retry_after: str | None, attempt: int) -> float:
-    """Seconds before attempt ``attempt + 1``: the server's Retry-After, else exponential backoff with jitter."""
+def retry_delay(retry_after: str | None, attempt: int, now: float | None = None) -> float:
+    """Seconds before attempt ``attempt + 1``: the server's Retry-After (seconds or an HTTP date, up to
+    MAX_RETRY_AFTER), else exponential backoff with jitter up to MAX_BACKOFF."""
     if retry_after:
         try:
-            return min(float(retry_after), MAX_BACKOFF)
+            return min(max(0.0, float(retry_after)), MAX_RETRY_AFTER)
         except ValueError:
-            pass  # an HTTP date: back off as if the server had said nothing
+            when = _http_date(retry_after)
+            if when is not None:
+                return min(max(0.0, when - (time.time() if now is None else now)), MAX_RETRY_AFTER)
     return min(MAX_BACKOFF, (2**attempt) * 0.5 + random.uniform(0, 0.5))
+
+
+def _http_date(text: str) -> float | None:
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 class RetryLater(Exception):  # a signal between attempts, never shown to the user
@@ -126,6 +143,9 @@ class ObjectStore(Protocol):
 
     def copy(self, src_key: str, dst_key: str) -> None:
         """A server-side copy, replacing ``dst_key``."""
+
+    # Optional: ``service`` (its name in messages) and ``refused(key) -> str | None``, why the
+    # service would refuse the key's name (a reserved name, too long), checked before a put.
 
     def delete(self, keys: list[str]) -> None:
         """Remove these objects; keys already gone are fine."""
@@ -198,6 +218,7 @@ class RemoteStorage(Storage):
         manifest = parse_manifest((src / MANIFEST).read_bytes(), str(src))
         expected = {n: sha for n, sha, _size in set_files(manifest)}
         keys = {n: self._key(project, commit, run_id, n) for n in names}
+        self._check_names(keys)
 
         listing = list(self.store.list(f"{project}/"))  # once: what is in place and what is known
         sets = self._list_sets(project, listing)
@@ -240,6 +261,21 @@ class RemoteStorage(Storage):
             self.store.delete(stale)
         self.store.write(prefix + MANIFEST, (src / MANIFEST).read_bytes())
         self.last_put = {"uploaded": len(uploads), "copied": len(copies), "kept": kept, "bytes_sent": total}
+
+    def _check_names(self, keys: dict[str, str]) -> None:
+        """Every name the service would refuse, said at once before anything is sent (a set is all or nothing)."""
+        refuse = getattr(self.store, "refused", None)
+        if refuse is None:
+            return
+        refused = [(name, why) for name, key in keys.items() if (why := refuse(key))]
+        if refused:
+            shown = "; ".join(f"{name!r}: {why}" for name, why in refused[:MAX_LISTED])
+            more = f" and {len(refused) - MAX_LISTED} more" if len(refused) > MAX_LISTED else ""
+            raise UnsafePath(
+                f"{self.store.service} refuses {len(refused)} file name{'s' if len(refused) != 1 else ''} of this "
+                f"set: {shown}{more}",
+                "rename these products in the pipeline (or store the set elsewhere); nothing was sent",
+            )
 
     def _parallel(self, fn: Callable[[Any], None], items: list) -> None:
         if not items:
