@@ -222,6 +222,18 @@ def test_a_file_both_staged_and_untracked_is_one_change(tmp_path: Path) -> None:
     assert p.what.startswith("1 uncommitted change will not be part of the run: requirements.txt"), p.what
 
 
+def test_an_untracked_project_folder_does_not_make_a_committed_spec_above_it_uncommitted(tmp_path: Path) -> None:
+    root = init_repo(tmp_path / "repo")
+    write(root, {"requirements.txt": "ploomber\n"})
+    commit_all(root)
+    folder = root / "pipelines" / "scripts"
+    write(folder, {"pipeline.yaml": VALID["pipeline.yaml"], **{k: v for k, v in VALID.items() if k.startswith("tasks/")}})
+    report = inspect(folder)
+    not_committed = [p.where for p in report.problems if p.code == "not-committed"]
+    assert "pipeline.yaml" in not_committed  # the folder's own files are not in the commit
+    assert "../../requirements.txt" not in not_committed  # the spec above it is
+
+
 # ------------------------------------------------------------------ environment
 
 

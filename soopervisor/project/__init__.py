@@ -100,7 +100,8 @@ def inspect(path: str | os.PathLike = ".", entry_point: str | None = None) -> Re
 
     def not_committed(rel: str) -> bool:
         for n in new_paths:
-            if n == rel or n == "./" or (n.endswith("/") and rel.startswith(n)):
+            # "./": the whole project folder is untracked, which says nothing of a file above it
+            if n == rel or (n == "./" and not rel.startswith("../")) or (n.endswith("/") and rel.startswith(n)):
                 return True
         return False
 
