@@ -154,7 +154,7 @@ class RunService:
 
         limits = check_limits(opts.timeout, opts.cpus, opts.memory)
         opts.network = check_network(opts.network)
-        report = inspect(opts.path, entry_point=opts.entry_point)
+        report = inspect(opts.path, entry_point=opts.entry_point, image=self.image)
         if not report.ok:
             raise InvalidProject(report)
         project = report.project

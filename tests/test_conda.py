@@ -269,6 +269,15 @@ def test_no_python_warning_when_met_or_unknown(tmp_path: Path, monkeypatch: pyte
     assert report.project.python_pin == pin
 
 
+def test_the_runs_image_is_the_one_checked_not_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run --image python:3.8-slim` meets a python=3.8 pin even when SOOPERVISOR_IMAGE names 3.11."""
+    monkeypatch.setenv("SOOPERVISOR_IMAGE", "python:3.11-slim")
+    project = conda_project(tmp_path, "dependencies:\n  - python=3.8\n  - pip\n")
+    assert not problems(inspect(project, image="python:3.8-slim"), "python-pin")
+    [w] = problems(inspect(project, image="python:3.12-slim"), "python-pin")
+    assert "python:3.12-slim has Python 3.12" in w.what
+
+
 def test_validate_says_a_sample_run_without_the_key_is_full(tmp_path: Path) -> None:
     report = inspect(conda_project(tmp_path, env_yaml="rows: 3\n"))
     [w] = problems(report, "no-sample-key")

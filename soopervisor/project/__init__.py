@@ -30,12 +30,13 @@ __all__ = [
 ]
 
 
-def inspect(path: str | os.PathLike = ".", entry_point: str | None = None) -> Report:
+def inspect(path: str | os.PathLike = ".", entry_point: str | None = None, image: str | None = None) -> Report:
     """Inspect the project at ``path``; every problem found comes in one report.
 
     ``entry_point`` is what ``ploomber build --entry-point`` takes (a spec file, a pattern
     such as ``'*.py'``, a dotted path), relative to the project folder; by default it is
-    found as ploomber finds it. Paths in the report are relative to the project folder.
+    found as ploomber finds it. Paths in the report are relative to the project folder. ``image``
+    is the base image the run will use (default: SOOPERVISOR_IMAGE, else the default image).
     """
     given = os.fspath(path)
     folder = Path(given).expanduser()
@@ -141,7 +142,7 @@ def inspect(path: str | os.PathLike = ".", entry_point: str | None = None) -> Re
     project.collect_paths = sorted(collect)
 
     if not any(p.code == "pipelines-below" for p in problems):  # a folder of projects is no project
-        _inspect_env_spec(folder, project, problems, key_files)
+        _inspect_env_spec(folder, project, problems, key_files, image)
 
     for n in ("setup.py", "pyproject.toml"):
         if (folder / n).is_file():

@@ -23,7 +23,8 @@ def _find_env_spec(folder: Path, top: Path) -> Path | None:
     return None
 
 
-def _inspect_env_spec(folder: Path, project: Project, problems: list[Problem], key_files: list[str]) -> None:
+def _inspect_env_spec(folder: Path, project: Project, problems: list[Problem], key_files: list[str],
+                      image: str | None = None) -> None:
     """The environment spec nearest the project, up to the repository root (environment.yml,
     else requirements.txt, in one folder): sets env_file (relative to the project folder),
     pip_requirements, conda_only."""
@@ -65,7 +66,7 @@ def _inspect_env_spec(folder: Path, project: Project, problems: list[Problem], k
         project.pip_requirements[:0] = conda.pip
         project.conda_only = conda.dropped
         project.python_pin = conda.python_pin
-        _conda_problems(env_spec, project, problems)
+        _conda_problems(env_spec, project, problems, image)
     elif found is not None:
         project.env_file = env_spec
         key_files.append(env_spec)
@@ -96,7 +97,7 @@ def _inspect_env_spec(folder: Path, project: Project, problems: list[Problem], k
         ))
 
 
-def _conda_problems(env_spec: str, project: Project, problems: list[Problem]) -> None:
+def _conda_problems(env_spec: str, project: Project, problems: list[Problem], image: str | None = None) -> None:
     """Warnings for what an image without conda cannot give: packages pip lacks, the pinned Python."""
     from ..conda import image_for, image_python, pin_met
     from ..config import default_image
@@ -112,7 +113,7 @@ def _conda_problems(env_spec: str, project: Project, problems: list[Problem]) ->
             WARNING, "conda-only-deps",
         ))
     if project.python_pin:
-        image = default_image()
+        image = image or default_image()  # the run's --image, when it has one
         have = image_python(image)
         if have is not None and pin_met(project.python_pin, have) is False:
             fit = image_for(project.python_pin)
