@@ -163,6 +163,16 @@ def test_an_explicit_image_never_falls_back(docker_client, base_image, monkeypat
         DockerExecutor().resolve_image("soopervisor-test/unpullable:none", lambda n: None)
 
 
+def test_an_image_named_by_the_environment_never_falls_back_either(docker_client, base_image, monkeypatch):
+    from soopervisor import config
+    from soopervisor.errors import UsageError
+
+    monkeypatch.setenv("SOOPERVISOR_IMAGE", "soopervisor-test/unpullable:none")
+    monkeypatch.setattr(config, "OFFLINE_IMAGE", base_image)
+    with pytest.raises(UsageError, match="soopervisor-test/unpullable:none"):
+        DockerExecutor().resolve_image(None, lambda n: None)
+
+
 def test_collect_to_gets_the_folder_as_a_tar_stream(docker_client, base_image, label):
     import docker
 

@@ -121,10 +121,11 @@ class DockerExecutor:
 
         With no image asked for, a network without a registry still works:
         when the public default cannot be pulled, the locally built offline
-        base image is used.
+        base image is used. An image named by --image or SOOPERVISOR_IMAGE is
+        never swapped for another (it may pin the Python the pipeline needs).
         """
         docker = _docker()
-        explicit = image is not None
+        explicit = image is not None or bool(os.environ.get("SOOPERVISOR_IMAGE"))
         name = image or config.default_image()
         try:
             return self._image_info(name)
