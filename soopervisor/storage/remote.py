@@ -144,8 +144,9 @@ class ObjectStore(Protocol):
     def copy(self, src_key: str, dst_key: str) -> None:
         """A server-side copy, replacing ``dst_key``."""
 
-    # Optional: ``service`` (its name in messages) and ``refused(key) -> str | None``, why the
-    # service would refuse the key's name (a reserved name, too long), checked before a put.
+    # Optional: ``service`` (its name in messages), ``refused(key) -> str | None``, why the
+    # service would refuse the key's name (a reserved name, too long), checked before a put,
+    # and ``case_insensitive = True`` where names that differ only in case are one object.
 
     def delete(self, keys: list[str]) -> None:
         """Remove these objects; keys already gone are fine."""
@@ -256,6 +257,9 @@ class RemoteStorage(Storage):
         self._parallel(copy, copies)
         self._parallel(upload, uploads)
         wanted = set(keys.values())
+        if getattr(self.store, "case_insensitive", False):  # a listing may spell a wanted key in another case
+            folded = {w.lower() for w in wanted}
+            wanted |= {k for k in present if k.lower() in folded}
         stale = [k for k in present if k not in wanted and k != prefix + MANIFEST]
         if stale:
             self.store.delete(stale)
@@ -265,9 +269,14 @@ class RemoteStorage(Storage):
     def _check_names(self, keys: dict[str, str]) -> None:
         """Every name the service would refuse, said at once before anything is sent (a set is all or nothing)."""
         refuse = getattr(self.store, "refused", None)
-        if refuse is None:
-            return
-        refused = [(name, why) for name, key in keys.items() if (why := refuse(key))]
+        refused = [(name, why) for name, key in keys.items() if refuse and (why := refuse(key))]
+        if getattr(self.store, "case_insensitive", False):
+            # names that differ only in case would be one object: the later would replace the earlier
+            first: dict[str, str] = {}
+            for name, key in keys.items():
+                other = first.setdefault(key.lower(), name)
+                if other != name:
+                    refused.append((name, f"the same name as {other!r} to a service that ignores case"))
         if refused:
             shown = "; ".join(f"{name!r}: {why}" for name, why in refused[:MAX_LISTED])
             more = f" and {len(refused) - MAX_LISTED} more" if len(refused) > MAX_LISTED else ""

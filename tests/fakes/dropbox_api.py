@@ -5,6 +5,12 @@ It keeps an in-memory tree and enforces the documented rules the backend relies 
 * paths: case-insensitive, parents created on upload, conflicts reported as
   ``path/conflict/file|folder``, missing paths as ``path/not_found`` (409 with the
   route's error union, ``{"error_summary": ..., "error": {".tag": ...}}``);
+* case: a folder keeps the case of whoever made it first, and ``path_display``
+  shows it (a file written as ``/Sales/a`` into an existing ``/sales`` is listed
+  as ``/sales/a``);
+* names Dropbox refuses: the files its apps ignore (``desktop.ini``,
+  ``.ds_store``, ...: ``disallowed_name``), a name over 255 characters or ending
+  in a space (``malformed_path``, as rclone reports them);
 * ``files/upload`` takes at most 150 MiB per request (``payload_too_large``) and
   checks the ``content_hash`` the SDK sends (``content_hash_mismatch``);
 * upload sessions: each ``append_v2``/``finish`` must carry the cursor offset equal
@@ -12,6 +18,15 @@ It keeps an in-memory tree and enforces the documented rules the backend relies 
   each request body at most 150 MiB; no append after ``close``; concurrent
   sessions take pieces at 4 MiB-multiple offsets and sizes (the last may be shorter);
 * ``list_folder`` pages by ``limit`` with ``cursor``/``has_more``; ``continue``;
+* ``files/download`` honours an HTTP ``Range`` (206 with ``Content-Range``, 416
+  past the end), as Dropbox's content-download endpoints do; a fault with
+  ``drop_after`` breaks the body's stream after that many bytes;
+* the namespace write lock: with :attr:`FakeDropbox.write_slots` set, a write
+  (upload, commit, copy, delete, folder) arriving while that many are in flight
+  (each holding the lock :attr:`FakeDropbox.write_hold` seconds) is refused with
+  429 ``too_many_write_operations`` and a Retry-After; :meth:`FakeDropbox.contend`
+  refuses the next writes that way (another client's burst of heavy writes);
+* ``get_metadata``;
 * ``copy_v2`` (``to/conflict`` when the target exists), ``delete_v2``,
   ``create_folder_v2``, ``users/get_space_usage`` and the quota (``insufficient_space``);
 * OAuth2: ``/oauth2/token`` refresh grants (``invalid_grant`` when revoked) and the
@@ -23,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import itertools
 import json
 import re
@@ -35,12 +51,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 from dropbox.content_hash import DropboxContentHasher
+from urllib3.exceptions import ProtocolError
 
-from tests.fakes.requests_transport import Reply, Request, json_reply, session_for
+from tests.fakes.requests_transport import FakeTransport, Reply, Request, json_reply
 
 MiB = 1024 * 1024
 #: documented: "A single request should not upload more than 150 MB"
 MAX_REQUEST_BYTES = 150 * MiB
+#: the longest file or folder name Dropbox stores (https://help.dropbox.com/sync/files-not-syncing)
+MAX_NAME = 255
+#: names Dropbox does not store (the files its apps ignore)
+IGNORED_NAMES = {"desktop.ini", "thumbs.db", ".ds_store", "icon\r", ".dropbox", ".dropbox.attr"}
+#: routes that take the namespace's write lock
+WRITE_ROUTES = {"files/upload", "files/upload_session/finish", "files/copy_v2", "files/delete_v2",
+                "files/create_folder_v2"}
 
 
 def content_hash(data: bytes) -> str:
@@ -74,6 +98,7 @@ class Fault:
     after_apply: bool = False  # the request takes effect, then the reply is lost
     body: Any = None
     connection_error: bool = False
+    drop_after: int | None = None  # the request is answered, and its body's stream breaks after this many bytes
 
 
 class _Conflict(Exception):
@@ -97,13 +122,33 @@ class FakeDropbox:
         self.pkce: dict[str, str] = {}  # code -> code_challenge
         self.faults: list[Fault] = []
         self.calls: list[tuple[str, dict]] = []  # (route, argument)
+        self.ranges: list[str | None] = []  # the Range header of each files/download
         self._cursors: dict[str, tuple[list[dict], int, int]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
+        #: the namespace lock: writes in flight at once before too_many_write_operations (None: no limit)
+        self.write_slots: int | None = None
+        self.write_hold = 0.0  # seconds each write holds the lock
+        self.write_retry_after = 1
+        self.writing = 0
+        self.most_writing = 0  # the most writes seen in flight at once
+        self.refused_writes = 0  # writes answered too_many_write_operations
+        self._contention = 0
+        self._drop = threading.local()
 
     # -- test controls ---------------------------------------------------------
     def session(self) -> requests.Session:
-        return session_for(self.handle)
+        session = requests.Session()
+        adapter = _Transport(self)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def contend(self, writes: int, retry_after: int = 1) -> None:
+        """Refuse the next ``writes`` writes with too_many_write_operations: another client's burst."""
+        with self._lock:
+            self._contention += writes
+            self.write_retry_after = retry_after
 
     def issue_refresh_token(self) -> str:
         token = "rt-" + secrets.token_urlsafe(24)
@@ -157,17 +202,46 @@ class FakeDropbox:
         else:
             arg, body = json.loads(req.headers.get("Dropbox-API-Arg", "null")), req.body
         fault = self._fault(route)
-        if fault is not None and not fault.after_apply:
+        if fault is not None and not fault.after_apply and fault.drop_after is None:
             return self._fault_reply(fault)
-        with self._lock:
-            self.calls.append((route, arg or {}))
-            handler = getattr(self, "_r_" + route.replace("/", "_"), None)
-            if handler is None:
-                return Reply(404, {"Content-Type": "text/plain"}, b"unknown route")
-            reply = handler(arg, body)
+        if route in WRITE_ROUTES:
+            with self._lock:
+                if self._contention or (self.write_slots is not None and self.writing >= self.write_slots):
+                    self._contention = max(0, self._contention - 1)
+                    self.refused_writes += 1
+                    return self._too_many_writes()
+                self.writing += 1
+                self.most_writing = max(self.most_writing, self.writing)
+        try:
+            if route in WRITE_ROUTES and self.write_hold:
+                time.sleep(self.write_hold)
+            with self._lock:
+                self.calls.append((route, arg or {}))
+                handler = getattr(self, "_r_" + route.replace("/", "_"), None)
+                if handler is None:
+                    return Reply(404, {"Content-Type": "text/plain"}, b"unknown route")
+                if route == "files/download":
+                    self.ranges.append(req.headers.get("Range"))
+                    reply = handler(arg, body, req.headers.get("Range"))
+                else:
+                    reply = handler(arg, body)
+        finally:
+            if route in WRITE_ROUTES:
+                with self._lock:
+                    self.writing -= 1
+        if fault is not None and fault.drop_after is not None:
+            self._drop.after = fault.drop_after
+            return reply
         if fault is not None:  # applied, and then the answer is lost
             return self._fault_reply(fault)
         return reply
+
+    def _too_many_writes(self) -> Reply:
+        """Documented (data-ingress guide): 429, JSON reason too_many_write_operations, Retry-After."""
+        wait = self.write_retry_after
+        body = {"error_summary": "too_many_write_operations/..",
+                "error": {"reason": {".tag": "too_many_write_operations"}, "retry_after": wait}}
+        return json_reply(429, body, {"Retry-After": str(wait)})
 
     def _fault(self, route: str) -> Fault | None:
         with self._lock:
@@ -225,7 +299,17 @@ class FakeDropbox:
     def _check_path(self, path: str) -> str | None:
         if not path.startswith("/") or path.endswith("/") or "//" in path:
             return "malformed_path"
+        for name in path.split("/")[1:]:
+            if name.lower() in IGNORED_NAMES:
+                return "disallowed_name"
+            if name.endswith(" ") or len(name.encode("utf-16-le", "surrogatepass")) // 2 > MAX_NAME:
+                return "malformed_path"
         return None
+
+    def _display(self, path: str) -> str:
+        """``path`` as Dropbox shows it: each existing folder in its first writer's case."""
+        parent, name = path.rsplit("/", 1)
+        return (self.folders.get(parent.lower(), parent) if parent else "") + "/" + name
 
     def _meta(self, lower: str) -> dict:
         f = self.files[lower]
@@ -245,11 +329,11 @@ class FakeDropbox:
     def _make_parents(self, path: str) -> None:
         parts = path.split("/")[1:-1]
         for i in range(1, len(parts) + 1):
-            display = "/" + "/".join(parts[:i])
-            lower = display.lower()
+            lower = ("/" + "/".join(parts[:i])).lower()
             if lower in self.files:
                 raise _Conflict("file")
-            self.folders.setdefault(lower, display)
+            if lower not in self.folders:  # a folder keeps its first writer's case
+                self.folders[lower] = self._display("/" + "/".join(parts[:i]))
 
     def _store(self, path: str, data: bytes) -> dict:
         lower = path.lower()
@@ -259,7 +343,7 @@ class FakeDropbox:
         old = self.files.get(lower)
         if self._used() - (len(old.data) if old else 0) + len(data) > self.allocated:
             raise _Conflict("insufficient_space")
-        display = (old.path_display.rsplit("/", 1)[0] + "/" + path.rsplit("/", 1)[1]) if old else path
+        display = (old.path_display.rsplit("/", 1)[0] + "/" + path.rsplit("/", 1)[1]) if old else self._display(path)
         self.files[lower] = _File(display, bytes(data), old.id if old else f"id:f{next(self._ids)}",
                                   f"{next(self._ids):09x}a")
         return self._meta(lower)
@@ -372,14 +456,29 @@ class FakeDropbox:
             del self.sessions[arg["cursor"]["session_id"]]
         return reply
 
-    def _r_files_download(self, arg: dict, body: bytes) -> Reply:
+    def _r_files_download(self, arg: dict, body: bytes, range_header: str | None = None) -> Reply:
         lower = arg["path"].lower()
         if lower not in self.files:
             return self._error({".tag": "path", "path": {".tag": "not_found"}}, "path/not_found")
         meta = self._meta(lower)
         meta.pop(".tag")
-        return Reply(200, {"Content-Type": "application/octet-stream", "Dropbox-API-Result": json.dumps(meta)},
-                     self.files[lower].data)
+        data = self.files[lower].data
+        headers = {"Content-Type": "application/octet-stream", "Dropbox-API-Result": json.dumps(meta)}
+        span = _byte_range(range_header, len(data))
+        if span is None:  # none, or not one we understand: the whole file (RFC 9110 lets a server ignore it)
+            return Reply(200, headers, data)
+        if span == ():
+            return Reply(416, {"Content-Type": "text/plain", "Content-Range": f"bytes */{len(data)}"}, b"")
+        start, end = span
+        return Reply(206, {**headers, "Content-Range": f"bytes {start}-{end}/{len(data)}"}, data[start:end + 1])
+
+    def _r_files_get_metadata(self, arg: dict, body: bytes) -> Reply:
+        lower = arg["path"].lower()
+        if lower in self.files:
+            return json_reply(200, self._meta(lower))
+        if lower in self.folders:
+            return json_reply(200, self._folder_meta(lower))
+        return self._error({".tag": "path", "path": {".tag": "not_found"}}, "path/not_found")
 
     def _r_files_list_folder(self, arg: dict, body: bytes) -> Reply:
         path = arg.get("path", "")
@@ -415,6 +514,9 @@ class FakeDropbox:
         src, dst = arg["from_path"].lower(), arg["to_path"]
         if src not in self.files:
             return self._error({".tag": "from_lookup", "from_lookup": {".tag": "not_found"}}, "from_lookup/not_found")
+        bad = self._check_path(dst)
+        if bad is not None:
+            return self._error({".tag": "to", "to": {".tag": bad}}, f"to/{bad}")
         if dst.lower() in self.files or dst.lower() in self.folders:
             kind = "file" if dst.lower() in self.files else "folder"
             return self._error({".tag": "to", "to": {".tag": "conflict", "conflict": {".tag": kind}}}, "to/conflict")
@@ -444,6 +546,9 @@ class FakeDropbox:
     def _r_files_create_folder_v2(self, arg: dict, body: bytes) -> Reply:
         path = arg["path"]
         lower = path.lower()
+        bad = self._check_path(path)
+        if bad is not None:
+            return self._error({".tag": "path", "path": {".tag": bad}}, f"path/{bad}")
         if lower in self.folders or lower in self.files:
             kind = "folder" if lower in self.folders else "file"
             return self._error({".tag": "path", "path": {".tag": "conflict", "conflict": {".tag": kind}}}, "path/conflict")
@@ -457,3 +562,57 @@ class FakeDropbox:
 
     def _r_users_get_space_usage(self, arg: Any, body: bytes) -> Reply:
         return json_reply(200, {"used": self._used(), "allocation": {".tag": "individual", "allocated": self.allocated}})
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | tuple[()] | None:
+    """``Range: bytes=a-b | a- | -n`` as (first, last) byte; () when unsatisfiable; None when absent or not understood."""
+    m = re.fullmatch(r"bytes=(\d*)-(\d*)", (header or "").strip())
+    if m is None or m.groups() == ("", ""):
+        return None
+    first, last = m.groups()
+    if first == "":  # the last n bytes
+        n = int(last)
+        return () if n == 0 or size == 0 else (max(0, size - n), size - 1)
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or (last and int(last) < start):
+        return ()
+    return start, end
+
+
+class _BrokenStream(io.BytesIO):
+    """A response body whose connection drops after the bytes it holds, as urllib3 reports a short read."""
+
+    def __init__(self, data: bytes, after: int) -> None:
+        super().__init__(data[:after])
+        self.expected = len(data)
+
+    def stream(self, amt: int = 2**16, decode_content: bool | None = None) -> Any:
+        while chunk := self.read(amt):
+            yield chunk
+        got = self.tell()
+        if got < self.expected:
+            raise ProtocolError(f"Connection broken: IncompleteRead({got} bytes read, {self.expected - got} more expected)")
+
+    def read(self, amt: int | None = None, decode_content: bool | None = None, **_: Any) -> bytes:
+        return super().read(-1 if amt is None else amt)
+
+    def release_conn(self) -> None:
+        pass
+
+
+class _Transport(FakeTransport):
+    """The fake's transport; a reply the fake marked (a fault's ``drop_after``) loses its stream part-way."""
+
+    def __init__(self, fake: FakeDropbox) -> None:
+        super().__init__(fake.handle)
+        self.fake = fake
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
+             verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
+        self.fake._drop.after = None
+        resp = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
+        after = self.fake._drop.after
+        if after is not None:
+            resp.raw = _BrokenStream(resp.raw.read(), after)
+        return resp
