@@ -652,6 +652,52 @@ def cache_prune(keep: int | None, max_size: str | None, base: str | None, dry_ru
                f"{format_size(sum(e.size for e in removed))}{kept}")
 
 
+# -- storage ----------------------------------------------------------------------
+@cli.group("storage")
+def storage_group() -> None:
+    """Check a storage before the first run."""
+
+
+@storage_group.command("check")
+@click.argument("url", required=False, metavar="[URL]")
+@click.option("--json", "as_json", is_flag=True, help="Print the steps as JSON.")
+def storage_check(url: str | None, as_json: bool) -> None:
+    """Sign in to the storage URL, write, list, read back and remove a tiny set.
+
+    URL is a folder, file://, s3://, gdrive://, dropbox://, onedrive:// or
+    box:// (default: SOOPERVISOR_STORAGE or the data folder). The set goes
+    under the reserved project _soopervisor-check, through the same code a
+    run uses (manifest last; every file read back with its sha256 checked),
+    and is removed in any case. Each step is one line with its time; the
+    check stops at the first failure, with the error's hint. Exits 0 when
+    every step passed, else the error's exit code (3: storage unavailable or
+    not signed in).
+
+    \b
+    Examples:
+      soopervisor storage check                       the default storage
+      soopervisor storage check s3://team-bucket/artifacts
+      soopervisor storage check gdrive://soopervisor --json
+    """
+    from .storage.check import check_storage
+
+    def said(step) -> None:
+        mark, color = ("✓", "green") if step.ok else ("✗", "red")
+        detail = f"  {step.detail}" if step.detail else ""
+        _say(f"{mark} {step.name:<9} {step.seconds:6.2f}s{detail}", fg=color)
+
+    if not as_json:
+        _say(f"checking {url or 'the default storage'}")
+    result = check_storage(url, on_step=None if as_json else said)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        sys.exit(result.exit_code)
+    if result.error is not None:
+        raise result.error  # its message, hint and more: link, and its exit code
+    _say(f"✓ {result.url} works: a run can store, list, read and remove its artifacts there "
+         f"({result.seconds:.2f}s)", fg="green")
+
+
 # -- login ------------------------------------------------------------------------
 LOGIN_SERVICES = ("gdrive", "dropbox", "onedrive", "box")
 
@@ -665,20 +711,28 @@ def _backend(name: str):
 @cli.command("login")
 @click.argument("service", required=False, type=click.Choice(LOGIN_SERVICES))
 @click.option("--status", is_flag=True, help="Show which services are signed in (never a token).")
-def login_cmd(service: str | None, status: bool) -> None:
+@click.option("--ci", is_flag=True,
+              help="Sign in anew for a CI machine: store nothing here, print the environment variables "
+                   "CI needs (secrets) once, and the gh secret set commands to add them to a GitHub repository.")
+def login_cmd(service: str | None, status: bool, ci: bool) -> None:
     """Sign in to a cloud storage service; the tokens go to the system keyring.
 
     Where no keyring exists, tokens go to a file only you can read (0600)
     under your config folder. In CI, pass them as environment variables
-    instead (the how-to guide of each service says which).
+    instead (the how-to guide of each service says which): --ci makes a
+    sign-in of its own for CI, so CI and this machine never spend each
+    other's tokens.
 
     \b
     Examples:
       soopervisor login dropbox        a link to open, then paste the code
       soopervisor login onedrive       a device code to enter at microsoft.com/devicelogin
+      soopervisor login box --ci       a sign-in for CI: prints its variables, stores nothing
       soopervisor login --status
     """
     if status:
+        if ci:
+            raise UsageError("--status and --ci do not go together", "soopervisor login --status")
         for name in LOGIN_SERVICES:
             try:
                 line = _backend(name).describe()
@@ -687,12 +741,41 @@ def login_cmd(service: str | None, status: bool) -> None:
             click.echo(f"{name:<9} {line}")
         return
     if service is None:
-        raise UsageError("name the service to sign in to", f"soopervisor login {{{'|'.join(LOGIN_SERVICES)}}}")
+        raise UsageError("name the service to sign in to", f"soopervisor login {{{'|'.join(LOGIN_SERVICES)}}}"
+                         + (" --ci" if ci else ""))
     def prompt(text: str) -> str:
         return click.prompt(text, hide_input="secret" in text.lower())  # a client secret is not echoed
 
+    if ci:
+        _login_for_ci(service, prompt)
+        return
     where = _backend(service).login(echo=click.echo, prompt=prompt)
     click.secho(f"✓ signed in to {service}; tokens saved in {where}", fg="green")
+
+
+def _login_for_ci(service: str, prompt) -> None:
+    """``login SERVICE --ci``: the backend's ``login_for_ci``; its variables printed once, nothing stored."""
+    from . import credentials
+    from .github.storage_secrets import secrets_for
+
+    try:
+        login_for_ci = _backend(service).login_for_ci
+    except AttributeError:
+        raise UsageError(f"soopervisor login {service} --ci is not available for this service yet",
+                         f"sign in with `soopervisor login {service}` and set the variables its how-to guide "
+                         "names as CI secrets") from None
+    values = login_for_ci(echo=click.echo, prompt=prompt)
+    credentials.register(values)  # printed here once, on purpose; masked everywhere else
+    known = [s.name for s in secrets_for(f"{service}://x")]
+    names = sorted(values, key=lambda n: known.index(n) if n in known else len(known))
+    click.echo("")
+    click.secho("warning: these are secrets: put them in your CI's secret settings only; never commit, paste "
+                "or log them. Nothing was stored on this machine.", fg="yellow")
+    for name in names:
+        click.echo(f"{name}={values[name]}")
+    click.echo("\nTo add them to a GitHub repository with the GitHub CLI (each command asks for its value):")
+    for name in names:
+        click.echo(f"  gh secret set {name}")
 
 
 @cli.command("logout")

@@ -666,3 +666,208 @@ def test_validate_does_not_import_docker(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     no_traceback(proc)
+
+
+# -- storage check -------------------------------------------------------------------------
+
+
+def test_storage_check_of_a_folder_shows_each_step_and_leaves_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "new-store"
+    proc = run_cli("storage", "check", str(root), check=0)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"checking {root}"
+    for step, line in zip(("sign in", "writable", "write", "list", "read", "remove"), lines[1:], strict=False):
+        assert line.startswith(f"✓ {step} ") and line.split()[2 + step.count(" ")].endswith("s"), line
+    assert "sha256 verified" in proc.stdout and "_soopervisor-check/" in proc.stdout
+    assert lines[-1].startswith(f"✓ {root} works")
+    assert not root.exists() and proc.stderr == ""
+
+
+def test_storage_check_defaults_to_the_data_folder(home: Path) -> None:
+    proc = run_cli("storage", "check", check=0)
+    assert "checking the default storage" in proc.stdout
+    assert f"✓ {home / 'artifacts'} works" in proc.stdout
+
+
+def test_storage_check_stops_at_the_first_failure_with_hint_and_link(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    proc = run_cli("storage", "check", str(tmp_path / "a-file" / "store"), check=3)
+    assert "✓ sign in" in proc.stdout and "✗ writable" in proc.stdout
+    assert "write " not in proc.stdout and "works" not in proc.stdout
+    assert "error: cannot use" in proc.stderr and "hint: " in proc.stderr
+    assert "more: " in proc.stderr and "#storage-unavailable" in proc.stderr
+
+
+def test_storage_check_a_failed_write_is_cleaned_up(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / "_soopervisor-check").write_text("someone's")
+    proc = run_cli("storage", "check", str(root), check=3)
+    assert "✗ write" in proc.stdout and "✓ clean up" in proc.stdout
+    assert files_under(root) == {"_soopervisor-check": b"someone's"}
+
+
+def test_storage_check_json(tmp_path: Path) -> None:
+    data = json.loads(run_cli("storage", "check", "--json", str(tmp_path / "s"), check=0).stdout)
+    assert data["ok"] is True and [s["name"] for s in data["steps"]][-1] == "remove"
+    (tmp_path / "f").write_text("x")
+    proc = run_cli("storage", "check", "--json", str(tmp_path / "f" / "s"), check=3)
+    data = json.loads(proc.stdout)
+    assert data["ok"] is False and data["steps"][-1]["error"]["exit_code"] == 3
+    assert data["steps"][-1]["error"]["hint"] and data["steps"][-1]["error"]["docs"].endswith("#storage-unavailable")
+
+
+def test_storage_check_on_s3(tmp_path: Path) -> None:
+    from tests.backends import s3 as fake
+
+    bucket = fake.new_bucket()
+    with fake.env(**fake.aws_env(tmp_path)):
+        proc = run_cli("storage", "check", f"s3://{bucket}/runs", check=0)
+    assert f"✓ s3://{bucket}/runs works" in proc.stdout and "✓ remove" in proc.stdout
+    assert fake.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert fake.SECRET_KEY not in proc.stdout + proc.stderr
+
+
+def test_storage_check_on_google_drive(tmp_path: Path) -> None:
+    from tests.backends.gdrive import fake_env
+    from tests.fakes.gdrive_api import FOLDER, FakeDrive
+
+    fake = FakeDrive()
+    token = fake.issue_refresh_token()
+    try:
+        with fake_env(fake, tmp_path, refresh_token=token):
+            proc = run_cli("storage", "check", "gdrive://soopervisor-tests", check=0)
+        assert "✓ gdrive://soopervisor-tests works" in proc.stdout
+        assert not [i for i in fake.items.values() if i.mimeType != FOLDER]  # every file of the check is gone
+        assert token not in proc.stdout + proc.stderr and fake.client_secret not in proc.stdout + proc.stderr
+    finally:
+        fake.close()
+
+
+def test_storage_check_not_signed_in(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("SOOPERVISOR_ONEDRIVE_CLIENT_ID", "SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    proc = run_cli("storage", "check", "onedrive://soopervisor", check=3)
+    assert "✗ sign in" in proc.stdout and "soopervisor login onedrive" in proc.stderr
+
+
+def test_storage_check_help_has_examples() -> None:
+    proc = run_cli("storage", "check", "--help", check=0)
+    assert "Examples:" in proc.stdout and "soopervisor storage check s3://" in proc.stdout
+    assert "storage" in run_cli("--help", check=0).stdout
+
+
+# -- login --ci ----------------------------------------------------------------------------
+
+
+def _main(*argv: str) -> int:
+    from soopervisor.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(argv))
+    return e.value.code
+
+
+def _login_ci(service: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+              fake, answer) -> tuple[str, dict[str, str], list[tuple[str, bool]]]:
+    """``soopervisor login SERVICE --ci`` in this process: the backend's real sign-in, its requests reaching
+    ``fake``; ``answer(question, what was printed so far)`` is the user at the keyboard. Returns
+    (everything printed, the NAME=value lines, the questions asked with whether the answer was hidden)."""
+    import functools
+
+    import click
+
+    from soopervisor.storage import cloud_module
+
+    backend = cloud_module(service)
+    for var in backend.ENV.values():
+        monkeypatch.delenv(var.rstrip("?"), raising=False)
+    monkeypatch.setattr(backend, "login_for_ci", functools.partial(backend.login_for_ci, session=fake.session()))
+    printed: list[str] = []
+    asked: list[tuple[str, bool]] = []
+
+    def prompt(text: str, hide_input: bool = False, **kw) -> str:
+        printed.append(capsys.readouterr().out)
+        asked.append((text, hide_input))
+        return answer(text, "".join(printed))
+
+    monkeypatch.setattr(click, "prompt", prompt)
+    assert _main("login", service, "--ci") == 0
+    out = "".join(printed) + capsys.readouterr().out
+    prefix = f"SOOPERVISOR_{service.upper()}_"
+    values = dict(line.split("=", 1) for line in out.splitlines() if line.startswith(prefix))
+    return out, values, asked
+
+
+def _printed_once_with_the_gh_commands(out: str, values: dict[str, str]) -> None:
+    from soopervisor.redact import CREDENTIALS
+
+    lines = out.splitlines()
+    warning = next(i for i, line in enumerate(lines) if line.startswith("warning: these are secrets"))
+    for name, value in values.items():
+        assert lines.index(f"{name}={value}") > warning
+        if "SECRET" in name or "TOKEN" in name:  # an id or app key is in the sign-in link too
+            assert out.count(value) == 1, name  # printed once, on purpose, and nowhere else
+        assert f"  gh secret set {name}" in lines
+        assert CREDENTIALS.redact(f"x {value} x") != f"x {value} x"  # masked in any log or error from now on
+
+
+def test_login_ci_with_dropbox_prints_the_secrets_once_and_keeps_this_machine_s_login(
+        home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import re
+
+    from soopervisor import credentials
+    from tests.fakes.dropbox_api import FakeDropbox
+
+    fake = FakeDropbox()
+    laptop = {"app_key": fake.app_key, "refresh_token": fake.issue_refresh_token()}
+    credentials.save("dropbox", laptop)
+
+    def answer(question: str, printed: str) -> str:
+        return fake.authorize(re.search(r"https://\S+oauth2/authorize\S+", printed).group(0))
+
+    out, values, asked = _login_ci("dropbox", monkeypatch, capsys, fake, answer)
+    assert asked == [("Authorization code", False)]  # the app key is the stored login's
+    assert list(values) == ["SOOPERVISOR_DROPBOX_APP_KEY", "SOOPERVISOR_DROPBOX_REFRESH_TOKEN"]
+    assert values["SOOPERVISOR_DROPBOX_APP_KEY"] == fake.app_key
+    assert values["SOOPERVISOR_DROPBOX_REFRESH_TOKEN"] in fake.refresh_tokens
+    assert values["SOOPERVISOR_DROPBOX_REFRESH_TOKEN"] != laptop["refresh_token"]  # CI's own
+    _printed_once_with_the_gh_commands(out, values)
+    assert credentials.load("dropbox") == laptop  # this machine's login is untouched
+
+
+def test_login_ci_with_box_asks_the_secret_hidden_and_stores_nothing(
+        home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from soopervisor import credentials
+    from tests.fakes.box_api import FakeBox
+
+    fake = FakeBox()
+
+    def answer(question: str, printed: str) -> str:
+        return {"Box client id": fake.client_id, "Box client secret": fake.client_secret}.get(question) \
+            or fake.authorize()
+
+    out, values, asked = _login_ci("box", monkeypatch, capsys, fake, answer)
+    assert ("Box client secret", True) in asked and ("Box client id", False) in asked
+    assert list(values) == ["SOOPERVISOR_BOX_CLIENT_ID", "SOOPERVISOR_BOX_CLIENT_SECRET",
+                            "SOOPERVISOR_BOX_REFRESH_TOKEN"]
+    assert values["SOOPERVISOR_BOX_CLIENT_SECRET"] == fake.client_secret
+    _printed_once_with_the_gh_commands(out, values)
+    assert credentials.load("box") is None  # nothing stored on this machine
+
+
+def test_login_ci_of_a_service_without_it_yet_is_a_usage_error(home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    from soopervisor.storage import box
+
+    monkeypatch.delattr(box, "login_for_ci")
+    assert _main("login", "box", "--ci") == 2
+    err = capsys.readouterr().err
+    assert "not available for this service yet" in err and "soopervisor login box" in err
+
+
+def test_login_ci_usage() -> None:
+    assert "--status and --ci" in run_cli("login", "--status", "--ci", check=2).stderr
+    assert "--ci" in run_cli("login", "--ci", check=2).stderr
+    proc = run_cli("login", "--help", check=0)
+    assert "--ci" in proc.stdout and "soopervisor login box --ci" in proc.stdout
