@@ -177,11 +177,9 @@ def test_dropbox_passes_and_keeps_no_file(no_waiting, tmp_path: Path):
     assert result.ok, result.to_dict()
     assert any(r == "files/upload" for r in fake.routes())  # it really went to Dropbox
     assert fake.files.keys() == before.keys() and check_files(fake) == []
-    if hasattr(store.store, "remove_folder"):
-        assert not [f for f in fake.folders if CHECK_PROJECT.lower() in f] and result.left_behind == []
-    else:  # Dropbox keeps empty folders: said, with where
-        assert len(result.left_behind) == 1 and "dropbox://soopervisor-tests" in result.left_behind[0]
-        assert result.where.rsplit("/", 2)[0] in result.left_behind[0]
+    # Dropbox keeps empty folders: the check removes its own, and says nothing is left
+    assert not [f for f in fake.folders if CHECK_PROJECT.lower() in f] and result.left_behind == []
+    assert any(f.startswith("/soopervisor-tests/proj") for f in fake.folders)  # the project's own folders stay
 
 
 def test_dropbox_a_failed_list_is_cleaned_up_object_by_object(no_waiting, tmp_path: Path):

@@ -704,6 +704,18 @@ class DropboxStore:
                     raise
             self._written.pop(key.lower(), None)
 
+    @_boundary
+    def remove_folder(self, key: str) -> None:
+        """Remove the folder ``key`` and all in it (a folder already gone is fine)."""
+        try:
+            self._call(self.dbx.files_delete_v2, self._path(key), _write=True)
+        except ApiError as e:
+            if not _is_tag(e.error, "path_lookup", "not_found"):
+                raise
+        prefix = key.lower().rstrip("/") + "/"
+        for written in [k for k in self._written if k.startswith(prefix)]:
+            del self._written[written]
+
 
 class _SessionLost(Exception):
     """The upload session is gone (expired, closed or unknown); the upload starts over."""

@@ -146,7 +146,8 @@ class ObjectStore(Protocol):
 
     # Optional: ``service`` (its name in messages), ``refused(key) -> str | None``, why the
     # service would refuse the key's name (a reserved name, too long), checked before a put,
-    # and ``case_insensitive = True`` where names that differ only in case are one object.
+    # ``case_insensitive = True`` where names that differ only in case are one object, and
+    # ``remove_folder(key)`` where folders outlive their files (a drive): removes it and all in it.
 
     def delete(self, keys: list[str]) -> None:
         """Remove these objects; keys already gone are fine."""
