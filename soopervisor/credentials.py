@@ -6,11 +6,20 @@ user (0600) under the user's config directory. CI passes them in environment
 variables instead (each backend documents its names). Every value loaded or
 saved is registered with :data:`soopervisor.redact.CREDENTIALS`, so no token
 reaches a log, an error, a manifest or ``--json`` output.
+
+Services whose refresh tokens are single-use (Box) refresh under
+:func:`refresh_lock`, a lock shared by every process of the user on this
+machine: the one that waited reads the token the other saved instead of
+spending the old one again.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +27,8 @@ from .errors import SoopervisorError
 from .redact import CREDENTIALS
 
 KEYRING_SERVICE = "soopervisor"
+#: seconds a process waits for another one's token refresh before giving up
+REFRESH_LOCK_TIMEOUT = 300.0
 
 
 class CredentialsError(SoopervisorError):
@@ -170,3 +181,71 @@ def required(service: str, names: dict[str, str], label: str, hint: str) -> tupl
     if found:
         return found
     raise CredentialsError(f"not signed in to {label}", hint=hint)
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def refresh_lock(service: str, timeout: float | None = None) -> Iterator[None]:
+    """Hold ``service``'s token-refresh lock, shared by all of this user's processes on this machine.
+
+    Inside it, read the stored credentials again before refreshing: another process
+    may have refreshed (and saved) while this one waited. The lock is an
+    ``fcntl.flock`` on ``credentials/SERVICE.lock`` beside the stored tokens; the
+    kernel drops it when its holder dies, so a killed run never blocks the next.
+    Threads of one process take turns too. Where there is no ``fcntl`` (Windows) or
+    the folder cannot be written, only the threads of this process are serialised.
+    CredentialsError after ``timeout`` seconds (default :data:`REFRESH_LOCK_TIMEOUT`).
+    """
+    timeout = REFRESH_LOCK_TIMEOUT if timeout is None else timeout
+    with _thread_locks_guard:
+        thread_lock = _thread_locks.setdefault(service, threading.Lock())
+    if not thread_lock.acquire(timeout=max(timeout, 0.001)):
+        raise _lock_timeout(service, timeout)
+    try:
+        with _file_lock(service, timeout):
+            yield
+    finally:
+        thread_lock.release()
+
+
+def _lock_timeout(service: str, timeout: float) -> CredentialsError:
+    return CredentialsError(
+        f"another soopervisor process on this machine has been refreshing the {service} sign-in "
+        f"for over {timeout:.0f} s",
+        f"try again when it has finished (or stop it); `soopervisor login {service}` if this keeps happening",
+    )
+
+
+@contextlib.contextmanager
+def _file_lock(service: str, timeout: float) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # Windows: threads of this process only
+        yield
+        return
+    path = _file(service).with_suffix(".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:  # a read-only config folder: nothing could be saved anyway
+        yield
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise _lock_timeout(service, timeout) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

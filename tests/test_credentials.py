@@ -1,7 +1,11 @@
 """Where cloud tokens are kept, and that a value once known is masked everywhere."""
 from __future__ import annotations
 
+import multiprocessing
+import os
 import stat
+import threading
+import time
 
 import keyring
 import pytest
@@ -110,3 +114,58 @@ def test_an_error_never_carries_a_known_credential():
     credentials.register("leaked-token-in-an-error-123")
     e = StorageUnavailable("upload failed: bearer leaked-token-in-an-error-123", "retry leaked-token-in-an-error-123")
     assert "leaked-token" not in str(e) and e.message == "upload failed: bearer ***" and e.hint == "retry ***"
+
+
+def _hold_refresh_lock(config: str, started, release) -> None:
+    os.environ["SOOPERVISOR_CONFIG_DIR"] = config
+    with credentials.refresh_lock("box"):
+        started.set()
+        release.wait(60)
+
+
+def test_the_refresh_lock_is_shared_by_the_processes_of_a_machine(tmp_path):
+    """Another process holding it makes this one wait (here: time out); it is free once released or killed."""
+    ctx = multiprocessing.get_context("spawn")
+    for end in ("release", "kill"):
+        started, release = ctx.Event(), ctx.Event()
+        holder = ctx.Process(target=_hold_refresh_lock,
+                             args=(os.environ["SOOPERVISOR_CONFIG_DIR"], started, release))
+        holder.start()
+        try:
+            assert started.wait(60)
+            with pytest.raises(CredentialsError) as e, credentials.refresh_lock("box", timeout=0.3):
+                pass
+            assert "another soopervisor process" in e.value.message and "box" in e.value.message
+            with credentials.refresh_lock("dropbox", timeout=0.3):
+                pass  # one lock per service
+            if end == "release":
+                release.set()
+            else:
+                holder.kill()  # the kernel drops the lock of a process that dies
+            holder.join(30)
+            with credentials.refresh_lock("box", timeout=10):
+                pass
+        finally:
+            if holder.is_alive():
+                holder.kill()
+    lock = tmp_path / "soopervisor-config" / "credentials" / "box.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+
+
+def test_the_refresh_lock_serialises_threads_too():
+    inside, overlaps = [], []
+
+    def work():
+        with credentials.refresh_lock("box"):
+            if inside:
+                overlaps.append(1)
+            inside.append(1)
+            time.sleep(0.05)
+            inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []

@@ -4,11 +4,15 @@ The storage contract (tests/test_storage_contract.py) runs on Box through
 tests/backends/box.py; this module covers what only Box has: chunked upload
 sessions and their part rules, the per-file upload limit (250 MB on free
 accounts), single-use refresh tokens saved after every refresh, throttling,
-the URL forms, the sign-in and ``describe``. Live tests run when the CI
-credentials are in the environment.
+the URL forms, the sign-in and ``describe``; and what a real user meets first:
+a sign-in made for CI, the client-credentials grant, a refresh token another
+machine already used, two processes racing a refresh (real processes against
+the fake served over HTTP), downloads that break off, names Box refuses. Live
+tests run when the CI credentials are in the environment.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import threading
@@ -21,11 +25,11 @@ from box_sdk_gen.networking import box_network_client
 
 from soopervisor import credentials
 from soopervisor.credentials import CredentialsError
-from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
+from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UnsafePath, UsageError
 from soopervisor.storage import box as backend
 from soopervisor.storage import open_storage
 from tests.backends.box import storage
-from tests.fakes.box_api import MB, FakeBox
+from tests.fakes.box_api import MB, FakeBox, relay_session
 from tests.test_storage_dropbox import make_set
 
 MiB = 1024 * 1024
@@ -39,7 +43,7 @@ PART = r"PUT /api/2\.0/files/upload_sessions/\w+"
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """No real credentials, no keyring, no real waiting (the SDK's waits are recorded)."""
-    for var in (*LIVE_VARS, backend.DEVELOPER_TOKEN_ENV):
+    for var in (*LIVE_VARS, backend.DEVELOPER_TOKEN_ENV, backend.SUBJECT_TYPE_ENV, backend.SUBJECT_ID_ENV):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SOOPERVISOR_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("SOOPERVISOR_NO_KEYRING", "1")
@@ -52,6 +56,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[float]:
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> FakeBox:
     """Chunked uploads from 1 MiB in 1 MiB parts, so a 3 MiB file exercises them; the fake enforces the rules."""
     monkeypatch.setattr(backend, "CHUNKED_MIN", 1 * MiB)
+    monkeypatch.setattr(backend, "CHUNKED_FROM", 1 * MiB)
     return FakeBox(min_chunked=1 * MiB, part_size=1 * MiB)
 
 
@@ -79,17 +84,20 @@ def test_large_file_goes_through_a_chunked_session(tmp_path: Path, monkeypatch: 
         assert (tmp_path / "out").read_bytes() == data
 
 
-def test_real_thresholds_20_mb_in_parts_of_the_size_box_returns(tmp_path: Path):
+def test_real_thresholds_50_mb_in_parts_of_the_size_box_returns(tmp_path: Path):
+    """Chunked from 50,000,000 bytes, where other clients switch; Box's minimum (20 MB) stays valid."""
+    assert backend.CHUNKED_FROM == 50 * MB and backend.CHUNKED_MIN == 20 * MB
     src = tmp_path / "big.bin"
-    src.write_bytes(os.urandom(20 * MB + 1))
+    src.write_bytes(os.urandom(50 * MB))
     with storage(tmp_path) as s:
         s.store.upload("p/c/big.bin", src, lambda n: None)
-        assert part_ranges(s.fake) == 3  # 8 MiB, 8 MiB and the rest
+        assert part_ranges(s.fake) == 6  # five parts of 8 MiB and the rest
         assert s.fake.find("soopervisor-tests/p/c/big.bin").data == src.read_bytes()
         small = tmp_path / "small.bin"
-        small.write_bytes(b"x" * (20 * MB - 1))
+        small.write_bytes(b"x" * (20 * MB + 1))  # chunked before; now one plain upload
         s.store.upload("p/c/small.bin", small, lambda n: None)
-        assert part_ranges(s.fake) == 3  # below 20 MB: one plain upload
+        assert part_ranges(s.fake) == 6 and s.fake.call_count(r"POST /api/2\.0/files/upload_sessions") == 1
+        assert s.fake.find("soopervisor-tests/p/c/small.bin").data == small.read_bytes()
 
 
 def test_replacing_a_large_file_uploads_a_new_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -425,6 +433,275 @@ def test_access_tokens_are_masked_as_soon_as_they_are_issued(tmp_path: Path):
         s.list_projects()
         assert all(t in CREDENTIALS.secrets for t in s.fake.access_tokens)
         assert all(t in CREDENTIALS.secrets for t in s.fake.refresh_tokens)
+
+
+# -- CI sign-in, the client-credentials grant, a refresh token already used ---------------
+def test_login_for_ci_makes_a_chain_of_its_own_and_stores_nothing(tmp_path: Path):
+    """The laptop's login and CI's token are different chains: neither spends the other's."""
+    from soopervisor.redact import CREDENTIALS
+
+    fake = FakeBox()
+    _login(fake, lambda text: fake.authorize(), [])
+    laptop = credentials.load("box")
+    shown: list[str] = []
+    values = backend.login_for_ci(shown.append, lambda text: fake.authorize(), client_id=fake.client_id,
+                                  client_secret=fake.client_secret, session=fake.session())
+    assert set(values) == {"SOOPERVISOR_BOX_CLIENT_ID", "SOOPERVISOR_BOX_CLIENT_SECRET",
+                           "SOOPERVISOR_BOX_REFRESH_TOKEN"}
+    ci_token = values["SOOPERVISOR_BOX_REFRESH_TOKEN"]
+    assert ci_token in fake.refresh_tokens and ci_token != laptop["refresh_token"]
+    assert credentials.load("box") == laptop  # nothing stored here
+    assert all(v in CREDENTIALS.secrets for v in values.values())
+    assert not any(ci_token in line for line in shown) and any("GitHub-hosted" in line for line in shown)
+    # CI (another machine: its own config folder) refreshes its chain; the laptop still works with its own
+    with storage(tmp_path / "ci", fake):
+        os.environ["SOOPERVISOR_BOX_REFRESH_TOKEN"] = ci_token  # restored by storage()
+        ci_store = backend.open_url("box://x", session=fake.session())
+        assert ci_store.list_projects() == []
+    fake.expire_access_tokens()  # the laptop refreshes too: its own chain, untouched by CI's
+    assert backend.open_url("box://x", session=fake.session()).list_projects() == []
+    assert fake.refreshes == 2 and {ci_token, laptop["refresh_token"]} <= fake.spent_refresh_tokens
+
+
+def test_login_for_ci_refuses_a_wrong_code_with_the_ci_hint():
+    fake = FakeBox()
+    with pytest.raises(CredentialsError) as e:
+        backend.login_for_ci(lambda text: None, lambda text: "bogus", client_id=fake.client_id,
+                             client_secret=fake.client_secret, session=fake.session())
+    assert "login box --ci" in e.value.hint and credentials.load("box") is None
+
+
+def _ccg_env(monkeypatch: pytest.MonkeyPatch, fake: FakeBox, subject_type: str, subject_id: str) -> None:
+    monkeypatch.setenv("SOOPERVISOR_BOX_CLIENT_ID", fake.client_id)
+    monkeypatch.setenv("SOOPERVISOR_BOX_CLIENT_SECRET", fake.client_secret)
+    monkeypatch.setenv("SOOPERVISOR_BOX_SUBJECT_TYPE", subject_type)
+    monkeypatch.setenv("SOOPERVISOR_BOX_SUBJECT_ID", subject_id)
+
+
+def test_client_credentials_grant_needs_no_refresh_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake = FakeBox()
+    _ccg_env(monkeypatch, fake, "enterprise", fake.enterprise_id)
+    monkeypatch.setenv("SOOPERVISOR_BOX_REFRESH_TOKEN", "rt-not-used-at-all")  # the grant wins over it
+    s = backend.open_url("box://ci", session=fake.session())
+    s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"a": b"1"}))
+    assert s.list_projects() == ["p"]
+    assert fake.ccg_tokens == 1 and fake.refreshes == 0 and credentials.load("box") is None
+    fake.expire_access_tokens()  # an hour later: a new token, asked for with the same grant
+    assert s.list_projects() == ["p"] and fake.ccg_tokens == 2
+    assert "client-credentials" in backend.describe() and fake.client_secret not in backend.describe()
+
+
+def test_client_credentials_grant_as_a_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake = FakeBox(user_tokens=True)
+    _ccg_env(monkeypatch, fake, "user", fake.user_id)
+    assert backend.open_url("box://ci", session=fake.session()).list_projects() == []
+
+
+@pytest.mark.parametrize(("fake_kw", "subject", "says"), [
+    ({"ccg": False}, "enterprise", "unauthorized_client"),  # an OAuth app, not a Server Authentication one
+    ({}, "user", "may not act as SOOPERVISOR_BOX_SUBJECT_TYPE=user"),  # no "Generate user access tokens"
+    ({}, "wrong-enterprise", "may not act as"),
+    ({"client_secret": "another-secret"}, "enterprise", "client id and secret"),
+])
+def test_client_credentials_errors_name_their_cause(monkeypatch: pytest.MonkeyPatch, fake_kw: dict, subject: str,
+                                                    says: str):
+    fake = FakeBox(**fake_kw)
+    subject_id = {"enterprise": fake.enterprise_id, "user": fake.user_id, "wrong-enterprise": "424242"}[subject]
+    _ccg_env(monkeypatch, fake, subject.removeprefix("wrong-"), subject_id)
+    monkeypatch.setenv("SOOPERVISOR_BOX_CLIENT_SECRET", "fake-client-secret")
+    with pytest.raises(CredentialsError) as e:
+        backend.open_url("box://ci", session=fake.session()).list_projects()
+    assert says in str(e.value) and e.value.hint and "Traceback" not in str(e.value)
+    assert "fake-client-secret" not in str(e.value) + e.value.hint
+
+
+def test_client_credentials_settings_are_checked(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SOOPERVISOR_BOX_SUBJECT_TYPE", "team")
+    monkeypatch.setenv("SOOPERVISOR_BOX_SUBJECT_ID", "1")
+    with pytest.raises(CredentialsError, match="'enterprise' or 'user'"):
+        open_storage("box://0")
+    monkeypatch.setenv("SOOPERVISOR_BOX_SUBJECT_TYPE", "enterprise")
+    with pytest.raises(CredentialsError, match="needs SOOPERVISOR_BOX_CLIENT_ID"):
+        open_storage("box://0")
+
+
+def test_a_refresh_token_another_machine_used_says_so(tmp_path: Path):
+    """Laptop and CI hold the same token: whichever refreshes second is told why, and how to fix it."""
+    fake = FakeBox()
+    shared = fake.issue_refresh_token()
+    machines = []
+    for name in ("laptop", "ci"):
+        with storage(tmp_path / name, fake):
+            os.environ["SOOPERVISOR_BOX_REFRESH_TOKEN"] = shared  # restored by storage()
+            machines.append(backend.open_url("box://x", session=fake.session()))
+    with storage(tmp_path / "laptop", fake):
+        assert machines[0].list_projects() == []
+    with storage(tmp_path / "ci", fake), pytest.raises(CredentialsError) as e:
+        os.environ["SOOPERVISOR_BOX_REFRESH_TOKEN"] = shared
+        machines[1].list_projects()
+    text = f"{e.value.message} {e.value.hint}"
+    assert "already used" in text and "another machine" in text and "SOOPERVISOR_BOX_REFRESH_TOKEN" in text
+    assert "soopervisor login box --ci" in e.value.hint and "SOOPERVISOR_BOX_SUBJECT_TYPE" in e.value.hint
+    assert "how-to/box" in e.value.hint
+    assert shared not in text and fake.client_secret not in text
+
+
+def test_a_stored_token_used_elsewhere_asks_to_sign_in_again(tmp_path: Path):
+    fake = FakeBox()
+    _login(fake, lambda text: fake.authorize(), [])
+    stored = credentials.load("box")["refresh_token"]
+    fake.refresh_tokens.discard(stored)  # CI, given this laptop's token, refreshed it first
+    fake.spent_refresh_tokens.add(stored)
+    fake.expire_access_tokens()
+    with pytest.raises(CredentialsError) as e:
+        backend.open_url("box://x", session=fake.session()).list_projects()
+    assert "stored on this machine was already used" in e.value.message
+    assert "`soopervisor login box`" in e.value.hint and "--ci" in e.value.hint
+
+
+def _race(base: str, config: str, barrier, results) -> None:
+    """One process of the race: sign in with the stored token and list, through the fake's HTTP server."""
+    os.environ.update(SOOPERVISOR_CONFIG_DIR=config, SOOPERVISOR_NO_KEYRING="1")
+    for var in (*LIVE_VARS, backend.DEVELOPER_TOKEN_ENV, backend.SUBJECT_TYPE_ENV, backend.SUBJECT_ID_ENV):
+        os.environ.pop(var, None)
+    try:
+        store = backend.open_url("box://race", session=relay_session(base))
+        barrier.wait(60)
+        results.put(("ok", store.list_projects()))
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        results.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def test_two_processes_refreshing_at_once_share_one_refresh(tmp_path: Path):
+    """Real processes against the fake over HTTP: the one that waited uses the token the other saved."""
+    fake = FakeBox(token_delay=0.5)  # a slow token endpoint: both processes are inside the refresh at once
+    credentials.save("box", {"client_id": fake.client_id, "client_secret": fake.client_secret,
+                             "refresh_token": fake.issue_refresh_token()})
+    server = fake.serve()
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(server.url, os.environ["SOOPERVISOR_CONFIG_DIR"], barrier, results))
+             for _ in range(2)]
+    try:
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(30)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        server.close()
+    assert outcomes == [("ok", []), ("ok", [])]
+    assert fake.refreshes == 1
+    assert credentials.load("box")["refresh_token"] in fake.refresh_tokens
+
+
+# -- downloads that break off ----------------------------------------------------------
+def test_a_dropped_download_resumes_from_the_byte_it_reached(tmp_path: Path):
+    data = os.urandom(300_000)
+    with storage(tmp_path) as s:
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"big.bin": data}))
+        s.fake.drop_downloads = [100_000, 50_000]  # the first stream breaks at 100,000, the next 50,000 later
+        s.get_file("p", SHA_A, "r1", "files/big.bin", tmp_path / "out")
+        assert (tmp_path / "out").read_bytes() == data
+        assert s.fake.download_ranges[-3:] == [None, "bytes=100000-", "bytes=150000-"]
+
+
+def test_a_dropped_small_read_resumes_too(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.store.write("p/c/x", b"0123456789" * 1000)
+        s.fake.drop_downloads = [10]
+        assert s.store.read("p/c/x") == b"0123456789" * 1000
+        assert s.fake.download_ranges == [None, "bytes=10-"]
+
+
+def test_a_download_that_keeps_breaking_off_is_a_clear_error(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.store.write("p/c/x", b"x" * 5000)
+        s.fake.drop_downloads = [100] * (backend.DOWNLOAD_RESUMES + 1)
+        with pytest.raises(StorageUnavailable, match="broke off") as e:
+            s.store.download("p/c/x", tmp_path / "out", lambda n: None)
+        assert "network" in e.value.hint
+
+
+def test_the_fake_drops_and_honours_range_over_real_http(tmp_path: Path):
+    """The served fake breaks a stream off for real (the connection closes short of Content-Length)."""
+    fake = FakeBox()
+    server = fake.serve()
+    try:
+        with storage(tmp_path, fake) as s:
+            data = os.urandom(600_000)
+            s.store.write("p/c/x", data)
+            relayed = backend.open_url("box://soopervisor-tests", session=relay_session(server.url))
+            fake.drop_downloads = [200_000]
+            assert relayed.store.read("p/c/x") == data
+            first, resumed = fake.download_ranges
+            # what urllib3 had not handed over when the connection broke is asked for again
+            assert first is None and 0 < int(re.fullmatch(r"bytes=(\d+)-", resumed).group(1)) <= 200_000
+    finally:
+        server.close()
+
+
+# -- names Box refuses ----------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "why"), [
+    ("a" * 256, "255"),
+    ("..", "dots only"),
+    (" a", "space"),
+    ("a ", "space"),
+    ("a\\b", "'/'"),
+    ("a\x01b", "non-printable"),
+])
+def test_name_rules(name: str, why: str):
+    assert why in backend.name_problem(name)
+
+
+def test_names_that_pass():
+    from soopervisor.storage.remote import encode_name
+
+    for name in ("a" * 255, "manifest.json", "%2E", encode_name(" odd\\name\x01 "), encode_name("..")):
+        assert backend.name_problem(name) is None, name
+
+
+def test_a_set_with_a_name_box_refuses_fails_before_anything_is_sent(tmp_path: Path):
+    long_name = "é" * 50  # 100 bytes of UTF-8, 300 characters once percent-encoded
+    with storage(tmp_path) as s:
+        with pytest.raises(UnsafePath) as e:
+            s.put_set("p", SHA_A, "r1", make_set(tmp_path, SHA_A, {"ok.txt": b"1", long_name: b"2",
+                                                                     "b" * 90 + "é" * 40: b"3"}))
+        assert "Box refuses 2 file names" in e.value.message and "255" in e.value.message
+        assert "nothing was sent" in e.value.hint
+        assert s.fake.call_count(r"POST /api/2\.0/files/.*") == 0 and s.fake.call_count(r"POST /2\.0/folders") == 0
+
+
+def test_the_fake_enforces_box_name_rules(tmp_path: Path):
+    """What Box does with such names when they are sent anyway: 400s, and file names silently changed."""
+    import io
+
+    from box_sdk_gen import (
+        BoxAPIError,
+        CreateFolderParent,
+        UploadFileAttributes,
+        UploadFileAttributesParentField,
+    )
+
+    with storage(tmp_path) as s:
+        client = s.store.client
+        for name, code in [("a" * 256, "item_name_too_long"), ("trailing ", "item_name_invalid"),
+                           ("..", "item_name_invalid"), ("a\\b", "item_name_invalid")]:
+            with pytest.raises(BoxAPIError) as e:
+                client.folders.create_folder(name, CreateFolderParent(id="0"))
+            assert e.value.response_info.code == code
+        with pytest.raises(BoxAPIError) as e:
+            client.uploads.upload_file(UploadFileAttributes(name="x" * 256, parent=UploadFileAttributesParentField(id="0")),
+                                       io.BytesIO(b"1"))
+        assert e.value.response_info.code == "item_name_too_long"
+        files = client.uploads.upload_file(
+            UploadFileAttributes(name="a\x01b", parent=UploadFileAttributesParentField(id="0")), io.BytesIO(b"1"))
+        assert files.entries[0].name == "ab"  # Box removes the character without a word
+        with pytest.raises(UnsafePath, match="item_name_too_long"):
+            s.store.write("p/" + "y" * 256, b"1")  # sent anyway: Box's 400 is an UnsafePath
 
 
 # -- the real service ----------------------------------------------------------------

@@ -32,3 +32,7 @@ ENV: dict[str, dict[str, str]] = {
 
 #: a developer token from Box's app console (60 minutes) stands in for the three above, for one-off jobs
 BOX_DEVELOPER_TOKEN_ENV = "SOOPERVISOR_BOX_DEVELOPER_TOKEN"
+#: Box's client-credentials grant (a Server Authentication app): with the client id and secret above,
+#: these two stand in for the refresh token, so CI keeps no single-use token at all
+BOX_SUBJECT_TYPE_ENV = "SOOPERVISOR_BOX_SUBJECT_TYPE"  # "enterprise" (the app's service account) or "user"
+BOX_SUBJECT_ID_ENV = "SOOPERVISOR_BOX_SUBJECT_ID"  # the enterprise id, or the user id

@@ -16,13 +16,29 @@ In-memory folders and files with ids, and the documented rules the backend relie
   shorter), and ``Digest: sha=<base64 sha1>`` of its body; the commit lists every
   part (``part_id``, ``offset``, ``size``, ``sha1``) and carries the whole file's digest;
   the commit answers 202 + ``Retry-After`` while parts are "processing" (``commit_pending``);
-* downloads answer 302 to a ``dl.boxcloud.com`` address, as Box does;
+* downloads answer 302 to a ``dl.boxcloud.com`` address, as Box does; that address
+  honours ``Range: bytes=a-`` / ``bytes=a-b`` (206 + ``Content-Range``, 416 past the
+  end), and a stream can be made to break off mid-way (:attr:`FakeBox.drop_downloads`);
 * ``/files/{id}/copy`` (409 when the name is taken), ``DELETE /files/{id}``;
+* names (Box's file limitations and folder rename rules): over 255 characters is 400
+  ``item_name_too_long``; ``.``, ``..``, a leading or trailing space, and (for folders)
+  ``/``, ``\\`` or non-printable characters are 400 ``item_name_invalid``; a *file*
+  name's ``/``, ``\\`` and non-printable characters are removed without a word, as Box
+  documents;
 * OAuth2 ``/oauth2/token``: authorization codes and refresh tokens that are
-  single-use (each refresh returns a new refresh token, the old one stops
-  working: ``invalid_grant``); expired access tokens get 401.
+  single-use (each refresh returns a new refresh token; the old one then gets 400
+  ``invalid_grant`` "Refresh token has expired", one never issued "Invalid refresh
+  token"); expired access tokens get 401;
+* the client-credentials grant (``grant_type=client_credentials`` with
+  ``box_subject_type`` ``enterprise``/``user`` and ``box_subject_id``): a 60-minute
+  access token and no refresh token; an app that is not a Server Authentication app
+  (``ccg=False``) gets 400 ``unauthorized_client``, a subject it may not act as 400
+  ``invalid_grant`` "Grant credentials are invalid". (One folder tree serves every
+  subject: the service account's own, separate tree is not modelled.)
 
-Errors are injected with :meth:`FakeBox.fail`.
+Errors are injected with :meth:`FakeBox.fail`. :meth:`FakeBox.serve` runs the fake
+as a real HTTP server on 127.0.0.1, and :func:`relay_session` reaches it from
+another process (the requests keep their ``https://api.box.com/...`` addresses).
 """
 from __future__ import annotations
 
@@ -34,14 +50,20 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
-from tests.fakes.requests_transport import Reply, Request, json_reply, session_for
+from tests.fakes.requests_transport import FakeTransport, Reply, Request, json_reply
 
 MB = 1000 * 1000
 API = "api.box.com"
@@ -81,11 +103,31 @@ class Fault:
     connection_error: bool = False
 
 
+@dataclass
+class Dropped(Reply):
+    """A reply whose body stream breaks off after ``drop_after`` bytes (the connection is lost)."""
+
+    drop_after: int = 0
+
+
+MAX_NAME = 255
+
+
 class FakeBox:
     def __init__(self, client_id: str = "fake-client-id", client_secret: str = "fake-client-secret",
                  max_upload_size: int = 250 * 1024 * 1024, space_amount: int = 10 * 1024**3,
-                 min_chunked: int = 20 * MB, part_size: int = 8 * 1024 * 1024, page_size: int = 1000) -> None:
+                 min_chunked: int = 20 * MB, part_size: int = 8 * 1024 * 1024, page_size: int = 1000,
+                 ccg: bool = True, enterprise_id: str = "987654", user_id: str = "11446498",
+                 user_tokens: bool = False, token_delay: float = 0.0) -> None:
         self.client_id, self.client_secret = client_id, client_secret
+        self.ccg = ccg  # a Server Authentication (client credentials grant) app, authorized by the admin
+        self.enterprise_id, self.user_id = enterprise_id, user_id
+        self.user_tokens = user_tokens  # "App + Enterprise Access" and "Generate user access tokens"
+        self.token_delay = token_delay  # seconds each token request takes (widens races between processes)
+        self.spent_refresh_tokens: set[str] = set()
+        self.ccg_tokens = 0
+        self.drop_downloads: list[int] = []  # each next download stream breaks off after that many bytes
+        self.download_ranges: list[str | None] = []  # the Range header of every download stream
         self.max_upload_size = max_upload_size
         self.space_amount = space_amount
         self.min_chunked = min_chunked
@@ -106,7 +148,16 @@ class FakeBox:
 
     # -- test controls ---------------------------------------------------------
     def session(self) -> requests.Session:
-        return session_for(self.handle)
+        """A requests session answered in-process by this fake (a dropped stream breaks off mid-body)."""
+        session = requests.Session()
+        adapter = _Transport(self.handle)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def serve(self) -> _Server:
+        """This fake as a real HTTP server on 127.0.0.1 (stop it with ``.close()``); see relay_session."""
+        return _Server(self)
 
     def issue_refresh_token(self) -> str:
         token = "rt-" + secrets.token_urlsafe(24)
@@ -152,13 +203,11 @@ class FakeBox:
     # -- dispatch --------------------------------------------------------------
     def handle(self, req: Request) -> Reply:
         if req.host == API and req.path == "/oauth2/token":
+            if self.token_delay:
+                time.sleep(self.token_delay)
             return self._token(req.form())
         if req.host == DL:
-            with self._lock:
-                file_id = self.downloads.pop(req.path.split("/")[3], None)
-                if file_id is None or file_id not in self.items:
-                    return Reply(404, {}, b"")
-                return Reply(200, {"Content-Type": "application/octet-stream"}, self.items[file_id].data)
+            return self._dl(req)
         if req.host not in (API, UPLOAD):
             return Reply(404, {}, b"")
         path = req.path.removeprefix("/api") if req.host == UPLOAD else req.path
@@ -229,10 +278,16 @@ class FakeBox:
             if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
                 return json_reply(400, {"error": "invalid_client", "error_description": "The client credentials are invalid"})
             grant = form.get("grant_type")
+            if grant == "client_credentials":
+                return self._ccg(form)
             if grant == "refresh_token":
-                if form.get("refresh_token") not in self.refresh_tokens:
+                token = form.get("refresh_token")
+                if token in self.spent_refresh_tokens:  # what Box answers for a refresh token used before
+                    return json_reply(400, {"error": "invalid_grant", "error_description": "Refresh token has expired"})
+                if token not in self.refresh_tokens:
                     return json_reply(400, {"error": "invalid_grant", "error_description": "Invalid refresh token"})
-                self.refresh_tokens.discard(form["refresh_token"])  # single-use
+                self.refresh_tokens.discard(token)  # single-use
+                self.spent_refresh_tokens.add(token)
                 self.refreshes += 1
             elif grant == "authorization_code":
                 if form.get("code") not in self.codes:
@@ -243,6 +298,32 @@ class FakeBox:
             return json_reply(200, {"access_token": self.issue_access_token(), "expires_in": 3600,
                                     "restricted_to": [], "token_type": "bearer",
                                     "refresh_token": self.issue_refresh_token()})
+
+    def _ccg(self, form: dict[str, str]) -> Reply:
+        subject_type, subject_id = form.get("box_subject_type"), form.get("box_subject_id")
+        if not self.ccg:
+            return json_reply(400, {"error": "unauthorized_client",
+                                    "error_description": 'The "box_subject_type" value is unauthorized for this client_id'})
+        allowed = ((subject_type == "enterprise" and subject_id == self.enterprise_id)
+                   or (subject_type == "user" and subject_id == self.user_id and self.user_tokens))
+        if not allowed:
+            return json_reply(400, {"error": "invalid_grant", "error_description": "Grant credentials are invalid"})
+        self.ccg_tokens += 1
+        return json_reply(200, {"access_token": self.issue_access_token(), "expires_in": 3600,
+                                "restricted_to": [], "token_type": "bearer"})  # no refresh token
+
+    # -- names ------------------------------------------------------------------
+    def _name(self, name: str, folder: bool) -> tuple[str, Reply | None]:
+        """``(the name Box keeps, None)`` or ``("", the 400 Box answers)``."""
+        if len(name) > MAX_NAME:
+            return "", self._err(400, "item_name_too_long", "Item name too long")
+        bad_chars = any(ch in "/\\" or not ch.isprintable() for ch in name)
+        if bad_chars and not folder:  # files: sanitized by removing the characters, without a word
+            name = "".join(ch for ch in name if ch not in "/\\" and ch.isprintable())
+            bad_chars = False
+        if bad_chars or name in ("", ".", "..") or name != name.strip(" "):
+            return "", self._err(400, "item_name_invalid", "Item name invalid")
+        return name, None
 
     # -- items -----------------------------------------------------------------
     def _mini(self, item: _Item) -> dict:
@@ -298,11 +379,14 @@ class FakeBox:
         parent = self.items.get(body["parent"]["id"])
         if parent is None or parent.type != "folder":
             return self._err(404, "not_found", "Not Found")
-        existing = self._named(parent.id, body["name"])
+        name, error = self._name(body["name"], folder=True)
+        if error:
+            return error
+        existing = self._named(parent.id, name)
         if existing is not None:
             return self._err(409, "item_name_in_use", "Item with the same name already exists",
                              {"conflicts": [self._mini(existing)]})
-        item = _Item(str(next(self._ids)), "folder", body["name"], parent.id)
+        item = _Item(str(next(self._ids)), "folder", name, parent.id)
         self.items[item.id] = item
         return json_reply(201, self._full(item))
 
@@ -318,6 +402,10 @@ class FakeBox:
         if "attributes" not in parts or "file" not in parts or next(iter(parts)) != "attributes":
             return self._err(400, "bad_request", "attributes must come before file")
         attrs, data = json.loads(parts["attributes"]), parts["file"]
+        if attrs.get("name"):
+            attrs["name"], error = self._name(attrs["name"], folder=False)
+            if error:
+                return error
         if file_id is not None:
             item = self.items.get(file_id)
             if item is None or item.type != "file":
@@ -359,7 +447,9 @@ class FakeBox:
         parent = self.items.get(body["parent"]["id"])
         if parent is None:
             return self._err(404, "not_found", "Not Found")
-        name = body.get("name") or item.name
+        name, error = self._name(body.get("name") or item.name, folder=False)
+        if error:
+            return error
         existing = self._named(parent.id, name)
         if existing is not None:
             return self._err(409, "item_name_in_use", "Item with the same name already exists",
@@ -378,10 +468,39 @@ class FakeBox:
         del self.items[file_id]
         return Reply(204, {}, b"")
 
+    def _dl(self, req: Request) -> Reply:
+        """The download address: the file's bytes, or the range asked for; a stream may break off."""
+        with self._lock:
+            file_id = self.downloads.pop(req.path.split("/")[3], None)
+            if file_id is None or file_id not in self.items:
+                return Reply(404, {}, b"")
+            whole = self.items[file_id].data
+            rng = req.headers.get("Range")
+            self.download_ranges.append(rng)
+            status, data = 200, whole
+            headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+            if rng:
+                m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
+                first = int(m.group(1)) if m else len(whole)
+                last = min(int(m.group(2)), len(whole) - 1) if m and m.group(2) else len(whole) - 1
+                if first >= len(whole) or last < first:
+                    return Reply(416, {"Content-Range": f"bytes */{len(whole)}"}, b"")
+                status, data = 206, whole[first:last + 1]
+                headers["Content-Range"] = f"bytes {first}-{last}/{len(whole)}"
+            headers["Content-Length"] = str(len(data))
+            # a stream shorter than the next drop is not broken, and leaves that drop to a later one
+            if self.drop_downloads and self.drop_downloads[0] < len(data):
+                return Dropped(status, headers, data, drop_after=self.drop_downloads.pop(0))
+        return Reply(status, headers, data)
+
     # -- chunked uploads ---------------------------------------------------------
     def _create_session(self, req: Request, file_id: str | None = None) -> Reply:
         body = req.json()
         size = int(body["file_size"])
+        if body.get("file_name"):
+            body["file_name"], error = self._name(body["file_name"], folder=False)
+            if error:
+                return error
         if size < self.min_chunked:
             return self._err(400, "file_size_too_small", f"chunked uploads need at least {self.min_chunked} bytes")
         if file_id is not None:
@@ -492,3 +611,129 @@ def _multipart(req: Request) -> dict[str, bytes]:
         name = part.get_param("name", header="content-disposition")
         out[name] = part.get_payload(decode=True) or b""
     return out
+
+
+# -- transports ------------------------------------------------------------------------
+class _BrokenRaw:
+    """A response body that breaks off after ``drop_after`` bytes, as urllib3 reports a lost connection."""
+
+    def __init__(self, data: bytes, drop_after: int) -> None:
+        self.data, self.drop_after, self.pos = data, drop_after, 0
+
+    def _error(self) -> urllib3.exceptions.ProtocolError:
+        return urllib3.exceptions.ProtocolError(
+            "Connection broken: IncompleteRead", urllib3.exceptions.IncompleteRead(self.pos, len(self.data) - self.pos))
+
+    def read(self, amt: int | None = None, decode_content: bool | None = None, **_: Any) -> bytes:
+        if self.pos >= self.drop_after:
+            raise self._error()
+        end = self.drop_after if amt is None else min(self.drop_after, self.pos + amt)
+        out, self.pos = self.data[self.pos:end], end
+        return out
+
+    def stream(self, amt: int = 2**16, decode_content: bool | None = None) -> Iterator[bytes]:
+        while True:
+            yield self.read(amt)
+
+    def release_conn(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Transport(FakeTransport):
+    """The in-process transport, plus replies whose body breaks off (:class:`Dropped`)."""
+
+    def __init__(self, handler: Any) -> None:
+        self._dropped = threading.local()
+
+        def remember(req: Request) -> Reply:
+            reply = handler(req)
+            self._dropped.reply = reply if isinstance(reply, Dropped) else None
+            return reply
+
+        super().__init__(remember)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        resp = super().send(request, **kwargs)
+        reply = getattr(self._dropped, "reply", None)
+        if reply is not None:
+            resp.raw = _BrokenRaw(reply.body, reply.drop_after)
+        return resp
+
+
+class _Server:
+    """A FakeBox behind a real HTTP server on 127.0.0.1: ``/<host><path>`` is ``https://<host><path>``."""
+
+    def __init__(self, fake: FakeBox) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    body = b""
+                    while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                    self.rfile.readline()  # the blank line after the last chunk
+                else:
+                    body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                host, _, rest = self.path.lstrip("/").partition("/")
+                req = Request(self.command, f"https://{host}/{rest}", CaseInsensitiveDict(dict(self.headers)), body)
+                try:
+                    reply = fake.handle(req)
+                except requests.ConnectionError:  # an injected dropped connection
+                    self.close_connection = True
+                    return
+                self.send_response(reply.status)
+                headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-length"}
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                if isinstance(reply, Dropped):
+                    self.wfile.write(reply.body[:reply.drop_after])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(reply.body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_OPTIONS = _any
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Relay(HTTPAdapter):
+    """Sends every request over real HTTP to a :class:`_Server`, keeping its https address for the fake."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self.base = base
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        parts = urlsplit(request.url or "")
+        relayed = request.copy()
+        relayed.url = f"{self.base}/{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+        resp = super().send(relayed, **kwargs)
+        resp.request, resp.url = request, request.url or ""
+        return resp
+
+
+def relay_session(base: str) -> requests.Session:
+    """A requests session whose https requests reach the fake served at ``base`` (``FakeBox.serve().url``)."""
+    session = requests.Session()
+    session.trust_env = False  # 127.0.0.1 directly, whatever proxy the environment names
+    session.mount("https://", _Relay(base))
+    return session
