@@ -6,14 +6,16 @@ credentials are in the environment.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from soopervisor import credentials
 from soopervisor.credentials import CredentialsError
-from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
+from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UnsafePath, UsageError
 from soopervisor.storage import onedrive, open_storage
 from soopervisor.storage.remote import RemoteStorage
 from tests.backends.onedrive import fake_env, storage
@@ -313,3 +315,323 @@ def test_an_upload_that_keeps_failing_stops_with_a_clear_error_and_frees_its_ses
     assert fake.sessions == {}  # DELETE uploadUrl: the partial bytes are dropped
     with pytest.raises(ArtifactsNotFound):
         st.store.read("proj/c1/big.bin")
+
+
+# -- the authority: who signs in --------------------------------------------------------------
+@pytest.mark.parametrize("value, url", [
+    (None, "https://login.microsoftonline.com/consumers"),
+    ("consumers", "https://login.microsoftonline.com/consumers"),
+    ("organizations", "https://login.microsoftonline.com/organizations"),
+    ("common", "https://login.microsoftonline.com/common"),
+    ("0b7cbb4c-2b0f-4a4e-9a49-0d1c1a3f6c2e", "https://login.microsoftonline.com/0b7cbb4c-2b0f-4a4e-9a49-0d1c1a3f6c2e"),
+    ("contoso.onmicrosoft.com", "https://login.microsoftonline.com/contoso.onmicrosoft.com"),
+    ("https://login.microsoftonline.us/organizations/", "https://login.microsoftonline.us/organizations"),
+])
+def test_the_authority_is_chosen_by_account_type(value, url, monkeypatch):
+    monkeypatch.delenv(onedrive.AUTHORITY_ENV, raising=False)
+    assert onedrive.authority_url(value) == url
+    if value:
+        monkeypatch.setenv(onedrive.AUTHORITY_ENV, value)
+        assert onedrive.authority_url() == url
+
+
+def test_who_an_authority_signs_in_is_said_in_words():
+    assert onedrive.who_signs_in(onedrive.AUTHORITY) == "personal Microsoft accounts"
+    assert onedrive.who_signs_in(onedrive.authority_url("organizations")) == "work or school accounts"
+    assert onedrive.who_signs_in(onedrive.authority_url("common")) == "personal, work or school accounts"
+    assert "directory contoso.onmicrosoft.com" in onedrive.who_signs_in(onedrive.authority_url("contoso.onmicrosoft.com"))
+
+
+def test_a_bad_authority_value_says_what_is_accepted(monkeypatch):
+    monkeypatch.setenv(onedrive.AUTHORITY_ENV, "my tenant")
+    with pytest.raises(UsageError) as e:
+        onedrive.authority_url()
+    assert all(word in e.value.hint for word in ("consumers", "organizations", "common", "tenant ID"))
+
+
+def _login(fake: FakeGraph, tmp_path: Path, tenant: str | None = "consumers") -> tuple[str, list[str]]:
+    shown: list[str] = []
+    with fake_env(fake, tmp_path, ci=False, tenant=tenant):
+        where = onedrive.login(shown.append, lambda text: fake.client_id)
+    return where, shown
+
+
+def test_login_says_which_authority_it_uses(fake, tmp_path):
+    _, shown = _login(fake, tmp_path)
+    assert shown[1] == (f"Signing in at {fake.authority_for('consumers')} (personal Microsoft accounts; "
+                        f"from {onedrive.AUTHORITY_ENV})")
+
+
+def test_a_work_account_signs_in_at_organizations_and_refreshes_there(fake, tmp_path):
+    from soopervisor.redact import CREDENTIALS
+
+    fake.account = "work"
+    _, shown = _login(fake, tmp_path, tenant="organizations")
+    assert "(work or school accounts;" in shown[1]
+    url = fake.authority_for("organizations")
+    fake.log.clear()
+    with fake_env(fake, tmp_path, ci=False, tenant=None):  # no variable: the stored login's authority
+        assert credentials.load("onedrive")["authority"].endswith(":" + url)
+        open_storage("onedrive://soopervisor/tests").check_writable()
+    assert any(e["path"] == "/organizations/oauth2/v2.0/token" for e in fake.log)
+    assert not any(e["path"].startswith("/consumers/") for e in fake.log)
+    assert CREDENTIALS.redact(f"at {url} or organizations") == f"at {url} or organizations"  # not a secret
+
+
+# -- each known sign-in failure: its cause and its fix -----------------------------------------
+def _unknown_app(fake):
+    fake.client_id = "11111111-2222-3333-4444-555555555555"  # registered: another app; ours is unknown
+
+
+LOGIN_FAILURES = {
+    # name: (set-up, tenant, words in the message, words in the hint)
+    "app not found (AADSTS700016)": (_unknown_app, "consumers", ["unauthorized_client, AADSTS700016",
+                                     "does not know the application (client) ID"],
+                                     ["Overview", "personal Microsoft accounts", "public client flows"]),
+    "single-directory app at common (AADSTS50194)": (lambda f: setattr(f, "audience", "AzureADMyOrg"), "common",
+                                                     ["AADSTS50194", "registered for its own directory only"],
+                                                     ["Supported account types", "tenant ID"]),
+    "work-only app at consumers (AADSTS9002332)": (lambda f: setattr(f, "audience", "AzureADMultipleOrgs"), "consumers",
+                                                   ["AADSTS9002332", "work or school accounts only"],
+                                                   ["personal Microsoft accounts", "organizations"]),
+    "personal-only app at organizations (AADSTS9002331)": (lambda f: setattr(f, "audience", "PersonalMicrosoftAccount"),
+                                                           "organizations",
+                                                           ["AADSTS9002331", "personal Microsoft accounts only"],
+                                                           ["consumers"]),
+    "personal account at organizations (AADSTS50020)": (lambda f: None, "organizations",
+                                                        ["AADSTS50020", "not one", "work or school accounts"],
+                                                        ["consumers", "Supported account types"]),
+    "work account at consumers (AADSTS500208)": (lambda f: setattr(f, "account", "work"), "consumers",
+                                                 ["AADSTS500208", "personal Microsoft accounts"],
+                                                 ["organizations"]),
+    "public client flows off (AADSTS7000218)": (lambda f: setattr(f, "public_client", False), "consumers",
+                                                ["invalid_client, AADSTS7000218", "public client flows"],
+                                                ["Allow public client flows: Yes"]),
+    "declined at devicelogin": (lambda f: setattr(f, "device_outcome", "decline"), "consumers",
+                                ["authorization_declined", "declined"], ["accept the permissions"]),
+    "device code expired": (lambda f: setattr(f, "device_outcome", "expire"), "consumers",
+                            ["expired_token, AADSTS70019", "not entered in time"], ["new code"]),
+    "a tenant that does not exist (AADSTS90002)": (lambda f: None, "nosuchtenant.onmicrosoft.com",
+                                                   ["is unknown"], [onedrive.AUTHORITY_ENV, "tenant ID"]),
+}
+
+
+@pytest.mark.parametrize("case", LOGIN_FAILURES)
+def test_each_login_failure_names_its_cause_and_fix(fake, tmp_path, case):
+    setup, tenant, said, fix = LOGIN_FAILURES[case]
+    ours = fake.client_id
+    setup(fake)
+    with fake_env(fake, tmp_path, ci=False, tenant=tenant), pytest.raises(CredentialsError) as e:
+        onedrive.login(lambda s: None, lambda s: ours)
+    message, hint = e.value.message, e.value.hint
+    print(f"{case}:\n  {message}\n  hint: {hint}")  # -s shows every message
+    assert all(w in message for w in said), message
+    assert all(w in hint for w in fix), hint
+    assert "Trace ID" not in str(e.value) and "Traceback" not in str(e.value)
+    assert credentials.load("onedrive") is None  # nothing half-saved
+
+
+def test_the_fake_answers_token_errors_as_the_identity_platform_does(fake):
+    fake.public_client = False
+    import requests
+
+    resp = requests.post(f"{fake.authority}/oauth2/v2.0/token", timeout=10, data={
+        "client_id": fake.client_id, "grant_type": "refresh_token", "refresh_token": fake.issue_refresh_token()})
+    body = resp.json()
+    assert resp.status_code == 401 and body["error"] == "invalid_client" and body["error_codes"] == [7000218]
+    assert body["error_description"].startswith("AADSTS7000218: ") and "Trace ID" in body["error_description"]
+    assert {"timestamp", "trace_id", "correlation_id", "error_uri"} <= set(body)
+
+
+def test_removed_consent_says_to_sign_in_again_and_accept(fake, tmp_path):
+    with fake_env(fake, tmp_path, ci=False):
+        credentials.save("onedrive", {"client_id": fake.client_id, "refresh_token": fake.issue_refresh_token()})
+        fake.consented = False  # the user removed the app at account.live.com/consent/Manage
+        with pytest.raises(CredentialsError) as e:
+            open_storage("onedrive://soopervisor/tests").list_projects()
+    assert "AADSTS65001" in e.value.message and "consented" in e.value.message
+    assert e.value.hint.startswith("soopervisor login onedrive, and accept the permissions")
+
+
+def test_a_personal_account_at_its_own_directory_is_told_to_use_consumers(fake, tmp_path):
+    _login(fake, tmp_path, tenant=fake.tenant_id)  # the sign-in works: the user owns that directory
+    with fake_env(fake, tmp_path, ci=False, tenant=None), pytest.raises(CredentialsError) as e:
+        open_storage("onedrive://soopervisor/tests").check_writable()
+    assert "SPO license" in e.value.message and "without OneDrive" in e.value.message
+    assert "consumers" in e.value.hint and "soopervisor login onedrive" in e.value.hint
+
+
+def test_a_stored_refresh_token_unused_for_90_days_has_expired(fake, tmp_path):
+    with fake_env(fake, tmp_path, ci=False):
+        credentials.save("onedrive", {"client_id": fake.client_id, "refresh_token": fake.issue_refresh_token()})
+        fake.advance(days=91)
+        with pytest.raises(CredentialsError) as e:
+            open_storage("onedrive://soopervisor/tests").list_projects()
+    assert "has expired" in e.value.message and "invalid_grant, AADSTS700082" in e.value.message
+    assert e.value.hint == "soopervisor login onedrive"
+
+
+# -- CI: a sign-in of its own, and its 90 days ---------------------------------------------------
+def test_login_for_ci_returns_the_variables_and_stores_nothing(fake, tmp_path):
+    from soopervisor.redact import CREDENTIALS
+
+    shown: list[str] = []
+    with fake_env(fake, tmp_path, ci=False, tenant="organizations"):
+        fake.account = "work"
+        values = onedrive.login_for_ci(shown.append, lambda text: fake.client_id)
+    assert set(values) == {"SOOPERVISOR_ONEDRIVE_CLIENT_ID", "SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN",
+                           "SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN_ISSUED", "SOOPERVISOR_ONEDRIVE_AUTHORITY"}
+    token = values["SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN"]
+    assert token in fake.refresh_tokens and values["SOOPERVISOR_ONEDRIVE_CLIENT_ID"] == fake.client_id
+    assert values["SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN_ISSUED"] == onedrive._today().isoformat()
+    assert values["SOOPERVISOR_ONEDRIVE_AUTHORITY"] == fake.authority_for("organizations")
+    assert credentials.load("onedrive") is None  # nothing kept on this machine
+    assert CREDENTIALS.redact(f"x {token} y") == "x *** y"  # registered: nothing else prints it
+    assert values["SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN_ISSUED"] in CREDENTIALS.redact(
+        values["SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN_ISSUED"])  # a date is not a secret: never masked
+    assert not any(token in line for line in shown)
+    assert any("90 days" in line and "soopervisor login onedrive --ci" in line for line in shown)
+    # the values sign CI in
+    with fake_env(fake, tmp_path, refresh_token=token, tenant="organizations"):
+        open_storage("onedrive://soopervisor/tests").check_writable()
+
+
+def test_login_for_ci_at_consumers_needs_no_authority_variable(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(onedrive, "DEFAULT_AUTHORITY", fake.authority_for("consumers"))  # the fake stands in
+    with fake_env(fake, tmp_path, ci=False, tenant=None):
+        values = onedrive.login_for_ci(lambda s: None, lambda text: fake.client_id)
+    assert "SOOPERVISOR_ONEDRIVE_AUTHORITY" not in values
+
+
+@pytest.fixture
+def warnings_again(monkeypatch):
+    monkeypatch.setattr(onedrive, "_warned", set())
+
+
+def _ci_env(fake, tmp_path, issued_days_ago: int | None, text: str | None = None):
+    from tests.backends import env
+
+    issued = text if text is not None else (onedrive._today() - timedelta(days=issued_days_ago)).isoformat()
+    stack = contextlib.ExitStack()
+    stack.enter_context(fake_env(fake, tmp_path))
+    stack.enter_context(env(**{onedrive.ISSUED_ENV: issued}))
+    return stack
+
+
+def test_a_ci_refresh_token_near_its_90_days_warns_once_with_the_renew_command(fake, tmp_path, capsys,
+                                                                              warnings_again):
+    fake.rotate = False  # every run starts from the one in the variable
+    with _ci_env(fake, tmp_path, 83):
+        for _ in range(3):
+            onedrive.open_url("onedrive://soopervisor/tests").check_writable()
+        line = onedrive.describe()
+    err = capsys.readouterr().err
+    warnings = [w for w in err.splitlines() if w.startswith("soopervisor: warning:")]
+    assert len(warnings) == 1, err
+    assert "SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN" in warnings[0] and "is 83 days old" in warnings[0]
+    assert "soopervisor login onedrive --ci" in warnings[0]
+    assert "83 days ago" in line and "renew it with soopervisor login onedrive --ci" in line
+
+
+def test_a_young_ci_refresh_token_is_not_mentioned(fake, tmp_path, capsys, warnings_again):
+    with _ci_env(fake, tmp_path, 10):
+        onedrive.open_url("onedrive://soopervisor/tests").check_writable()
+        assert "10 days ago" in onedrive.describe() and "renew" not in onedrive.describe()
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_an_issued_value_that_is_not_a_date_is_said(fake, tmp_path, capsys, warnings_again):
+    with _ci_env(fake, tmp_path, None, text="last spring"):
+        onedrive.open_url("onedrive://soopervisor/tests")
+    assert "is not a date (YYYY-MM-DD)" in capsys.readouterr().err
+
+
+def test_an_expired_ci_refresh_token_says_how_old_it_is(fake, tmp_path, warnings_again, capsys):
+    token = fake.issue_refresh_token(issued=fake.now() - 92 * 86400)
+    with _ci_env(fake, tmp_path, 92), pytest.raises(CredentialsError) as e:
+        from tests.backends import env
+
+        with env(**{onedrive.ENV["refresh_token"]: token}):
+            onedrive.open_url("onedrive://soopervisor/tests").list_projects()
+    assert "AADSTS700082" in e.value.message and "issued 92 days ago" in e.value.message
+    assert e.value.hint.startswith("soopervisor login onedrive --ci")
+    assert token not in str(e.value) + capsys.readouterr().err
+
+
+# -- names OneDrive refuses ----------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["CON", "con", "Con.txt", "NUL.tar.gz", "COM0", "com9.log", "LPT1", "PRN", "AUX",
+                                  ".lock", "desktop.ini", "Desktop.INI", "a_vti_b", "_VTI_cnf", "x" * 256])
+def test_reserved_and_overlong_names_are_refused(name):
+    assert onedrive.refused_name(name)
+
+
+@pytest.mark.parametrize("name", ["CONSOLE", "icon", "com10", "LPT", "my.lock", "desktop.ini.bak", "vti_x",
+                                  "%7E%24report.docx", "a%3Ab", "x" * 255, "manifest.json"])
+def test_names_onedrive_takes_are_not_refused(name):
+    assert onedrive.refused_name(name) is None
+
+
+def test_encoding_never_lets_tilde_dollar_or_refused_characters_through():
+    from soopervisor.storage.remote import encode_name
+
+    for raw in ["~$report.docx", "a:b", "what?", "trailing.", "trailing ", " leading", 'q"uote', "p|pe", "b\\s"]:
+        encoded = encode_name(raw)
+        assert onedrive.refused_name(encoded) is None, encoded
+        assert not any(c in encoded for c in ':*?"<>|\\ '), encoded
+        assert not encoded.endswith(".") and not encoded.startswith("~$")
+
+
+def test_a_set_with_names_onedrive_refuses_is_refused_at_once_before_anything_is_sent(st, fake, tmp_path):
+    from tests.test_storage_contract import COMMIT_A, make_set
+
+    long_name = "é" * 50  # 50 characters, 300 once percent-encoded
+    src = make_set(tmp_path, COMMIT_A, {"CON": b"a", "out/desktop.ini": b"b", "fine.csv": b"c", long_name: b"d"})
+    fake.log.clear()
+    with pytest.raises(UnsafePath) as e:
+        st.put_set("proj", COMMIT_A, "run1", src)
+    message = e.value.message
+    assert message.startswith("OneDrive refuses 3 file names of this set: ")
+    assert "files/CON'" in message and "files/out/desktop.ini'" in message and long_name in message
+    assert "fine.csv" not in message
+    assert "percent-encoded" in message and "nothing was sent" in e.value.hint
+    assert fake.log == []  # not one request
+
+
+def test_a_path_longer_than_400_characters_is_refused(st, fake, tmp_path):
+    from tests.test_storage_contract import COMMIT_A, make_set
+
+    deep = "/".join(["d" * 60] * 6) + "/x.csv"  # every name short, the whole path too long
+    src = make_set(tmp_path, COMMIT_A, {deep: b"a"})
+    with pytest.raises(UnsafePath) as e:
+        st.put_set("proj", COMMIT_A, "run1", src)
+    assert "characters" in e.value.message and "OneDrive allows 400" in e.value.message
+
+
+@pytest.mark.parametrize("key", ["proj/c1/CON", "proj/c1/desktop.ini", "proj/c1/a_vti_b", "proj/NUL.txt/x",
+                                 "proj/c1/" + "x" * 256, "proj/c1/" + "/".join(["y" * 200] * 2)])
+def test_the_fake_refuses_those_names_with_onedrives_400(st, fake, key):
+    # straight to the store, past the check a put makes: what OneDrive itself answers
+    with pytest.raises(UnsafePath) as e:
+        st.store.write(key, b"x")
+    assert "OneDrive refuses the name or path length" in e.value.message
+    answers = [e for e in fake.log if e["method"] in ("PUT", "POST")]
+    assert answers  # it was sent, and refused
+    with pytest.raises(ArtifactsNotFound):
+        st.store.read(key)
+
+
+def test_the_fake_answers_invalid_names_as_graph_does(st, fake, tmp_path):
+    import requests
+
+    token = st.store.tokens.get()
+    resp = requests.put(f"{fake.graph_url}/me/drive/root:/desktop.ini:/content", data=b"x", timeout=10,
+                        headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == "invalidRequest"
+    assert resp.json()["error"]["innererror"]["code"] == "invalidPath"
+
+
+def test_a_url_naming_a_reserved_folder_is_refused():
+    with pytest.raises(UsageError) as e:
+        onedrive.parse_url("onedrive://soopervisor/CON")
+    assert "reserves" in e.value.message and "onedrive://folder/path" in e.value.hint

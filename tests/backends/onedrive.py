@@ -12,9 +12,16 @@ from tests.fakes.graph_api import FakeGraph
 
 
 @contextmanager
-def fake_env(fake: FakeGraph, tmp_path: Path, refresh_token: str | None = None, ci: bool = True) -> Iterator[None]:
-    """The backend pointed at ``fake``; signed in through the CI variables when ``ci``."""
-    values = {backend.GRAPH_URL_ENV: fake.graph_url, backend.AUTHORITY_ENV: fake.authority,
+def fake_env(fake: FakeGraph, tmp_path: Path, refresh_token: str | None = None, ci: bool = True,
+             tenant: str | None = "consumers") -> Iterator[None]:
+    """The backend pointed at ``fake``; signed in through the CI variables when ``ci``.
+
+    ``tenant`` picks the authority (``consumers``, ``organizations``, ``common`` or the fake app's
+    directory); None leaves ``SOOPERVISOR_ONEDRIVE_AUTHORITY`` unset (a stored login's own authority).
+    """
+    values = {backend.GRAPH_URL_ENV: fake.graph_url,
+              backend.AUTHORITY_ENV: fake.authority_for(tenant) if tenant else None,
+              backend.ISSUED_ENV: None,
               "SOOPERVISOR_CONFIG_DIR": str(tmp_path / "config"), "SOOPERVISOR_NO_KEYRING": "1"}
     if ci:
         values.update({backend.ENV["client_id"]: fake.client_id,

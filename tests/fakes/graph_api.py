@@ -21,10 +21,30 @@ in-memory drive and answers as the documentation says:
 * errors ``{"error": {"code", "message"}}``; injected failures
   (:meth:`FakeGraph.fail`: 429/503 with ``Retry-After``, a dropped connection,
   before or after the request took effect);
-* the identity platform under ``/consumers``: OpenID configuration (https
-  endpoint URLs, as msal requires), device-code and refresh-token grants with
-  rotating refresh tokens, ``invalid_grant`` once revoked; expired access
-  tokens give 401 ``InvalidAuthenticationToken``.
+* OneDrive's name rules ("Restrictions and limitations in OneDrive and
+  SharePoint"): reserved names (``CON``, ``PRN``, ``AUX``, ``NUL``, ``COM0``-``9``,
+  ``LPT0``-``9``, also with an extension; ``.lock``; ``desktop.ini``), ``~$`` at
+  the start, ``_vti_`` anywhere, ``: * ? " < > | \\``, a trailing dot or space, a name
+  over 255 characters, a whole path over 400: ``400 invalidRequest`` with the
+  innererror ``invalidPath`` (``pathIsTooLong``/``parameterIsTooLong`` for lengths),
+  on every create (PUT, upload session, folder, copy);
+* the identity platform under ``/{tenant}`` (``consumers``, ``organizations``,
+  ``common``, the app's directory by ID or domain; others: ``AADSTS90002``):
+  OpenID configuration (https endpoint URLs, as msal requires), device-code and
+  refresh-token grants with rotating refresh tokens. Errors are the real
+  endpoint's JSON (``error``, ``error_description`` starting ``AADSTSnnn:``,
+  ``error_codes``, ``trace_id``...) for: an unknown client ID (``unauthorized_client``,
+  AADSTS700016), an app audience the authority cannot use (AADSTS50194,
+  AADSTS9002331, AADSTS9002332), an account the app or authority does not take
+  (AADSTS50020, AADSTS500208), public client flows off (``invalid_client``,
+  AADSTS7000218), consent missing (AADSTS65001), a revoked (AADSTS70000) or
+  expired (90 days after issue, AADSTS700082) refresh token, a device code
+  declined (``authorization_declined``) or expired (``expired_token``). On the
+  real service the account errors show in the browser and the poll fails; here
+  the poll answers them. A personal account signing in at its own directory's
+  tenant gets a token whose Graph calls answer 400 "Tenant does not have a SPO
+  license" (a directory user has no OneDrive). Expired access tokens give 401
+  ``InvalidAuthenticationToken``.
 """
 from __future__ import annotations
 
@@ -33,6 +53,8 @@ import json
 import re
 import secrets
 import threading
+import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,6 +67,25 @@ FRAGMENT_MULTIPLE = 320 * KiB
 FRAGMENT_MAX = 60 * MiB
 #: what the backend documents for a single PUT
 SIMPLE_UPLOAD_MAX = 4 * MiB
+#: the tenant of personal Microsoft accounts
+MSA_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
+#: Microsoft's refresh-token lifetime
+REFRESH_TOKEN_LIFETIME = 90 * 86400
+#: OneDrive's documented limits
+MAX_PATH = 400
+MAX_NAME = 255
+_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
+def name_problem(name: str) -> tuple[str, str] | None:
+    """(innererror code, message) when OneDrive refuses ``name`` (one segment), else None."""
+    low = name.lower()
+    if (low in (".lock", "desktop.ini") or low.split(".")[0] in _DEVICES or low.startswith("~$") or "_vti_" in low
+            or any(c in name for c in ':*?"<>|\\') or name.endswith((".", " ")) or name.startswith(" ")):
+        return "invalidPath", f"The name '{name}' is not allowed."
+    if len(name) > MAX_NAME:
+        return "parameterIsTooLong", "The name is too long."
+    return None
 
 
 @dataclass
@@ -89,9 +130,10 @@ class Failure:
 
 
 class GraphError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 inner: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.status, self.code, self.message, self.headers, self.inner = status, code, message, headers or {}, inner
 
 
 class FakeGraph:
@@ -107,10 +149,20 @@ class FakeGraph:
         self.copy_polls = copy_polls
         self.quota = 5 * 1024 * MiB
         self.client_id = "00000000-fake-" + secrets.token_hex(4)
-        self.refresh_tokens: set[str] = set()
-        self.access_tokens: set[str] = set()
+        #: the app registration: who may sign in ("signInAudience"), public client flows, consent given
+        self.audience = "AzureADandPersonalMicrosoftAccount"  # or PersonalMicrosoftAccount, AzureADMyOrg,
+        self.public_client = True                              # AzureADMultipleOrgs
+        self.consented = True
+        self.tenant_id = str(uuid.uuid4())  # the app's directory (where it was registered)
+        self.tenant_domain = "soopervisorfake.onmicrosoft.com"
+        #: who enters the device code: "personal" (an outlook.com account) or "work"; and what they do
+        self.account = "personal"
+        self.device_outcome = "approve"  # or "decline", "expire"
+        self.clock = 0.0  # seconds added to the time (refresh-token ages)
+        self.refresh_tokens: dict[str, dict[str, Any]] = {}  # token -> {"issued": t, "kind": "drive"|"directory"}
+        self.access_tokens: dict[str, str] = {}  # token -> "drive" | "directory"
         self.rotate = True  # Microsoft issues a new refresh token with each refresh
-        self.device_codes: dict[str, int] = {}  # device code -> polls left before approval
+        self.device_codes: dict[str, dict[str, Any]] = {}  # device code -> {"polls": n, "tenant": t}
         self.failures: list[Failure] = []
         self.log: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
@@ -128,9 +180,20 @@ class FakeGraph:
         self._server.server_close()
 
     # test controls
-    def issue_refresh_token(self) -> str:
+    def now(self) -> float:
+        return time.time() + self.clock
+
+    def advance(self, days: float) -> None:
+        """Move the identity platform's clock on (refresh tokens age)."""
+        self.clock += days * 86400
+
+    def authority_for(self, tenant: str) -> str:
+        """The authority URL of ``tenant`` ("consumers", "organizations", "common", or the app's directory)."""
+        return f"{self.url}/{tenant}"
+
+    def issue_refresh_token(self, kind: str = "drive", issued: float | None = None) -> str:
         token = "M.C5-fake-refresh-" + secrets.token_urlsafe(16)
-        self.refresh_tokens.add(token)
+        self.refresh_tokens[token] = {"issued": self.now() if issued is None else issued, "kind": kind}
         return token
 
     def revoke(self) -> None:
@@ -183,8 +246,26 @@ class FakeGraph:
             raise GraphError(400, "invalidRequest", "The parent is not a folder.")
         return item
 
+    def _path(self, item_id: str) -> str:
+        """``/a/b`` of an item ("" for the root)."""
+        names = []
+        while item_id != "root":
+            item = self.items[item_id]
+            names.append(item.name)
+            item_id = item.parent or "root"
+        return "".join(f"/{n}" for n in reversed(names))
+
+    def check_name(self, parent: str, name: str) -> None:
+        """OneDrive's answer to creating ``name`` in ``parent`` when it breaks a name rule."""
+        problem = name_problem(name)
+        if problem:
+            raise GraphError(400, "invalidRequest", problem[1], inner=problem[0])
+        if len(f"{self._path(parent)}/{name}") > MAX_PATH:
+            raise GraphError(400, "invalidRequest", "The path is too long.", inner="pathIsTooLong")
+
     def _put(self, parent: str, name: str, data: bytes) -> tuple[int, Item]:
         self._folder(parent)
+        self.check_name(parent, name)
         old = self._child(parent, name)
         if old is not None and old.folder:
             raise GraphError(409, "nameAlreadyExists", "A folder of that name exists.")
@@ -210,6 +291,7 @@ def _default_code(status: int) -> str:
             507: "insufficientStorage", 401: "InvalidAuthenticationToken", 404: "itemNotFound"}.get(status, "error")
 
 
+_IDENTITY = re.compile(r"/(?P<tenant>[^/]+)(?P<rest>/v2\.0/\.well-known/openid-configuration|/oauth2/v2\.0/\w+)")
 _ADDRESS = re.compile(r"/v1\.0/me/drive/(?:root|items/(?P<id>[^/:]+)):(?P<path>/?[^:]*):(?P<rest>/.*)?")
 _ITEM = re.compile(r"/v1\.0/me/drive/(?:(?P<root>root)|items/(?P<id>[^/:]+))(?P<rest>/[^:]*)?")
 
@@ -234,7 +316,10 @@ def _handler(fake: FakeGraph) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def _error(self, e: GraphError) -> None:
-            self._send(e.status, {"error": {"code": e.code, "message": e.message}}, e.headers)
+            error: dict[str, Any] = {"code": e.code, "message": e.message}
+            if e.inner:
+                error["innererror"] = {"code": e.inner}
+            self._send(e.status, {"error": error}, e.headers)
 
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -279,10 +364,13 @@ def _handler(fake: FakeGraph) -> type[BaseHTTPRequestHandler]:
             if token not in fake.access_tokens:
                 raise GraphError(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.",
                                  {"WWW-Authenticate": 'Bearer realm=""'})
+            if fake.access_tokens[token] == "directory":
+                raise GraphError(400, "BadRequest", "Tenant does not have a SPO license.")
 
         def _route(self, path: str, query: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
-            if path.startswith("/consumers/"):
-                return self._identity(path, body)
+            m = _IDENTITY.fullmatch(path)
+            if m:
+                return self._identity(m.group("tenant"), m.group("rest"), body)
             if path.startswith("/upload/"):
                 return self._session(path.removeprefix("/upload/"), body)
             if path.startswith("/monitor/"):
@@ -318,6 +406,7 @@ def _handler(fake: FakeGraph) -> type[BaseHTTPRequestHandler]:
             if rest == "/createUploadSession" and self.command == "POST":
                 parent = fake._by_path(base, parent_path)
                 fake._folder(parent.id)
+                fake.check_name(parent.id, name)
                 sid = secrets.token_urlsafe(12)
                 fake.sessions[sid] = Session(parent.id, name)
                 return 200, {"uploadUrl": f"{fake.url}/upload/{sid}", "expirationDateTime": "2099-01-01T00:00:00Z",
@@ -351,6 +440,7 @@ def _handler(fake: FakeGraph) -> type[BaseHTTPRequestHandler]:
                     if spec.get("@microsoft.graph.conflictBehavior", "fail") == "fail":
                         raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
                     return 200, existing.resource(fake), {}
+                fake.check_name(item.id, spec["name"])
                 new = Item(fake._new_id(), spec["name"], item.id, "folder" in spec)
                 fake.items[new.id] = new
                 return 201, new.resource(fake), {}
@@ -359,6 +449,7 @@ def _handler(fake: FakeGraph) -> type[BaseHTTPRequestHandler]:
                 ref = spec.get("parentReference") or {}
                 target = fake._folder(ref.get("id") or item.parent or "root")
                 name = spec.get("name") or item.name
+                fake.check_name(target.id, name)
                 if fake._child(target.id, name) is not None:
                     raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
                 mid = secrets.token_urlsafe(8)
@@ -423,48 +514,129 @@ def _handler(fake: FakeGraph) -> type[BaseHTTPRequestHandler]:
             status, item = fake._put(session.parent, session.name, bytes(session.data))
             return status, item.resource(fake), {}
 
-        def _identity(self, path: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
-            https = f"https://{fake.origin}/consumers"
-            if path == "/consumers/v2.0/.well-known/openid-configuration":
-                return 200, {"issuer": "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0",
+        def _identity(self, tenant: str, rest: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
+            seg = tenant.lower()
+            own = seg in (fake.tenant_id, fake.tenant_domain)
+            if seg not in ("consumers", "organizations", "common") and not own:
+                return _aad(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found. Check to make sure you have "
+                            "the correct tenant ID and are signing into the correct cloud.")
+            https = f"https://{fake.origin}/{tenant}"
+            if rest == "/v2.0/.well-known/openid-configuration":
+                issuer = MSA_TENANT if seg == "consumers" else fake.tenant_id if own else "{tenantid}"
+                return 200, {"issuer": f"https://login.microsoftonline.com/{issuer}/v2.0",
                              "authorization_endpoint": f"{https}/oauth2/v2.0/authorize",
                              "token_endpoint": f"{https}/oauth2/v2.0/token",
                              "device_authorization_endpoint": f"{https}/oauth2/v2.0/devicecode"}, {}
             form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
-            if form.get("client_id") != fake.client_id:
-                return 400, {"error": "unauthorized_client", "error_description": "AADSTS700016: unknown app"}, {}
-            if path == "/consumers/oauth2/v2.0/devicecode":
+            client = form.get("client_id", "")
+            refused = self._app_refused(seg, own, client)
+            if refused is not None:
+                return refused
+            if rest == "/oauth2/v2.0/devicecode":
                 code = secrets.token_urlsafe(12)
-                fake.device_codes[code] = 1
+                fake.device_codes[code] = {"polls": 1, "tenant": seg, "own": own}
                 return 200, {"device_code": code, "user_code": "FAKE1234", "verification_uri":
                              "https://microsoft.com/devicelogin", "expires_in": 900, "interval": 1,
                              "message": "To sign in, use a web browser to open the page "
                                         "https://microsoft.com/devicelogin and enter the code FAKE1234 to authenticate."}, {}
-            if path == "/consumers/oauth2/v2.0/token":
-                grant = form.get("grant_type")
-                if grant == "refresh_token":
-                    if form.get("refresh_token") not in fake.refresh_tokens:
-                        return 400, {"error": "invalid_grant",
-                                     "error_description": "AADSTS70000: The provided grant has expired or was revoked."}, {}
-                    if fake.rotate:
-                        fake.refresh_tokens.discard(form["refresh_token"])
-                elif grant == "urn:ietf:params:oauth:grant-type:device_code":
-                    left = fake.device_codes.get(form.get("device_code", ""))
-                    if left is None:
-                        return 400, {"error": "expired_token"}, {}
-                    if left > 0:
-                        fake.device_codes[form["device_code"]] = left - 1
-                        return 400, {"error": "authorization_pending",
-                                     "error_description": "The user has not yet finished authorizing."}, {}
-                    del fake.device_codes[form["device_code"]]
-                else:
-                    return 400, {"error": "unsupported_grant_type"}, {}
-                access = "EwB-fake-access-" + secrets.token_urlsafe(16)
-                fake.access_tokens.add(access)
-                refresh = fake.issue_refresh_token() if (fake.rotate or grant != "refresh_token") else form["refresh_token"]
-                return 200, {"token_type": "Bearer", "scope": "https://graph.microsoft.com/Files.ReadWrite",
-                             "expires_in": 3600, "ext_expires_in": 3600,
-                             "access_token": access, "refresh_token": refresh}, {}
-            raise GraphError(404, "not_found", path)
+            if rest != "/oauth2/v2.0/token":
+                raise GraphError(404, "not_found", rest)
+            if not fake.public_client:  # a request without a client secret from an app that is not a public client
+                return _aad(401, "invalid_client", 7000218, "The request body must contain the following parameter: "
+                            "'client_assertion' or 'client_secret'.")
+            grant = form.get("grant_type")
+            if grant == "refresh_token":
+                record = fake.refresh_tokens.get(form.get("refresh_token", ""))
+                if record is None:
+                    return _aad(400, "invalid_grant", 70000, "The provided grant has expired or was revoked.")
+                if fake.now() - record["issued"] > REFRESH_TOKEN_LIFETIME:
+                    issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record["issued"]))
+                    return _aad(400, "invalid_grant", 700082, "The refresh token has expired due to inactivity. The "
+                                f"token was issued on {issued} and was inactive for 90.00:00:00.")
+                if not fake.consented:
+                    return _aad(400, "invalid_grant", 65001, "The user or administrator has not consented to use the "
+                                f"application with ID '{client}' named 'soopervisor'. Send an interactive "
+                                "authorization request for this user and resource.")
+                kind = record["kind"]
+                if fake.rotate:
+                    del fake.refresh_tokens[form["refresh_token"]]
+            elif grant == "urn:ietf:params:oauth:grant-type:device_code":
+                flow = fake.device_codes.get(form.get("device_code", ""))
+                if flow is None or fake.device_outcome == "expire":
+                    return _aad(400, "expired_token", 70019, "Verification code expired.")
+                if flow["polls"] > 0:
+                    flow["polls"] -= 1
+                    return _aad(400, "authorization_pending", 70016, "OAuth 2.0 device flow error. Authorization "
+                                "is pending. Continue polling.")
+                del fake.device_codes[form["device_code"]]
+                if fake.device_outcome == "decline":
+                    return _aad(400, "authorization_declined", 65004, "User declined to consent to access the app.")
+                kind = self._account_refused(flow, client)
+                if not isinstance(kind, str):
+                    return kind
+            else:
+                return _aad(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.")
+            access = "EwB-fake-access-" + secrets.token_urlsafe(16)
+            fake.access_tokens[access] = kind
+            if fake.rotate or grant != "refresh_token":
+                refresh = fake.issue_refresh_token(kind)
+            else:
+                refresh = form["refresh_token"]
+            return 200, {"token_type": "Bearer", "scope": "https://graph.microsoft.com/Files.ReadWrite",
+                         "expires_in": 3600, "ext_expires_in": 3600,
+                         "access_token": access, "refresh_token": refresh}, {}
+
+        def _app_refused(self, seg: str, own: bool, client: str) -> tuple[int, Any, dict[str, str]] | None:
+            """The answer when the app is unknown, or its audience does not fit the authority."""
+            if client != fake.client_id:
+                directory = MSA_TENANT if seg == "consumers" else fake.tenant_id
+                return _aad(400, "unauthorized_client", 700016, f"Application with identifier '{client}' was not "
+                            f"found in the directory '{directory}'. This can happen if the application has not been "
+                            "installed by the administrator of the tenant or consented to by any user in the tenant. "
+                            "You may have sent your authentication request to the wrong tenant.")
+            audience = fake.audience
+            if audience == "AzureADMyOrg" and seg in ("common", "organizations"):
+                return _aad(400, "invalid_request", 50194, f"Application '{client}'(soopervisor) is not configured as "
+                            "a multi-tenant application. Usage of the /common endpoint is not supported for such "
+                            "applications created after '10/15/2018'. Use a tenant-specific endpoint or configure "
+                            "the application to be multi-tenant.")
+            if audience in ("AzureADMyOrg", "AzureADMultipleOrgs") and seg == "consumers":
+                return _aad(400, "invalid_request", 9002332, f"Application '{client}'(soopervisor) is configured for "
+                            "use by Azure Active Directory users only. Please do not use the /consumers endpoint to "
+                            "serve this request.")
+            if audience == "PersonalMicrosoftAccount" and (seg == "organizations" or own):
+                return _aad(400, "invalid_request", 9002331, f"Application '{client}'(soopervisor) is configured for "
+                            "use by Microsoft Account users only. Please use the /consumers endpoint to serve this "
+                            "request.")
+            return None
+
+        def _account_refused(self, flow: dict[str, Any], client: str) -> str | tuple[int, Any, dict[str, str]]:
+            """The kind of token the signed-in account gets ("drive" or "directory"), or the refusal."""
+            seg, own, audience = flow["tenant"], flow["own"], fake.audience
+            personal_app = audience in ("PersonalMicrosoftAccount", "AzureADandPersonalMicrosoftAccount")
+            if fake.account == "personal":
+                if own:
+                    return "directory"  # the directory's owner, as a directory user: no OneDrive there
+                if seg in ("consumers", "common") and personal_app:
+                    return "drive"
+                return _aad(400, "invalid_grant", 50020, "User account 'someone@outlook.com' from identity "
+                            "provider 'live.com' does not exist in tenant 'Default Directory' and cannot access the "
+                            f"application '{client}'(soopervisor) in that tenant. The account needs to be added as an "
+                            "external user in the tenant first.")
+            if seg == "consumers" or audience == "PersonalMicrosoftAccount":
+                return _aad(400, "invalid_grant", 500208, "The domain is not a valid login domain for the account "
+                            "type.")
+            return "drive"
 
     return Handler
+
+
+def _aad(status: int, error: str, code: int, text: str) -> tuple[int, Any, dict[str, str]]:
+    """An error of the Microsoft identity platform's token endpoints, as it sends them."""
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+    return status, {"error": error,
+                    "error_description": f"AADSTS{code}: {text} Trace ID: {trace} Correlation ID: {correlation} "
+                                         f"Timestamp: {stamp}",
+                    "error_codes": [code], "timestamp": stamp, "trace_id": trace, "correlation_id": correlation,
+                    "error_uri": f"https://login.microsoftonline.com/error?code={code}"}, {}
