@@ -48,10 +48,18 @@ ENVIRONMENT_VARIABLES = (
     EnvVar("SOOPERVISOR_DROPBOX_REFRESH_TOKEN", "a Dropbox refresh token", group="cloud credentials"),
     EnvVar("SOOPERVISOR_ONEDRIVE_CLIENT_ID", "your Microsoft app registration's client id",
            group="cloud credentials"),
-    EnvVar("SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN", "a OneDrive refresh token", group="cloud credentials"),
+    EnvVar("SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN", "a OneDrive refresh token of CI's own "
+           "(``soopervisor login onedrive --ci``)", group="cloud credentials"),
+    EnvVar("SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN_ISSUED", "the day that refresh token was issued (``YYYY-MM-DD``, "
+           "printed by ``login onedrive --ci``): a run warns from day 80 of its 90", group="cloud credentials"),
     EnvVar("SOOPERVISOR_BOX_CLIENT_ID", "your Box app's client id", group="cloud credentials"),
     EnvVar("SOOPERVISOR_BOX_CLIENT_SECRET", "your Box app's client secret", group="cloud credentials"),
     EnvVar("SOOPERVISOR_BOX_REFRESH_TOKEN", "a Box refresh token (single use: each refresh returns a new one)",
+           group="cloud credentials"),
+    EnvVar("SOOPERVISOR_BOX_SUBJECT_TYPE", "with the client id and secret: Box's client-credentials grant "
+           "instead of a refresh token, as ``enterprise`` (the app's service account) or ``user``",
+           group="cloud credentials"),
+    EnvVar("SOOPERVISOR_BOX_SUBJECT_ID", "the enterprise's or user's id for the client-credentials grant",
            group="cloud credentials"),
     EnvVar("SOOPERVISOR_BOX_DEVELOPER_TOKEN", "a Box developer token (valid 60 minutes), instead of the three above",
            group="cloud credentials"),
@@ -61,8 +69,9 @@ ENVIRONMENT_VARIABLES = (
     EnvVar("SOOPERVISOR_GDRIVE_TOKEN_URL", "Google's OAuth token address", "Google's", group="endpoints"),
     EnvVar("SOOPERVISOR_GRAPH_URL", "the Microsoft Graph address (sovereign clouds, tests)",
            "``https://graph.microsoft.com/v1.0``", group="endpoints"),
-    EnvVar("SOOPERVISOR_ONEDRIVE_AUTHORITY", "the Microsoft sign-in authority",
-           "``https://login.microsoftonline.com/consumers``", group="endpoints"),
+    EnvVar("SOOPERVISOR_ONEDRIVE_AUTHORITY", "who signs in to OneDrive: ``consumers`` (personal accounts), "
+           "``organizations``, ``common``, a tenant id or domain, or an https URL", "``consumers``",
+           group="endpoints"),
     EnvVar("DOCKER_HOST", "the Docker engine runs go to (docker-py's usual variables: ``DOCKER_TLS_VERIFY``, "
            "``DOCKER_CERT_PATH``)", "the local engine", group="read from the environment"),
     EnvVar("ENTRY_POINT", "the pipeline's entry point, as for ``ploomber build``; ``--entry-point`` wins",

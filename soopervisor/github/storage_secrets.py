@@ -26,16 +26,16 @@ _AWS = (
 _WHAT = {
     "SOOPERVISOR_GDRIVE_CLIENT_ID": "your Google OAuth client's id (the one `soopervisor login gdrive` used)",
     "SOOPERVISOR_GDRIVE_CLIENT_SECRET": "that OAuth client's secret",
-    "SOOPERVISOR_GDRIVE_REFRESH_TOKEN": "the refresh token `soopervisor login gdrive` stored",
+    "SOOPERVISOR_GDRIVE_REFRESH_TOKEN": "a refresh token of CI's own, from `soopervisor login gdrive --ci`",
     "SOOPERVISOR_DROPBOX_APP_KEY": "your Dropbox app's key",
-    "SOOPERVISOR_DROPBOX_REFRESH_TOKEN": "the refresh token `soopervisor login dropbox` stored",
+    "SOOPERVISOR_DROPBOX_REFRESH_TOKEN": "a refresh token of CI's own, from `soopervisor login dropbox --ci`",
     "SOOPERVISOR_DROPBOX_APP_SECRET": "your Dropbox app's secret (only for tokens issued without PKCE)",
     "SOOPERVISOR_ONEDRIVE_CLIENT_ID": "your Microsoft Entra app's (client) id",
-    "SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN": "the refresh token `soopervisor login onedrive` stored",
+    "SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN": "a refresh token of CI's own, from `soopervisor login onedrive --ci`",
     "SOOPERVISOR_BOX_CLIENT_ID": "your Box app's client id",
     "SOOPERVISOR_BOX_CLIENT_SECRET": "your Box app's client secret",
-    "SOOPERVISOR_BOX_REFRESH_TOKEN": "the refresh token `soopervisor login box` stored (single-use: "
-                                     "a fresh CI machine needs a fresh one)",
+    "SOOPERVISOR_BOX_REFRESH_TOKEN": "a refresh token of CI's own, from `soopervisor login box --ci` "
+                                     "(single-use: never the laptop's; or use the client-credentials grant)",
 }
 
 _LOCAL_SCHEMES = ("file",)
@@ -63,9 +63,19 @@ def secrets_for(storage_url: str | None) -> list[Secret]:
                  for name in ci_env.ENV[scheme].values()]
         if scheme == "box":
             # kept optional: the three OAuth variables are what a lasting workflow needs
+            found.append(Secret(ci_env.BOX_SUBJECT_TYPE_ENV, False,
+                                "with the client id and secret, Box's client-credentials grant instead of a "
+                                "refresh token: 'enterprise' (the app's service account) or 'user'"))
+            found.append(Secret(ci_env.BOX_SUBJECT_ID_ENV, False, "that enterprise's or user's id"))
             found.append(Secret(ci_env.BOX_DEVELOPER_TOKEN_ENV, False,
                                 "instead of the three above, a 60-minute developer token from the "
                                 "Box app's console (for a one-off run)"))
+        if scheme == "onedrive":
+            # not credentials, but what `login onedrive --ci` prints beside them
+            found.append(Secret("SOOPERVISOR_ONEDRIVE_REFRESH_TOKEN_ISSUED", False,
+                                "the day the refresh token was issued: runs warn before its 90 days end"))
+            found.append(Secret("SOOPERVISOR_ONEDRIVE_AUTHORITY", False,
+                                "who signs in, when not a personal account: organizations, common or a tenant"))
     return sorted(found, key=lambda s: not s.required)  # stable: keeps the backend's order within each group
 
 
@@ -75,9 +85,13 @@ def missing_secrets(storage_url: str | None, environ: Mapping[str, str] = os.env
     Empty counts as missing: GitHub expands a secret that does not exist to "".
     For Box, a non-empty developer token stands in for all of them.
     """
-    if storage_scheme(storage_url) == "box" and environ.get(ci_env.BOX_DEVELOPER_TOKEN_ENV):
+    box = storage_scheme(storage_url) == "box"
+    if box and environ.get(ci_env.BOX_DEVELOPER_TOKEN_ENV):
         return []
-    return [s for s in secrets_for(storage_url) if s.required and not environ.get(s.name)]
+    # the client-credentials grant needs no refresh token
+    ccg = box and environ.get(ci_env.BOX_SUBJECT_TYPE_ENV) and environ.get(ci_env.BOX_SUBJECT_ID_ENV)
+    return [s for s in secrets_for(storage_url)
+            if s.required and not environ.get(s.name) and not (ccg and s.name == ci_env.ENV["box"]["refresh_token"])]
 
 
 def storage_scheme(storage_url: str | None) -> str | None:
