@@ -223,3 +223,29 @@ def test_json_of_a_result_names_every_step(tmp_path: Path):
     assert data["ok"] is True and [s["name"] for s in data["steps"]] == list(STEPS)
     assert all(set(s) == {"name", "ok", "seconds", "detail"} for s in data["steps"])
     assert os.fspath(tmp_path / "store") == data["storage"] and data["left_behind"] == []
+
+
+def test_onedrive_passes_and_leaves_no_folder(no_waiting, tmp_path: Path):
+    from tests.backends import onedrive as onedrive_fake
+
+    with onedrive_fake.storage(tmp_path) as store:
+        store.put_set("proj", COMMIT, "r1", make_set(tmp_path))
+        result = check_storage(store)
+        assert result.ok, result.to_dict()
+        assert result.left_behind == []
+        keys = [o.key for o in store.store.list("")]
+        assert keys and all(k.startswith("proj/") for k in keys)  # the project's set stays, the check's is gone
+        folders = {i.name for i in store.fake.items.values() if i.folder}
+        assert CHECK_PROJECT not in folders and "proj" in folders
+
+
+def test_box_passes_and_leaves_no_folder(no_waiting, tmp_path: Path):
+    from tests.backends import box as box_fake
+
+    with box_fake.storage(tmp_path) as store:
+        store.put_set("proj", COMMIT, "r1", make_set(tmp_path))
+        result = check_storage(store)
+        assert result.ok, result.to_dict()
+        assert result.left_behind == []
+        folders = {i.name for i in store.fake.items.values() if i.type == "folder"}
+        assert CHECK_PROJECT not in folders and "proj" in folders

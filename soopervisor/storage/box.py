@@ -968,6 +968,22 @@ class BoxStore:
                 self._sizes.pop(key, None)
 
 
+    def remove_folder(self, key: str) -> None:
+        """Remove the folder ``key`` and all in it (a folder already gone is fine)."""
+        folder_id = self._folder_id(key, create=False)
+        if folder_id is not None:
+            try:
+                self._call(self.client.folders.delete_folder_by_id, folder_id, recursive=True)
+            except ArtifactsNotFound:
+                pass
+        inside = key + "/"
+        with self._lock:
+            for cache in (self._files, self._sizes, self._folders):
+                for k in [k for k in cache if k == key or k.startswith(inside)]:
+                    del cache[k]
+            self._indexed = {k for k in self._indexed if k != key and not k.startswith(inside)}
+
+
 def name_problem(name: str) -> str | None:
     """Why Box would refuse (or silently change) the file or folder name ``name``, or None.
 

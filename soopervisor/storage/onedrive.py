@@ -779,6 +779,10 @@ class GraphStore:
         for key in keys:
             self._call("DELETE", self._path_url(key), f"deleting {key}", accept=(404,))  # 404: already gone
 
+    def remove_folder(self, key: str) -> None:
+        """Remove the folder ``key`` and all in it (Graph deletes a folder with its children; 404: gone)."""
+        self._call("DELETE", self._path_url(key), f"deleting the folder {key}", accept=(404,))
+
 
 # -- entry points ------------------------------------------------------------------
 def parse_url(url: str) -> str:

@@ -259,6 +259,7 @@ class FakeBox:
             ("GET", r"/2\.0/files/(\w+)/content", self._download),
             ("POST", r"/2\.0/files/(\w+)/copy", self._copy),
             ("DELETE", r"/2\.0/files/(\w+)", self._delete),
+            ("DELETE", r"/2\.0/folders/(\w+)", self._delete_folder),
             ("POST", r"/2\.0/files/upload_sessions", self._create_session),
             ("POST", r"/2\.0/files/(\w+)/upload_sessions", self._create_session),
             ("PUT", r"/2\.0/files/upload_sessions/(\w+)", self._put_part),
@@ -466,6 +467,25 @@ class FakeBox:
         if item is None or item.type != "file":
             return self._err(404, "not_found", "Not Found")
         del self.items[file_id]
+        return Reply(204, {}, b"")
+
+    def _delete_folder(self, req: Request, folder_id: str) -> Reply:
+        """DELETE /folders/:id: the root cannot go; a folder with items only with ?recursive=true."""
+        item = self.items.get(folder_id)
+        if item is None or item.type != "folder":
+            return self._err(404, "not_found", "Not Found")
+        if folder_id == "0":
+            return self._err(403, "access_denied_insufficient_permissions", "The root folder cannot be deleted")
+        # the official SDK sends "True" (str of a bool); the API reads booleans without regard to case
+        if self._children(folder_id) and req.query.get("recursive", "").lower() != "true":
+            return self._err(400, "folder_not_empty", "Cannot delete - folder not empty")
+        doomed, todo = [], [folder_id]
+        while todo:
+            current = todo.pop()
+            doomed.append(current)
+            todo.extend(child.id for child in self._children(current))
+        for gone in doomed:
+            del self.items[gone]
         return Reply(204, {}, b"")
 
     def _dl(self, req: Request) -> Reply:
