@@ -635,3 +635,30 @@ def test_a_url_naming_a_reserved_folder_is_refused():
     with pytest.raises(UsageError) as e:
         onedrive.parse_url("onedrive://soopervisor/CON")
     assert "reserves" in e.value.message and "onedrive://folder/path" in e.value.hint
+
+
+def test_a_dropped_download_resumes_from_the_byte_it_reached(tmp_path: Path):
+    data = os.urandom(300_000)
+    with storage(tmp_path) as st:
+        st.store.write("proj/blob.bin", data)
+        st.fake.break_downloads = 2  # the first two streams break half-way
+        dest = tmp_path / "out.bin"
+        moved: list[int] = []
+        st.store.download("proj/blob.bin", dest, moved.append)
+        assert dest.read_bytes() == data and sum(moved) == len(data)
+        gets = [e for e in st.fake.log if e["path"].startswith("/download/")]
+        assert len(gets) == 3  # resumed twice, never from the start
+        assert gets[0]["range"] is None and all(g["range"] and g["range"] != "bytes=0-" for g in gets[1:])
+        # the fake honours Range as the download address does (and so the client asked for it)
+        with contextlib.closing(__import__("requests").get(
+                f"{st.fake.url}/download/{st.fake.file('soopervisor/tests/proj/blob.bin').id}",
+                headers={"Range": "bytes=299990-"}, timeout=10)) as resp:
+            assert resp.status_code == 206 and resp.content == data[299990:]
+
+
+def test_a_download_that_keeps_breaking_is_a_message(tmp_path: Path):
+    with storage(tmp_path) as st:
+        st.store.write("proj/blob.bin", b"x" * 1000)
+        st.fake.break_downloads = 10_000
+        with pytest.raises(StorageUnavailable, match="kept failing while downloading proj/blob.bin"):
+            st.store.download("proj/blob.bin", tmp_path / "out.bin", lambda n: None)

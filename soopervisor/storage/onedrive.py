@@ -722,23 +722,33 @@ class GraphStore:
         return True
 
     def download(self, key: str, dest: Path, progress: Progress) -> None:
-        for attempt in range(MAX_TRIES):
-            resp = self._call("GET", f"{self._path_url(key)}/content", f"downloading {key}",
-                              stream=True)
-            got = 0
-            try:
-                with resp, open(dest, "wb") as f:
-                    for block in resp.iter_content(1024 * KiB):
-                        f.write(block)
-                        got += len(block)
-                        progress(len(block))
-                return
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError):
-                progress(-got)  # start over; the file is truncated by the next open
-                if attempt == MAX_TRIES - 1:
-                    raise StorageUnavailable(f"OneDrive kept failing while downloading {key}",
-                                             hint="try again later") from None
-                self.sleep(_backoff(None, attempt))
+        """The file into ``dest``; a stream that breaks off resumes from the byte it reached (Range)."""
+        got, stalled = 0, 0
+        with open(dest, "wb") as f:
+            while True:
+                headers = {"Range": f"bytes={got}-"} if got else {}
+                resp = self._call("GET", f"{self._path_url(key)}/content", f"downloading {key}",
+                                  stream=True, headers=headers)
+                if got and resp.status_code != 206:  # the server sent it all again: start over
+                    progress(-got)
+                    f.seek(0)
+                    f.truncate()
+                    got = 0
+                before = got
+                try:
+                    with resp:
+                        # small blocks: what arrived before a break is kept, not thrown away with the block
+                        for block in resp.iter_content(64 * KiB):
+                            f.write(block)
+                            got += len(block)
+                            progress(len(block))
+                    return
+                except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError):
+                    stalled = 0 if got > before else stalled + 1
+                    if stalled >= MAX_TRIES:
+                        raise StorageUnavailable(f"OneDrive kept failing while downloading {key}",
+                                                 hint="try again later") from None
+                    self.sleep(_backoff(None, stalled))
 
     def copy(self, src_key: str, dst_key: str) -> None:
         src = self._call("GET", self._path_url(src_key), f"copying {src_key}").json()

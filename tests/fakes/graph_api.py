@@ -164,6 +164,8 @@ class FakeGraph:
         self.rotate = True  # Microsoft issues a new refresh token with each refresh
         self.device_codes: dict[str, dict[str, Any]] = {}  # device code -> {"polls": n, "tenant": t}
         self.failures: list[Failure] = []
+        #: the next this many downloads send half their bytes, then the connection breaks
+        self.break_downloads = 0
         self.log: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -329,6 +331,7 @@ def _handler(fake: FakeGraph) -> type[BaseHTTPRequestHandler]:
             with fake._lock:
                 fake.log.append({"method": self.command, "path": parts.path, "query": query, "size": len(body),
                                  "content_range": self.headers.get("Content-Range"),
+                                 "range": self.headers.get("Range"),
                                  "auth": self.headers.get("Authorization")})
                 failure = None
                 for f in fake.failures:
@@ -348,7 +351,35 @@ def _handler(fake: FakeGraph) -> type[BaseHTTPRequestHandler]:
                 return self._error(e)
             if failure is not None:
                 return self._fail(failure)
+            if headers.pop("X-Fake-Break", None):  # a download whose connection breaks half-way
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out[: len(out) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
             self._send(status, out, headers)
+
+        def _download(self, data: bytes) -> tuple[int, bytes, dict[str, str]]:
+            """The pre-authenticated download address: the bytes, or the ``Range: bytes=N-`` asked for."""
+            headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+            status, start = 200, 0
+            m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+            if m:
+                start = int(m.group(1))
+                if start >= len(data):
+                    raise GraphError(416, "invalidRange", "The requested range is not satisfiable.",
+                                     {"Content-Range": f"bytes */{len(data)}"})
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+            if fake.break_downloads > 0 and len(data) - start > 1:
+                fake.break_downloads -= 1
+                headers["X-Fake-Break"] = "1"
+            return status, data[start:], headers
 
         def _fail(self, f: Failure) -> None:
             if f.drop:
@@ -376,7 +407,7 @@ def _handler(fake: FakeGraph) -> type[BaseHTTPRequestHandler]:
             if path.startswith("/monitor/"):
                 return self._monitor(path.removeprefix("/monitor/"))
             if path.startswith("/download/"):
-                return 200, fake._get(path.removeprefix("/download/")).data, {"Content-Type": "application/octet-stream"}
+                return self._download(fake._get(path.removeprefix("/download/")).data)
             self._authorized()
             if path == "/v1.0/me/drive":
                 used = fake.used()
