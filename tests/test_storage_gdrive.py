@@ -18,6 +18,7 @@ from soopervisor.credentials import CredentialsError
 from soopervisor.errors import ArtifactsNotFound, StorageUnavailable, UsageError
 from soopervisor.storage import gdrive, open_storage
 from soopervisor.storage.remote import RemoteStorage
+from soopervisor.troubleshooting import page_url
 from tests.backends.gdrive import env, fake_env, storage
 from tests.fakes.gdrive_api import FakeDrive
 
@@ -126,7 +127,10 @@ def test_a_revoked_sign_in_says_how_to_sign_in_again_and_shows_no_token(fake, tm
         fake.revoke()
         with pytest.raises(CredentialsError) as e:
             st.list_projects()
-    assert e.value.hint == "soopervisor login gdrive"
+    # issue 13: the hint goes on past the login command, to name the 7-day expiry of apps in "Testing" status
+    assert e.value.hint.startswith("soopervisor login gdrive;")
+    assert "Testing" in e.value.hint and "7 days" in e.value.hint and "publish it" in e.value.hint
+    assert page_url("how-to/google-drive") in e.value.hint
     assert "expired or was revoked" in e.value.message
     assert token not in str(e.value) and fake.client_secret not in str(e.value)
 
@@ -307,3 +311,269 @@ def test_an_expired_upload_session_starts_over(st, fake, tmp_path, small_chunks)
     assert sum(e["method"] == "POST" and e["query"].get("uploadType") == "resumable" for e in _uploads(fake)) == 2
     assert st.store.read("proj/c1/big.bin") == src.read_bytes()
     assert len(fake.files_named("big.bin")) == 1
+
+
+# -- idempotent creates, twin folders (issue 13) ------------------------------------------
+def _folders(fake: FakeDrive, name: str) -> list:
+    return fake.folders_named(name)
+
+
+@pytest.mark.parametrize("lost", [1, 2])  # 1: httplib2 resends by itself; 2: our own retry resends
+def test_a_lost_reply_to_a_folder_create_makes_no_twin_and_the_set_downloads(fake, tmp_path, monkeypatch, lost):
+    from soopervisor.artifacts import download_set
+    from tests.test_storage_contract import COMMIT_A, FILES, make_set
+
+    monkeypatch.setenv("SOOPERVISOR_HOME", str(tmp_path / "home"))
+    # the first create of all (the store's folder under My Drive) is made, but its reply never arrives
+    fake.drop(method="POST", path="/drive/v3/files", times=lost)
+    with storage(tmp_path, fake) as st:
+        st.put_set("proj", COMMIT_A, "run1", make_set(tmp_path, COMMIT_A, FILES))
+    assert len(_folders(fake, "soopervisor-tests")) == 1
+    for name in ("proj", COMMIT_A, "run1"):
+        assert len(_folders(fake, name)) == 1, name
+    with storage(tmp_path, fake) as again:  # a later process: looks the folders up anew
+        out = tmp_path / "download"
+        download_set(again, "proj", COMMIT_A, out)
+    for name, data in FILES.items():
+        assert (out / name).read_bytes() == data
+
+
+def test_a_lost_reply_to_a_file_create_leaves_one_file(st, fake, tmp_path):
+    st.store.write("proj/c1/x.txt", b"first")  # the folders exist
+    fake.drop(method="POST", path="uploadType=multipart", times=2)
+    st.store.upload("proj/c1/y.txt", _file(tmp_path, 100, "y.txt"), lambda n: None)
+    assert len(fake.files_named("y.txt")) == 1
+    assert st.store.read("proj/c1/y.txt") == (tmp_path / "y.txt").read_bytes()
+
+
+def test_a_lost_reply_to_the_last_chunk_of_a_resumable_upload_leaves_one_file(st, fake, tmp_path, small_chunks):
+    src = _file(tmp_path, 3 * CHUNK)
+    fake.drop(method="PUT", path="upload_id", skip=2, times=2)  # the last chunk arrives; its reply is lost
+    st.store.upload("proj/c1/big.bin", src, lambda n: None)
+    assert len(fake.files_named("big.bin")) == 1
+    assert st.store.read("proj/c1/big.bin") == src.read_bytes()
+    # the chunk sent again (by httplib2 itself) carries its bytes: a spent file slice would go out empty
+    last = [e for e in _uploads(fake) if e["content_range"] == f"bytes {2 * CHUNK}-{3 * CHUNK - 1}/{3 * CHUNK}"]
+    assert [e["size"] for e in last] == [CHUNK, CHUNK]
+
+
+def test_a_lost_reply_to_a_server_side_copy_leaves_one_copy(st, fake):
+    st.store.write("proj/c1/a.txt", b"data")
+    fake.drop(method="POST", path="/copy", times=2)
+    st.store.copy("proj/c1/a.txt", "proj/c2/b.txt")
+    assert len(fake.files_named("b.txt")) == 1
+    assert st.store.read("proj/c2/b.txt") == b"data"
+
+
+def test_concurrent_writes_make_one_folder_per_name_while_listings_lag(st, fake, tmp_path):
+    """Lookups under the lock use what this process made: Drive's listing may not show it yet."""
+    from tests.test_storage_contract import COMMIT_A, make_set
+
+    fake.listing_lag = 10_000  # nothing new shows in a listing during the put
+    files = {f"out/f{i}.txt": b"%d" % i for i in range(12)}
+    st.put_set("proj", COMMIT_A, "run1", make_set(tmp_path, COMMIT_A, files))
+    names = [i.name for i in fake.items.values() if i.mimeType == gdrive.FOLDER_MIME]
+    assert sorted(names) == sorted(set(names))
+
+
+OLD = "2020-01-01T00:00:00.000Z"
+OLDER = "2019-06-01T00:00:00.000Z"
+
+
+def _put_then_split(fake, tmp_path, created=(OLDER, OLD)):
+    """Put a set, then split it over twin store folders, as an older soopervisor left it after a lost reply:
+    the manifest in a twin chain of folders, the rest in the first."""
+    from tests.test_storage_contract import COMMIT_A, FILES, make_set
+
+    with storage(tmp_path, fake) as st:
+        st.put_set("proj", COMMIT_A, "run1", make_set(tmp_path, COMMIT_A, FILES))
+    [first] = fake.folders_named("soopervisor-tests")
+    first.createdTime = created[0]
+    twin = fake.folder("soopervisor-tests", created=created[1])
+    # the twin gets its own proj/commit/run1 chain holding the data file and the manifest
+    chain = twin
+    for name in ("proj", COMMIT_A, "run1"):
+        chain = fake.folder(name, parent=chain.id, created=created[1])
+    [manifest] = fake.files_named("manifest.json")
+    manifest.parents, manifest.createdTime = [chain.id], created[1]
+    return first, twin, chain
+
+
+def test_twin_folders_from_an_older_version_are_merged_and_the_old_empty_twin_trashed(fake, tmp_path, monkeypatch,
+                                                                                     caplog):
+    from soopervisor.artifacts import download_set
+    from tests.test_storage_contract import COMMIT_A, FILES
+
+    monkeypatch.setenv("SOOPERVISOR_HOME", str(tmp_path / "home"))
+    first, twin, _ = _put_then_split(fake, tmp_path)
+    with storage(tmp_path, fake) as st, caplog.at_level("INFO", logger="soopervisor.storage.gdrive"):
+        out = tmp_path / "download"
+        download_set(st, "proj", COMMIT_A, out)
+    for name, data in FILES.items():
+        assert (out / name).read_bytes() == data
+    # one store folder left (the oldest), one chain of folders inside it; the twin is in the trash
+    assert [f.id for f in fake.folders_named("soopervisor-tests")] == [first.id]
+    assert fake.items[twin.id].trashed
+    for name in ("proj", COMMIT_A, "run1"):
+        assert len(fake.folders_named(name)) == 1, name
+    assert len(fake.files_named("manifest.json")) == 1
+    text = caplog.text
+    assert first.id in text and twin.id in text and "trash" in text
+
+
+def test_a_young_twin_is_merged_but_left_in_place_with_a_warning(fake, tmp_path, monkeypatch, caplog):
+    from soopervisor.artifacts import download_set
+    from tests.test_storage_contract import COMMIT_A, FILES
+
+    monkeypatch.setenv("SOOPERVISOR_HOME", str(tmp_path / "home"))
+    now = fake._now()
+    first, twin, _ = _put_then_split(fake, tmp_path, created=(OLD, now))  # a run may still write into it
+    with storage(tmp_path, fake) as st, caplog.at_level("INFO", logger="soopervisor.storage.gdrive"):
+        out = tmp_path / "download"
+        download_set(st, "proj", COMMIT_A, out)
+    assert (out / "output/data.csv").read_bytes() == FILES["output/data.csv"]
+    assert not fake.items[twin.id].trashed
+    assert [i.name for i in fake.items.values() if twin.id in i.parents] == ["proj"]  # emptied, left in place
+    assert len(fake.files_named("manifest.json")) == 1
+    assert first.id in caplog.text and twin.id in caplog.text
+
+
+def test_the_oldest_twin_is_chosen_whatever_order_drive_lists_them_in(fake, tmp_path):
+    fake.folder("soopervisor-tests", created=OLD)  # listed first by the fake
+    earliest = fake.folder("soopervisor-tests", created=OLDER)
+    with storage(tmp_path, fake) as st:
+        st.store.write("proj/c1/x.txt", b"x")
+    [x] = fake.files_named("x.txt")
+    proj = fake.items[fake.items[x.parents[0]].parents[0]]
+    assert proj.parents == [earliest.id]  # the twin of the oldest createdTime
+    assert [f.id for f in fake.folders_named("soopervisor-tests")] == [earliest.id]
+
+
+def test_twins_that_cannot_be_merged_are_named_in_a_warning_and_still_listed(fake, tmp_path, monkeypatch, caplog):
+    from soopervisor.artifacts import list_sets
+    from tests.test_storage_contract import COMMIT_A
+
+    monkeypatch.setenv("SOOPERVISOR_HOME", str(tmp_path / "home"))
+    first, twin, _ = _put_then_split(fake, tmp_path)
+    fake.fail(403, method="PATCH", reason="insufficientFilePermissions", times=100)
+    with storage(tmp_path, fake) as st, caplog.at_level("WARNING", logger="soopervisor.storage.gdrive"):
+        [found] = list_sets("proj", st)
+    assert found.commit == COMMIT_A
+    assert first.id in caplog.text and twin.id in caplog.text and "could not be merged" in caplog.text
+    assert not fake.items[twin.id].trashed
+
+
+def test_of_two_files_of_one_name_the_newest_is_read(st, fake):
+    st.store.write("proj/c1/x.txt", b"old")
+    [old] = fake.files_named("x.txt")
+    fake.put("x.txt", b"new", old.parents[0])
+    assert st.store.read("proj/c1/x.txt") == b"new"
+    assert [o.key for o in st.store.list("proj/")] == ["proj/c1/x.txt"]
+
+
+def test_creates_use_ids_reserved_with_generate_ids(st, fake):
+    st.store.write("proj/c1/x.txt", b"x")
+    st.store.copy("proj/c1/x.txt", "proj/c1/y.txt")
+    assert any(e["path"] == "/drive/v3/files/generateIds" for e in fake.log)
+    made = [i for i in fake.items if i != "root"]
+    assert made and fake.generated.isdisjoint(made) and set(made) <= fake.used_ids
+
+
+def test_the_fake_refuses_an_id_drive_never_gave_and_a_second_create_with_one(fake):
+    from tests.fakes.gdrive_api import ApiError
+
+    with pytest.raises(ApiError) as e:
+        fake._store({"id": "made-up", "name": "x"}, b"")
+    assert e.value.status == 400
+    [fid] = fake.generate_ids(1)
+    fake._store({"id": fid, "name": "x"}, b"")
+    with pytest.raises(ApiError) as e:
+        fake._store({"id": fid, "name": "x"}, b"")
+    assert e.value.status == 409 and len(fake.files_named("x")) == 1
+
+
+def test_quota_exceeded_is_a_request_quota_retried_not_a_full_drive(st, fake):
+    waits = []
+    st.store.sleep = waits.append
+    fake.fail(403, method="GET", path="/drive/v3/files", reason="quotaExceeded")
+    assert list(st.store.list("")) == []
+    assert len(waits) == 1
+    fake.fail(403, method="GET", path="/drive/v3/files", reason="quotaExceeded", times=100)
+    with pytest.raises(StorageUnavailable) as e:
+        list(st.store.list(""))
+    assert "full" not in e.value.message and "request quota" in e.value.message and "Quotas" in e.value.hint
+
+
+@pytest.mark.parametrize("reason", ["rateLimitExceeded", "userRateLimitExceeded"])
+def test_rate_limits_are_retried_with_backoff(st, fake, reason):
+    waits = []
+    st.store.sleep = waits.append
+    fake.fail(403, method="GET", path="/drive/v3/files", reason=reason, times=3)
+    assert list(st.store.list("")) == []
+    assert len(waits) == 3 and waits[0] < waits[2]
+
+
+def test_only_the_storage_quota_is_reported_as_full(st, fake):
+    st.store.write("proj/c1/a.txt", b"a")  # the folders exist
+    fake.fail(403, method="POST", path="uploadType=multipart", reason="storageQuotaExceeded", times=100)
+    with pytest.raises(StorageUnavailable, match="storage is full"):
+        st.store.write("proj/c1/x.txt", b"x")
+
+
+def test_an_expired_ci_token_names_the_testing_status_and_the_ci_sign_in(fake, tmp_path):
+    with fake_env(fake, tmp_path):
+        st = gdrive.open_url("gdrive://soopervisor-tests")
+        fake.revoke()
+        with pytest.raises(CredentialsError) as e:
+            st.list_projects()
+    assert e.value.hint.startswith("soopervisor login gdrive --ci, then put the new refresh token in "
+                                   "SOOPERVISOR_GDRIVE_REFRESH_TOKEN")
+    assert "'Testing' status" in e.value.hint and "7 days" in e.value.hint and "publish it" in e.value.hint
+
+
+def test_login_for_ci_returns_a_new_token_and_stores_nothing(fake, tmp_path, monkeypatch):
+    from soopervisor.redact import CREDENTIALS
+
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    monkeypatch.setenv(gdrive.TOKEN_URL_ENV, fake.token_url)
+    monkeypatch.setenv(gdrive.AUTH_URL_ENV, fake.auth_url)
+    laptop = fake.issue_refresh_token()
+    credentials.save("gdrive", {"client_id": fake.client_id, "client_secret": fake.client_secret,
+                                "refresh_token": laptop})
+    shown: list[str] = []
+
+    def prompt(text: str) -> str:
+        url = next(line for line in shown if line.startswith(fake.auth_url))
+        query = parse_qs(urlsplit(url).query)
+        code = fake.issue_code(query["redirect_uri"][0])
+        return f"{query['redirect_uri'][0]}?state={query['state'][0]}&code={code}"
+
+    got = gdrive.login_for_ci(shown.append, prompt, console=True)
+    assert set(got) == {"SOOPERVISOR_GDRIVE_CLIENT_ID", "SOOPERVISOR_GDRIVE_CLIENT_SECRET",
+                        "SOOPERVISOR_GDRIVE_REFRESH_TOKEN"}
+    token = got["SOOPERVISOR_GDRIVE_REFRESH_TOKEN"]
+    assert token in fake.refresh_tokens and token != laptop
+    assert got["SOOPERVISOR_GDRIVE_CLIENT_ID"] == fake.client_id  # the stored client is reused, not asked for
+    assert credentials.load("gdrive")["refresh_token"] == laptop  # the laptop's sign-in is untouched
+    assert CREDENTIALS.redact(f"x {token} y") != f"x {token} y"  # registered: nothing else prints it
+    assert not any(token in line for line in shown)
+    with fake_env(fake, tmp_path, refresh_token=token):
+        gdrive.open_url("gdrive://from-ci").check_writable()
+
+
+def test_names_nested_deeper_than_drive_allows_are_refused_before_anything_is_sent(st, fake, tmp_path):
+    from soopervisor.errors import UnsafePath
+    from tests.test_storage_contract import COMMIT_A, make_set
+
+    deep = "/".join(["d"] * 100) + "/x.txt"
+    with pytest.raises(UnsafePath) as e:
+        st.put_set("proj", COMMIT_A, "run1", make_set(tmp_path, COMMIT_A, {deep: b"x", "ok.txt": b"y"}))
+    assert "Google Drive refuses 1 file name" in e.value.message and "100" in e.value.message
+    assert fake.files_named("ok.txt") == []
+    assert st.store.service == "Google Drive"
+    assert st.store.refused("proj/c/r/files/a.txt") is None
+
+
+def test_the_fake_enforces_the_depth_limit(st, fake):
+    with pytest.raises(StorageUnavailable, match="100 levels"):
+        st.store.write("/".join(["d"] * 100) + "/x.txt", b"x")

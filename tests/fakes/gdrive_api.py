@@ -12,13 +12,25 @@ does:
   256 KiB except the last; ``308 Resume Incomplete`` with ``Range: bytes=0-n``;
   ``Content-Range: bytes */total`` asks for the status; 200 with the file at
   the end);
-* ``files.list`` with ``q`` (``'ID' in parents``, ``name = '…'``,
+* ``files.generateIds``, and ``files.create``/``files.copy`` with such an ``id``
+  (documented: an id not generated for this user is refused; once the item
+  exists, a retried create gets ``409`` and no duplicate is made);
+* ``files.update``: ``addParents``/``removeParents`` (a move) and
+  ``{"trashed": true}`` (trashing a folder hides everything inside it);
+  items carry ``createdTime`` (RFC 3339, strictly increasing);
+* My Drive's documented depth limit: at most 100 levels of nested folders
+  (``403 myDriveHierarchyDepthLimitExceeded``);
+* ``files.list`` (optionally lagging behind creates: :attr:`FakeDrive.listing_lag`) with ``q`` (``'ID' in parents``, ``name = '…'``,
   ``mimeType = / != '…'``, ``trashed = false``, joined by ``and``) and
   ``pageToken`` paging; ``files.get?alt=media`` with ``Range``;
   ``files.copy``, ``files.delete``, ``about.get`` (storage quota);
 * errors in Google's JSON shape; ``storageQuotaExceeded`` past the quota;
   injected failures (:meth:`FakeDrive.fail`: 429 with ``Retry-After``, 403
-  ``rateLimitExceeded``, 5xx — before or after the request took effect);
+  ``rateLimitExceeded``, 5xx — before or after the request took effect) and
+  dropped replies (:meth:`FakeDrive.drop`: the request takes effect, then the
+  connection closes without an answer, as a lost reply looks to the client);
+* a resumable session asked for its status after it finished answers with the
+  file (200), as Drive does;
 * an OAuth token endpoint: refresh and authorization-code grants,
   ``invalid_grant`` once revoked; expired access tokens give 401.
 """
@@ -30,6 +42,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,6 +54,8 @@ KiB = 1024
 CHUNK_MULTIPLE = 256 * KiB
 #: documented: simple and multipart uploads are for media up to 5 MB
 SIMPLE_LIMIT = 5 * 1024 * KiB
+#: documented: My Drive holds at most 100 levels of nested folders
+MAX_DEPTH = 100
 
 
 @dataclass
@@ -50,10 +65,14 @@ class Item:
     mimeType: str
     parents: list[str]
     data: bytes = b""
+    createdTime: str = "1970-01-01T00:00:00.000Z"
+    trashed: bool = False
+    listed_from: int = 0  # the files.list call from which on the item shows up (see FakeDrive.listing_lag)
 
     def resource(self) -> dict[str, Any]:
         out = {"kind": "drive#file", "id": self.id, "name": self.name, "mimeType": self.mimeType,
-               "parents": list(self.parents)}
+               "parents": list(self.parents), "createdTime": self.createdTime, "modifiedTime": self.createdTime,
+               "trashed": self.trashed}
         if self.mimeType != FOLDER:
             out["size"] = str(len(self.data))
         return out
@@ -64,6 +83,7 @@ class Session:
     meta: dict[str, Any]
     size: int | None
     data: bytearray = field(default_factory=bytearray)
+    item: str | None = None  # the file made when the last chunk arrived
 
 
 @dataclass
@@ -76,6 +96,7 @@ class Failure:
     headers: dict[str, str]
     after: bool  # the request takes effect, then the response reports the error
     skip: int = 0  # matching requests let through before failing
+    drop: bool = False  # the request takes effect, then the connection closes without an answer
 
 
 class ApiError(Exception):
@@ -99,7 +120,14 @@ class FakeDrive:
         self.codes: dict[str, str] = {}  # authorization code -> redirect_uri
         self.failures: list[Failure] = []
         self.log: list[dict[str, Any]] = []
+        self.generated: set[str] = set()  # ids from generateIds, not used yet
+        self.used_ids: set[str] = set()
         self._ids = itertools.count(1)
+        self._clock = 0.0
+        #: files.list answers by Drive's search index, which may show a new item late: it shows up
+        #: only after this many further list calls (files.get finds it at once)
+        self.listing_lag = 0
+        self._lists = 0
         self._lock = threading.RLock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -137,8 +165,47 @@ class FakeDrive:
         self.failures.append(Failure(status, method, path, times, reason or _default_reason(status),
                                      headers or {}, after, skip))
 
+    def drop(self, method: str | None = None, path: str | None = None, times: int = 1, skip: int = 0) -> None:
+        """The next ``times`` matching requests (after ``skip``) take effect, but their reply is lost: the
+        connection closes before any answer (the client sees a connection error)."""
+        self.failures.append(Failure(0, method, path, times, "", {}, True, skip, drop=True))
+
+    def folder(self, name: str, parent: str = "root", created: str | None = None) -> Item:
+        """A folder made behind the client's back (another client, an older soopervisor)."""
+        item = self._store({"name": name, "mimeType": FOLDER, "parents": [parent]}, b"")
+        if created:
+            item.createdTime = created
+        return item
+
+    def put(self, name: str, data: bytes, parent: str, created: str | None = None) -> Item:
+        item = self._store({"name": name, "parents": [parent]}, data)
+        if created:
+            item.createdTime = created
+        return item
+
+    def folders_named(self, name: str, visible: bool = True) -> list[Item]:
+        return [i for i in self.items.values()
+                if i.name == name and i.mimeType == FOLDER and not (visible and self.is_trashed(i))]
+
+    def is_trashed(self, item: Item) -> bool:
+        seen = set()
+        while item is not None and item.id not in seen:
+            if item.trashed:
+                return True
+            seen.add(item.id)
+            item = self.items.get(item.parents[0]) if item.parents else None
+        return False
+
+    def depth(self, parent: str) -> int:
+        """Levels of folders from My Drive down to ``parent`` (My Drive itself: 0)."""
+        n = 0
+        while parent != "root" and parent in self.items:
+            n += 1
+            parent = (self.items[parent].parents or ["root"])[0]
+        return n
+
     def files_named(self, name: str) -> list[Item]:
-        return [i for i in self.items.values() if i.name == name and i.mimeType != FOLDER]
+        return [i for i in self.items.values() if i.name == name and i.mimeType != FOLDER and not self.is_trashed(i)]
 
     def used(self) -> int:
         return sum(len(i.data) for i in self.items.values())
@@ -154,13 +221,68 @@ class FakeDrive:
                 raise ApiError(404, "notFound", f"File not found: {p}.")
         return parents
 
+    def generate_ids(self, count: int) -> list[str]:
+        if not 1 <= count <= 1000:
+            raise ApiError(400, "invalid", "Invalid value for count")
+        ids = [self._new_id() for _ in range(count)]
+        self.generated.update(ids)
+        return ids
+
+    def _check_id(self, meta: dict[str, Any]) -> None:
+        """A create or copy with a pre-generated id: 409 once it exists, 400 when Drive never gave it out."""
+        fid = meta.get("id")
+        if fid is None:
+            return
+        if fid in self.items or fid in self.used_ids:
+            raise ApiError(409, "duplicate", "A file already exists with the provided ID.")
+        if fid not in self.generated:
+            raise ApiError(400, "invalid", "The provided file ID is not usable.")
+
+    def _now(self) -> str:
+        # strictly increasing, millisecond precision as Drive reports it
+        self._clock = max(time.time(), self._clock + 0.001)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self._clock)) + f".{int(self._clock * 1000) % 1000:03d}Z"
+
     def _store(self, meta: dict[str, Any], data: bytes) -> Item:
+        self._check_id(meta)
         if self.quota is not None and self.used() + len(data) > self.quota:
             raise ApiError(403, "storageQuotaExceeded", "The user's Drive storage quota has been exceeded.")
-        item = Item(self._new_id(), meta.get("name") or "Untitled", meta.get("mimeType") or "application/octet-stream",
-                    self._check_parent(meta.get("parents") or []), data)
+        parents = self._check_parent(meta.get("parents") or [])
+        mime = meta.get("mimeType") or "application/octet-stream"
+        if mime == FOLDER and self.depth(parents[0]) + 1 > MAX_DEPTH:
+            raise ApiError(403, "myDriveHierarchyDepthLimitExceeded",
+                           "The file has exceeded the My Drive's maximum depth level.")
+        fid = meta.get("id") or self._new_id()
+        self.generated.discard(fid)
+        self.used_ids.add(fid)
+        item = Item(fid, meta.get("name") or "Untitled", mime, parents, data, self._now(),
+                    listed_from=self._lists + self.listing_lag)
         self.items[item.id] = item
         return item
+
+    def update(self, fid: str, query: dict[str, str], meta: dict[str, Any]) -> Item:
+        item = self._get(fid)
+        add = [p for p in (query.get("addParents") or "").split(",") if p]
+        remove = [p for p in (query.get("removeParents") or "").split(",") if p]
+        if add:
+            self._check_parent(add)
+            if len(set(item.parents) - set(remove) | set(add)) > 1:
+                raise ApiError(403, "cannotAddParent", "Increasing the number of parents is not allowed.")
+            if item.mimeType == FOLDER and (fid in add or any(self._inside(a, fid) for a in add)):
+                raise ApiError(400, "invalidParent", "A folder cannot be moved into itself.")
+        item.parents = [p for p in item.parents if p not in remove] + [p for p in add if p not in item.parents]
+        if "trashed" in meta:
+            item.trashed = bool(meta["trashed"])
+        if "name" in meta:
+            item.name = meta["name"]
+        return item
+
+    def _inside(self, fid: str, folder: str) -> bool:
+        while fid in self.items and self.items[fid].parents:
+            fid = self.items[fid].parents[0]
+            if fid == folder:
+                return True
+        return False
 
     def _get(self, fid: str) -> Item:
         if fid not in self.items:
@@ -169,7 +291,10 @@ class FakeDrive:
 
     def list(self, query: dict[str, str]) -> dict[str, Any]:
         match = _parse_q(query.get("q", ""))
-        found = sorted((i for i in self.items.values() if i.id != "root" and match(i)), key=lambda i: (i.name, i.id))
+        self._lists += 1
+        found = sorted((i for i in self.items.values()
+                        if i.id != "root" and i.listed_from < self._lists and match(i, self)),
+                       key=lambda i: (i.name, i.id))
         start = int(query.get("pageToken") or 0)
         size = min(int(query.get("pageSize") or 100), self.page_size)
         page = found[start:start + size]
@@ -194,7 +319,8 @@ class FakeDrive:
         if src.mimeType == FOLDER:
             raise ApiError(403, "fileNotCopyable", "Folders cannot be copied.")
         return self._store({"name": meta.get("name", f"Copy of {src.name}"), "mimeType": src.mimeType,
-                            "parents": meta.get("parents") or src.parents}, src.data)
+                            "parents": meta.get("parents") or src.parents,
+                            **({"id": meta["id"]} if "id" in meta else {})}, src.data)
 
 
 def _default_reason(status: int) -> str:
@@ -222,15 +348,15 @@ def _parse_q(q: str):
             raise ApiError(400, "invalid", "Invalid Value")
         if m.group("pid") is not None:
             pid = _unescape(m.group("pid"))
-            tests.append(lambda i, pid=pid: pid in i.parents)
+            tests.append(lambda i, fake, pid=pid: pid in i.parents)
         elif m.group("field"):
             f, op, v = m.group("field"), m.group("op"), _unescape(m.group("value"))
-            tests.append(lambda i, f=f, op=op, v=v: (getattr(i, f) == v) == (op == "="))
+            tests.append(lambda i, fake, f=f, op=op, v=v: (getattr(i, f) == v) == (op == "="))
         else:
-            # nothing is ever trashed here (delete is permanent)
-            want = m.group("trashed") == "false"
-            tests.append(lambda i, want=want: want)
-    return lambda item: all(t(item) for t in tests)
+            # an item is trashed when it, or a folder it is in, was trashed
+            want = m.group("trashed") == "true"
+            tests.append(lambda i, fake, want=want: fake.is_trashed(i) == want)
+    return lambda item, fake: all(t(item, fake) for t in tests)
 
 
 def _multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], bytes]:
@@ -297,7 +423,7 @@ def _handler(fake: FakeDrive) -> type[BaseHTTPRequestHandler]:
                         failure = f
                         break
             error = None
-            if failure is not None:
+            if failure is not None and not failure.drop:
                 error = ApiError(failure.status, failure.reason, f"injected {failure.status}", failure.headers)
                 if not failure.after:
                     return self._error(error)
@@ -305,10 +431,18 @@ def _handler(fake: FakeDrive) -> type[BaseHTTPRequestHandler]:
                 with fake._lock:
                     status, out, headers = self._route(parts.path, query, body)
             except ApiError as e:
+                if failure is not None and failure.drop:
+                    return self._hang_up()
                 return self._error(e)
+            if failure is not None and failure.drop:
+                return self._hang_up()
             if error is not None:
                 return self._error(error)
             self._send(status, out, headers)
+
+        def _hang_up(self) -> None:
+            """The request took effect; its answer is lost: the connection closes with nothing sent."""
+            self.close_connection = True
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
@@ -324,6 +458,11 @@ def _handler(fake: FakeDrive) -> type[BaseHTTPRequestHandler]:
             if path == "/drive/v3/about":
                 return 200, {"storageQuota": {"usage": str(fake.used()),
                                               **({"limit": str(fake.quota)} if fake.quota is not None else {})}}, {}
+            if path == "/drive/v3/files/generateIds" and self.command == "GET":
+                if query.get("space", "drive") != "drive" or query.get("type", "files") != "files":
+                    raise ApiError(400, "invalid", "unsupported space or type")
+                ids = fake.generate_ids(int(query.get("count") or 10))
+                return 200, {"kind": "drive#generatedIds", "space": "drive", "ids": ids}, {}
             if path == "/drive/v3/files":
                 if self.command == "GET":
                     return 200, fake.list(query), {}
@@ -340,6 +479,7 @@ def _handler(fake: FakeDrive) -> type[BaseHTTPRequestHandler]:
                     size = self.headers.get("X-Upload-Content-Length")
                     meta = json.loads(body or b"{}")
                     fake._check_parent(meta.get("parents") or [])
+                    fake._check_id(meta)
                     sid = secrets.token_urlsafe(12)
                     fake.sessions[sid] = Session(meta, int(size) if size else None)
                     loc = f"{fake.url}upload/drive/v3/files?uploadType=resumable&upload_id={sid}"
@@ -355,6 +495,8 @@ def _handler(fake: FakeDrive) -> type[BaseHTTPRequestHandler]:
                 if self.command == "DELETE":
                     fake.delete(fid)
                     return 204, None, {}
+                if self.command == "PATCH" and not copy:
+                    return 200, fake.update(fid, query, json.loads(body or b"{}")).resource(), {}
                 if self.command == "GET":
                     item = fake._get(fid)
                     if query.get("alt") != "media":
@@ -380,6 +522,8 @@ def _handler(fake: FakeDrive) -> type[BaseHTTPRequestHandler]:
             if session is None:
                 raise ApiError(404, "notFound", "upload session not found")
             cr = self.headers.get("Content-Range") or ""
+            if session.item is not None:  # finished: a status query (or a late chunk) gets the file
+                return 200, fake._get(session.item).resource(), {}
             status_query = re.fullmatch(r"bytes \*/(\d+|\*)", cr)
             got = len(session.data)
             if not status_query:
@@ -401,8 +545,8 @@ def _handler(fake: FakeDrive) -> type[BaseHTTPRequestHandler]:
                 session.data += body[got - start:]
             got = len(session.data)
             if session.size is not None and got >= session.size:
-                del fake.sessions[sid]
                 item = fake._store(session.meta, bytes(session.data))
+                session.item, session.data = item.id, bytearray()
                 return 200, item.resource(), {}
             return 308, b"", ({"Range": f"bytes=0-{got - 1}"} if got else {})
 
