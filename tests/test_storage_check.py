@@ -249,3 +249,19 @@ def test_box_passes_and_leaves_no_folder(no_waiting, tmp_path: Path):
         assert result.left_behind == []
         folders = {i.name for i in store.fake.items.values() if i.type == "folder"}
         assert CHECK_PROJECT not in folders and "proj" in folders
+
+
+def test_google_drive_passes_and_leaves_no_folder(no_waiting, tmp_path: Path):
+    from tests.backends import gdrive as gdrive_fake
+
+    with gdrive_fake.storage(tmp_path) as store:
+        store.put_set("proj", COMMIT, "r1", make_set(tmp_path))
+        result = check_storage(store)
+        assert result.ok, result.to_dict()
+        assert result.left_behind == []
+        keys = [o.key for o in store.store.list("")]
+        assert keys and all(k.startswith("proj/") for k in keys)
+        assert CHECK_PROJECT not in {i.name for i in store.fake.items.values()}
+        second = check_storage(store)  # nothing cached of the removed folders gets in the way
+        assert second.ok, second.to_dict()
+        assert CHECK_PROJECT not in {i.name for i in store.fake.items.values()}

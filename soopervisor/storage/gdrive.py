@@ -663,6 +663,18 @@ class DriveStore:
         for key in keys:
             self._delete_ids(self._file_ids(key), key)
 
+    def remove_folder(self, key: str) -> None:
+        """Remove the folder ``key`` and all in it (its twins too); a folder already gone is fine."""
+        gone = set(self._folder_ids(key)) - {"root"}
+        self._delete_ids(sorted(gone), key)
+        with self._lock:  # forget them and what was known below them
+            while True:
+                stale = [k for k, v in self._known.items() if v in gone or k[0] in gone]
+                if not stale:
+                    break
+                for k in stale:
+                    gone.add(self._known.pop(k))
+
     def _delete_ids(self, ids: list[str], key: str) -> None:
         for fid in ids:
             try:
