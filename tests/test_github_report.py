@@ -71,3 +71,15 @@ def test_a_pipeline_that_failed_to_load_is_not_called_a_task():
                 failed_task="the pipeline failed to load: ModuleNotFoundError: No module named 'x'",
                 error=error).markdown()
     assert "in task" not in md and "**Error:** the pipeline failed to load: ModuleNotFoundError" in md
+
+
+def test_a_failure_links_its_troubleshooting_entry():
+    from soopervisor.troubleshooting import topic_url
+
+    r = Report(status="failed", mode="full", commit="b" * 40, project="p", failed_task="fit",
+               error="the pipeline failed to load: ModuleNotFoundError: No module named 'sklearn'",
+               hint="the environment has no module 'sklearn': add the package", docs=topic_url("missing-module"))
+    md = r.markdown()
+    assert "**Hint:** the environment has no module 'sklearn'" in md
+    assert f"[More about this error]({topic_url('missing-module')})" in md
+    assert "More about this error" not in Report(status="succeeded", mode="full", commit="b" * 40).markdown()

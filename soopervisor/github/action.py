@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import Cancelled, InvalidProject, SoopervisorError, UsageError
 from ..redact import CREDENTIALS
+from ..troubleshooting import run_topic, topic_url
 from .events import MODES, Trigger, decide
 from .report import MARKER, Report
 
@@ -265,7 +266,7 @@ class Step:
             self._finish(report)
             raise
         except SoopervisorError as e:
-            report.status, report.error, report.hint = "error", e.message, e.hint
+            report.status, report.error, report.hint, report.docs = "error", e.message, e.hint, e.docs
             self._finish(report)
             raise
         if trigger.from_comment:
@@ -303,6 +304,9 @@ class Step:
         report.run_id = run.id
         report.local_storage = _is_local(run.storage_url) and self.env.get("RUNNER_ENVIRONMENT") == "github-hosted"
         report.failed_task, report.error = run.failed_task, None if run.ok else run.error
+        topic = run_topic(run)
+        report.docs = topic_url(topic) if topic else None
+        report.hint = None if run.ok else run.hint  # a missing module, a host the container could not reach
         if not run.ok and run.log_path:
             lines = Path(run.log_path).read_text(encoding="utf-8", errors="replace").splitlines()
             report.log_tail = lines[-30:]

@@ -37,6 +37,7 @@ class Report:
     failed_task: str | None = None
     error: str | None = None
     hint: str | None = None
+    docs: str | None = None                      # the troubleshooting entry of the error
     log_tail: list[str] = field(default_factory=list)
     validation: str | None = None                # the formatted validation report
     trigger: str | None = None                   # "@alice in a comment" / "push to refs/heads/main"
@@ -71,6 +72,8 @@ class Report:
             out += [f"**Error{task}:** {_one_line(self.error)}", ""]
             if self.hint:
                 out += [f"**Hint:** {_one_line(self.hint)}", ""]
+            if self.docs:
+                out += [f"[More about this error]({self.docs})", ""]
         if self.log_tail:
             tail = self.log_tail[-TAIL_LINES:]
             opened = " open" if self.status != "succeeded" else ""
