@@ -698,6 +698,77 @@ def storage_check(url: str | None, as_json: bool) -> None:
          f"({result.seconds:.2f}s)", fg="green")
 
 
+# -- serve ------------------------------------------------------------------------
+@cli.command("serve")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="The server's configuration (server.yaml). Default: no repositories, local storage.")
+@click.option("--check", is_flag=True, help="Validate the configuration and reach every repository, then exit.")
+@click.option("--once", is_flag=True, help="Poll every repository once, run what that queued, then exit.")
+def serve_cmd(config_path: str | None, check: bool, once: bool) -> None:
+    """Poll a company's repositories and run every new commit of the branches it lists.
+
+    One process polls (one git ls-remote per repository; a mirror is fetched only
+    when a head moved), queues one job per new head and project, and runs them
+    through the same run service as `soopervisor run`, storing each run's set in
+    the configured storage. Its state (heads, jobs, leases) is in a database:
+    stopped or killed at any point and started again, it resumes.
+
+    \b
+    Examples:
+      soopervisor serve --config server.yaml --check   every problem of the file, and each remote reached
+      soopervisor serve --config server.yaml           poll and run until stopped (Ctrl-C, SIGTERM)
+      soopervisor serve --config server.yaml --once    one round, for cron or a first try
+    """
+    from .server import config as server_config
+    from .server.loop import serve
+
+    if check:
+        try:
+            cfg = server_config.load(config_path)
+        except server_config.InvalidConfig as e:
+            # every problem in one go: the file's, then the remotes of the repositories it describes well
+            found = server_config.check(e.partial) if e.partial is not None else []
+            if found:
+                e.message += "\nand its repositories:\n" + "\n".join(p.format(None) for p in found)
+            raise
+        problems = server_config.check(cfg)
+        for p in problems:
+            click.secho(f"✗ {p.where}: {p.what}", fg="red", err=True)
+            click.echo(f"  hint: {p.hint}", err=True)
+        if problems:
+            raise UsageError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} with the server's "
+                             "configuration or its repositories", "fix them, then run --check again")
+        n = len(cfg.repositories)
+        click.secho(f"✓ the configuration is valid and its {n} repositor{'ies' if n != 1 else 'y'} answer", fg="green")
+        return
+    cfg = server_config.load(config_path)
+    stop = _ServeSignals()
+    try:
+        serve(cfg, once=once, stop=stop.event, say=lambda line: _say(line))
+    finally:
+        stop.restore()
+
+
+class _ServeSignals:
+    """SIGTERM and SIGINT stop the loop after the job at hand (its run is cancelled by a second one)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.event = threading.Event()
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, frame) -> None:
+        if self.event.is_set():
+            raise Cancelled()
+        self.event.set()
+        _say("soopervisor serve: stopping after the job at hand (again to cancel it)", err=True)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
 # -- login ------------------------------------------------------------------------
 LOGIN_SERVICES = ("gdrive", "dropbox", "onedrive", "box")
 

@@ -35,6 +35,7 @@ ERRORS = {
     "run-store-unavailable": "The run history cannot be read",
     "cloud-credentials": "Not signed in, or the sign-in expired",
     "github-error": "A GitHub API call failed",
+    "server-checkout": "The server cannot check out a commit",
     "internal-error": "An internal error",
 }
 

@@ -158,7 +158,10 @@ def _error_classes():
     import soopervisor.cli
     import soopervisor.credentials
     import soopervisor.github.api
-    import soopervisor.runs  # noqa: F401
+    import soopervisor.runs
+    import soopervisor.server.config
+    import soopervisor.server.poller
+    import soopervisor.server.queue  # noqa: F401
 
     seen, todo = [], [errors.SoopervisorError]
     while todo:

@@ -88,6 +88,7 @@ class CheckoutError(SoopervisorError):
     """A commit could not be checked out from the mirror (the machine's problem, not the commit's)."""
 
     exit_code = 3
+    topic = "server-checkout"
 
 
 @dataclass

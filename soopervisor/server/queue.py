@@ -50,6 +50,8 @@ class JobNotFound(UsageError):
 class QueueUnavailable(StorageUnavailable):
     """The queue's database cannot be read or written (locked, damaged, unwritable): exit 3."""
 
+    topic = "run-store-unavailable"
+
 
 @dataclass
 class Job:
