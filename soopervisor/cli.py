@@ -699,29 +699,40 @@ def storage_check(url: str | None, as_json: bool) -> None:
 
 
 # -- serve ------------------------------------------------------------------------
-@cli.command("serve")
+_SERVE_CONFIG = "soopervisor.serve.config"  # ctx.meta key: the group's --config, for its subcommands
+
+
+@cli.group("serve", invoke_without_command=True, subcommand_metavar="[COMMAND [ARGS]...]")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="The server's configuration (server.yaml). Default: no repositories, local storage.")
 @click.option("--check", is_flag=True, help="Validate the configuration and reach every repository, then exit.")
 @click.option("--once", is_flag=True, help="Poll every repository once, run what that queued, then exit.")
-def serve_cmd(config_path: str | None, check: bool, once: bool) -> None:
+@click.pass_context
+def serve_cmd(ctx: click.Context, config_path: str | None, check: bool, once: bool) -> None:
     """Poll a company's repositories and run every new commit of the branches it lists.
 
     One process polls (one git ls-remote per repository; a mirror is fetched only
     when a head moved), queues one job per new head and project, and runs them
     through the same run service as `soopervisor run`, storing each run's set in
-    the configured storage. Its state (heads, jobs, leases) is in a database:
-    stopped or killed at any point and started again, it resumes.
+    the configured storage. Its state (heads, jobs, leases, API tokens) is in a
+    database: stopped or killed at any point and started again, it resumes.
 
     \b
     Examples:
       soopervisor serve --config server.yaml --check   every problem of the file, and each remote reached
       soopervisor serve --config server.yaml           poll and run until stopped (Ctrl-C, SIGTERM)
       soopervisor serve --config server.yaml --once    one round, for cron or a first try
+      soopervisor serve --config server.yaml token create --name dashboard
     """
     from .server import config as server_config
     from .server.loop import serve
 
+    if ctx.invoked_subcommand is not None:
+        if check or once:
+            raise UsageError(f"--check and --once do not go with `serve {ctx.invoked_subcommand}`",
+                             "soopervisor serve --config server.yaml --check (or --once), on its own")
+        ctx.meta[_SERVE_CONFIG] = config_path
+        return
     if check:
         try:
             cfg = server_config.load(config_path)
@@ -767,6 +778,140 @@ class _ServeSignals:
     def restore(self) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+# -- serve token: the API's bearer tokens ---------------------------------------------------------
+def _token_config_option(f):
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+        help="The server's configuration, for its database (the same as `soopervisor serve --config FILE "
+             "token ...`). Default: the embedded configuration's database in the data folder.",
+    )(f)
+
+
+def _token_store(ctx: click.Context, config_path: str | None):
+    """The tokens of the database the server's configuration names (this command's --config, else serve's)."""
+    from .server import config as server_config
+    from .server.tokens import TokenStore
+
+    group = ctx.meta.get(_SERVE_CONFIG)
+    if config_path and group and Path(config_path).absolute() != Path(group).absolute():
+        raise UsageError(f"two configurations given: {group} and {config_path}",
+                         "pass --config once, before or after `token`")
+    return TokenStore(server_config.load(config_path or group).database)
+
+
+def _utc_minute(epoch: float | None) -> str:
+    import datetime
+
+    if epoch is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _default_token_name() -> str:
+    import getpass
+    import socket
+
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except (OSError, KeyError):  # no user name in a bare container
+        return "unnamed"
+
+
+@serve_cmd.group("token")
+def serve_token() -> None:
+    """Make, list and revoke the bearer tokens of the server's API.
+
+    Every request to the API sends one (Authorization: Bearer TOKEN). A read
+    token reads runs, logs, artifacts and status; an admin token also pauses
+    repositories, polls, cancels and retries jobs. The server keeps only each
+    token's sha256: a token is shown once, when it is made, and a lost one is
+    revoked and replaced, never recovered. The commands use the database of
+    the server's configuration: pass the same --config as the server.
+
+    \b
+    Examples:
+      soopervisor serve --config server.yaml token create --name dashboard
+      soopervisor serve --config server.yaml token create --admin --name ops
+      soopervisor serve --config server.yaml token list
+      soopervisor serve --config server.yaml token revoke 3f9a0c1b2d4e
+    """
+
+
+@serve_token.command("create")
+@click.option("--admin", is_flag=True, help="Allow everything (pause, poll now, cancel, retry), not only reading.")
+@click.option("--name", metavar="NAME", default=None,
+              help="Whom or what the token is for, shown by `token list`. Default: USER@HOST of this shell.")
+@_token_config_option
+@click.pass_context
+def serve_token_create(ctx: click.Context, admin: bool, name: str | None, config_path: str | None) -> None:
+    """Make a token and print it, once: it cannot be shown again.
+
+    The token alone goes to stdout (so a script can capture it), what it is to
+    stderr. Store it where its user keeps secrets; revoke it when it leaks.
+
+    \b
+    Examples:
+      soopervisor serve --config server.yaml token create --name dashboard
+      soopervisor serve --config server.yaml token create --admin --name ops
+      TOKEN=$(soopervisor serve --config server.yaml token create --name ci)
+    """
+    from .redact import CREDENTIALS
+
+    store = _token_store(ctx, config_path)
+    info, secret = store.create(name if name is not None else _default_token_name(),
+                                "admin" if admin else "read")
+    _say(f"✓ {info.scope} token {info.id} ({info.name}) created in {store.path}", fg="green", err=True)
+    _say("warning: this is the only time the token is shown: the server keeps only its hash. Store it "
+         "now as a secret; never commit, paste or log it. Send it as `Authorization: Bearer TOKEN`.",
+         fg="yellow", err=True)
+    click.echo(secret)
+    CREDENTIALS.add(secret)  # printed once, on purpose; masked in anything this process says later
+
+
+@serve_token.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the tokens as JSON (never a secret).")
+@_token_config_option
+@click.pass_context
+def serve_token_list(ctx: click.Context, as_json: bool, config_path: str | None) -> None:
+    """The tokens, oldest first: id, scope, name, when made and last used (UTC).
+
+    Never a token itself: only its id, which revoke takes. Last use is
+    recorded to the minute.
+
+    \b
+    Examples:
+      soopervisor serve --config server.yaml token list
+      soopervisor serve --config server.yaml token list --json
+    """
+    tokens = _token_store(ctx, config_path).list()
+    if as_json:
+        click.echo(json.dumps([t.to_dict() for t in tokens], indent=2))
+        return
+    if not tokens:
+        click.echo("no API tokens yet; `soopervisor serve token create` makes one")
+        return
+    width = max(len("NAME"), *(len(t.name) for t in tokens))
+    click.echo(f"{'ID':<12}  {'SCOPE':<5}  {'NAME':<{width}}  {'CREATED (UTC)':<16}  LAST USED")
+    for t in tokens:
+        click.echo(f"{t.id:<12}  {t.scope:<5}  {t.name:<{width}}  {_utc_minute(t.created_at):<16}  "
+                   f"{_utc_minute(t.last_used)}")
+
+
+@serve_token.command("revoke")
+@click.argument("token_id", metavar="ID")
+@_token_config_option
+@click.pass_context
+def serve_token_revoke(ctx: click.Context, token_id: str, config_path: str | None) -> None:
+    """Revoke a token by its id: requests sending it are refused from now on.
+
+    \b
+    Example:
+      soopervisor serve --config server.yaml token revoke 3f9a0c1b2d4e
+    """
+    info = _token_store(ctx, config_path).revoke(token_id)
+    click.echo(f"revoked {info.scope} token {info.id} ({info.name})")
 
 
 # -- login ------------------------------------------------------------------------
