@@ -55,6 +55,34 @@ class SecretRef:
     file: str | None = None  # ... or from this file (its content, trailing newline stripped)
 
 
+@dataclass(frozen=True)
+class GitHubNotify:
+    """A commit status (and a pull-request comment) on GitHub or GitHub Enterprise Server."""
+
+    repository: str  # owner/name on GitHub
+    token: SecretRef  # by reference only: an environment variable or a file
+    api_url: str = "https://api.github.com"  # GitHub Enterprise Server: https://HOST/api/v3
+
+
+@dataclass(frozen=True, repr=False)
+class WebhookNotify:
+    """A POST of Slack-compatible JSON; the URL (a Slack one is a secret) inline or by reference."""
+
+    url: str | None = None
+    url_ref: SecretRef | None = None
+
+    def __repr__(self) -> str:  # a Slack webhook URL is a credential: show its host only
+        return f"WebhookNotify(url={_url_origin(self.url) if self.url else None!r}, url_ref={self.url_ref!r})"
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Where a job's end is told; None for a channel that is off."""
+
+    github: GitHubNotify | None = None
+    webhook: WebhookNotify | None = None
+
+
 @dataclass(frozen=True, repr=False)
 class Repository:
     url: str  # file://, https://, ssh://, git://, scp-like or a local path (made absolute)
@@ -65,6 +93,7 @@ class Repository:
     secrets: tuple[SecretRef, ...] = ()
     deploy_key: str | None = None
     first_sight: str = "head"
+    notify: Notify | None = None  # the repository's own settings merged over the top-level ones
 
     def wants(self, branch: str) -> bool:
         """Whether a branch matches one of the ``branches`` globs."""
@@ -87,7 +116,7 @@ class Repository:
     def __repr__(self) -> str:  # a token in an https URL must not reach a log through a repr
         return (f"Repository(url={self.shown_url!r}, name={self.name!r}, branches={self.branches!r}, "
                 f"projects={self.projects!r}, modes={self.modes!r}, secrets={self.secrets!r}, "
-                f"deploy_key={self.deploy_key!r}, first_sight={self.first_sight!r})")
+                f"deploy_key={self.deploy_key!r}, first_sight={self.first_sight!r}, notify={self.notify!r})")
 
 
 @dataclass(frozen=True)
@@ -102,6 +131,8 @@ class ServerConfig:
     max_attempts: int = 3
     supersede: bool = False
     repositories: tuple[Repository, ...] = ()
+    #: the top-level ``notify:``: every repository's default
+    notify: Notify | None = None
     #: the file it was read from (None: the embedded default)
     source: str | None = None
 
@@ -263,8 +294,8 @@ def _check_depth(data: bytes) -> None:
 
 # -- validating ------------------------------------------------------------------------
 _TOP = ("storage", "poll_interval", "database", "mirrors", "image", "concurrency", "per_repository",
-        "max_attempts", "supersede", "repositories")
-_REPO_KEYS = ("url", "name", "branches", "projects", "mode", "secrets", "deploy_key", "first_sight")
+        "max_attempts", "supersede", "notify", "repositories")
+_REPO_KEYS = ("url", "name", "branches", "projects", "mode", "secrets", "deploy_key", "first_sight", "notify")
 #: (low, high) of the numbers
 _RANGES: dict[str, tuple[float, float]] = {
     "poll_interval": (0.1, 86400), "concurrency": (1, 256), "per_repository": (1, 256),
@@ -349,7 +380,8 @@ def _build(doc: dict, base: Path, source: str | None, problems: list[ConfigProbl
     numbers = {key: _number(doc, key, default, key != "poll_interval", problems)
                for key, default in (("poll_interval", 60.0), ("concurrency", 1), ("per_repository", 1),
                                     ("max_attempts", 3))}
-    repositories = _repositories(doc.get("repositories"), base, problems)
+    notify = _notify_settings(doc.get("notify"), "notify", base, problems)
+    repositories = _repositories(doc.get("repositories"), base, problems, notify)
     data = None
     if database is None or mirrors is None:
         data = soopervisor_config.data_dir()
@@ -360,6 +392,7 @@ def _build(doc: dict, base: Path, source: str | None, problems: list[ConfigProbl
         image=image,
         supersede=supersede,
         repositories=repositories,
+        notify=_notify_default(notify),
         source=source,
         **numbers,
     )
@@ -384,7 +417,8 @@ def _storage_problem(url: str, problems: list[ConfigProblem]) -> None:
         problems.append(ConfigProblem("storage", e.message, e.hint or "use a folder or a storage URL"))
 
 
-def _repositories(value: Any, base: Path, problems: list[ConfigProblem]) -> tuple[Repository, ...]:
+def _repositories(value: Any, base: Path, problems: list[ConfigProblem],
+                  notify: dict | None = None) -> tuple[Repository, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -395,7 +429,7 @@ def _repositories(value: Any, base: Path, problems: list[ConfigProblem]) -> tupl
     repos: list[Repository] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(value):
-        name, repo = _repository(item, f"repositories[{i}]", base, problems)
+        name, repo = _repository(item, f"repositories[{i}]", base, problems, notify)
         if name is not None:  # also for a repository with other problems, so all are listed at once
             first = seen.setdefault(name.lower(), i)
             if first != i:
@@ -407,8 +441,8 @@ def _repositories(value: Any, base: Path, problems: list[ConfigProblem]) -> tupl
     return tuple(repos)
 
 
-def _repository(item: Any, at: str, base: Path,
-                problems: list[ConfigProblem]) -> tuple[str | None, Repository | None]:
+def _repository(item: Any, at: str, base: Path, problems: list[ConfigProblem],
+                notify: dict | None = None) -> tuple[str | None, Repository | None]:
     """The repository's name (when one is known) and the repository (None when it has problems)."""
     if isinstance(item, str):  # the short form: just the URL
         item = {"url": item}
@@ -436,10 +470,12 @@ def _repository(item: Any, at: str, base: Path,
     if first_sight not in FIRST_SIGHT:
         problems.append(ConfigProblem(f"{at}.first_sight", f"must be head or none, not {first_sight!r}",
                                       "head: a branch seen first builds its head; none: it is only recorded"))
+    own = _notify_settings(item.get("notify"), f"{at}.notify", base, problems)
+    settings = _notify_for(url, _merge_notify(notify, own, "notify" in item), f"{at}.notify", problems)
     if len(problems) > n or url is None or name is None:
         return name, None
     return name, Repository(url=url, name=name, branches=branches, projects=projects, modes=modes,
-                            secrets=secrets, deploy_key=deploy_key, first_sight=first_sight)
+                            secrets=secrets, deploy_key=deploy_key, first_sight=first_sight, notify=settings)
 
 
 def _is_ssh(url: str) -> bool:
@@ -660,6 +696,232 @@ def _secrets(value: Any, where: str, base: Path, problems: list[ConfigProblem]) 
     return tuple(refs)
 
 
+# -- notifications ---------------------------------------------------------------------
+_NOTIFY_KEYS = ("github", "webhook")
+_GITHUB_KEYS = ("repository", "token", "api_url")
+_WEBHOOK_KEYS = ("url",)
+_NOTIFY_HINT = ("notify: {github: {repository: owner/name, token: {env: GITHUB_TOKEN}}, "
+                "webhook: {url: https://hooks.slack.com/services/...}}; false turns it off")
+_TOKEN_HINT = ("a token by reference only: token: {env: GITHUB_TOKEN} (the server's environment variable) "
+               "or token: {file: /run/secrets/github-token}")
+_OWNER_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+def _url_origin(url: str) -> str:
+    """scheme://host[:port] of a URL: what a log may show of a webhook URL (its path may be the secret)."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+    except ValueError:
+        return "***"
+
+
+def _http_url(value: Any, where: str, problems: list[ConfigProblem], hint: str,
+              secret: bool = False) -> str | None:
+    """An http(s) URL with a host; ``secret``: problems never quote it (a Slack URL is a credential)."""
+    if not isinstance(value, str) or not value.strip():
+        problems.append(ConfigProblem(where, "is empty" if isinstance(value, str) else
+                                      f"must be an http(s) URL, not {_kind(value)}", hint))
+        return None
+    url = value.strip()
+    shown = _url_origin(url) + "/..." if secret else redact_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        problems.append(ConfigProblem(where, f"{shown!r} is not a valid URL", hint))
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        problems.append(ConfigProblem(where, f"{shown!r} is not an http(s) URL with a host", hint))
+        return None
+    for s in _url_secrets(url):
+        CREDENTIALS.add(s)
+    return url
+
+
+def _ref(value: Any, where: str, base: Path, problems: list[ConfigProblem], hint: str) -> SecretRef | None:
+    """A credential by reference ({env: NAME} or {file: PATH}); a value written inline is refused, never quoted."""
+    if isinstance(value, str):
+        problems.append(ConfigProblem(where, "holds a value: a credential is never written in server.yaml, "
+                                      "only where to read it", hint))
+        return None
+    if not isinstance(value, dict) or not value:
+        problems.append(ConfigProblem(where, f"must be a mapping with env or file, not {_kind(value)}", hint))
+        return None
+    unknown = [str(k) for k in value if k not in ("env", "file")]
+    if unknown:
+        problems.append(ConfigProblem(where, f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}",
+                                      hint))
+        return None
+    env, file = value.get("env"), value.get("file")
+    if (env is None) == (file is None):
+        problems.append(ConfigProblem(where, "needs one of env or file", hint))
+        return None
+    if env is not None:
+        if not isinstance(env, str) or not _ENV_NAME.match(env):
+            problems.append(ConfigProblem(f"{where}.env", "is not the name of an environment variable", hint))
+            return None
+        return SecretRef(name=env, env=env)
+    if not isinstance(file, str) or not file.strip():
+        problems.append(ConfigProblem(f"{where}.file", "must be the path of a file", hint))
+        return None
+    return SecretRef(name=where.rsplit(".", 1)[-1], file=_path(file, base))
+
+
+def _notify_settings(value: Any, where: str, base: Path, problems: list[ConfigProblem]) -> dict | None:
+    """``notify:`` as written, checked: {"off": True}, or {channel: False | fields}; None when absent."""
+    if value is None:
+        return None
+    if value is False:
+        return {"off": True}
+    if not isinstance(value, dict):
+        problems.append(ConfigProblem(where, f"must be a mapping or false, not {_kind(value)}", _NOTIFY_HINT))
+        return None
+    _unknown_keys(value, _NOTIFY_KEYS, f"{where}.", problems)
+    out: dict[str, Any] = {}
+    if "github" in value:
+        out["github"] = _github_fields(value["github"], f"{where}.github", base, problems)
+    if "webhook" in value:
+        out["webhook"] = _webhook(value["webhook"], f"{where}.webhook", base, problems)
+    return out
+
+
+def _github_fields(value: Any, where: str, base: Path, problems: list[ConfigProblem]) -> dict | bool:
+    if value is None or value is False:
+        return False
+    if not isinstance(value, dict):
+        problems.append(ConfigProblem(where, f"must be a mapping or false, not {_kind(value)}", _NOTIFY_HINT))
+        return {"bad": True}
+    n = len(problems)
+    _unknown_keys(value, _GITHUB_KEYS, f"{where}.", problems)
+    fields: dict[str, Any] = {}
+    if value.get("repository") is not None:
+        repo = value["repository"]
+        if not isinstance(repo, str) or not _OWNER_NAME.match(repo.strip()):
+            problems.append(ConfigProblem(f"{where}.repository", "must be owner/name",
+                                          "the repository on GitHub: repository: acme/sales"))
+        else:
+            fields["repository"] = repo.strip()
+    if value.get("token") is not None:
+        token = _ref(value["token"], f"{where}.token", base, problems, _TOKEN_HINT)
+        if token is not None:
+            fields["token"] = token
+    if value.get("api_url") is not None:
+        api = _http_url(value["api_url"], f"{where}.api_url", problems,
+                        "https://api.github.com, or https://HOST/api/v3 on GitHub Enterprise Server")
+        if api is not None:
+            fields["api_url"] = api.rstrip("/")
+    if len(problems) > n:
+        fields["bad"] = True
+    return fields
+
+
+def _webhook(value: Any, where: str, base: Path, problems: list[ConfigProblem]) -> WebhookNotify | bool | None:
+    hint = ("webhook: {url: https://hooks.slack.com/services/...}, or the URL by reference: "
+            "{url: {env: SLACK_WEBHOOK_URL}}")
+    if value is None or value is False:
+        return False
+    if isinstance(value, str):
+        value = {"url": value}
+    if not isinstance(value, dict):
+        problems.append(ConfigProblem(where, f"must be a mapping or false, not {_kind(value)}", hint))
+        return None
+    _unknown_keys(value, _WEBHOOK_KEYS, f"{where}.", problems)
+    url = value.get("url")
+    if url is None:
+        problems.append(ConfigProblem(f"{where}.url", "is missing", hint))
+        return None
+    if isinstance(url, dict):
+        ref = _ref(url, f"{where}.url", base, problems, hint)
+        return WebhookNotify(url_ref=ref) if ref else None
+    checked = _http_url(url, f"{where}.url", problems, hint, secret=True)
+    if checked is None:
+        return None
+    CREDENTIALS.add(checked)  # a Slack webhook URL is a credential: no log or error of this process shows it
+    return WebhookNotify(url=checked)
+
+
+def _merge_notify(top: dict | None, own: dict | None, present: bool) -> dict | None:
+    """A repository's settings: its own channels over the top-level ones (GitHub: field by field)."""
+    if not present:  # the top-level settings as they are
+        return {**top, "inherited": True} if top else top
+    if own is None or own.get("off"):
+        return None
+    top = top if top and not top.get("off") else {}
+    merged: dict[str, Any] = {}
+    for channel in _NOTIFY_KEYS:
+        mine, default = own.get(channel, None), top.get(channel)
+        if channel not in own:
+            merged[channel] = default
+        elif mine is False or channel == "webhook":
+            merged[channel] = mine
+        else:
+            merged[channel] = {**(default or {}), **mine}
+    # GitHub settings taken whole from the top apply where the URL names a repository on GitHub
+    merged["inherited"] = "github" not in own
+    return merged
+
+
+def _notify_for(url: str | None, merged: dict | None, where: str,
+                problems: list[ConfigProblem]) -> Notify | None:
+    """The repository's complete settings (the GitHub repository derived from its URL when not set)."""
+    if not merged or merged.get("off"):
+        return None
+    github = None
+    fields = merged.get("github")
+    if isinstance(fields, dict) and not fields.get("bad"):
+        repository = fields.get("repository") or (github_repository(url) if url else None)
+        if repository is None and merged.get("inherited"):
+            fields = {}  # the top-level default fits repositories on GitHub only; this URL names none
+        elif repository is None:
+            problems.append(ConfigProblem(f"{where}.github.repository", "is missing and the URL names no owner/name",
+                                          "set repository: owner/name, the repository on GitHub"))
+        if fields and fields.get("token") is None:
+            problems.append(ConfigProblem(f"{where}.github.token", "is missing", _TOKEN_HINT))
+        if repository is not None and fields.get("token") is not None:
+            github = GitHubNotify(repository=repository, token=fields["token"],
+                                  api_url=fields.get("api_url", "https://api.github.com"))
+    webhook = merged.get("webhook")
+    webhook = webhook if isinstance(webhook, WebhookNotify) else None
+    return Notify(github=github, webhook=webhook) if github or webhook else None
+
+
+def _notify_default(top: dict | None) -> Notify | None:
+    """The top-level settings as a Notify (``repository`` "" when each repository's URL names it)."""
+    if not top or top.get("off"):
+        return None
+    fields = top.get("github")
+    github = None
+    if isinstance(fields, dict) and fields.get("token") is not None and not fields.get("bad"):
+        github = GitHubNotify(repository=fields.get("repository", ""), token=fields["token"],
+                              api_url=fields.get("api_url", "https://api.github.com"))
+    webhook = top.get("webhook") if isinstance(top.get("webhook"), WebhookNotify) else None
+    return Notify(github=github, webhook=webhook) if github or webhook else None
+
+
+def github_repository(url: str) -> str | None:
+    """owner/name from a git URL with a host (https://github.com/acme/sales.git, git@github.com:acme/sales)."""
+    if _URL_SCHEME.match(url):
+        parts = urlsplit(url)
+        if not parts.hostname or parts.scheme.lower() == "file":
+            return None
+        path = parts.path
+    elif _SCP.match(url):
+        path = url.split(":", 1)[1]
+    else:
+        return None
+    segments = [s for s in path.strip("/").removesuffix(".git").split("/") if s]
+    if len(segments) < 2:
+        return None
+    found = f"{segments[-2]}/{segments[-1]}"
+    return found if _OWNER_NAME.match(found) else None
+
+
+def read_secret(ref: SecretRef) -> bytes:
+    """A credential's value, read now (an environment variable or a file); UsageError when it cannot be."""
+    return _secret_value(ref)
+
+
 # -- credentials in URLs ---------------------------------------------------------------
 def redact_url(text: str, url: str | None = None) -> str:
     """``text`` with the credentials of URLs in it (``https://user:token@host``) as ``***@``.
@@ -808,6 +1070,15 @@ def _check_repository(i: int, repo: Repository, timeout: float, git: str) -> lis
             _secret_value(ref, probe=True)
         except UsageError as e:
             problems.append(ConfigProblem(f"{at}.secrets[{j}]", e.message, e.hint or ""))
+    notify = repo.notify
+    refs = [("notify.github.token", notify.github.token if notify and notify.github else None),
+            ("notify.webhook.url", notify.webhook.url_ref if notify and notify.webhook else None)]
+    for where, ref in refs:
+        if ref is not None:
+            try:
+                _secret_value(ref, probe=True)
+            except UsageError as e:
+                problems.append(ConfigProblem(f"{at}.{where}", e.message, e.hint or ""))
     return problems
 
 

@@ -85,7 +85,8 @@ class Worker:
         except InvalidProject as e:
             first = e.report.errors[0].what if e.report.errors else e.message
             error = f"the project is not valid: {first}"
-            self.queue.finish(job, self.name, "failed", error=error)
+            if self.queue.finish(job, self.name, "failed", error=error):
+                self._notify(repo, job)
             return Outcome(job, "failed", error=error)
         except SoopervisorError as e:  # Docker, storage: not the commit's fault
             return self._release(job, e.message)
@@ -100,7 +101,8 @@ class Worker:
             return Outcome(job, "cancelled", run_id, "the job's lease was lost")
         if run.status in _FINAL:
             error = None if run.status == "succeeded" else run.error
-            self.queue.finish(job, self.name, run.status, error=error)
+            if self.queue.finish(job, self.name, run.status, error=error):
+                self._notify(repo, job, run)
             return Outcome(job, run.status, run_id, error)
         return self._release(job, run.error or f"the run ended {run.status}", run_id)
 
@@ -121,4 +123,14 @@ class Worker:
 
     def _release(self, job: Job, error: str, run_id: str | None = None) -> Outcome:
         state = self.queue.release(job, self.name, error, max_attempts=self.config.max_attempts)
+        if state == "failed" and job.state == "failed":  # attempts spent (and written by us): the job's end
+            self._notify(self._repos[job.repository], job)
         return Outcome(job, state, run_id, error)
+
+    def _notify(self, repo: Repository, job: Job, run=None) -> None:
+        """Tell the job's end (GitHub, a webhook) when the repository asks for it; never fails the job."""
+        if repo.notify is None:
+            return
+        from .notify import notify  # imported only by a server that notifies
+
+        notify(repo, job, run, storage=self.config.storage)

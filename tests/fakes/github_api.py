@@ -17,6 +17,11 @@ rate-limit) closely enough for PyGithub to parse:
   ``first``, ``prev``); ``GET``/``PATCH …/issues/comments/{id}``;
   ``GET``/``POST …/issues/comments/{id}/reactions`` (201 when new, 200 when the
   same user already reacted so, 422 for an unknown content);
+* ``POST …/statuses/{sha}`` (201; ``state`` one of error, failure, pending,
+  success, else 422; ``description`` at most 140 characters; needs ``statuses:
+  write``), ``GET …/commits/{sha}/statuses`` (newest first);
+* ``GET …/commits/{sha}/pulls``: the pull requests whose head is that commit,
+  open or closed, as GitHub lists the pull requests associated with a commit;
 * ``GET /rate_limit`` (free, as on GitHub), ``GET /user`` (403 for an
   installation token, as GitHub answers the Actions token);
 * auth: ``Authorization: token X`` or ``Bearer X`` must be the configured token,
@@ -157,10 +162,12 @@ class FakeGitHub:
         self.rate_reset = int(time.time()) + 3600
         # what the workflow's `permissions:` granted the token
         self.token_permissions = {"metadata": "read", "contents": "read", "issues": "write",
-                                  "pull_requests": "write"}
+                                  "pull_requests": "write", "statuses": "write"}
         self.repos: dict[str, Repo] = {}
         self.issues: dict[tuple[str, int], Issue] = {}
         self.comments: dict[int, Comment] = {}
+        #: commit statuses by (repository, sha), oldest first, as GitHub answers them
+        self.statuses: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.users: dict[str, User] = {}
         self.failures: list[Failure] = []
         self.log: list[Call] = []
@@ -282,6 +289,11 @@ class FakeGitHub:
         repo = repo or self.default_repo
         with self._lock:
             return [c for c in self.comments.values() if c.repo == repo and c.issue == issue]
+
+    def statuses_of(self, sha: str, *, repo: str | None = None) -> list[dict[str, Any]]:
+        """The statuses created for a commit, oldest first."""
+        with self._lock:
+            return list(self.statuses.get((repo or self.default_repo, sha), []))
 
     def reactions(self, comment_id: int) -> list[tuple[str, str]]:
         """(content, login) of each reaction on a comment."""
@@ -443,6 +455,14 @@ class FakeGitHub:
             if not issue.pull:
                 raise GitHubAPIError(404, "Not Found")
             return 200, self._pull(repo, issue), {}
+        if (m := re.fullmatch(r"/statuses/([0-9a-fA-F]{4,40})", rest)) and method == "POST":
+            return self._create_status(repo, m.group(1), body or {})
+        if (m := re.fullmatch(r"/commits/([^/]+)/statuses", rest)) and method == "GET":
+            return self._page(list(reversed(self.statuses.get((repo.full_name, m.group(1)), []))), path, query)
+        if (m := re.fullmatch(r"/commits/([^/]+)/pulls", rest)) and method == "GET":
+            pulls = [self._pull(repo, i) for (r, _), i in sorted(self.issues.items())
+                     if r == repo.full_name and i.pull and i.head_sha == m.group(1)]
+            return self._page(pulls, path, query)
         if (m := re.fullmatch(r"/collaborators/([^/]+)/permission", rest)) and method == "GET":
             login = unquote(m.group(1))
             if login not in self.users:
@@ -497,6 +517,30 @@ class FakeGitHub:
                 c.reactions.append(r)
                 return 201, self._reaction(r), {}
         raise GitHubAPIError(404, "Not Found")
+
+    def _create_status(self, repo: Repo, sha: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if self.token_permissions.get("statuses") != "write":
+            raise GitHubAPIError(403, "Resource not accessible by integration",
+                                 {"x-accepted-github-permissions": "statuses=write"},
+                                 documentation_url=f"{DOCS}/commits/statuses#create-a-commit-status")
+        state, description = body.get("state"), body.get("description")
+        if state not in ("error", "failure", "pending", "success"):
+            raise GitHubAPIError(422, "Validation Failed",
+                                 errors=[{"resource": "Status", "code": "custom", "field": "state",
+                                          "message": "state is not included in the list"}])
+        if description is not None and (not isinstance(description, str) or len(description) > 140):
+            raise GitHubAPIError(422, "Validation Failed",
+                                 errors=[{"resource": "Status", "code": "custom", "field": "description",
+                                          "message": "description is too long (maximum is 140 characters)"}])
+        sid = next(self._ids)
+        now = _now()
+        status = {"url": f"{self.api_url}/repos/{repo.full_name}/statuses/{sha}", "id": sid,
+                  "node_id": f"SC_fake{sid}", "state": state, "description": description,
+                  "target_url": body.get("target_url"), "context": body.get("context") or "default",
+                  "avatar_url": None, "created_at": now, "updated_at": now,
+                  "creator": self._user(self.identity)}
+        self.statuses.setdefault((repo.full_name, sha), []).append(status)
+        return 201, status, {}
 
     def _page(self, items: list[dict[str, Any]], path: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         per_page = max(1, min(int(query.get("per_page") or 30), 100))

@@ -596,3 +596,118 @@ def test_the_documented_example_loads():
     assert forecast.mode_for("main") == "full" and forecast.mode_for("release/2") == "sample"
     assert not forecast.wants("dev") and ml.first_sight == "none" and ml.deploy_key == "/etc/soopervisor/keys/ml"
     assert [s.name for s in forecast.secrets] == ["DB_PASSWORD", "API_TOKEN", "GCP_KEY"]
+
+
+# -- notifications ---------------------------------------------------------------------
+def test_notify_at_the_top_is_every_repository_default_and_a_repository_overrides_it(tmp_path: Path):
+    config = sc.load(write(tmp_path, """
+notify:
+  github: {token: {env: GITHUB_TOKEN}}
+  webhook: {url: "https://hooks.slack.com/services/T0/B0/topsecretpath"}
+repositories:
+  - url: https://github.com/acme/sales.git
+  - url: git@github.example.com:ml/monorepo.git
+    notify:
+      github: {api_url: "https://github.example.com/api/v3/", token: {file: keys/gh-token}}
+      webhook: false
+  - url: file:///srv/git/local.git
+    notify: {github: {repository: acme/local}}
+  - url: file:///srv/git/quiet.git
+    notify: false
+"""))
+    sales, ml, local, quiet = config.repositories
+    assert sales.notify == sc.Notify(
+        github=sc.GitHubNotify("acme/sales", SecretRef("GITHUB_TOKEN", env="GITHUB_TOKEN")),
+        webhook=sc.WebhookNotify(url="https://hooks.slack.com/services/T0/B0/topsecretpath"))
+    assert ml.notify.github == sc.GitHubNotify("ml/monorepo", SecretRef("token", file=str(tmp_path / "keys/gh-token")),
+                                               "https://github.example.com/api/v3")
+    assert ml.notify.webhook is None
+    assert local.notify.github.repository == "acme/local" and local.notify.github.token.env == "GITHUB_TOKEN"
+    assert quiet.notify is None
+    assert config.notify.github.repository == "" and config.notify.webhook is not None
+    # a Slack webhook URL is a credential: neither a repr nor any error of the process shows it
+    assert "topsecretpath" not in repr(sales) and "topsecretpath" not in repr(config)
+    from soopervisor.redact import CREDENTIALS
+    assert "topsecretpath" not in CREDENTIALS.redact("posting to https://hooks.slack.com/services/T0/B0/topsecretpath")
+
+
+def test_a_repository_without_notify_has_none_and_the_settings_are_optional(tmp_path: Path):
+    config = sc.load(write(tmp_path, "repositories: [file:///srv/git/sales.git]\n"))
+    assert config.notify is None and config.repositories[0].notify is None
+
+
+def test_a_notification_token_written_inline_is_refused_and_never_quoted(tmp_path: Path):
+    found = problems_of(tmp_path, """
+repositories:
+  - url: https://github.com/acme/sales.git
+    notify: {github: {token: ghp_inlineTokenValue0123456789}}
+  - url: https://github.com/acme/forecast.git
+    notify: {github: {token: {value: ghp_otherInlineValue987}}}
+""")
+    assert [(p.where, p.what) for p in found] == [
+        ("repositories[0].notify.github.token",
+         "holds a value: a credential is never written in server.yaml, only where to read it"),
+        ("repositories[1].notify.github.token", "unknown key value"),
+    ]
+    text = str(InvalidConfig(found))
+    assert "ghp_inlineTokenValue" not in text and "ghp_otherInlineValue" not in text
+
+
+def test_every_notification_problem_at_once(tmp_path: Path):
+    found = problems_of(tmp_path, """
+notify:
+  githb: {}
+  webhook: {url: "ftp://hooks.example.com/T0/secretpath"}
+repositories:
+  - url: file:///srv/git/sales.git
+    notify: {github: {token: {env: GITHUB_TOKEN}}}
+  - url: https://github.com/acme/forecast.git
+    notify:
+      github: {repository: "not a repo", token: {env: GH, file: /x}, api_url: "not a url", extra: 1}
+      webhook: {url: "https://"}
+  - url: https://github.com/acme/churn.git
+    notify: {github: {repository: acme/churn}, webhook: 3}
+  - url: https://github.com/acme/pricing.git
+    notify: [github]
+""")
+    assert [(p.where, p.what) for p in found] == [
+        ("notify.githb", "unknown key 'githb'"),
+        ("notify.webhook.url", "'ftp://hooks.example.com/...' is not an http(s) URL with a host"),
+        ("repositories[0].notify.github.repository", "is missing and the URL names no owner/name"),
+        ("repositories[1].notify.github.extra", "unknown key 'extra'"),
+        ("repositories[1].notify.github.repository", "must be owner/name"),
+        ("repositories[1].notify.github.token", "needs one of env or file"),
+        ("repositories[1].notify.github.api_url", "'not a url' is not an http(s) URL with a host"),
+        ("repositories[1].notify.webhook.url", "'https:///...' is not an http(s) URL with a host"),
+        ("repositories[2].notify.webhook", "must be a mapping or false, not number"),
+        ("repositories[2].notify.github.token", "is missing"),
+        ("repositories[3].notify", "must be a mapping or false, not list"),
+    ]
+    assert "secretpath" not in str(InvalidConfig(found))
+    assert found[0].hint.startswith("did you mean 'github'?")
+
+
+def test_check_reports_an_unset_notification_token_and_an_unreadable_webhook_file(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_TOKEN_VAR", raising=False)
+    bare = bare_repo(tmp_path)
+    config = sc.load(write(tmp_path, f"""
+repositories:
+  - url: file://{bare}
+    notify:
+      github: {{repository: acme/sales, token: {{env: NO_SUCH_TOKEN_VAR}}}}
+      webhook: {{url: {{file: missing-hook-url}}}}
+"""))
+    found = sc.check(config)
+    assert [p.where for p in found] == ["repositories[0].notify.github.token", "repositories[0].notify.webhook.url"]
+    assert "NO_SUCH_TOKEN_VAR is not set" in found[0].what and "cannot be read" in found[1].what
+
+
+def test_the_documented_example_notifies_github_repositories_and_the_webhook():
+    example = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "server.yaml"
+    config = sc.load(example)
+    assert config.notify is not None and config.notify.github is not None
+    local, forecast, ml = config.repositories
+    # the top-level GitHub settings fit the repositories whose URL names one on GitHub; the webhook fits all
+    assert local.notify.github is None and local.notify.webhook.url_ref.env == "SLACK_WEBHOOK_URL"
+    assert forecast.notify.github.repository == "analytics/forecast"
+    assert ml.notify.github.repository == "acme/ml" and ml.notify.webhook is None
