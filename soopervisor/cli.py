@@ -704,6 +704,7 @@ _SERVE_CONFIG = "soopervisor.serve.config"  # ctx.meta key: the group's --config
 
 @cli.group("serve", invoke_without_command=True, subcommand_metavar="[COMMAND [ARGS]...]")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              envvar="SOOPERVISOR_SERVER_CONFIG", show_envvar=True,
               help="The server's configuration (server.yaml). Default: no repositories, local storage.")
 @click.option("--check", is_flag=True, help="Validate the configuration and reach every repository, then exit.")
 @click.option("--once", is_flag=True, help="Poll every repository once, run what that queued, then exit.")
@@ -784,6 +785,7 @@ class _ServeSignals:
 def _token_config_option(f):
     return click.option(
         "--config", "config_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+        envvar="SOOPERVISOR_SERVER_CONFIG", show_envvar=True,
         help="The server's configuration, for its database (the same as `soopervisor serve --config FILE "
              "token ...`). Default: the embedded configuration's database in the data folder.",
     )(f)

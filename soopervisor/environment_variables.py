@@ -36,6 +36,9 @@ ENVIRONMENT_VARIABLES = (
     EnvVar("SOOPERVISOR_CONFIG_DIR", "where credentials go when there is no system keyring (a 0600 file)",
            "the platform's user config folder"),
     EnvVar("SOOPERVISOR_NO_KEYRING", "any value: never use the system keyring, keep credentials in the file"),
+    EnvVar("SOOPERVISOR_SERVER_CONFIG", "the server's configuration file, when ``soopervisor serve`` gets no "
+           "``--config`` (the server image sets it to ``/etc/soopervisor/server.yaml``)",
+           "none: no repositories, local storage"),
     EnvVar("SOOPERVISOR_DOCS_URL", "the documentation site that error messages link to (a mirror, a local build)",
            "``https://soopervisor.github.io/soopervisor``"),
     EnvVar("SOOPERVISOR_GDRIVE_CLIENT_ID", "your Google OAuth client's id", group="cloud credentials"),

@@ -120,24 +120,25 @@ def test_server_image_checks_its_configuration_as_a_non_root_user(base_image, im
     good.write_text("storage: /data/artifacts\nrepositories:\n  - url: file:///srv/git/sales.git\n"
                     "    branches: [main]\n")
     repo = f"{remote}:/srv/git/sales.git:ro"
-    proc = _serve(tag, good, "--config", CONFIG, "--check", mounts=(repo,))
+    proc = _serve(tag, good, "--check", mounts=(repo,))  # the image names its configuration itself
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "✓ the configuration is valid and its 1 repository answer" in proc.stdout
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("storage: /data/artifacts\npoll_interval: -5\npol_interval: 3\nrepositories:\n"
                    "  - url: file:///srv/git/missing.git\n")
-    proc = _serve(tag, bad, "--config", CONFIG, "--check", mounts=(repo,))
+    proc = _serve(tag, bad, "--check", mounts=(repo,))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     said = proc.stderr
     assert "pol_interval" in said and "poll_interval" in said  # the unknown key and the value out of range
     assert "missing.git" in said  # and the remote that does not answer, in the same report
     assert "Traceback" not in said
 
-    # the image's own command: ENTRYPOINT soopervisor serve, CMD --config /etc/soopervisor/server.yaml
+    # the image's own command: ENTRYPOINT soopervisor serve; the configuration from SOOPERVISOR_SERVER_CONFIG
     inspect = _docker("image", "inspect", "--format",
                       "{{json .Config.Entrypoint}} {{json .Config.Cmd}} {{.Config.User}} {{json .Config.Env}}", tag)
-    assert f'["soopervisor","serve"] ["--config","{CONFIG}"]' in inspect.stdout
+    assert '["soopervisor","serve"] null' in inspect.stdout
+    assert f"SOOPERVISOR_SERVER_CONFIG={CONFIG}" in inspect.stdout
     assert "SOOPERVISOR_HOME=/data" in inspect.stdout
 
     # the process is not root, and it can write its data folder (the volume) but not the venv
