@@ -707,3 +707,14 @@ def test_the_fake_enforces_the_concurrent_session_piece_rules(tmp_path: Path):
         dbx.files_upload_session_append_v2(b"a" * 4 * MiB, UploadSessionCursor(sid, 0))
         dbx.files_upload_session_finish(b"", UploadSessionCursor(sid, 4 * MiB + 10), CommitInfo("/c/f"))
         assert s.fake.data("/c/f") == b"a" * 4 * MiB + b"b" * 10
+
+
+def test_a_deleted_set_leaves_no_empty_run_folder_and_other_runs_keep_theirs(tmp_path: Path):
+    with storage(tmp_path) as s:
+        s.put_set("p", SHA_A, "r1", make_set(tmp_path / "one", SHA_A, {"a.csv": b"1"}))
+        s.put_set("p", SHA_A, "r2", make_set(tmp_path / "two", SHA_A, {"a.csv": b"2"}, run_id="r2"))
+        s.delete_set("p", SHA_A, "r1")
+        folders = set(s.fake.folders)
+        assert not [f for f in folders if f.endswith("/r1") or "/r1/" in f]
+        assert any(f.endswith(f"/{SHA_A}/r2") for f in folders)  # the commit's folder and the other run stay
+        assert [x.run_id for x in s.list_sets("p")] == ["r2"]

@@ -320,6 +320,11 @@ class RemoteStorage(Storage):
             prefix = f"{project}/{commit}/{run_id}/"
             self.store.delete([prefix + MANIFEST])  # first: from here on the set is incomplete
             self.store.delete([o.key for o in listing if o.key.startswith(prefix) and o.key != prefix + MANIFEST])
+            remove_folder = getattr(self.store, "remove_folder", None)
+            if remove_folder is not None:
+                # a drive keeps empty folders: the run's own goes too (never the commit's, which
+                # another run of the commit may be filling right now)
+                remove_folder(prefix.rstrip("/"))
             return
         self.store.delete([f"{project}/{commit}/{MANIFEST}"])
         if found.manifest is not None:
