@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SoopervisorError, StorageUnavailable, UsageError
 from .config import git_env, redact_url
+from .db import BUSY_TIMEOUT, immediate
 
 if TYPE_CHECKING:
     from .config import Repository, ServerConfig
@@ -40,8 +41,6 @@ GIT_TIMEOUT = 60.0
 BACKOFF_CAP = 1800.0
 #: the interval is stretched or shrunk by up to this fraction, so polls of many repositories spread out
 JITTER = 0.1
-#: a writer waits this long for another process's transaction (SQLite's busy timeout), as the queue does
-BUSY_TIMEOUT = 30.0
 #: a remote URL must not make git run a command (ext::), as config's check makes sure too
 _NO_EXT = ["-c", "protocol.ext.allow=never"]
 
@@ -253,13 +252,8 @@ class Poller:
             # a head lost to a power cut is enqueued again, which the queue ignores: no fsync per poll
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA journal_mode=WAL")  # once per connection: a file made anew gets its schema
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(db):
                 _migrate(db)
-            except BaseException:
-                db.rollback()
-                raise
-            db.execute("COMMIT")
             local.db, local.pid, local.ino = db, os.getpid(), os.stat(self.path).st_ino
         return db
 
@@ -273,14 +267,8 @@ class Poller:
             if not write:
                 yield db
                 return
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(db):
                 yield db
-            except BaseException:
-                if db.in_transaction:
-                    db.rollback()
-                raise
-            db.execute("COMMIT")
         except (sqlite3.Error, OSError) as e:
             self._drop()
             raise self._unavailable(e) from None

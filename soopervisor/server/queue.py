@@ -25,7 +25,6 @@ import contextlib
 import os
 import sqlite3
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -34,12 +33,11 @@ from typing import Any
 
 from .. import runs
 from ..errors import StorageUnavailable, UsageError
+from .db import BUSY_TIMEOUT, transaction
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
 MODES = ("sample", "full")
-#: a writer waits this long for another process's transaction before giving up (SQLite's busy timeout)
-BUSY_TIMEOUT = 30.0
 REAPED = "interrupted: its worker stopped renewing its lease"
 
 
@@ -162,27 +160,8 @@ class Queue:
         """
         if prepare:
             self._prepare()
-        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode={'rwc' if create else 'rw'}"
-        try:
-            db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
-        except sqlite3.Error as e:
-            raise self._unavailable(e) from None
-        try:
-            db.row_factory = sqlite3.Row
-            if not write:
-                yield db
-                return
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.rollback()
-                raise
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            raise self._unavailable(e) from None
-        finally:
-            db.close()
+        with transaction(self.path, self._unavailable, write=write, create=create) as conn:
+            yield conn
 
     def _unavailable(self, e: sqlite3.Error) -> QueueUnavailable:
         reason = str(e)

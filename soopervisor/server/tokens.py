@@ -22,13 +22,13 @@ import re
 import secrets
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import StorageUnavailable, UsageError
+from .db import BUSY_TIMEOUT, transaction
 
 Scope = Literal["read", "admin"]
 #: what each scope may do: admin everything read may, and more
@@ -36,8 +36,6 @@ SCOPES: dict[str, tuple[str, ...]] = {"read": ("read",), "admin": ("read", "admi
 PREFIX = "sv_"
 #: a token is PREFIX + token_urlsafe(32): 43 characters of URL-safe base64
 _SHAPE = re.compile(r"sv_[A-Za-z0-9_-]{43}")
-#: a writer waits this long for another process's transaction (SQLite's busy timeout), as the queue does
-BUSY_TIMEOUT = 30.0
 #: last_used is written at most this often per token: an API answering many requests a second must not
 #: take the database's write lock (which the queue's claims need) for every one
 TOUCH_EVERY = 60.0
@@ -128,27 +126,8 @@ class TokenStore:
         Only the constructor creates the file: a database gone while the server runs is an error
         until it is back, never a new empty one (in which every token would be unknown).
         """
-        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode={'rwc' if create else 'rw'}"
-        try:
-            db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
-        except sqlite3.Error as e:
-            raise self._unavailable(e) from None
-        try:
-            db.row_factory = sqlite3.Row
-            if not write:
-                yield db
-                return
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.rollback()
-                raise
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            raise self._unavailable(e) from None
-        finally:
-            db.close()
+        with transaction(self.path, self._unavailable, write=write, create=create) as conn:
+            yield conn
 
     def _unavailable(self, e: sqlite3.Error) -> TokenStoreUnavailable:
         reason = str(e)
