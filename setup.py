@@ -56,7 +56,8 @@ setup(
     package_dir={"soopervisor_jupyter": "jupyter_ext"},
     package_data={
         "soopervisor.script": ["stages/*.sh", "*.sh"],
-        "soopervisor_jupyter": ["openapi.yaml", "labextension/**/*"],
+        "soopervisor.api": ["openapi.yaml"],
+        "soopervisor_jupyter": ["labextension/**/*"],
     },
     data_files=data_files,
     include_package_data=True,

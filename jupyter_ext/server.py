@@ -1,49 +1,26 @@
-"""Registers the soopervisor REST and websocket routes on a Jupyter server.
+"""Registers the soopervisor REST and websocket routes (soopervisor.api) on a Jupyter server.
 
-ROUTES is written with OpenAPI path templates, so the routes served and the
-paths in openapi.yaml can be compared one to one (tests do).
+The routes and handlers are soopervisor.api's, shared with ``soopervisor serve``;
+this module adds Jupyter's settings (c.Soopervisor) and auth (handlers.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from typing import Any
 
-from jupyter_server.utils import url_path_join
 from traitlets import Enum, Unicode
 from traitlets.config import Configurable
 
+from soopervisor.api.routes import ROUTES, mount
 from soopervisor.errors import SoopervisorError
 from soopervisor.service import RunService
 
-from . import handlers as h
-from .websocket import LogSocketHandler
+from .handlers import JupyterAuth, JupyterSocketAuth
 
-API_PREFIX = "soopervisor/api"
-
-#: (OpenAPI path template, handler); ``{name}`` of a file may hold "/"
-ROUTES: list[tuple[str, type]] = [
-    ("/version", h.VersionHandler),
-    ("/validate", h.ValidateHandler),
-    ("/runs", h.RunsHandler),
-    ("/runs/{run_id}", h.RunHandler),
-    ("/runs/{run_id}/stop", h.StopHandler),
-    ("/runs/{run_id}/log", LogSocketHandler),
-    ("/projects/{project}/commits", h.CommitsHandler),
-    ("/projects/{project}/commits/{commit}", h.CommitHandler),
-    ("/projects/{project}/commits/{commit}/files/{name}", h.FileHandler),
-    ("/projects/{project}/commits/{commit}/zip", h.ZipHandler),
-]
-
-_PARAM = re.compile(r"\{(\w+)\}")
-
-
-def to_regex(template: str) -> str:
-    """``/runs/{run_id}`` -> ``/runs/(?P<run_id>[^/]+)``; a file ``{name}`` spans folders."""
-    return _PARAM.sub(lambda m: f"(?P<{m[1]}>{'.+' if m[1] == 'name' else '[^/]+'})", template)
+__all__ = ["ROUTES", "Soopervisor", "setup_handlers"]
 
 
 class Soopervisor(Configurable):
@@ -86,14 +63,11 @@ def _adopt(service: RunService, log: Any) -> None:
 def setup_handlers(serverapp: Any) -> None:
     """Add the routes under ``<base_url>soopervisor/api``; paths resolve inside root_dir."""
     web_app = serverapp.web_app
-    settings = Soopervisor(config=getattr(serverapp, "config", None))
-    service = settings.service()
-    web_app.settings["soopervisor_service"] = service
+    service = Soopervisor(config=getattr(serverapp, "config", None)).service()
     log = getattr(serverapp, "log", logging.getLogger("soopervisor"))
     threading.Thread(target=_adopt, args=(service, log), name="soopervisor-adopt", daemon=True).start()
     root = getattr(serverapp, "root_dir", None) or serverapp.contents_manager.root_dir
     # realpath once: every path parameter is compared against the real root
-    web_app.settings["soopervisor_root"] = os.path.realpath(os.path.expanduser(root))
-    base_url = web_app.settings.get("base_url", "/")
-    rules = [(url_path_join(base_url, API_PREFIX, to_regex(t)), cls) for t, cls in ROUTES]
-    web_app.add_handlers(".*$", rules)
+    settings = {"soopervisor_service": service, "soopervisor_root": os.path.realpath(os.path.expanduser(root))}
+    mount(web_app, web_app.settings.get("base_url", "/"), auth_base=JupyterAuth,
+          socket_auth_base=JupyterSocketAuth, settings=settings)

@@ -89,7 +89,7 @@ def test_every_cli_command_and_option_is_in_the_reference(site: Path) -> None:
 
 
 def test_every_rest_route_is_in_the_reference(site: Path) -> None:
-    spec = yaml.safe_load((REPO / "jupyter_ext" / "openapi.yaml").read_text(encoding="utf-8"))
+    spec = yaml.safe_load((REPO / "soopervisor" / "api" / "openapi.yaml").read_text(encoding="utf-8"))
     found = ids(site / "reference" / "rest.html")
     routes = [(m, p) for p, item in spec["paths"].items() for m in item if m in ("get", "post", "put", "delete")]
     assert len(routes) >= 10

@@ -36,7 +36,7 @@ from soopervisor.storage import open_storage
 from .projects import function_task, make_project
 
 API = ("soopervisor", "api")
-SPEC = Path(__file__).resolve().parents[1] / "jupyter_ext" / "openapi.yaml"
+SPEC = Path(__file__).resolve().parents[1] / "soopervisor" / "api" / "openapi.yaml"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 

@@ -47,7 +47,7 @@ def test_wheel_ships_the_prebuilt_sidebar_the_server_config_and_the_spec(wheel):
     assert f"{data}/share/jupyter/labextensions/soopervisor/package.json" in names
     assert any(n.startswith(f"{data}/share/jupyter/labextensions/soopervisor/static/remoteEntry.") for n in names)
     assert f"{data}/etc/jupyter/jupyter_server_config.d/soopervisor.json" in names
-    assert "soopervisor_jupyter/__init__.py" in names and "soopervisor_jupyter/openapi.yaml" in names
+    assert "soopervisor_jupyter/__init__.py" in names and "soopervisor/api/openapi.yaml" in names
     assert not any(n.startswith("jupyter_ext/") for n in names), "installed under our own name only"
 
 

@@ -3,7 +3,7 @@
 At ``builder-inited`` this writes Markdown fragments into ``reference/_generated/``
 (git-ignored) that the reference pages include:
 
-- ``rest.md`` from ``jupyter_ext/openapi.yaml`` (every route, parameter, response, schema);
+- ``rest.md`` from ``soopervisor/api/openapi.yaml`` (every route, parameter, response, schema);
 - ``environment-variables.md`` from ``soopervisor.environment_variables``;
 - ``jupyter-settings.md`` from the ``Soopervisor`` configurable's traits;
 - ``manifest.md`` from ``soopervisor.artifacts.manifest``;
@@ -66,10 +66,10 @@ def _rst_to_md(text: str) -> str:
 
 
 def openapi_path() -> Path:
-    """The installed server extension's openapi.yaml (jupyter_ext/openapi.yaml in a checkout)."""
-    import soopervisor_jupyter
+    """The installed API's openapi.yaml (soopervisor/api/openapi.yaml in a checkout)."""
+    from soopervisor.api.routes import OPENAPI
 
-    return Path(soopervisor_jupyter.__file__).parent / "openapi.yaml"
+    return OPENAPI
 
 
 def route_anchor(method: str, path: str) -> str:

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
-from jupyter_core.utils import ensure_async
-from jupyter_server.base.handlers import JupyterHandler
-from jupyter_server.base.websocket import WebSocketMixin
-from tornado import web
-from tornado.websocket import WebSocketClosedError, WebSocketHandler
+from tornado.websocket import WebSocketClosedError
 
-from .handlers import AUTH_RESOURCE, ApiError, call, error_body, run_json, run_service
+from .base import ApiError, LogSocketBase, call
+from .handlers import run_json
 
 #: how often the log file is read; bounds the latency of a new line
 POLL = 0.02
@@ -26,6 +24,7 @@ POLL = 0.02
 STATUS_EVERY = 0.25
 #: at most this many lines (or about this many characters) per message
 MAX_LINES, MAX_CHARS = 1000, 1 << 20
+LOG = logging.getLogger("soopervisor.api")
 
 
 def parse_from(raw: str) -> int:
@@ -58,32 +57,24 @@ def close_reason(text: str) -> str:
     return text.encode()[:120].decode(errors="ignore")
 
 
-class LogSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
+class LogSocketHandler(LogSocketBase):
     """``/runs/{id}/log?from=N``: "lines" messages, then one "end", then close."""
 
-    auth_resource = AUTH_RESOURCE
     _task: asyncio.Task | None = None
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        # refused before the upgrade: the same JSON errors as the REST routes
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(error_body(status_code, exc)))
-
-    async def get(self, run_id: str) -> None:
-        # refuse before upgrading: an unauthenticated client never gets a socket
-        if self.current_user is None:
-            raise web.HTTPError(403)
-        allowed = self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE)
-        if not await ensure_async(allowed):
-            raise web.HTTPError(403)
+    async def before_upgrade(self, run_id: str) -> None:  # type: ignore[override]
+        # after authorize("read"), before the upgrade: a bad request or unknown run gets JSON, not a socket
         self._start = parse_from(self.get_query_argument("from", "0"))
-        self._service = run_service(self.settings)
+        service = self.settings.get("soopervisor_service")
+        if service is None:  # a home set up by hand: a default service
+            from soopervisor.service import RunService
+
+            service = RunService()
+        self._service = service
         self._run = await call(self._service.get, run_id)  # 404 for an unknown run
-        await super().get(run_id)
 
     def open(self, run_id: str) -> None:  # type: ignore[override]
-        super().open(run_id)
+        super().open(run_id)  # Jupyter's WebSocketMixin starts its pings here
         self._task = asyncio.ensure_future(self._follow())
 
     def on_message(self, message: str | bytes) -> None:
@@ -128,6 +119,6 @@ class LogSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
             return
         except ApiError as e:
             self.close(1011, close_reason(e.error))
-        except Exception:
-            self.log.exception("soopervisor: following the log of run %s failed", run.id)
-            self.close(1011, close_reason("internal error; the Jupyter server log has the details"))
+        except Exception:  # noqa: BLE001 - logged with its traceback; the client gets a close reason
+            getattr(self, "log", LOG).exception("soopervisor: following the log of run %s failed", run.id)
+            self.close(1011, close_reason("internal error; the server log has the details"))
