@@ -1,4 +1,4 @@
-"""The server's job queue in SQLite: one record per (repository, commit, project, mode), claimed with leases.
+"""The server's job queue in SQLite or PostgreSQL: one record per (repository, commit, project, mode), claimed with leases.
 
 States: queued → running → succeeded / failed / cancelled / interrupted. A
 worker claims the oldest queued job it may run (a concurrency limit overall and
@@ -13,6 +13,23 @@ one short transaction per operation. Writes start with ``BEGIN IMMEDIATE``: the
 write lock is taken before the read that decides (which job to claim), so two
 processes never act on the same snapshot.
 
+On PostgreSQL (``postgresql://`` as the database, several servers on one queue;
+see db.py) the same statements run in READ COMMITTED transactions. A claim
+must read how many jobs run (overall and for the candidate's repository) and
+then start one, and row locks cannot protect a count: two servers could each
+see 0 running jobs of a repository with ``per_repository: 1`` and each lock a
+different queued job of it. So a claim first takes one transaction-scoped
+advisory lock (``pg_advisory_xact_lock``): claims run one at a time across all
+servers, while renewals, finishes and the API's reads do not wait for them.
+Chosen over locked counter rows because counters must be kept right by every
+transition (finish, release, reap, cancel) and drift when one is missed; the
+lock goes away by itself at COMMIT, ROLLBACK or when a killed server's session
+ends. The candidate is read ``FOR UPDATE SKIP LOCKED``: a row a cancel or
+supersede is changing is passed over, not waited for. A claim holds the lock
+for a few milliseconds (about 1000 claims and finishes a second from 4 processes,
+benchmarks/queue_claims.py) —
+far more than jobs that take minutes need.
+
 ``attempts`` counts claims: a job's first run is attempt 1. An infrastructure
 failure (``release``) or a worker that stopped renewing (``reap``) queues the
 job again while attempts < max_attempts; a failing pipeline (``finish(state=
@@ -23,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,7 +49,8 @@ from typing import Any
 
 from .. import runs
 from ..errors import StorageUnavailable, UsageError
-from .db import BUSY_TIMEOUT, transaction
+from . import db as dbm
+from .db import BUSY_TIMEOUT
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
@@ -86,6 +103,7 @@ _MIGRATIONS: list[str] = [
     # (its worker died, an infrastructure failure) keeps its place.
     """
     CREATE TABLE IF NOT EXISTS jobs (
+        {SEQ}
         id TEXT PRIMARY KEY,
         repository TEXT NOT NULL,
         "commit" TEXT NOT NULL,
@@ -111,27 +129,33 @@ _MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_READY: set[Path] = set()
+_READY: set[str] = set()
 # the lease a write must carry: the claim's worker and attempt (a re-claim by the same worker name is a new lease)
 _LEASE = "id = ? AND lease_owner = ? AND state = 'running' AND attempts = ?"
 
 
 class Queue:
-    """Jobs in one SQLite file, shared by every worker thread and process of the server."""
+    """Jobs in one SQLite file or PostgreSQL database, shared by every worker thread and process of
+    the server (and, on PostgreSQL, by every server using it)."""
 
     def __init__(self, path: str | os.PathLike, lease_seconds: float | None = None,
                  *, clock: Callable[[], float] = time.time) -> None:
-        """``lease_seconds``: None for the runs' lease (SOOPERVISOR_LEASE_SECONDS, else 30 s)."""
-        self.path = Path(path)
+        """``path``: a SQLite file, or a ``postgresql://`` URL. ``lease_seconds``: None for the runs'
+        lease (SOOPERVISOR_LEASE_SECONDS, else 30 s)."""
+        self._db = dbm.open_database(path)
+        self.database = self._db.name  # how it is named in messages: a URL never shows a password
+        self.path: Path | None = self._db.path  # the SQLite file; None on PostgreSQL
         self.lease_seconds = float(lease_seconds) if lease_seconds else runs.lease_seconds()
         self._clock = clock
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise QueueUnavailable(
-                f"cannot create the folder of the server's database {self.path.parent}: {e.strerror or e}",
-                "`database` in server.yaml (or the data folder) must name a place you can write",
-            ) from None
+        self._key = str(path)
+        if self.path is not None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise QueueUnavailable(
+                    f"cannot create the folder of the server's database {self.path.parent}: {e.strerror or e}",
+                    "`database` in server.yaml (or the data folder) must name a place you can write",
+                ) from None
         self._prepare(create=True)
 
     # -- the connection ---------------------------------------------------------------------
@@ -142,33 +166,37 @@ class Queue:
         Only the constructor creates the file: a database gone while the server runs (a lost mount,
         the file moved aside) is an error until it is back, never silently a new empty queue.
         """
-        if self.path in _READY:
+        if self._key in _READY:
             return
         with self._tx(write=False, prepare=False, create=create) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            current = _version(db) >= SCHEMA_VERSION  # a newer soopervisor's schema only adds
+            if self._db.dialect == "sqlite":
+                db.execute("PRAGMA journal_mode=WAL")
+            current = dbm.version(self._db, db, _COMPONENT) >= SCHEMA_VERSION  # a newer schema only adds
         if not current:  # the write lock only when there is something to migrate
             with self._tx(prepare=False) as db:
-                _migrate(db)
-        _READY.add(self.path)
+                dbm.migrate(self._db, db, _COMPONENT, _MIGRATIONS)
+        _READY.add(self._key)
 
     @contextlib.contextmanager
-    def _tx(self, write: bool = True, *, prepare: bool = True, create: bool = False) -> Iterator[sqlite3.Connection]:
-        """A connection; with ``write``, inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on error).
-
-        SQLite's errors become a one-line QueueUnavailable.
+    def _tx(self, write: bool = True, *, prepare: bool = True, create: bool = False) -> Iterator[Any]:
+        """A connection; with ``write``, inside a write transaction (``BEGIN IMMEDIATE`` on SQLite) …
+        ``COMMIT``, rolled back on error. The database's errors become a one-line QueueUnavailable.
         """
         if prepare:
             self._prepare()
-        with transaction(self.path, self._unavailable, write=write, create=create) as conn:
+        with self._db.transaction(self._unavailable, write=write, create=create) as conn:
             yield conn
 
-    def _unavailable(self, e: sqlite3.Error) -> QueueUnavailable:
+    def _unavailable(self, e: Exception) -> QueueUnavailable:
+        if self.path is None:
+            _READY.discard(self._key)  # it may have been recreated meanwhile: check its schema again
+            return QueueUnavailable(f"cannot use the server's database {self.database}: {dbm.reason(e)}",
+                                    dbm.postgres_hint(e))
         reason = str(e)
         busy = "locked" in reason or "busy" in reason
         if not busy:
             _READY.discard(self.path)  # the file may have changed: check its schema on the next call
-        if isinstance(e, sqlite3.DatabaseError) and any(w in reason for w in ("not a database", "malformed", "corrupt")):
+        if any(w in reason for w in ("not a database", "malformed", "corrupt")):
             return QueueUnavailable(
                 f"the server's database {self.path} is damaged ({reason})",
                 f"stop the server and move it aside (mv '{self.path}' '{self.path}.broken'); a new one starts "
@@ -202,7 +230,8 @@ class Queue:
         row = job.to_dict()
         with self._tx() as db:
             inserted = db.execute(
-                f"INSERT OR IGNORE INTO jobs ({_QUOTED}, queued_at) VALUES ({', '.join('?' * len(_COLUMNS))}, ?)",
+                f"INSERT INTO jobs ({_QUOTED}, queued_at) VALUES ({', '.join('?' * len(_COLUMNS))}, ?) "
+                "ON CONFLICT DO NOTHING",
                 [*(row[c] for c in _COLUMNS), now],
             ).rowcount
             if not inserted:
@@ -222,24 +251,28 @@ class Queue:
         those of one repository. Running jobs with an expired lease still count until ``reap``.
         """
         now = self._clock()
+        postgres = self._db.dialect == "postgresql"
         with self._tx() as db:
+            if postgres:  # claims one at a time across servers: the counts below stay true until COMMIT
+                db.execute("SELECT pg_advisory_xact_lock(?)", (_CLAIM_LOCK,))
             running = db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetchone()[0]
             if running >= concurrency:
                 return None
             row = db.execute(
                 "SELECT * FROM jobs WHERE state = 'queued' AND repository NOT IN ("
                 "  SELECT repository FROM jobs WHERE state = 'running' GROUP BY repository HAVING COUNT(*) >= ?"
-                ") ORDER BY queued_at, rowid LIMIT 1",
+                f") ORDER BY queued_at, {self._db.order} LIMIT 1" + (" FOR UPDATE SKIP LOCKED" if postgres else ""),
                 (per_repository,),
             ).fetchone()
             if row is None:
                 return None
             until = now + self.lease_seconds
-            db.execute(
+            if db.execute(
                 "UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?, attempts = attempts + 1, "
                 "updated_at = ? WHERE id = ? AND state = 'queued'",
                 (worker, until, now, row["id"]),
-            )
+            ).rowcount != 1:
+                return None  # cannot happen under either lock; never hand out a job that was not claimed
         job = _from_row(row)
         job.state, job.lease_owner, job.lease_until, job.updated_at = "running", worker, until, now
         job.attempts += 1
@@ -290,7 +323,8 @@ class Queue:
         with self._tx() as db:
             done = db.execute(
                 "UPDATE jobs SET state = CASE WHEN attempts < ? THEN 'queued' ELSE 'failed' END, "
-                "error = CASE WHEN attempts < ? THEN ? ELSE 'gave up after ' || attempts || ' attempts: ' || ? END, "
+                "error = CASE WHEN attempts < ? THEN CAST(? AS TEXT) "
+                "ELSE 'gave up after ' || attempts || ' attempts: ' || CAST(? AS TEXT) END, "
                 f"lease_until = NULL, updated_at = ? WHERE {_LEASE}",
                 (max_attempts, max_attempts, error, error, now, job.id, worker, job.attempts),
             ).rowcount
@@ -309,20 +343,24 @@ class Queue:
         """
         now = self._clock()
         touched = []
+        # on PostgreSQL the rows are locked (another server reaping at once skips them) and a renew that
+        # commits first is seen; each UPDATE still checks state and attempts, and only a changed row counts
+        lock = " FOR UPDATE SKIP LOCKED" if self._db.dialect == "postgresql" else ""
         with self._tx() as db:
-            for row in db.execute("SELECT * FROM jobs WHERE state = 'running' AND lease_until < ?", (now,)).fetchall():
+            for row in db.execute(f"SELECT * FROM jobs WHERE state = 'running' AND lease_until < ?{lock}",
+                                  (now,)).fetchall():
                 job = _from_row(row)
                 if job.attempts < max_attempts:
                     job.state, job.error = "queued", REAPED
                 else:
                     job.state, job.error = "interrupted", f"{REAPED} ({job.attempts} of {max_attempts} attempts)"
                 job.lease_until, job.updated_at = None, now
-                db.execute(
+                if db.execute(
                     "UPDATE jobs SET state = ?, error = ?, lease_until = NULL, updated_at = ? "
                     "WHERE id = ? AND state = 'running' AND attempts = ?",
                     (job.state, job.error, now, job.id, job.attempts),
-                )
-                touched.append(job)
+                ).rowcount == 1:
+                    touched.append(job)
         return touched
 
     # -- what people do -------------------------------------------------------------------------
@@ -376,14 +414,14 @@ class Queue:
             where.append("state = ?")
             args.append(state)
         sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        sql += f" ORDER BY created_at DESC, {self._db.order} DESC LIMIT ?"
         with self._tx(write=False) as db:
             return [_from_row(r) for r in db.execute(sql, [*args, limit])]
 
     def counts(self) -> dict[str, int]:
         """Jobs by state, every state present (0 when none)."""
         with self._tx(write=False) as db:
-            found = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+            found = {r[0]: r[1] for r in db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()}
         return {state: found.get(state, 0) for state in JOB_STATES}
 
     def _not_found(self, job_id: str) -> JobNotFound:
@@ -392,32 +430,9 @@ class Queue:
 
 
 _QUOTED = ", ".join(f'"{c}"' for c in _COLUMNS)  # "commit" is an SQL keyword
+#: the advisory lock a claim holds on PostgreSQL (the same key in every server)
+_CLAIM_LOCK = dbm.advisory_key("queue.claim")
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring the queue's tables to SCHEMA_VERSION (inside the caller's BEGIN IMMEDIATE: one process does it)."""
-    db.execute("CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
-    have = _version(db)
-    # a newer soopervisor's schema only adds: this one reads the columns it knows (see _from_row)
-    for version in range(have, SCHEMA_VERSION):
-        for statement in _MIGRATIONS[version].split(";"):
-            if statement.strip():
-                db.execute(statement)  # executescript would COMMIT the caller's transaction
-    if have < SCHEMA_VERSION:
-        db.execute("INSERT OR REPLACE INTO schema_versions (component, version) VALUES (?, ?)",
-                   (_COMPONENT, SCHEMA_VERSION))
-
-
-def _version(db: sqlite3.Connection) -> int:
-    """The version of the queue's tables in this file; 0 before the first migration."""
-    try:
-        row = db.execute("SELECT version FROM schema_versions WHERE component = ?", (_COMPONENT,)).fetchone()
-    except sqlite3.OperationalError as e:
-        if "no such table" in str(e):
-            return 0
-        raise
-    return row[0] if row else 0
-
-
-def _from_row(row: sqlite3.Row) -> Job:
+def _from_row(row: Any) -> Job:
     return Job(**{k: row[k] for k in _COLUMNS})

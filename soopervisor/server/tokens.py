@@ -10,7 +10,10 @@ secret) to list and revoke it by, a name saying whom it is for, and a scope:
 The tokens live in the server's database (``config.database``), in a table of
 their own versioned as component "tokens" of the file's ``schema_versions``, as
 the queue and the poller keep theirs. Like the queue: a connection per call, WAL,
-writes in ``BEGIN IMMEDIATE``, SQLite's errors as one line (exit 3).
+writes in ``BEGIN IMMEDIATE``, SQLite's errors as one line (exit 3). On PostgreSQL
+(a ``postgresql://`` database, db.py) the same statements and errors; every
+write here is a single statement or reads nothing it depends on, so READ
+COMMITTED needs no extra lock.
 """
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ import hmac
 import os
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -28,7 +30,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import StorageUnavailable, UsageError
-from .db import BUSY_TIMEOUT, transaction
+from . import db as dbm
+from .db import BUSY_TIMEOUT
 
 Scope = Literal["read", "admin"]
 #: what each scope may do: admin everything read may, and more
@@ -47,6 +50,7 @@ _COMPONENT = "tokens"
 _MIGRATIONS: list[str] = [
     """
     CREATE TABLE IF NOT EXISTS api_tokens (
+        {SEQ}
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         scope TEXT NOT NULL,
@@ -98,38 +102,45 @@ def digest(secret: str) -> str:
 
 
 class TokenStore:
-    """The API tokens in the server's SQLite file."""
+    """The API tokens in the server's database: a SQLite file or a ``postgresql://`` URL."""
 
     def __init__(self, path: str | os.PathLike, *, clock: Callable[[], float] = time.time,
                  touch_every: float = TOUCH_EVERY) -> None:
-        self.path = Path(path)
+        self._db = dbm.open_database(path)
+        self.database = self._db.name  # for messages: a URL never shows a password
+        self.path: Path | None = self._db.path  # the SQLite file; None on PostgreSQL
         self._clock = clock
         self.touch_every = touch_every
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TokenStoreUnavailable(
-                f"cannot create the folder of the server's database {self.path.parent}: {e.strerror or e}",
-                "`database` in server.yaml (or the data folder) must name a place you can write",
-            ) from None
+        if self.path is not None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise TokenStoreUnavailable(
+                    f"cannot create the folder of the server's database {self.path.parent}: {e.strerror or e}",
+                    "`database` in server.yaml (or the data folder) must name a place you can write",
+                ) from None
         with self._tx(write=False, create=True) as db:
-            db.execute("PRAGMA journal_mode=WAL")  # readers (every API request) never wait for a writer
-            current = _version(db) >= SCHEMA_VERSION
+            if self.path is not None:
+                db.execute("PRAGMA journal_mode=WAL")  # readers (every API request) never wait for a writer
+            current = dbm.version(self._db, db, _COMPONENT) >= SCHEMA_VERSION
         if not current:  # the write lock only when there is something to migrate
             with self._tx() as db:
-                _migrate(db)
+                dbm.migrate(self._db, db, _COMPONENT, _MIGRATIONS)
 
     @contextlib.contextmanager
-    def _tx(self, write: bool = True, *, create: bool = False) -> Iterator[sqlite3.Connection]:
+    def _tx(self, write: bool = True, *, create: bool = False) -> Iterator[Any]:
         """A connection; with ``write``, inside ``BEGIN IMMEDIATE`` … ``COMMIT``. Errors: TokenStoreUnavailable.
 
         Only the constructor creates the file: a database gone while the server runs is an error
         until it is back, never a new empty one (in which every token would be unknown).
         """
-        with transaction(self.path, self._unavailable, write=write, create=create) as conn:
+        with self._db.transaction(self._unavailable, write=write, create=create) as conn:
             yield conn
 
-    def _unavailable(self, e: sqlite3.Error) -> TokenStoreUnavailable:
+    def _unavailable(self, e: Exception) -> TokenStoreUnavailable:
+        if self.path is None:
+            return TokenStoreUnavailable(f"cannot use the server's database {self.database}: {dbm.reason(e)}",
+                                         dbm.postgres_hint(e))
         reason = str(e)
         if not self.path.exists():
             return TokenStoreUnavailable(f"the server's database {self.path} is gone",
@@ -154,12 +165,11 @@ class TokenStore:
         with self._tx() as db:
             while True:  # 48 random bits: a clash is rare, but must not fail the command
                 info = TokenInfo(id=secrets.token_hex(6), name=name, scope=scope, created_at=now, last_used=None)
-                try:
-                    db.execute("INSERT INTO api_tokens (id, name, scope, lookup, digest, created_at) "
-                               "VALUES (?, ?, ?, ?, ?, ?)", (info.id, name, scope, hashed[:16], hashed, now))
-                except sqlite3.IntegrityError:
-                    continue
-                break
+                # ON CONFLICT, not catching the error: on PostgreSQL an error ends the transaction
+                if db.execute("INSERT INTO api_tokens (id, name, scope, lookup, digest, created_at) "
+                              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                              (info.id, name, scope, hashed[:16], hashed, now)).rowcount == 1:
+                    break
         return info, secret
 
     def verify(self, secret: str | None) -> TokenInfo | None:
@@ -193,7 +203,7 @@ class TokenStore:
         """Every token, oldest first; never a secret or a digest."""
         with self._tx(write=False) as db:
             rows = db.execute("SELECT id, name, scope, created_at, last_used FROM api_tokens "
-                              "ORDER BY created_at, rowid").fetchall()
+                              f"ORDER BY created_at, {self._db.order}").fetchall()
         return [_info(r) for r in rows]
 
     def get(self, token_id: str) -> TokenInfo:
@@ -217,10 +227,10 @@ class TokenStore:
     def _not_found(self, token_id: str) -> TokenNotFound:
         hint = "`soopervisor serve --config server.yaml token list` shows the ids (12 hex digits)"
         if token_id.startswith(PREFIX):  # a secret pasted as an id: never repeat it
-            return TokenNotFound(f"that is an API token itself, not its id (in {self.path})",
+            return TokenNotFound(f"that is an API token itself, not its id (in {self.database})",
                                  f"revoke it by its id: {hint}")
         shown = token_id if len(token_id) <= 40 else token_id[:40] + "…"
-        return TokenNotFound(f"no API token with id {shown!r} in {self.path}", hint)
+        return TokenNotFound(f"no API token with id {shown!r} in {self.database}", hint)
 
 
 def _check_name(name: str) -> str:
@@ -233,31 +243,6 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _info(row: sqlite3.Row) -> TokenInfo:
+def _info(row: Any) -> TokenInfo:
     return TokenInfo(id=row["id"], name=row["name"], scope=row["scope"], created_at=row["created_at"],
                      last_used=row["last_used"])
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring the tokens' tables to SCHEMA_VERSION (inside the caller's BEGIN IMMEDIATE: one process does it)."""
-    db.execute("CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
-    have = _version(db)
-    # a newer soopervisor's schema only adds: this one reads the columns it knows
-    for version in range(have, SCHEMA_VERSION):
-        for statement in _MIGRATIONS[version].split(";"):
-            if statement.strip():
-                db.execute(statement)  # executescript would COMMIT the caller's transaction
-    if have < SCHEMA_VERSION:
-        db.execute("INSERT OR REPLACE INTO schema_versions (component, version) VALUES (?, ?)",
-                   (_COMPONENT, SCHEMA_VERSION))
-
-
-def _version(db: sqlite3.Connection) -> int:
-    """The version of the tokens' tables in this file; 0 before the first migration."""
-    try:
-        row = db.execute("SELECT version FROM schema_versions WHERE component = ?", (_COMPONENT,)).fetchone()
-    except sqlite3.OperationalError as e:
-        if "no such table" in str(e):
-            return 0
-        raise
-    return row[0] if row else 0

@@ -1,4 +1,6 @@
-"""The server's job queue on real SQLite files, raced by real processes and killed with SIGKILL."""
+"""The server's job queue on real SQLite files and a real PostgreSQL, raced by real processes and killed
+with SIGKILL. The ``database`` fixture (conftest.py) runs a test once on each; what only SQLite has (a file
+gone, damaged or locked) is tested here on SQLite, PostgreSQL's counterparts in test_postgres.py."""
 from __future__ import annotations
 
 import multiprocessing
@@ -34,7 +36,13 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def q(tmp_path: Path, clock: Clock) -> Queue:
+def q(database: str, clock: Clock) -> Queue:
+    return Queue(database, lease_seconds=30, clock=clock)
+
+
+@pytest.fixture
+def sq(tmp_path: Path, clock: Clock) -> Queue:
+    """A queue in a SQLite file: for what only a file can do (be moved aside, locked)."""
     return Queue(tmp_path / "server.sqlite", lease_seconds=30, clock=clock)
 
 
@@ -306,7 +314,8 @@ def test_a_damaged_database_is_a_plain_error(tmp_path: Path) -> None:
     assert e.value.exit_code == 3 and "damaged" in e.value.message and ".broken" in e.value.hint
 
 
-def test_a_database_gone_for_a_while_is_taken_up_again(q: Queue) -> None:
+def test_a_database_gone_for_a_while_is_taken_up_again(sq: Queue) -> None:
+    q = sq
     job = add(q, "a" * 40)
     aside = q.path.with_name("aside.sqlite")
     q.path.rename(aside)
@@ -318,7 +327,8 @@ def test_a_database_gone_for_a_while_is_taken_up_again(q: Queue) -> None:
     assert q.claim("w").id == job.id
 
 
-def test_a_lock_held_too_long_is_a_plain_error(q: Queue, monkeypatch) -> None:
+def test_a_lock_held_too_long_is_a_plain_error(sq: Queue, monkeypatch) -> None:
+    q = sq
     add(q, "a" * 40)
     monkeypatch.setattr(queue_module, "BUSY_TIMEOUT", 0.2)
     other = sqlite3.connect(q.path, isolation_level=None)
@@ -353,8 +363,8 @@ def _drain(path: str, worker: str, start, results) -> None:
     results.put((worker, mine))
 
 
-def test_four_processes_claim_every_job_exactly_once(tmp_path: Path) -> None:
-    path = str(tmp_path / "server.sqlite")
+def test_four_processes_claim_every_job_exactly_once(tmp_path: Path, database: str) -> None:
+    path = database
     q = Queue(path)
     ids = {q.enqueue(f"r{i % 7}", f"{i:040x}", ".", "sample", "main").id for i in range(200)}
     ctx = multiprocessing.get_context("spawn")
@@ -393,8 +403,8 @@ def _claim_then_write_when_woken(path: str, claimed) -> None:
     claimed.send((q.renew(job, "stalled"), q.finish(job, "stalled", "failed", error="stale")))
 
 
-def test_a_killed_worker_s_job_is_reaped_and_finished_once_by_another(tmp_path: Path) -> None:
-    path = str(tmp_path / "server.sqlite")
+def test_a_killed_worker_s_job_is_reaped_and_finished_once_by_another(tmp_path: Path, database: str) -> None:
+    path = database
     q = Queue(path, lease_seconds=1.0)
     job = q.enqueue("sales", "a" * 40, ".", "sample", "main")
     ctx = multiprocessing.get_context("spawn")
@@ -422,8 +432,8 @@ def test_a_killed_worker_s_job_is_reaped_and_finished_once_by_another(tmp_path: 
     assert q.counts()["succeeded"] == 1
 
 
-def test_a_stalled_worker_resumed_after_a_takeover_writes_nothing(tmp_path: Path) -> None:
-    path = str(tmp_path / "server.sqlite")
+def test_a_stalled_worker_resumed_after_a_takeover_writes_nothing(tmp_path: Path, database: str) -> None:
+    path = database
     q = Queue(path, lease_seconds=1.0)
     job = q.enqueue("sales", "a" * 40, ".", "sample", "main")
     ctx = multiprocessing.get_context("spawn")
@@ -466,8 +476,8 @@ def _work_until_killed(path: str, worker: str, log: str) -> None:
                 out.flush()
 
 
-def test_workers_killed_at_random_points_lose_no_job_and_finish_none_twice(tmp_path: Path) -> None:
-    path = str(tmp_path / "server.sqlite")
+def test_workers_killed_at_random_points_lose_no_job_and_finish_none_twice(tmp_path: Path, database: str) -> None:
+    path = database
     q = Queue(path, lease_seconds=0.5)
     ids = {q.enqueue(f"r{i % 3}", f"{i:040x}", ".", "sample", "main").id for i in range(100)}
     ctx = multiprocessing.get_context("spawn")

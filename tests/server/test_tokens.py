@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -44,13 +43,23 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> TokenStore:
-    return TokenStore(tmp_path / "server.sqlite", clock=clock)
+def store(database: str, clock: Clock) -> TokenStore:
+    """Once on a SQLite file, once on PostgreSQL (conftest.py's ``database``)."""
+    return TokenStore(database, clock=clock)
 
 
 def at_rest(folder: Path) -> bytes:
     """Every byte SQLite keeps in the folder: the database, its WAL and shared memory."""
     return b"".join(p.read_bytes() for p in sorted(folder.glob("server.sqlite*")))
+
+
+def stored(store: TokenStore, folder: Path) -> bytes:
+    """What the store keeps: SQLite's files, or every column of PostgreSQL's table as text."""
+    if store.path is not None:
+        return at_rest(folder)
+    with store._tx(write=False) as db:
+        rows = db.execute("SELECT * FROM api_tokens").fetchall()
+    return "\n".join(" ".join(str(v) for v in row) for row in rows).encode()
 
 
 # -- the store ---------------------------------------------------------------------------------------------
@@ -86,7 +95,7 @@ def test_only_a_digest_is_at_rest(tmp_path: Path, store: TokenStore):
     secrets_made = [store.create(f"t{i}", "admin" if i % 2 else "read")[1] for i in range(5)]
     for secret in secrets_made:
         assert store.verify(secret) is not None
-    data = at_rest(tmp_path)
+    data = stored(store, tmp_path)
     for secret in secrets_made:
         assert secret.encode() not in data
         body = secret[len(PREFIX):].encode()
@@ -97,9 +106,9 @@ def test_only_a_digest_is_at_rest(tmp_path: Path, store: TokenStore):
         assert info.id not in secret and info.id not in hashlib.sha256(secret.encode()).hexdigest()
 
 
-def test_unknown_revoked_and_malformed_tokens_fail(store: TokenStore):
+def test_unknown_revoked_and_malformed_tokens_fail(store: TokenStore, tmp_path: Path):
     info, secret = store.create("ci", "read")
-    other = TokenStore(store.path.parent / "other.sqlite")
+    other = TokenStore(tmp_path / "other.sqlite")
     _, foreign = other.create("elsewhere", "admin")
     for wrong in (None, "", "sv_", secret[:-1], secret + "x", secret.upper(), " " + secret, secret.replace("sv_", "sk_"),
                   "sv_" + "A" * 43, foreign, "x" * 100_000, "sv_" + "\udcff" * 43, b"sv_" + secret[3:].encode()):
@@ -137,10 +146,10 @@ def test_last_used_is_written_at_most_once_a_minute(store: TokenStore, clock: Cl
     assert store.get(info.id).last_used == clock.now
 
 
-def test_tokens_share_the_servers_database_with_the_queue_and_the_poller(tmp_path: Path):
+def test_tokens_share_the_servers_database_with_the_queue_and_the_poller(tmp_path: Path, database: str):
     from soopervisor.server.config import load
 
-    path = tmp_path / "server.sqlite"
+    path = database
     queue = Queue(path)
     queue.enqueue("sales", "a" * 40, ".", "sample", "main")
     tokens = TokenStore(path)
@@ -150,8 +159,8 @@ def test_tokens_share_the_servers_database_with_the_queue_and_the_poller(tmp_pat
     Poller(load(config), queue).status()  # the poller's tables in the same file
     again = TokenStore(path)  # a second process's store: the schema is there already
     assert again.verify(secret) is not None and len(queue.list()) == 1
-    with sqlite3.connect(path) as db:
-        versions = dict(db.execute("SELECT component, version FROM schema_versions"))
+    with again._tx(write=False) as db:
+        versions = {r[0]: r[1] for r in db.execute("SELECT component, version FROM schema_versions")}
     assert versions["tokens"] == 1 and versions["queue"] >= 1 and versions["poller"] >= 1
 
 
@@ -277,4 +286,4 @@ def test_the_printed_token_is_masked_in_anything_said_later(tmp_path: Path, caps
 def test_tokens_are_random_and_never_repeat(store: TokenStore):
     made = [store.create(f"t{i}", "read") for i in range(50)]
     assert len({s for _, s in made}) == 50 and len({i.id for i, _ in made}) == 50
-    assert os.path.getsize(store.path) > 0
+    assert store.path is None or os.path.getsize(store.path) > 0
