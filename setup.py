@@ -24,6 +24,9 @@ CLOUD_EXTRAS = {
     "box": ["boxsdk>=10", "keyring>=24"],
 }
 GITHUB_EXTRA = ["PyGithub>=2.1"]
+# `soopervisor serve` with a postgresql:// database (several servers on one queue); the binary wheel
+# carries libpq, so nothing else is installed on the machine
+POSTGRES_EXTRA = ["psycopg[binary]>=3.2"]
 # the documentation site (scripts/docs), pinned: the build treats warnings as errors, and a new
 # release of these adds warnings, not findings of ours
 DOCS_EXTRA = [
@@ -57,6 +60,7 @@ setup(
     package_data={
         "soopervisor.script": ["stages/*.sh", "*.sh"],
         "soopervisor.api": ["openapi.yaml"],
+        "soopervisor.server": ["openapi.yaml", "dashboard/*"],
         "soopervisor_jupyter": ["labextension/**/*"],
     },
     data_files=data_files,
@@ -69,6 +73,8 @@ setup(
         "ipywidgets>=8.0",
         "jupyter_server>=2.0",
         "nbformat>=5.0",
+        "tornado>=6.2",
+        "prometheus_client>=0.17",
     ],
     extras_require={
         # one extra per cloud service (the PyPI name "soopervisor" belongs to
@@ -78,8 +84,9 @@ setup(
         # the GitHub Action and `soopervisor github ...` (the Action installs
         # ".[github,cloud]" from its own checkout)
         "github": GITHUB_EXTRA,
+        "postgres": POSTGRES_EXTRA,
         "docs": DOCS_EXTRA,
-        "test": sorted({req for reqs in CLOUD_EXTRAS.values() for req in reqs}) + GITHUB_EXTRA + [
+        "test": sorted({req for reqs in CLOUD_EXTRAS.values() for req in reqs}) + GITHUB_EXTRA + POSTGRES_EXTRA + [
             "moto[server]>=5",
             "pytest>=8",
             # the linter .ci/run runs, pinned: a new ruff release adds rules, not our findings

@@ -707,9 +707,15 @@ _SERVE_CONFIG = "soopervisor.serve.config"  # ctx.meta key: the group's --config
               envvar="SOOPERVISOR_SERVER_CONFIG", show_envvar=True,
               help="The server's configuration (server.yaml). Default: no repositories, local storage.")
 @click.option("--check", is_flag=True, help="Validate the configuration and reach every repository, then exit.")
-@click.option("--once", is_flag=True, help="Poll every repository once, run what that queued, then exit.")
+@click.option("--once", is_flag=True, help="Poll every repository once, run what that queued, then exit (no HTTP).")
+@click.option("--host", default="127.0.0.1", show_default=True, metavar="ADDRESS", envvar="SOOPERVISOR_SERVE_HOST",
+              show_envvar=True,
+              help="The address the HTTP API listens on. 0.0.0.0 (every interface) sends API tokens in clear "
+                   "over the network: put a reverse proxy with TLS in front.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8008, show_default=True, metavar="PORT",
+              envvar="SOOPERVISOR_SERVE_PORT", show_envvar=True, help="The HTTP port; 0 picks a free one.")
 @click.pass_context
-def serve_cmd(ctx: click.Context, config_path: str | None, check: bool, once: bool) -> None:
+def serve_cmd(ctx: click.Context, config_path: str | None, check: bool, once: bool, host: str, port: int) -> None:
     """Poll a company's repositories and run every new commit of the branches it lists.
 
     One process polls (one git ls-remote per repository; a mirror is fetched only
@@ -718,10 +724,16 @@ def serve_cmd(ctx: click.Context, config_path: str | None, check: bool, once: bo
     the configured storage. Its state (heads, jobs, leases, API tokens) is in a
     database: stopped or killed at any point and started again, it resumes.
 
+    The same process answers HTTP: the API under /soopervisor/api (bearer tokens,
+    see `serve token`), webhooks from GitHub and GitLab, /healthz, /readyz,
+    /metrics and the dashboard at /dashboard/. It prints
+    `soopervisor serve: listening on http://HOST:PORT` once it listens.
+
     \b
     Examples:
       soopervisor serve --config server.yaml --check   every problem of the file, and each remote reached
-      soopervisor serve --config server.yaml           poll and run until stopped (Ctrl-C, SIGTERM)
+      soopervisor serve --config server.yaml           serve and run until stopped (Ctrl-C, SIGTERM)
+      soopervisor serve --config server.yaml --port 0  the same on a free port (printed)
       soopervisor serve --config server.yaml --once    one round, for cron or a first try
       soopervisor serve --config server.yaml token create --name dashboard
     """
@@ -754,25 +766,47 @@ def serve_cmd(ctx: click.Context, config_path: str | None, check: bool, once: bo
         click.secho(f"✓ the configuration is valid and its {n} repositor{'ies' if n != 1 else 'y'} answer", fg="green")
         return
     cfg = server_config.load(config_path)
-    stop = _ServeSignals()
+    if once:
+        stop = _ServeSignals()
+        try:
+            serve(cfg, once=True, stop=stop.event, say=lambda line: _say(line))
+        finally:
+            stop.restore()
+        return
+    from .server.app import serve_http
+
+    stop = _ServeSignals(cancel_runs=True)  # the main thread serves HTTP: the runs are another thread's
     try:
-        serve(cfg, once=once, stop=stop.event, say=lambda line: _say(line))
+        serve_http(cfg, host, port, stop=stop.event, say=lambda line: _say(line))
     finally:
         stop.restore()
+    if stop.cancelled:
+        raise Cancelled()
 
 
 class _ServeSignals:
-    """SIGTERM and SIGINT stop the loop after the job at hand (its run is cancelled by a second one)."""
+    """SIGTERM and SIGINT stop the loop after the job at hand (its run is cancelled by a second one).
 
-    def __init__(self) -> None:
+    ``cancel_runs``: the second signal cancels this process's runs (a worker thread's) rather than
+    raising in the main thread, which serves HTTP until the worker has recorded the cancelled run."""
+
+    def __init__(self, cancel_runs: bool = False) -> None:
         import threading
 
         self.event = threading.Event()
+        self.cancel_runs, self.cancelled = cancel_runs, False
         self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def _handle(self, signum, frame) -> None:
         if self.event.is_set():
-            raise Cancelled()
+            if not self.cancel_runs:
+                raise Cancelled()
+            from .lifecycle import active_runs
+
+            for active in active_runs():  # none: the job at hand had ended, the server is about to exit
+                self.cancelled = True
+                active.cancel("soopervisor serve was stopped")
+            return
         self.event.set()
         _say("soopervisor serve: stopping after the job at hand (again to cancel it)", err=True)
 
@@ -864,7 +898,7 @@ def serve_token_create(ctx: click.Context, admin: bool, name: str | None, config
     store = _token_store(ctx, config_path)
     info, secret = store.create(name if name is not None else _default_token_name(),
                                 "admin" if admin else "read")
-    _say(f"✓ {info.scope} token {info.id} ({info.name}) created in {store.path}", fg="green", err=True)
+    _say(f"✓ {info.scope} token {info.id} ({info.name}) created in {store.database}", fg="green", err=True)
     _say("warning: this is the only time the token is shown: the server keeps only its hash. Store it "
          "now as a secret; never commit, paste or log it. Send it as `Authorization: Bearer TOKEN`.",
          fg="yellow", err=True)

@@ -39,6 +39,11 @@ ENVIRONMENT_VARIABLES = (
     EnvVar("SOOPERVISOR_SERVER_CONFIG", "the server's configuration file, when ``soopervisor serve`` gets no "
            "``--config`` (the server image sets it to ``/etc/soopervisor/server.yaml``)",
            "none: no repositories, local storage"),
+    EnvVar("SOOPERVISOR_SERVE_HOST", "the address ``soopervisor serve``'s HTTP API listens on, when it gets no "
+           "``--host`` (``0.0.0.0`` in a container; without TLS tokens then cross the network in clear: put a "
+           "reverse proxy in front)", "``127.0.0.1``"),
+    EnvVar("SOOPERVISOR_SERVE_PORT", "the port ``soopervisor serve``'s HTTP API listens on, when it gets no "
+           "``--port`` (``0``: a free one, printed)", "``8008``"),
     EnvVar("SOOPERVISOR_DOCS_URL", "the documentation site that error messages link to (a mirror, a local build)",
            "``https://soopervisor.github.io/soopervisor``"),
     EnvVar("SOOPERVISOR_GDRIVE_CLIENT_ID", "your Google OAuth client's id", group="cloud credentials"),
@@ -86,6 +91,9 @@ ENVIRONMENT_VARIABLES = (
            "botocore's credential chain", group="read from the environment"),
     EnvVar("GITHUB_API_URL", "the GitHub API the Action calls (set by the runner; GitHub Enterprise Server)",
            "``https://api.github.com``", group="read from the environment"),
+    EnvVar("PGPASSWORD", "``soopervisor serve`` with a ``postgresql://`` database: the role's password, read by "
+           "libpq (also ``PGPASSFILE``, ``~/.pgpass`` and libpq's other ``PG*`` variables); or "
+           "``database_password: {env: NAME}`` in server.yaml", group="read from the environment"),
     EnvVar("SOOPERVISOR_COMMIT", "the full SHA of the commit that runs", group="inside the container"),
     EnvVar("SOOPERVISOR_DIRTY", "``true`` when the working tree had uncommitted changes (left out), else ``false``",
            group="inside the container"),

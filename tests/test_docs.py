@@ -322,3 +322,15 @@ def test_the_screenshots_are_the_browser_tests(site: Path) -> None:
     assert shown and shown <= taken, f"not taken by tests/test_sidebar_browser.py: {shown - taken}"
     for name in shown:
         assert (site / "_images" / name).is_file() or (site / "_static" / "screenshots" / name).is_file()
+
+
+def test_every_server_route_is_in_the_server_api_reference(site: Path) -> None:
+    spec = yaml.safe_load((REPO / "soopervisor" / "server" / "openapi.yaml").read_text(encoding="utf-8"))
+    found = ids(site / "reference" / "server-api.html")
+    routes = [(m, p) for p, item in spec["paths"].items() for m in item if m in ("get", "post", "put", "delete")]
+    assert {"/repositories", "/queue", "/healthz", "/readyz", "/metrics"} <= {p for _, p in routes}
+    for method, path in routes:
+        anchor = "server-" + soopervisor_docs.route_anchor(method, path)
+        assert anchor in found, f"{method.upper()} {path} is not in the server API reference"
+    for name in spec["components"]["schemas"]:
+        assert f"server-schema-{name.lower()}" in found

@@ -49,6 +49,7 @@ def test_wheel_ships_the_prebuilt_sidebar_the_server_config_and_the_spec(wheel):
     assert f"{data}/etc/jupyter/jupyter_server_config.d/soopervisor.json" in names
     assert "soopervisor_jupyter/__init__.py" in names and "soopervisor/api/openapi.yaml" in names
     assert not any(n.startswith("jupyter_ext/") for n in names), "installed under our own name only"
+    assert "soopervisor/server/dashboard/index.html" in names, "the server's dashboard"
 
 
 def test_plain_pip_install_enables_server_and_lab_extensions(wheel, tmp_path):

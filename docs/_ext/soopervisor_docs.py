@@ -3,7 +3,8 @@
 At ``builder-inited`` this writes Markdown fragments into ``reference/_generated/``
 (git-ignored) that the reference pages include:
 
-- ``rest.md`` from ``soopervisor/api/openapi.yaml`` (every route, parameter, response, schema);
+- ``rest.md`` from ``soopervisor/api/openapi.yaml`` (every route, parameter, response, schema),
+  and ``server-api.md`` from ``soopervisor/server/openapi.yaml`` (the routes only ``soopervisor serve`` has);
 - ``environment-variables.md`` from ``soopervisor.environment_variables``;
 - ``jupyter-settings.md`` from the ``Soopervisor`` configurable's traits;
 - ``manifest.md`` from ``soopervisor.artifacts.manifest``;
@@ -72,6 +73,13 @@ def openapi_path() -> Path:
     return OPENAPI
 
 
+def server_openapi_path() -> Path:
+    """The server-only routes' openapi.yaml (soopervisor/server/openapi.yaml)."""
+    import soopervisor.server
+
+    return Path(soopervisor.server.__file__).parent / "openapi.yaml"
+
+
 def route_anchor(method: str, path: str) -> str:
     """The anchor of a route's section, e.g. ``get-runs-run-id-log`` (tests use this too)."""
     return re.sub(r"[^a-z0-9]+", "-", f"{method} {path}".lower()).strip("-")
@@ -128,17 +136,22 @@ def _schema_lines(spec: dict, schema: dict) -> list[str]:
     return lines or [_type(schema), ""]
 
 
-def rest_reference(spec: dict) -> str:
+def rest_reference(spec: dict, *, label_prefix: str = "", where: str = "itself under the Jupyter server's "
+                   "`base_url`") -> str:
+    """One page of routes and schemas; ``label_prefix`` keeps its labels apart from another spec's page."""
     out = [spec["info"].get("description", "").strip(), ""]
     base = spec.get("servers", [{}])[0].get("url", "")
-    out += [f"Every path below is under {_code(base)}, itself under the Jupyter server's `base_url`.", ""]
+    out += [f"Every path below is under {_code(base)}, {where}.", ""]
     for path, item in spec["paths"].items():
         shared = item.get("parameters", [])
+        own_base = item.get("servers", [{}])[0].get("url")
         for method in ("get", "post", "put", "patch", "delete"):
             op = item.get(method)
             if not op:
                 continue
-            out += [f"({route_anchor(method, path)})=", f"## {method.upper()} {path}", ""]
+            out += [f"({label_prefix}{route_anchor(method, path)})=", f"## {method.upper()} {path}", ""]
+            if own_base is not None and own_base != base:
+                out += [f"At {_code(own_base)}, outside {_code(base)}.", ""]
             out += [op.get("summary", "").strip() + ".", ""]
             if op.get("description"):
                 out += [op["description"].strip(), ""]
@@ -169,11 +182,12 @@ def rest_reference(spec: dict) -> str:
             out += _table(["status", "meaning", "body"], rows)
     out += ["## Schemas", ""]
     for name, schema in spec["components"]["schemas"].items():
-        out += [f"(schema-{name.lower()})=", f"### {name}", ""]
+        out += [f"({label_prefix}schema-{name.lower()})=", f"### {name}", ""]
         if schema.get("description"):
             out += [schema["description"].strip(), ""]
         out += _schema_lines(spec, schema)
-    return "\n".join(out) + "\n"
+    # _type links schemas as #schema-NAME: on a prefixed page they are #PREFIXschema-NAME
+    return "\n".join(out).replace("](#schema-", f"](#{label_prefix}schema-") + "\n"
 
 
 # -- the other references --------------------------------------------------------------------
@@ -271,6 +285,8 @@ def generate(app: Sphinx) -> None:
     out.mkdir(parents=True, exist_ok=True)
     pages = {
         "rest.md": rest_reference(yaml.safe_load(openapi_path().read_text(encoding="utf-8"))),
+        "server-api.md": rest_reference(yaml.safe_load(server_openapi_path().read_text(encoding="utf-8")),
+                                        label_prefix="server-", where="on `soopervisor serve` only"),
         "environment-variables.md": environment_variables(),
         "jupyter-settings.md": jupyter_settings(),
         "manifest.md": manifest_reference(),

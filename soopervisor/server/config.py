@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,10 @@ from urllib.parse import urlsplit
 import yaml
 
 from soopervisor import config as soopervisor_config
-from soopervisor.errors import UsageError
+from soopervisor.errors import SoopervisorError, UsageError
 from soopervisor.redact import CREDENTIALS
+
+from . import db
 
 MODES = ("sample", "full")
 FIRST_SIGHT = ("head", "none")
@@ -94,6 +97,9 @@ class Repository:
     deploy_key: str | None = None
     first_sight: str = "head"
     notify: Notify | None = None  # the repository's own settings merged over the top-level ones
+    known_hosts: str | None = None  # an ssh known_hosts file pinning the remote's host key (see git_env)
+    #: the secret a webhook call for this repository is signed with (GitHub) or carries (GitLab); None: no webhook
+    webhook_secret: SecretRef | None = None
 
     def wants(self, branch: str) -> bool:
         """Whether a branch matches one of the ``branches`` globs."""
@@ -116,7 +122,8 @@ class Repository:
     def __repr__(self) -> str:  # a token in an https URL must not reach a log through a repr
         return (f"Repository(url={self.shown_url!r}, name={self.name!r}, branches={self.branches!r}, "
                 f"projects={self.projects!r}, modes={self.modes!r}, secrets={self.secrets!r}, "
-                f"deploy_key={self.deploy_key!r}, first_sight={self.first_sight!r}, notify={self.notify!r})")
+                f"deploy_key={self.deploy_key!r}, known_hosts={self.known_hosts!r}, first_sight={self.first_sight!r}, "
+                f"notify={self.notify!r}, webhook_secret={self.webhook_secret!r})")
 
 
 @dataclass(frozen=True)
@@ -293,9 +300,10 @@ def _check_depth(data: bytes) -> None:
 
 
 # -- validating ------------------------------------------------------------------------
-_TOP = ("storage", "poll_interval", "database", "mirrors", "image", "concurrency", "per_repository",
-        "max_attempts", "supersede", "notify", "repositories")
-_REPO_KEYS = ("url", "name", "branches", "projects", "mode", "secrets", "deploy_key", "first_sight", "notify")
+_TOP = ("storage", "poll_interval", "database", "database_password", "mirrors", "image", "concurrency",
+        "per_repository", "max_attempts", "supersede", "notify", "repositories")
+_REPO_KEYS = ("url", "name", "branches", "projects", "mode", "secrets", "deploy_key", "known_hosts", "first_sight",
+              "notify", "webhook_secret")
 #: (low, high) of the numbers
 _RANGES: dict[str, tuple[float, float]] = {
     "poll_interval": (0.1, 86400), "concurrency": (1, 256), "per_repository": (1, 256),
@@ -367,7 +375,9 @@ def _build(doc: dict, base: Path, source: str | None, problems: list[ConfigProbl
         _storage_problem(storage, problems)
     else:
         storage = soopervisor_config.default_storage_url()
-    database = _text(doc, "database", "database", problems, "the path of the server's SQLite file")
+    database = _text(doc, "database", "database", problems,
+                     "the path of the server's SQLite file, or postgresql://user@host:5432/dbname")
+    database = _database_url(database, doc.get("database_password"), base, problems)
     mirrors = _text(doc, "mirrors", "mirrors", problems, "a folder for the bare mirrors of the repositories")
     image = _text(doc, "image", "image", problems, "a Docker image, e.g. python:3.11-slim")
     supersede = doc.get("supersede", False)
@@ -387,7 +397,8 @@ def _build(doc: dict, base: Path, source: str | None, problems: list[ConfigProbl
         data = soopervisor_config.data_dir()
     return ServerConfig(
         storage=storage,
-        database=_path(database, base) if database else str(data / "server.sqlite"),
+        database=(database if db.is_url(database) else _path(database, base)) if database
+        else str(data / "server.sqlite"),
         mirrors=_path(mirrors, base) if mirrors else str(data / "mirrors"),
         image=image,
         supersede=supersede,
@@ -396,6 +407,64 @@ def _build(doc: dict, base: Path, source: str | None, problems: list[ConfigProbl
         source=source,
         **numbers,
     )
+
+
+_DB_PASSWORD_HINT = ("the password by reference: PGPASSWORD or PGPASSFILE in the server's environment, "
+                     "or database_password: {env: PGPASSWORD_SOOPERVISOR} (or {file: /run/secrets/db})")
+
+
+def _database_url(database: str | None, password: Any, base: Path, problems: list[ConfigProblem]) -> str | None:
+    """``database`` as the server uses it: a path as written; a PostgreSQL URL checked (never a password
+    in it), with ``database_password``'s reference carried in it as a parameter db.py reads and removes."""
+    if database is None or not db.is_url(database):
+        if password is not None:
+            problems.append(ConfigProblem("database_password", "is only for a postgresql:// database",
+                                          "remove it: a SQLite file has no password"))
+        return database
+    if db.inline_password(database):
+        # the URL is not quoted back: it holds the password
+        problems.append(ConfigProblem("database", "holds a password: a credential is never written in server.yaml",
+                                      f"write postgresql://user@host:5432/dbname; {_DB_PASSWORD_HINT}"))
+        return None
+    try:
+        parts = urllib.parse.urlsplit(database)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as e:
+        problems.append(ConfigProblem("database", f"is not a valid PostgreSQL URL ({e})",
+                                      "postgresql://user@host:5432/dbname"))
+        return None
+    if not parts.path.strip("/"):
+        problems.append(ConfigProblem("database", "names no database (postgresql://user@host:5432/dbname)",
+                                      "add the database's name after the host"))
+        return None
+    if password is None:
+        return database
+    ref = _ref(password, "database_password", base, problems, _DB_PASSWORD_HINT)
+    if ref is None:
+        return None
+    key, value = (db.PASSWORD_ENV, ref.env) if ref.env else (db.PASSWORD_FILE, ref.file)
+    query = urllib.parse.urlencode([*urllib.parse.parse_qsl(parts.query), (key, value)])
+    return urllib.parse.urlunsplit(parts._replace(query=query))
+
+
+def check_database(database: str) -> list[ConfigProblem]:
+    """A problem when a PostgreSQL database cannot be reached or used (SQLite: the server makes its file)."""
+    if not db.is_url(database):
+        return []
+    from .queue import QueueUnavailable
+
+    found = db.open_database(database)
+
+    def unavailable(e: Exception) -> QueueUnavailable:
+        return QueueUnavailable(f"cannot reach the server's database {found.name}: {db.reason(e)}",
+                                db.postgres_hint(e))
+
+    try:
+        with found.transaction(unavailable, write=False) as conn:  # connects and asks; changes nothing
+            conn.execute("SELECT 1")
+    except SoopervisorError as e:
+        return [ConfigProblem("database", e.message, e.hint or "")]
+    return []
 
 
 def _storage_problem(url: str, problems: list[ConfigProblem]) -> None:
@@ -466,16 +535,28 @@ def _repository(item: Any, at: str, base: Path, problems: list[ConfigProblem],
                 f"{at}.deploy_key",
                 f"a deploy key works over ssh only, and {redact_url(url)} is not an ssh URL",
                 "use ssh://git@host/org/repo.git or git@host:org/repo.git, or remove deploy_key"))
+    known_hosts = _text(item, "known_hosts", f"{at}.known_hosts", problems,
+                        "the path of an ssh known_hosts file holding the remote's host key")
+    if known_hosts is not None:
+        known_hosts = _path(known_hosts, base)
+        if url is not None and not _is_ssh(url):
+            problems.append(ConfigProblem(
+                f"{at}.known_hosts", f"known_hosts works over ssh only, and {redact_url(url)} is not an ssh URL",
+                "use ssh://git@host/org/repo.git or git@host:org/repo.git, or remove known_hosts"))
     first_sight = item.get("first_sight", "head")
     if first_sight not in FIRST_SIGHT:
         problems.append(ConfigProblem(f"{at}.first_sight", f"must be head or none, not {first_sight!r}",
                                       "head: a branch seen first builds its head; none: it is only recorded"))
     own = _notify_settings(item.get("notify"), f"{at}.notify", base, problems)
     settings = _notify_for(url, _merge_notify(notify, own, "notify" in item), f"{at}.notify", problems)
+    webhook_secret = None
+    if item.get("webhook_secret") is not None:
+        webhook_secret = _ref(item["webhook_secret"], f"{at}.webhook_secret", base, problems, _WEBHOOK_SECRET_HINT)
     if len(problems) > n or url is None or name is None:
         return name, None
     return name, Repository(url=url, name=name, branches=branches, projects=projects, modes=modes,
-                            secrets=secrets, deploy_key=deploy_key, first_sight=first_sight, notify=settings)
+                            secrets=secrets, deploy_key=deploy_key, first_sight=first_sight, notify=settings,
+                            known_hosts=known_hosts, webhook_secret=webhook_secret)
 
 
 def _is_ssh(url: str) -> bool:
@@ -702,6 +783,8 @@ _GITHUB_KEYS = ("repository", "token", "api_url")
 _WEBHOOK_KEYS = ("url",)
 _NOTIFY_HINT = ("notify: {github: {repository: owner/name, token: {env: GITHUB_TOKEN}}, "
                 "webhook: {url: https://hooks.slack.com/services/...}}; false turns it off")
+_WEBHOOK_SECRET_HINT = ("the secret the Git host signs webhook calls with, by reference only: "
+                        "webhook_secret: {env: SALES_WEBHOOK_SECRET} or {file: /run/secrets/sales-webhook}")
 _TOKEN_HINT = ("a token by reference only: token: {env: GITHUB_TOKEN} (the server's environment variable) "
                "or token: {file: /run/secrets/github-token}")
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -964,15 +1047,25 @@ def _userinfo(m: re.Match) -> str:
 
 # -- reachability ----------------------------------------------------------------------
 def git_env(repo: Repository, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a git command against ``repo``: no prompt ever, its deploy key when it has one."""
+    """The environment of a git command against ``repo``: no prompt ever, its deploy key when it has one.
+
+    Host keys: with ``known_hosts`` the remote's key must be in that file (StrictHostKeyChecking=yes,
+    the user's own known_hosts ignored): pinned by whoever deploys the server, so nobody answering
+    first is trusted, and the pin survives a container whose home is thrown away at each restart.
+    Without it, trust on first use (accept-new) into the user's ~/.ssh/known_hosts: a key that
+    changes later is refused, never silently accepted."""
     env = dict(os.environ if base is None else base)
     env["GIT_TERMINAL_PROMPT"] = "0"  # an https remote asking for a password fails instead of hanging
+    if repo.known_hosts:
+        hosts = repo.known_hosts.replace("'", "'\\''")
+        checking = f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile='{hosts}' -o GlobalKnownHostsFile=/dev/null"
+    else:
+        checking = "-o StrictHostKeyChecking=accept-new"
     if repo.deploy_key:
         key = repo.deploy_key.replace("'", "'\\''")
-        env["GIT_SSH_COMMAND"] = (f"ssh -i '{key}' -o IdentitiesOnly=yes -o BatchMode=yes "
-                                  "-o StrictHostKeyChecking=accept-new")
-    elif "GIT_SSH_COMMAND" not in env and "GIT_SSH" not in env:  # the server's own ssh setup wins
-        env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
+        env["GIT_SSH_COMMAND"] = f"ssh -i '{key}' -o IdentitiesOnly=yes -o BatchMode=yes {checking}"
+    elif repo.known_hosts or ("GIT_SSH_COMMAND" not in env and "GIT_SSH" not in env):
+        env["GIT_SSH_COMMAND"] = f"ssh -o BatchMode=yes {checking}"  # else the server's own ssh setup wins
     return env
 
 
@@ -1022,8 +1115,16 @@ _BOILERPLATE = ("could not read from remote repository", "please make sure you h
                 "and the repository exists")
 
 
+def reach_hint(repo: Repository, said: str) -> str:
+    """What to do about a remote git could not reach, from what git said."""
+    return _reach_hint(repo, said)
+
+
 def _reach_hint(repo: Repository, said: str) -> str:
     low = said.lower()
+    if "host key verification failed" in low or "host identification has changed" in low:
+        return ("the remote's host key is not the known one: check it with its owner, then put it in the "
+                "repository's known_hosts file (ssh-keyscan -p PORT HOST)")
     if "permission denied" in low or "publickey" in low:
         return "the server's key is not accepted: add the deploy key's public half to the repository"
     if any(w in low for w in ("authentication failed", "could not read username", "prompts disabled")):
@@ -1044,11 +1145,12 @@ def check(config: ServerConfig, *, timeout: float = CHECK_TIMEOUT, git: str = "g
     take about one timeout, not 20.
     """
     repos = list(enumerate(config.repositories))
+    database = check_database(config.database) if config.database else []  # PostgreSQL: unreachable?
     if not repos:
-        return []
+        return database
     with ThreadPoolExecutor(max_workers=min(32, len(repos))) as pool:
         found = list(pool.map(lambda ir: _check_repository(ir[0], ir[1], timeout, git), repos))
-    return [p for problems in found for p in problems]
+    return database + [p for problems in found for p in problems]
 
 
 def _check_repository(i: int, repo: Repository, timeout: float, git: str) -> list[ConfigProblem]:
@@ -1060,6 +1162,11 @@ def _check_repository(i: int, repo: Repository, timeout: float, git: str) -> lis
         if why:
             key_ok = False
             problems.append(ConfigProblem(f"{at}.deploy_key", why[0], why[1]))
+    if repo.known_hosts:
+        why = _known_hosts_problem(repo.known_hosts)
+        if why:
+            key_ok = False
+            problems.append(ConfigProblem(f"{at}.known_hosts", why[0], why[1]))
     if key_ok:  # with an unusable key ssh fails for that reason; say it once
         try:
             ls_remote(repo, timeout, git)
@@ -1072,7 +1179,8 @@ def _check_repository(i: int, repo: Repository, timeout: float, git: str) -> lis
             problems.append(ConfigProblem(f"{at}.secrets[{j}]", e.message, e.hint or ""))
     notify = repo.notify
     refs = [("notify.github.token", notify.github.token if notify and notify.github else None),
-            ("notify.webhook.url", notify.webhook.url_ref if notify and notify.webhook else None)]
+            ("notify.webhook.url", notify.webhook.url_ref if notify and notify.webhook else None),
+            ("webhook_secret", repo.webhook_secret)]
     for where, ref in refs:
         if ref is not None:
             try:
@@ -1080,6 +1188,27 @@ def _check_repository(i: int, repo: Repository, timeout: float, git: str) -> lis
             except UsageError as e:
                 problems.append(ConfigProblem(f"{at}.{where}", e.message, e.hint or ""))
     return problems
+
+
+def _known_hosts_problem(path: str) -> tuple[str, str] | None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        return (f"the known_hosts file {path} cannot be read: {e.strerror or e}",
+                ("make it with ssh-keyscan -p PORT HOST > FILE (then check the key with its owner), "
+                 "readable by the user the server runs as"))
+    return None
+
+
+def key_problem(repo: Repository) -> tuple[str, str] | None:
+    """Why the repository's deploy key or known_hosts file cannot be used, as (message, hint); None when
+    they can (or it has none): the poller says this rather than ssh's "Permission denied"."""
+    if repo.deploy_key:
+        why = _key_problem(repo.deploy_key)
+        if why:
+            return why
+    return _known_hosts_problem(repo.known_hosts) if repo.known_hosts else None
 
 
 def _key_problem(path: str) -> tuple[str, str] | None:

@@ -1,55 +1,108 @@
 """The server's loop: poll the repositories that are due, reap lost leases, run what is queued.
 
-One process does all three, so a single `soopervisor serve` is a whole server.
+One process does all of it, so a single `soopervisor serve` is a whole server.
 Everything it knows is in the database (heads, jobs, leases): killed at any
 point and started again, it resumes — a job whose worker died is reaped when
 its lease runs out and queued again (or marked interrupted once its attempts
 are spent).
+
+Served (``soopervisor serve``), polling and running are two threads: a run of
+an hour must not keep a webhook's "poll now" (or the readiness check's tick)
+waiting for its end. ``--once`` does them one after the other, as a cron job wants.
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .config import ServerConfig
+from .config import Repository, ServerConfig
 from .poller import Poller
 from .queue import Queue
 from .worker import Worker
 
-#: seconds between rounds when there is nothing to do
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+#: seconds between rounds when there is nothing to do (a "poll now" or a new job wakes a round at once)
 IDLE = 1.0
 
 
-def serve(config: ServerConfig, *, once: bool = False, stop: threading.Event | None = None,
-          say: Callable[[str], None] = print) -> int:
-    """Poll, reap and run until ``stop`` is set; ``once``: one poll of every repository, then run the
-    queue until it is empty. Returns the number of jobs run."""
-    from ..runs import lease_seconds
-    from ..service import RunService
+class ServerState:
+    """What the loop's threads and the HTTP app share: the queue, the poller, the run service,
+    the events that wake the threads and when the poll thread last went round."""
 
-    stop = stop or threading.Event()
-    queue = Queue(config.database, lease_seconds=lease_seconds())  # one lease period for runs and jobs
-    poller = Poller(config, queue)
-    worker = Worker(config, queue, poller)
-    runs = RunService(storage=config.storage, image=config.image)
-    ran = 0
-    first = True
-    while not stop.is_set():
-        repos = config.repositories if (once and first) else poller.due()
-        first = False
+    def __init__(self, config: ServerConfig, *, stop: threading.Event | None = None,
+                 say: Callable[[str], None] = print, metrics: Metrics | None = None) -> None:
+        from ..runs import lease_seconds
+        from ..service import RunService
+
+        self.config, self.say, self.metrics = config, say, metrics
+        self.stop = stop or threading.Event()
+        self.queue = Queue(config.database, lease_seconds=lease_seconds())  # one lease period for runs and jobs
+        self.poller = Poller(config, self.queue)
+        self.worker = Worker(config, self.queue, self.poller)
+        # the service the API reads and stops runs through: the worker's storage and image, the same run store
+        self.runs = RunService(storage=config.storage, image=config.image)
+        self.wake = threading.Event()  # a poll was asked for (webhook, API): poll now
+        self.work = threading.Event()  # a job was queued (poll, retry): claim now
+        #: time.monotonic() of the poll thread's last round (or repository polled); None: not yet
+        self.last_tick: float | None = None
+        self.threads: list[threading.Thread] = []
+
+    # -- what the API asks for ---------------------------------------------------------------
+
+    def poll_now(self, name: str) -> None:
+        """Poll ``name`` within a fraction of a second (UnknownRepository for a name not served)."""
+        self.poller.poll_now(name)
+        self.wake.set()
+
+    def shutdown(self) -> None:
+        """Stop both threads: the poll thread at once, the worker after the job at hand."""
+        self.stop.set()
+        self.wake.set()
+        self.work.set()
+
+    # -- one round -----------------------------------------------------------------------------
+
+    def poll(self, repos: list[Repository] | tuple[Repository, ...]) -> int:
+        """Poll ``repos``, saying what changed; the number of new heads."""
+        new = 0
         for repo in repos:
-            result = poller.poll(repo)
+            if self.stop.is_set():
+                break
+            result = self.poller.poll(repo)
+            self.last_tick = time.monotonic()
+            if self.metrics is not None:
+                self.metrics.polled(result)
             if result.error:
-                say(f"poll {result.repository}: {result.error}")
+                self.say(f"poll {result.repository}: {result.error}")
             for branch, commit in result.new:
-                say(f"poll {result.repository}: {branch} is at {commit[:12]}")
-        # runs whose owner died (a killed server): interrupted, their containers removed and logs kept
-        for run in runs.reap():
-            say(f"run {run.id}: its owner stopped; interrupted")
-        for job in queue.reap(max_attempts=config.max_attempts):
-            say(f"job {job.id} ({job.repository}@{job.commit[:12]}): its worker stopped; now {job.state}")
-        while not stop.is_set():
-            outcome = worker.run_one()
+                self.say(f"poll {result.repository}: {branch} is at {commit[:12]}")
+            new += len(result.new)
+        if new:
+            self.work.set()
+        return new
+
+    def reap(self) -> None:
+        """Runs whose owner died (a killed server): interrupted, their containers removed and logs
+        kept; jobs whose lease ran out: queued again, or interrupted once their attempts are spent."""
+        for run in self.runs.reap():
+            self.say(f"run {run.id}: its owner stopped; interrupted")
+        reaped = self.queue.reap(max_attempts=self.config.max_attempts)
+        if self.metrics is not None and reaped:
+            self.metrics.leases_expired.inc(len(reaped))
+        for job in reaped:
+            self.say(f"job {job.id} ({job.repository}@{job.commit[:12]}): its worker stopped; now {job.state}")
+        if any(job.state == "queued" for job in reaped):
+            self.work.set()
+
+    def run_queue(self) -> int:
+        """Run queued jobs one after the other until none can be claimed (or stop); how many ran."""
+        ran = 0
+        while not self.stop.is_set():
+            outcome = self.worker.run_one()
             if outcome is None:
                 break
             ran += 1
@@ -57,8 +110,64 @@ def serve(config: ServerConfig, *, once: bool = False, stop: threading.Event | N
             what = f"{job.repository}@{job.commit[:12]} {job.project} {job.mode}"
             run = f" (run {outcome.run_id})" if outcome.run_id else ""
             said = f": {outcome.error}" if outcome.error and outcome.state != "succeeded" else ""
-            say(f"job {job.id} {what}{run}: {outcome.state}{said}")
-        if once:
-            break
-        stop.wait(IDLE)
-    return ran
+            self.say(f"job {job.id} {what}{run}: {outcome.state}{said}")
+        return ran
+
+    # -- the threads -------------------------------------------------------------------------
+
+    def _guarded(self, what: str, step: Callable[[], object]) -> None:
+        """One step of a thread; an error (the database gone for a while, Docker down) is said and
+        the thread goes on at its next round: the server waits for it to come back."""
+        from ..errors import SoopervisorError
+
+        try:
+            step()
+        except SoopervisorError as e:
+            self.say(f"{what}: {e.message}")
+        except Exception as e:  # noqa: BLE001 - a thread that dies silently would stop the server's work
+            self.say(f"{what}: unexpected error: {type(e).__name__}: {e}")
+
+    def poll_forever(self) -> None:
+        while not self.stop.is_set():
+            self.wake.clear()  # before the round: a request arriving during it wakes the next one
+            self.last_tick = time.monotonic()
+            self._guarded("poll", lambda: self.poll(self.poller.due()))
+            self._guarded("reap", self.reap)
+            self.last_tick = time.monotonic()
+            self.wake.wait(IDLE)
+
+    def work_forever(self) -> None:
+        while not self.stop.is_set():
+            self.work.clear()
+            self._guarded("work", self.run_queue)
+            self.work.wait(IDLE)  # jobs queued by another process are claimed within IDLE
+
+    def start(self, *, poll: bool = True, work: bool = True) -> list[threading.Thread]:
+        """The poll thread and the worker thread (daemons: a second Ctrl-C must not wait for them)."""
+        targets = [("soopervisor-poll", self.poll_forever)] * poll + [("soopervisor-work", self.work_forever)] * work
+        for name, target in targets:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        return self.threads
+
+    def join(self, timeout: float | None = None) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+
+
+def serve(config: ServerConfig, *, once: bool = False, stop: threading.Event | None = None,
+          say: Callable[[str], None] = print, state: ServerState | None = None) -> int:
+    """Poll, reap and run until ``stop`` is set; ``once``: one poll of every repository, then run the
+    queue until it is empty. Returns the number of jobs run (0 when not ``once``: two threads ran them)."""
+    state = state or ServerState(config, stop=stop, say=say)
+    if once:
+        state.poll(config.repositories)
+        state.reap()
+        return state.run_queue()
+    state.start()
+    while not state.stop.wait(IDLE):
+        pass
+    state.shutdown()
+    state.join()
+    return 0

@@ -2,8 +2,8 @@
 
 The heads the server has seen (per repository and branch), when each repository was
 polled, its last error and its consecutive failures live in two tables of the server's
-SQLite file (``poll_repos``, ``poll_heads``), next to the queue's: a restarted server
-resumes where it stopped. New heads are enqueued before they are recorded, so a crash in
+database (``poll_repos``, ``poll_heads``), next to the queue's, SQLite or PostgreSQL
+(db.py): a restarted server resumes where it stopped. New heads are enqueued before they are recorded, so a crash in
 between enqueues them again at worst, which the queue ignores (one job per commit).
 
 Commits are fetched into a bare mirror per repository (``<mirrors>/<name>.git``) and
@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import SoopervisorError, StorageUnavailable, UsageError
-from .config import git_env, redact_url
+from . import db as dbm
+from .config import git_env, key_problem, reach_hint, redact_url
 from .db import BUSY_TIMEOUT, immediate
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ _MIGRATIONS = [
         name TEXT PRIMARY KEY,
         url TEXT,
         paused INTEGER NOT NULL DEFAULT 0,
-        poll_now INTEGER NOT NULL DEFAULT 0,
+        poll_now REAL NOT NULL DEFAULT 0,
         last_poll REAL,
         last_success REAL,
         last_error TEXT,
@@ -216,13 +217,16 @@ class Poller:
     def __init__(self, config: ServerConfig, queue: Queue, *, git: str = "git",
                  clock: Callable[[], float] = time.time, timeout: float = GIT_TIMEOUT) -> None:
         self.config, self.queue, self.git, self.clock, self.timeout = config, queue, git, clock, timeout
-        self.path = Path(config.database)
+        self._database = dbm.open_database(config.database)
+        self.path: Path | None = self._database.path  # the SQLite file; None on PostgreSQL
+        self._migrated = False  # on PostgreSQL: the schema checked by this object (again after an error)
         self.mirrors = Path(config.mirrors).expanduser().resolve()
         self._random = random.Random()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise PollerStoreUnavailable(f"cannot create the folder of {self.path}: {e.strerror or e}",
                                          "the server's database must be in a folder it can write") from None
@@ -253,7 +257,7 @@ class Poller:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA journal_mode=WAL")  # once per connection: a file made anew gets its schema
             with immediate(db):
-                _migrate(db)
+                dbm.migrate(self._database, db, _COMPONENT, _MIGRATIONS)
             local.db, local.pid, local.ino = db, os.getpid(), os.stat(self.path).st_ino
         return db
 
@@ -261,7 +265,16 @@ class Poller:
     def _db(self, write: bool = True) -> Iterator[sqlite3.Connection]:
         """This thread's connection; with ``write``, inside ``BEGIN IMMEDIATE`` (the write lock before
         the read that decides, as the queue does) … ``COMMIT``. SQLite's errors become
-        PollerStoreUnavailable (and the connection is dropped, so the next call starts afresh)."""
+        PollerStoreUnavailable (and the connection is dropped, so the next call starts afresh).
+        On PostgreSQL db.py keeps the connection and turns its errors the same way."""
+        if self.path is None:
+            if not self._migrated:
+                with self._database.transaction(self._unavailable) as db:
+                    dbm.migrate(self._database, db, _COMPONENT, _MIGRATIONS)
+                self._migrated = True
+            with self._database.transaction(self._unavailable, write=write) as db:
+                yield db
+            return
         try:
             db = self._connection()
             if not write:
@@ -281,6 +294,10 @@ class Poller:
                 db.close()
 
     def _unavailable(self, e: Exception) -> PollerStoreUnavailable:
+        if self.path is None:
+            self._migrated = False  # the database may have been recreated meanwhile
+            return PollerStoreUnavailable(f"cannot use the poller's state in {self._database.name}: "
+                                          f"{dbm.reason(e)}", dbm.postgres_hint(e))
         hint = ("another process holds it; try again in a moment" if "locked" in str(e) or "busy" in str(e)
                 else "check that the database's folder is writable and the file is a SQLite database")
         return PollerStoreUnavailable(f"cannot use the poller's state in {self.path}: {e}", hint)
@@ -295,17 +312,19 @@ class Poller:
         A "poll now" asked for while this poll ran (after ``started``) stays set: the push that
         prompted it may have come after our ls-remote."""
         with self._db() as db:
-            row = db.execute("SELECT failures FROM poll_repos WHERE name = ?", (repo.name,)).fetchone()
+            # FOR UPDATE on PostgreSQL: two servers recording one repository count its failures in turn
+            row = db.execute(f"SELECT failures FROM poll_repos WHERE name = ?{self._database.for_update}",
+                             (repo.name,)).fetchone()
             failures = 0 if error is None else (row[0] if row else 0) + 1
             next_poll = now + self._delay(failures)
             db.execute(
                 "INSERT INTO poll_repos (name, url, last_poll, last_success, last_error, failures, next_poll,"
                 " last_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
                 " url = excluded.url, last_poll = excluded.last_poll,"
-                " last_success = COALESCE(excluded.last_success, last_success), last_error = excluded.last_error,"
+                " last_success = COALESCE(excluded.last_success, poll_repos.last_success), last_error = excluded.last_error,"
                 " failures = excluded.failures, next_poll = excluded.next_poll,"
                 " last_seconds = excluded.last_seconds,"
-                " poll_now = CASE WHEN poll_now < ? THEN 0 ELSE poll_now END",
+                " poll_now = CASE WHEN poll_repos.poll_now < ? THEN 0 ELSE poll_repos.poll_now END",  # qualified: PostgreSQL
                 (repo.name, repo.shown_url, now, None if error else now, error, failures,
                  next_poll, seconds, started))
             if heads:
@@ -339,9 +358,13 @@ class Poller:
                 self._record(repo, now=now, started=started, seconds=seconds, error=error)
             return PollResult(repo.name, {}, [], False, error, seconds)
 
+        unusable = key_problem(repo)  # ssh would only say "Permission denied": say which file and why
+        if unusable:
+            return failed(f"{unusable[0]} (hint: {unusable[1]})")
         rc, out, err = _run_git(self.git, [*_NO_EXT, "ls-remote", "--heads", repo.url], env=env, timeout=self.timeout)
         if rc != 0:
-            return failed(_git_error(f"cannot list the branches of {repo.shown_url}", err, repo.url))
+            said = _git_error(f"cannot list the branches of {repo.shown_url}", err, repo.url)
+            return failed(f"{said} (hint: {reach_hint(repo, said)})" if rc > 0 else said)
         heads = {b: sha for b, sha in _parse_ls_remote(out).items() if repo.wants(b)}
         try:
             with self._db(write=False) as db:
@@ -542,17 +565,3 @@ class Poller:
         rc, _, _ = _run_git(self.git, ["--git-dir", str(self.mirror(repo)), "cat-file", "-e", f"{commit}^{{commit}}"],
                             env=env, timeout=self.timeout)
         return rc == 0
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring the poller's tables to SCHEMA_VERSION (inside the caller's BEGIN IMMEDIATE: one process does it)."""
-    db.execute("CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
-    row = db.execute("SELECT version FROM schema_versions WHERE component = ?", (_COMPONENT,)).fetchone()
-    have = row[0] if row else 0
-    for version in range(have, SCHEMA_VERSION):
-        for statement in _MIGRATIONS[version].split(";"):
-            if statement.strip():
-                db.execute(statement)  # executescript would COMMIT the caller's transaction
-    if have < SCHEMA_VERSION:
-        db.execute("INSERT OR REPLACE INTO schema_versions (component, version) VALUES (?, ?)",
-                   (_COMPONENT, SCHEMA_VERSION))

@@ -121,7 +121,8 @@ def test_a_killed_server_resumes_and_the_commit_still_runs_exactly_once(tmp_path
     config = server_yaml(tmp_path, bare)
     env = {**os.environ, "SOOPERVISOR_LEASE_SECONDS": "3"}
 
-    server = subprocess.Popen([sys.executable, "-m", "soopervisor", "serve", "--config", str(config)],
+    # --port 0: the API on a free port, so that nothing else listening on 8008 matters
+    server = subprocess.Popen([sys.executable, "-m", "soopervisor", "serve", "--config", str(config), "--port", "0"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.monotonic() + 300

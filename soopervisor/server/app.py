@@ -1,0 +1,468 @@
+"""The HTTP side of ``soopervisor serve``: the API, the webhook, health, metrics and the dashboard.
+
+The REST routes and the log websocket are soopervisor.api's, the same the
+Jupyter extension serves, mounted with this server's auth: a bearer token
+(``Authorization: Bearer TOKEN``) checked against the tokens' hashes in the
+database; "read" tokens may GET, every POST needs an "admin" one. Browsers
+cannot set headers on a websocket: they offer the token as a subprotocol
+(``soopervisor, soopervisor.bearer.TOKEN``) and the server selects
+``soopervisor``. Added here: repositories and the queue (``/repositories``,
+``/queue``), the webhook, and outside the API ``/healthz``, ``/readyz``,
+``/metrics`` and ``/dashboard/``.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from tornado import httpserver, netutil, web
+
+from ..api.base import ApiError, ApiHandler, LogSocketBase, api_error, call
+from ..errors import SoopervisorError, UsageError
+from .config import ServerConfig
+from .loop import IDLE, ServerState
+from .poller import GIT_TIMEOUT
+from .queue import JOB_STATES, JobNotFound
+from .tokens import TokenStore, allows
+from .webhook import WebhookHandler
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8008
+#: the dashboard's built files (scripts/build-dashboard puts them here; the wheel ships them)
+DASHBOARD = Path(__file__).with_name("dashboard")
+#: the OpenAPI description of the server-only routes (the neutral ones: soopervisor/api/openapi.yaml)
+OPENAPI = Path(__file__).with_name("openapi.yaml")
+SUBPROTOCOL = "soopervisor"
+_BEARER_PROTOCOL = "soopervisor.bearer."
+TOKEN_HINT = ("send an API token as `Authorization: Bearer TOKEN`; "
+              "`soopervisor serve --config server.yaml token create` makes one")
+ADMIN_HINT = "this needs an admin token: `soopervisor serve --config server.yaml token create --admin`"
+#: what each handler scope needs of a token: reading needs any token, everything else an admin one
+_NEEDS = {"read": "read"}
+LIMIT_DEFAULT, LIMIT_MAX = 100, 1000
+#: jobs shown per repository in GET /repositories
+LAST_JOBS = 5
+
+
+# -- auth ----------------------------------------------------------------------------------------
+
+
+def _authorize(handler: web.RequestHandler, secret: str | None, scope: str) -> None:
+    """ApiError(401) without a known token, (403) when its scope does not allow ``scope``."""
+    tokens: TokenStore = handler.settings["soopervisor_tokens"]
+    try:
+        info = tokens.verify(secret)
+    except SoopervisorError as e:  # the database is gone or locked: not the client's fault
+        raise ApiError(503, e.message, e.hint) from None
+    if info is None:
+        raise ApiError(401, "a valid API token is needed" if secret else "no API token was sent", TOKEN_HINT)
+    if not allows(info, _NEEDS.get(scope, "admin")):
+        raise ApiError(403, f"the token {info.id} ({info.name}) may only read", ADMIN_HINT)
+    handler.current_user = info  # type: ignore[misc] - who did it, for the log
+
+
+def _bearer(header: str | None) -> str | None:
+    scheme, _, secret = (header or "").strip().partition(" ")
+    return secret.strip() or None if scheme.lower() == "bearer" else None
+
+
+class BearerAuth(ApiHandler):
+    """The server's auth base for REST handlers: ``Authorization: Bearer TOKEN``.
+
+    An ApiHandler itself, so that in ``(Handler, BearerAuth)`` this authorize comes
+    before ApiHandler's default (which refuses everything)."""
+
+    auth_hint = TOKEN_HINT
+
+    def authorize(self, scope: str) -> None:
+        _authorize(self, _bearer(self.request.headers.get("Authorization")), scope)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 401:  # after send_error's clear(): a header set before raising is gone
+            self.set_header("WWW-Authenticate", 'Bearer realm="soopervisor"')
+        super().write_error(status_code, **kwargs)
+
+
+class BearerSocketAuth(LogSocketBase):
+    """The auth base of the log websocket: the Authorization header, or the token offered as a
+    subprotocol (``soopervisor.bearer.TOKEN``) by clients that cannot set headers (browsers)."""
+
+    auth_hint = TOKEN_HINT
+
+    def _offered(self) -> list[str]:
+        raw = self.request.headers.get("Sec-WebSocket-Protocol", "")
+        return [p.strip() for p in raw.split(",") if p.strip()]
+
+    def authorize(self, scope: str) -> None:
+        secret = _bearer(self.request.headers.get("Authorization"))
+        if secret is None:
+            secret = next((p[len(_BEARER_PROTOCOL):] for p in self._offered() if p.startswith(_BEARER_PROTOCOL)),
+                          None)
+        _authorize(self, secret, scope)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="soopervisor"')
+        super().write_error(status_code, **kwargs)
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        # never echo the token back: the plain name is selected, which the browser requires when it offered any
+        return SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
+
+
+# -- server-only routes ---------------------------------------------------------------------------
+
+
+class ServerHandler(ApiHandler):
+    """A route of this server only: it reads the loop's state."""
+
+    @property
+    def state(self) -> ServerState:
+        return self.settings["soopervisor_state"]
+
+    def repository(self, name: str) -> str:
+        if not any(r.name == name for r in self.state.config.repositories):
+            raise ApiError(404, f"no repository named {name!r} is served",
+                           "GET /soopervisor/api/repositories lists them (the names in server.yaml)")
+        return name
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return LIMIT_DEFAULT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ApiError(400, f"limit must be a whole number, not {raw!r}", f"1 to {LIMIT_MAX}") from None
+    if not 1 <= limit:
+        raise ApiError(400, f"limit must be at least 1, not {limit}", f"1 to {LIMIT_MAX}")
+    return min(limit, LIMIT_MAX)
+
+
+def repositories_json(state: ServerState) -> list[dict[str, Any]]:
+    """Each served repository's polling state and its last jobs (blocking: call it off the IO loop)."""
+    config = {r.name: r for r in state.config.repositories}
+    out = []
+    for status in state.poller.status():
+        repo = config[status.name]
+        jobs = state.queue.list(repository=status.name, limit=LAST_JOBS)
+        out.append({
+            "name": status.name, "url": status.url, "branches": list(repo.branches), "projects": list(repo.projects),
+            "heads": status.heads, "paused": status.paused, "poll_now": status.poll_now,
+            "last_poll": status.last_poll, "last_success": status.last_success, "last_error": status.last_error,
+            "failures": status.failures, "backoff": status.failures > 0, "next_poll": status.next_poll,
+            "last_seconds": status.last_seconds, "webhook": repo.webhook_secret is not None,
+            "jobs": [j.to_dict() for j in jobs],
+        })
+    return out
+
+
+class RepositoriesHandler(ServerHandler):
+    async def get(self) -> None:
+        self.reply({"repositories": await call(repositories_json, self.state)})
+
+
+class RepositoryActionHandler(ServerHandler):
+    action = ""
+
+    async def post(self, repository: str) -> None:
+        name = self.repository(repository)
+        state = self.state
+        if self.action == "pause":
+            await call(state.poller.pause, name)
+        elif self.action == "resume":
+            await call(state.poller.resume, name)
+            state.wake.set()  # due now when its time has passed while paused
+        else:
+            await call(state.poll_now, name)
+        found = [r for r in await call(repositories_json, state) if r["name"] == name]
+        self.reply(found[0])
+
+
+class PauseHandler(RepositoryActionHandler):
+    action = "pause"
+
+
+class ResumeHandler(RepositoryActionHandler):
+    action = "resume"
+
+
+class PollHandler(RepositoryActionHandler):
+    action = "poll"
+
+
+class QueueHandler(ServerHandler):
+    async def get(self) -> None:
+        state = self.get_query_argument("state", None) or None
+        if state is not None and state not in JOB_STATES:
+            raise ApiError(400, f"state must be one of {', '.join(JOB_STATES)}, not {state!r}")
+        repository = self.get_query_argument("repository", None) or None
+        if repository is not None and not any(r.name == repository for r in self.state.config.repositories):
+            raise ApiError(400, f"no repository named {repository!r} is served",
+                           "GET /soopervisor/api/repositories lists them")
+        limit = parse_limit(self.get_query_argument("limit", None))
+        jobs = await call(self.state.queue.list, repository=repository, state=state, limit=limit)
+        self.reply({"jobs": [j.to_dict() for j in jobs]})
+
+
+class JobActionHandler(ServerHandler):
+    action = ""
+
+    async def job_call(self, fn: Any, job_id: str) -> Any:
+        """``fn(job_id)`` off the IO loop; an unknown id is 404 (the queue's JobNotFound is a usage error)."""
+        try:
+            return await asyncio.to_thread(fn, job_id)
+        except JobNotFound:
+            raise ApiError(404, f"no job {job_id!r} in the queue",
+                           "GET /soopervisor/api/queue lists the jobs (ids are 12 hex digits)") from None
+        except SoopervisorError as e:
+            raise api_error(e) from None
+
+    async def post(self, job_id: str) -> None:
+        queue = self.state.queue
+        if self.action == "cancel":
+            if not await self.job_call(queue.cancel, job_id):
+                job = await self.job_call(queue.get, job_id)
+                raise ApiError(409, f"job {job_id} has ended ({job.state}): there is nothing to cancel",
+                               "POST /soopervisor/api/queue/ID/retry queues it again", job=job.to_dict())
+        elif await self.job_call(queue.retry, job_id) is None:
+            job = await self.job_call(queue.get, job_id)
+            raise ApiError(409, f"job {job_id} is {job.state}: it has not ended",
+                           "a job is retried once it has ended", job=job.to_dict())
+        else:
+            self.state.work.set()  # claimed now, not at the worker's next round
+        self.reply({"job": (await self.job_call(queue.get, job_id)).to_dict()})
+
+
+class CancelHandler(JobActionHandler):
+    action = "cancel"
+
+
+class RetryHandler(JobActionHandler):
+    action = "retry"
+
+
+#: the server-only routes under /soopervisor/api (OpenAPI templates; described in openapi.yaml here)
+SERVER_ROUTES: list[tuple[str, type]] = [
+    ("/repositories", RepositoriesHandler),
+    ("/repositories/{repository}/pause", PauseHandler),
+    ("/repositories/{repository}/resume", ResumeHandler),
+    ("/repositories/{repository}/poll", PollHandler),
+    ("/queue", QueueHandler),
+    ("/queue/{job_id}/cancel", CancelHandler),
+    ("/queue/{job_id}/retry", RetryHandler),
+    ("/webhook/{repository}", WebhookHandler),
+]
+
+
+# -- outside the API: health, readiness, metrics, the dashboard --------------------------------------
+
+
+class HealthHandler(web.RequestHandler):
+    """200 while the process answers: for a liveness probe (restart when it does not)."""
+
+    def get(self) -> None:
+        self.finish({"ok": True})
+
+
+def stale_after(config: ServerConfig) -> float:
+    """Seconds without a tick of the poll thread after which the server is not ready: a round polls
+    the due repositories one after the other, each ls-remote taking up to git's timeout."""
+    return max(10 * IDLE, 3 * config.poll_interval, 2 * GIT_TIMEOUT)
+
+
+def _docker_check() -> None:
+    import docker
+
+    from ..errors import EngineUnavailable
+
+    try:
+        client = docker.from_env(timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as e:  # noqa: BLE001 - any failure means: no engine
+        raise EngineUnavailable(f"the Docker engine does not answer ({type(e).__name__})",
+                                "start it (systemctl start docker) or check DOCKER_HOST") from None
+
+
+class ReadyHandler(web.RequestHandler):
+    """200 only when the database answers, the poll thread went round recently and Docker answers;
+    else 503 naming the checks that failed (for a readiness probe or a load balancer)."""
+
+    async def get(self) -> None:
+        state: ServerState = self.settings["soopervisor_state"]
+        checks: dict[str, dict[str, Any]] = {}
+        try:
+            await call(state.queue.counts)
+            checks["database"] = {"ok": True}
+        except ApiError as e:
+            checks["database"] = {"ok": False, "error": e.error, "hint": e.hint}
+        if state.last_tick is None:
+            checks["loop"] = {"ok": False, "error": "the poll loop has not gone round yet"}
+        else:
+            ago = time.monotonic() - state.last_tick
+            limit = stale_after(state.config)
+            checks["loop"] = {"ok": ago <= limit, "seconds_since_tick": round(ago, 3)}
+            if ago > limit:
+                checks["loop"]["error"] = f"the poll loop has not gone round for {ago:.0f} s (limit {limit:.0f} s)"
+        try:
+            await call(_docker_check)
+            checks["docker"] = {"ok": True}
+        except ApiError as e:
+            checks["docker"] = {"ok": False, "error": e.error, "hint": e.hint}
+        ready = all(c["ok"] for c in checks.values())
+        failed = [name for name, c in checks.items() if not c["ok"]]
+        self.set_status(200 if ready else 503)
+        self.finish({"ready": ready, "failed": failed, "checks": checks})
+
+
+class MetricsHandler(BearerAuth):
+    """Prometheus' text format; needs a read token (Prometheus sends it: ``authorization``)."""
+
+    async def get(self) -> None:
+        metrics = self.settings["soopervisor_metrics"]
+        from .metrics import CONTENT_TYPE
+
+        text = await call(metrics.text)
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(text)
+
+
+class DashboardHandler(web.StaticFileHandler):
+    """The dashboard's files; a JSON 404 saying how to build it when they are not there."""
+
+    async def get(self, path: str, include_body: bool = True) -> None:
+        if not (Path(self.root) / "index.html").is_file():
+            self.set_status(404)
+            self.set_header("Content-Type", "application/json")
+            self.finish({"error": "the dashboard is not built in this installation",
+                         "hint": "run scripts/build-dashboard (it needs Node.js), or install a wheel that ships it; "
+                                 "the API under /soopervisor/api works without it"})
+            return
+        await super().get(path, include_body)
+
+
+class NotFoundHandler(web.RequestHandler):
+    def prepare(self) -> None:
+        self.set_status(404)
+        self.finish({"error": f"nothing at {self.request.path}",
+                     "hint": "the API is under /soopervisor/api (see its OpenAPI description); "
+                             "the dashboard at /dashboard/"})
+
+
+# -- the application --------------------------------------------------------------------------------
+
+
+def make_app(config: ServerConfig, state: ServerState, *, metrics: Any = None,
+             tokens: TokenStore | None = None, dashboard: Path | None = None) -> web.Application:
+    """The tornado Application of ``soopervisor serve`` over a loop's ``state``."""
+    from ..api.routes import ROUTES, mount
+
+    if metrics is None:
+        from .metrics import Metrics
+
+        metrics = Metrics()
+        metrics.attach(state)
+        state.metrics = state.metrics or metrics
+    app = web.Application(
+        [
+            (r"/", web.RedirectHandler, {"url": "/dashboard/", "permanent": False}),
+            (r"/dashboard", web.RedirectHandler, {"url": "/dashboard/", "permanent": False}),
+            (r"/dashboard/(.*)", DashboardHandler,
+             {"path": str(dashboard or DASHBOARD), "default_filename": "index.html"}),
+            (r"/healthz", HealthHandler),
+            (r"/readyz", ReadyHandler),
+            (r"/metrics", MetricsHandler),
+        ],
+        default_handler_class=NotFoundHandler,
+        log_function=_access_log(state.say),
+        websocket_ping_interval=30,  # a proxy closes an idle log socket otherwise
+    )
+    mount(app, "/", auth_base=BearerAuth, socket_auth_base=BearerSocketAuth, routes=ROUTES + SERVER_ROUTES,
+          settings={"soopervisor_service": state.runs, "soopervisor_root": None, "soopervisor_state": state,
+                    "soopervisor_tokens": tokens or TokenStore(config.database),
+                    "soopervisor_metrics": metrics})
+    return app
+
+
+def _access_log(say: Any) -> Any:
+    """Requests that failed, one line each through the server's output (a probe's 200s every few
+    seconds would drown it); tornado's own warning for the same request is silenced."""
+    import logging
+
+    logging.getLogger("tornado.general").setLevel(logging.ERROR)
+
+    def log(handler: web.RequestHandler) -> None:
+        status = handler.get_status()
+        if status >= 400:
+            r = handler.request
+            say(f"http {status} {r.method} {r.path} ({r.remote_ip}) {1000 * r.request_time():.0f} ms")
+
+    return log
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """The listening sockets; UsageError (exit 2) when the address is taken or cannot be used."""
+    try:
+        return netutil.bind_sockets(port, address=host)
+    except OSError as e:
+        where = f"{host}:{port}"
+        if e.errno == errno.EADDRINUSE:
+            raise UsageError(f"{where} is in use: another program (another soopervisor serve?) listens there",
+                             "stop it, or pick another port: --port 8009 (--port 0 picks a free one)") from None
+        if e.errno == errno.EACCES:
+            raise UsageError(f"{where} may not be used by this user ({e.strerror})",
+                             "ports below 1024 need privileges: use --port 8008 behind a reverse proxy") from None
+        raise UsageError(f"cannot listen on {where}: {e.strerror or e}",
+                         "--host takes an address of this machine (127.0.0.1, 0.0.0.0, ::1)") from None
+    except socket.gaierror as e:
+        raise UsageError(f"cannot listen on {host}: {e.strerror or e}",
+                         "--host takes an address or a name of this machine (127.0.0.1, 0.0.0.0)") from None
+
+
+def listen(app: web.Application, sockets: list[socket.socket]) -> tuple[httpserver.HTTPServer, str]:
+    """An HTTP server on ``sockets`` (call it on the IO loop's thread); the URL it answers on."""
+    server = httpserver.HTTPServer(app)
+    server.add_sockets(sockets)
+    host, port = sockets[0].getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return server, f"http://{shown}:{port}"
+
+
+def serve_http(config: ServerConfig, host: str, port: int, *, stop: Any, say: Any = print) -> None:
+    """``soopervisor serve``: the HTTP server on this (the main) thread's IO loop, the loop's poll and
+    worker threads beside it, until ``stop`` is set; then the worker ends the job at hand and the
+    HTTP server stops after it (a client may still follow that run's log)."""
+    import asyncio
+
+    from .metrics import Metrics
+
+    sockets = bind(host, port)  # before anything starts: a taken port is the whole answer
+    try:
+        metrics = Metrics()
+        state = ServerState(config, stop=stop, say=say, metrics=metrics)
+        metrics.attach(state)
+        app = make_app(config, state, metrics=metrics)
+    except BaseException:
+        for s in sockets:
+            s.close()
+        raise
+
+    async def main() -> None:
+        server, url = listen(app, sockets)
+        say(f"soopervisor serve: listening on {url}")
+        state.start()
+        try:
+            while not stop.is_set() or any(t.is_alive() for t in state.threads):
+                if stop.is_set():
+                    state.shutdown()  # wakes both threads: the poll thread ends at once
+                await asyncio.sleep(0.2)
+        finally:
+            server.stop()
+
+    asyncio.run(main())
