@@ -1,12 +1,13 @@
 /**
- * The REST client of the soopervisor server extension (jupyter_ext/CONTRACT.md).
+ * The REST client of soopervisor's API (jupyter_ext/CONTRACT.md), shared by the
+ * JupyterLab sidebar and the dashboard of `soopervisor serve`.
  *
- * Every request goes through ServerConnection so Jupyter's auth (token header,
- * XSRF cookie) and base URL are applied the same way as for Jupyter's own APIs.
+ * The client knows the routes and the JSON; how a request reaches the server
+ * is a transport's business: the sidebar's goes through Jupyter's
+ * ServerConnection (jupyter.ts: token header, XSRF, base URL), the dashboard's
+ * through fetch() with a bearer token (dashboard/transport.ts). Nothing here
+ * imports JupyterLab, so the dashboard's bundle does not carry it.
  */
-import { PageConfig, URLExt } from '@jupyterlab/coreutils';
-import { ServerConnection } from '@jupyterlab/services';
-
 export const API_ROOT = 'soopervisor/api';
 
 export interface IProblem {
@@ -111,25 +112,79 @@ export function isRunning(run: IRun): boolean {
   return run.status === 'queued' || run.status === 'running';
 }
 
-let _settings: ServerConnection.ISettings | null = null;
-export function settings(): ServerConnection.ISettings {
-  return (_settings ??= ServerConnection.makeSettings());
+/** How requests reach the server. `endpoint` is relative to <base>/soopervisor/api,
+ *  its parts encoded already, a query string included. */
+export interface ITransport {
+  /** What the client talks to, for "cannot reach …" messages. */
+  readonly serverName: string;
+  fetch(endpoint: string, init: RequestInit): Promise<Response>;
+  /** The websocket URL and subprotocols of an endpoint (browsers cannot set headers on a websocket). */
+  socket(endpoint: string): { url: string; protocols?: string[] };
+  /** A URL the browser can follow for a download without any header, or null when
+   *  the download needs the transport's credentials (see ApiClient.download). */
+  link(endpoint: string): string | null;
 }
 
-/** `endpoint` is relative to /soopervisor/api; its parts must be encoded already. */
-export async function request<T>(endpoint: string, init: RequestInit = {}): Promise<T> {
-  const s = settings();
-  const url = URLExt.join(s.baseUrl, API_ROOT, endpoint);
-  let response: Response;
-  try {
-    response = await ServerConnection.makeRequest(url, init, s);
-  } catch (e) {
-    throw new ApiError(
-      `cannot reach the Jupyter server: ${(e as Error).message}`,
-      0,
-      'check that the server is still running'
-    );
+/** The typed client: one per server, over one transport. */
+export class ApiClient {
+  constructor(readonly transport: ITransport) {}
+
+  async request<T>(endpoint: string, init: RequestInit = {}): Promise<T> {
+    let response: Response;
+    try {
+      response = await this.transport.fetch(endpoint, init);
+    } catch (e) {
+      throw new ApiError(
+        `cannot reach ${this.transport.serverName}: ${(e as Error).message}`,
+        0,
+        'check that the server is still running'
+      );
+    }
+    return (await readAnswer(response)) as T;
   }
+
+  post<T>(endpoint: string, body: unknown): Promise<T> {
+    return this.request<T>(endpoint, { method: 'POST', body: JSON.stringify(body) });
+  }
+
+  /** A plain link for the download, when the transport allows one. */
+  link(endpoint: string): string | null {
+    return this.transport.link(endpoint);
+  }
+
+  /** Download through the transport (its credentials in a header): the answer is
+   *  read into a blob and saved under `filename` through a temporary link. */
+  async download(endpoint: string, filename: string): Promise<void> {
+    let response: Response;
+    try {
+      response = await this.transport.fetch(endpoint, {});
+    } catch (e) {
+      throw new ApiError(`cannot reach ${this.transport.serverName}: ${(e as Error).message}`, 0);
+    }
+    if (!response.ok) {
+      await readAnswer(response); // throws the server's error
+    }
+    const url = URL.createObjectURL(await response.blob());
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = filename;
+    a.hidden = true;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    // the browser has taken the blob by the next task; a minute leaves room for a slow disk
+    window.setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  }
+
+  /** The websocket of a run's log, resuming at line `from`. */
+  logSocket(runId: string, from: number): WebSocket {
+    const { url, protocols } = this.transport.socket(`runs/${enc(runId)}/log?from=${from}`);
+    return protocols ? new WebSocket(url, protocols) : new WebSocket(url);
+  }
+}
+
+/** The JSON of an answer; an ApiError carrying the server's message and hint when it is not ok. */
+async function readAnswer(response: Response): Promise<unknown> {
   const text = await response.text();
   let data: any = null;
   try {
@@ -142,11 +197,7 @@ export async function request<T>(endpoint: string, init: RequestInit = {}): Prom
       data?.error ?? data?.message ?? `${response.status} ${response.statusText || 'error'}`;
     throw new ApiError(message, response.status, data?.hint ?? null, data ?? {});
   }
-  return data as T;
-}
-
-export function post<T>(endpoint: string, body: unknown): Promise<T> {
-  return request<T>(endpoint, { method: 'POST', body: JSON.stringify(body) });
+  return data;
 }
 
 /** A URL path part: names may hold any character, files may hold '/'. */
@@ -173,19 +224,4 @@ function encodeSegment(segment: string): string {
 /** `?run=<id>` naming one set; '' for a set of the old layout (its commit names it). */
 export function runQuery(runId: string | null | undefined): string {
   return runId ? `?run=${encodeURIComponent(runId)}` : '';
-}
-
-/** A link the browser can follow for a download (jupyter_server accepts its
- *  login cookie on GET, so no header is needed). */
-export function downloadUrl(endpoint: string): string {
-  return URLExt.join(settings().baseUrl, API_ROOT, endpoint);
-}
-
-/** The websocket URL of a run's log, resuming at line `from`. Browsers cannot
- *  set headers on a websocket, so the token travels as a query parameter. */
-export function logSocketUrl(runId: string, from: number): string {
-  const s = settings();
-  const base = URLExt.join(s.wsUrl, API_ROOT, 'runs', enc(runId), 'log');
-  const token = PageConfig.getToken();
-  return `${base}?from=${from}` + (token ? `&token=${encodeURIComponent(token)}` : '');
 }

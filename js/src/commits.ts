@@ -9,9 +9,14 @@
  *   and moves none of the others' content. An expanded row keeps its files.
  * - Off-screen rows cost no layout or paint (`content-visibility: auto` in CSS).
  */
-import { ICommitSummary, downloadUrl, enc, runQuery } from './api';
+import { ApiClient, ApiError, ICommitDetail, ICommitSummary, enc, runQuery } from './api';
 import { errorBox, fmtSize, fmtWhen, h } from './dom';
-import { SoopervisorModel } from './model';
+
+/** Where the list gets a set's files: the sidebar's and the dashboard's models both are one. */
+export interface ICommitSource {
+  readonly client: ApiClient;
+  commitDetail(commit: string, runId: string | null, project?: string): Promise<ICommitDetail>;
+}
 
 /** Milliseconds of row building per frame: well under a 16 ms frame. */
 const FRAME_BUDGET_MS = 8;
@@ -39,7 +44,7 @@ export class CommitList {
   /** The list element: `data-rendered` counts built rows, `data-complete` says all are. */
   readonly node = h('div', { class: 'sv-commit-list', 'data-testid': 'sv-commits-list' });
 
-  constructor(private _model: SoopervisorModel) {}
+  constructor(private _model: ICommitSource) {}
 
   /** Show `items` (newest first); the work continues over the next frames. */
   update(items: ICommitSummary[], project: string): void {
@@ -175,55 +180,7 @@ export class CommitList {
       body.replaceChildren(errorBox(`This set is damaged: ${row.item.damaged}`, null));
       return;
     }
-    this._model.commitDetail(commit, runId ?? null).then(
-      detail => {
-        if (row.body !== body) {
-          return; // collapsed meanwhile
-        }
-        const base = `projects/${enc(project)}/commits/${enc(detail.commit)}`;
-        // ?run=: this very set, whatever newer sets the commit gets meanwhile
-        const query = runQuery(runId);
-        const files = detail.files.map(f =>
-          h(
-            'li',
-            { class: 'sv-file', 'data-testid': 'sv-commit-file', 'data-name': f.name },
-            h('span', { class: 'sv-file-name sv-grow', title: `${f.name}\nsha256 ${f.sha256}` }, f.name),
-            h('span', { class: 'sv-muted' }, fmtSize(f.size)),
-            // a plain link: jupyter_server accepts its login cookie on GET,
-            // and the browser streams the file to disk (no blob in memory)
-            h(
-              'a',
-              {
-                class: 'sv-download',
-                href: downloadUrl(`${base}/files/${enc(f.name)}${query}`),
-                download: f.name.split('/').pop(),
-                title: `Download ${f.name}`,
-                'data-testid': 'sv-file-download'
-              },
-              '⤓'
-            )
-          )
-        );
-        body.replaceChildren(
-          files.length ? h('ul', { class: 'sv-files' }, ...files) : h('div', { class: 'sv-muted' }, 'No files.'),
-          h(
-            'a',
-            {
-              class: 'sv-zip jp-mod-styled',
-              href: downloadUrl(`${base}/zip${query}`),
-              download: `${project}-${detail.commit.slice(0, 7)}${runId ? '-' + runId : ''}.zip`,
-              'data-testid': 'sv-commit-zip'
-            },
-            `⤓ Download all as zip`
-          )
-        );
-      },
-      err => {
-        if (row.body === body) {
-          body.replaceChildren(errorBox(`Cannot list the files: ${err.message}`, err.hint, 'sv-error', err.docs));
-        }
-      }
-    );
+    void showSetFiles(this._model, body, project, commit, runId ?? null, () => row.body === body);
   }
 
   private _project = '';
@@ -231,4 +188,92 @@ export class CommitList {
   private _pos = 0;
   private _frame = 0;
   private _rows = new Map<string, IRow>();
+}
+
+/** Fill `body` with one set's files and their downloads (and the zip); `current()` says whether
+ *  `body` still wants them (a row collapsed meanwhile does not). */
+export async function showSetFiles(
+  source: ICommitSource,
+  body: HTMLElement,
+  project: string,
+  commit: string,
+  runId: string | null,
+  current: () => boolean = () => true
+): Promise<void> {
+  let detail: ICommitDetail;
+  try {
+    detail = await source.commitDetail(commit, runId, project);
+  } catch (e) {
+    const err = e as ApiError;
+    if (current()) {
+      body.replaceChildren(errorBox(`Cannot list the files: ${err.message}`, err.hint, 'sv-error', err.docs));
+    }
+    return;
+  }
+  if (!current()) {
+    return;
+  }
+  const base = `projects/${enc(project)}/commits/${enc(detail.commit)}`;
+  // ?run=: this very set, whatever newer sets the commit gets meanwhile
+  const query = runQuery(runId);
+  const problem = h('div', { class: 'sv-download-error' });
+  const files = detail.files.map(f =>
+    h(
+      'li',
+      { class: 'sv-file', 'data-testid': 'sv-commit-file', 'data-name': f.name },
+      h('span', { class: 'sv-file-name sv-grow', title: `${f.name}\nsha256 ${f.sha256}` }, f.name),
+      h('span', { class: 'sv-muted' }, fmtSize(f.size)),
+      downloadLink(source.client, `${base}/files/${enc(f.name)}${query}`, f.name.split('/').pop() ?? f.name, problem, {
+        class: 'sv-download',
+        title: `Download ${f.name}`,
+        'aria-label': `Download ${f.name}`,
+        'data-testid': 'sv-file-download'
+      }, '⤓')
+    )
+  );
+  body.replaceChildren(
+    files.length ? h('ul', { class: 'sv-files' }, ...files) : h('div', { class: 'sv-muted' }, 'No files.'),
+    downloadLink(
+      source.client,
+      `${base}/zip${query}`,
+      `${project}-${detail.commit.slice(0, 7)}${runId ? '-' + runId : ''}.zip`,
+      problem,
+      { class: 'sv-zip jp-mod-styled', 'data-testid': 'sv-commit-zip' },
+      '⤓ Download all as zip'
+    ),
+    problem
+  );
+}
+
+/** A download link. Where the transport allows a plain link (the sidebar: jupyter_server accepts
+ *  its login cookie on GET) the browser streams the file to disk; otherwise (a bearer token) a
+ *  click fetches it with the header and saves the blob, and a failure shows in `problem`. */
+function downloadLink(
+  client: ApiClient,
+  endpoint: string,
+  filename: string,
+  problem: HTMLElement,
+  attrs: Record<string, string>,
+  label: string
+): HTMLElement {
+  const href = client.link(endpoint);
+  if (href !== null) {
+    return h('a', { ...attrs, href, download: filename }, label);
+  }
+  return h(
+    'a',
+    {
+      ...attrs,
+      href: '#',
+      role: 'button',
+      onclick: (e: MouseEvent) => {
+        e.preventDefault();
+        problem.replaceChildren();
+        client.download(endpoint, filename).catch((err: ApiError) => {
+          problem.replaceChildren(errorBox(`Cannot download ${filename}: ${err.message}`, err.hint));
+        });
+      }
+    },
+    label
+  );
 }

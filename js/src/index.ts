@@ -7,6 +7,8 @@ import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import iconSvg from '../style/icon.svg';
+import { ApiClient } from './api';
+import { jupyterTransport } from './jupyter';
 import { SoopervisorModel } from './model';
 import { SoopervisorPanel } from './panel';
 
@@ -22,7 +24,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     browser: IDefaultFileBrowser | null,
     restorer: ILayoutRestorer | null
   ) => {
-    const model = new SoopervisorModel();
+    const model = new SoopervisorModel(new ApiClient(jupyterTransport()));
     const panel = new SoopervisorPanel(model);
     panel.title.icon = soopervisorIcon;
     panel.title.caption = 'soopervisor';

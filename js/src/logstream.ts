@@ -8,7 +8,7 @@
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { IRun, logSocketUrl } from './api';
+import { ApiClient, IRun } from './api';
 
 export type LogState = 'connecting' | 'live' | 'reconnecting' | 'ended' | 'error';
 
@@ -24,7 +24,10 @@ export class LogStream {
   /** The run as the server described it in the final 'end' message. */
   endRun: IRun | null = null;
 
-  constructor(readonly runId: string) {
+  constructor(
+    private _client: ApiClient,
+    readonly runId: string
+  ) {
     this._connect();
   }
 
@@ -67,7 +70,7 @@ export class LogStream {
     this._setState('connecting');
     let socket: WebSocket;
     try {
-      socket = new WebSocket(logSocketUrl(this.runId, this.lines.length));
+      socket = this._client.logSocket(this.runId, this.lines.length);
     } catch {
       this._scheduleReconnect();
       return;

@@ -5,18 +5,7 @@
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
-import {
-  ApiError,
-  ICommitDetail,
-  ICommitSummary,
-  IReport,
-  IRun,
-  enc,
-  isRunning,
-  post,
-  request,
-  runQuery
-} from './api';
+import { ApiClient, ApiError, ICommitDetail, ICommitSummary, IReport, IRun, enc, isRunning, runQuery } from './api';
 import { LogStream } from './logstream';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -41,7 +30,7 @@ export interface IVersionCheck {
 }
 
 /** Calls `fn` now and then every `interval()` ms; never two at once. */
-class Loop {
+export class Loop {
   constructor(
     private _fn: () => Promise<void>,
     private _interval: () => number
@@ -86,6 +75,9 @@ class Loop {
 }
 
 export class SoopervisorModel {
+  /** `client`: the sidebar's goes through Jupyter's ServerConnection (jupyter.ts). */
+  constructor(readonly client: ApiClient) {}
+
   readonly frontendVersion = FRONTEND_VERSION;
   version: IVersionCheck = { state: 'checking', server: null };
   /** The folder validated: relative to the server root, '' is the root. */
@@ -196,7 +188,7 @@ export class SoopervisorModel {
     this.selectedRunId = id;
     this.log?.dispose();
     // a new stream starts at line 0: after a reload the whole log comes back
-    this.log = id ? new LogStream(id) : null;
+    this.log = id ? new LogStream(this.client, id) : null;
     this.log?.stateChanged.connect(this._onLogState, this);
     this._emit('selection');
   }
@@ -209,7 +201,7 @@ export class SoopervisorModel {
     this.actionError = null;
     this._emit('action');
     try {
-      const run = await post<IRun>('runs', { path: this.path, mode, secrets: [] });
+      const run = await this.client.post<IRun>('runs', { path: this.path, mode, secrets: [] });
       this._upsertRun(run);
       this.selectRun(run.id);
     } catch (e) {
@@ -231,7 +223,7 @@ export class SoopervisorModel {
     this.actionError = null;
     this._emit('action');
     try {
-      this._upsertRun(await post<IRun>(`runs/${enc(id)}/stop`, {}));
+      this._upsertRun(await this.client.post<IRun>(`runs/${enc(id)}/stop`, {}));
     } catch (e) {
       this.actionError = e as ApiError;
       this._emit('action');
@@ -241,15 +233,14 @@ export class SoopervisorModel {
 
   /** One set's files, fetched once (a stored set never changes). `runId` names the set the
    *  commit list shows (every run keeps its own); null: the commit's set of the old layout. */
-  commitDetail(commit: string, runId: string | null = null): Promise<ICommitDetail> {
-    const project = this.project;
+  commitDetail(commit: string, runId: string | null = null, project = this.project): Promise<ICommitDetail> {
     if (!project) {
       return Promise.reject(new ApiError('no project', 0));
     }
     const key = `${project}\0${commit}\0${runId ?? ''}`;
     let found = this._details.get(key);
     if (!found) {
-      found = request<ICommitDetail>(`projects/${enc(project)}/commits/${enc(commit)}${runQuery(runId)}`);
+      found = this.client.request<ICommitDetail>(`projects/${enc(project)}/commits/${enc(commit)}${runQuery(runId)}`);
       found.catch(() => this._details.delete(key)); // let a retry ask again
       this._details.set(key, found);
     }
@@ -258,7 +249,7 @@ export class SoopervisorModel {
 
   private async _checkVersion(): Promise<void> {
     try {
-      const { version } = await request<{ version: string }>('version');
+      const { version } = await this.client.request<{ version: string }>('version');
       this.version = {
         state: version === this.frontendVersion ? 'ok' : 'mismatch',
         server: version
@@ -276,7 +267,7 @@ export class SoopervisorModel {
     try {
       next = {
         state: 'ready',
-        value: await request<IReport>(`validate?path=${encodeURIComponent(path)}`)
+        value: await this.client.request<IReport>(`validate?path=${encodeURIComponent(path)}`)
       };
     } catch (e) {
       next = { state: 'error', error: e as ApiError };
@@ -314,7 +305,7 @@ export class SoopervisorModel {
       return;
     }
     try {
-      const { runs } = await request<{ runs: IRun[] }>(
+      const { runs } = await this.client.request<{ runs: IRun[] }>(
         `runs?project=${encodeURIComponent(project)}&limit=100`
       );
       if (project !== this.project) {
@@ -347,7 +338,7 @@ export class SoopervisorModel {
     }
     let next: Load<ICommitSummary[]>;
     try {
-      const { commits } = await request<{ commits: ICommitSummary[] }>(
+      const { commits } = await this.client.request<{ commits: ICommitSummary[] }>(
         `projects/${enc(project)}/commits`
       );
       next = { state: 'ready', value: commits };

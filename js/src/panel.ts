@@ -7,11 +7,8 @@ import { Widget } from '@lumino/widgets';
 import { IRun, isRunning } from './api';
 import { CommitList } from './commits';
 import { badge, docsLink, elapsed, errorBox, fmtDuration, fmtWhen, h } from './dom';
+import { LogView } from './logview';
 import { SoopervisorModel } from './model';
-
-/** The failing tail: this many lines up to the `!!! soopervisor:` line. */
-const TAIL_LINES = 30;
-const FAIL_MARK = '!!! soopervisor:';
 
 export class SoopervisorPanel extends Widget {
   constructor(readonly model: SoopervisorModel) {
@@ -262,33 +259,17 @@ export class SoopervisorPanel extends Widget {
 
   /** A new selection: a fresh log view bound to the model's new stream. */
   private _renderDetail(): void {
-    this._logLines = [];
-    this._follow = true;
     const log = this.model.log;
     if (!log) {
+      this._logView = null;
       this._detail.replaceChildren();
       this._detail.hidden = true;
       return;
     }
     this._detail.hidden = false;
-    this._logEl = h('div', { class: 'sv-log', 'data-testid': 'sv-log', tabindex: '0', 'aria-live': 'off' });
-    this._logEl.addEventListener('scroll', () => {
-      const el = this._logEl!;
-      // follow the end unless the user scrolled up to read
-      this._follow = el.scrollTop + el.clientHeight >= el.scrollHeight - 8;
-    });
-    this._logState = h('div', { class: 'sv-log-state sv-muted', 'data-testid': 'sv-log-state' });
+    this._logView = new LogView(log, () => this.model.selectedRun);
     this._detailHeader = h('div', { class: 'sv-detail-header' });
-    this._detail.replaceChildren(
-      h('h3', {}, 'Log'),
-      this._detailHeader,
-      this._logEl,
-      this._logState
-    );
-    log.linesAdded.connect((_, from) => this._appendLines(from), this);
-    log.stateChanged.connect(() => this._renderLogState(), this);
-    this._appendLines(0);
-    this._renderLogState();
+    this._detail.replaceChildren(h('h3', {}, 'Log'), this._detailHeader, this._logView.log, this._logView.state);
     this._renderDetailHeader();
   }
 
@@ -337,82 +318,7 @@ export class SoopervisorPanel extends Widget {
       ),
       failure ?? ''
     );
-    this._highlightFailure();
-  }
-
-  private _appendLines(from: number): void {
-    const log = this.model.log;
-    const el = this._logEl;
-    if (!log || !el) {
-      return;
-    }
-    const frag = document.createDocumentFragment();
-    for (let i = from; i < log.lines.length; i++) {
-      const line = log.lines[i];
-      // progress bars redraw with \r: show what a terminal would, the last redraw
-      const shown = line.slice(line.lastIndexOf('\r') + 1);
-      const div = h('div', { class: 'sv-log-line' }, shown || '\u200b');
-      if (line.startsWith('==> soopervisor:')) {
-        div.classList.add('sv-log-line--stage');
-      } else if (line.startsWith(FAIL_MARK)) {
-        div.classList.add('sv-log-line--mark');
-      }
-      this._logLines.push(div);
-      frag.append(div);
-    }
-    el.append(frag);
-    el.dataset.lines = String(log.lines.length);
-    this._highlightFailure();
-    if (this._follow) {
-      el.scrollTop = el.scrollHeight;
-    }
-  }
-
-  /** On failure, mark the last lines up to and including the `!!! soopervisor:` one. */
-  private _highlightFailure(): void {
-    const run = this.model.selectedRun;
-    const lines = this.model.log?.lines;
-    if (!run || !lines || run.status !== 'failed' || !this._logLines.length) {
-      return;
-    }
-    let end = lines.length - 1;
-    for (let i = lines.length - 1; i >= 0; i--) {
-      if (lines[i].startsWith(FAIL_MARK)) {
-        end = i;
-        break;
-      }
-    }
-    const start = Math.max(0, end - TAIL_LINES + 1);
-    this._logLines.forEach((div, i) => div.classList.toggle('sv-log-line--fail', i >= start && i <= end));
-    const first = this._logLines[start];
-    if (this._follow && first && this._logEl) {
-      // show the failing tail once (the log is the lines' offsetParent);
-      // scrollIntoView would also scroll the whole panel
-      this._logEl.scrollTop = first.offsetTop;
-      this._follow = false;
-    }
-  }
-
-  private _renderLogState(): void {
-    const log = this.model.log;
-    if (!log || !this._logState) {
-      return;
-    }
-    const n = log.lines.length;
-    const text: Record<string, string> = {
-      connecting: 'Connecting to the log…',
-      live: `Live — ${n} line${n === 1 ? '' : 's'}`,
-      reconnecting: `Connection lost; reconnecting in ${Math.ceil(log.retryInMs / 1000)} s (from line ${n})…`,
-      ended: `End of log — ${n} line${n === 1 ? '' : 's'}`,
-      error: 'Cannot reach the log.'
-    };
-    this._logState.dataset.state = log.state;
-    this._logState.replaceChildren(
-      text[log.state],
-      log.state === 'error'
-        ? h('button', { class: 'sv-link', onclick: () => log.retry() }, ' Retry')
-        : ''
-    );
+    this._logView?.runChanged();
   }
 
   private _renderCommits(): void {
@@ -453,9 +359,6 @@ export class SoopervisorPanel extends Widget {
   private _commitCount = h('span', { class: 'sv-count' });
   private _commitList: CommitList;
   private _detailHeader: HTMLElement | null = null;
-  private _logEl: HTMLElement | null = null;
-  private _logState: HTMLElement | null = null;
-  private _logLines: HTMLElement[] = [];
-  private _follow = true;
+  private _logView: LogView | null = null;
   private _ticker = 0;
 }
