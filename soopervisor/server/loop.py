@@ -50,6 +50,7 @@ class ServerState:
         #: time.monotonic() of the poll thread's last round (or repository polled); None: not yet
         self.last_tick: float | None = None
         self.threads: list[threading.Thread] = []
+        self._waiting_said: str | None = None
 
     # -- what the API asks for ---------------------------------------------------------------
 
@@ -104,6 +105,11 @@ class ServerState:
         while not self.stop.is_set():
             outcome = self.worker.run_one()
             if outcome is None:
+                waiting = self.worker.waiting  # the engine or storage down: said once, not every second
+                if waiting != self._waiting_said:
+                    self._waiting_said = waiting
+                    if waiting:
+                        self.say(f"work: claiming nothing until this is over: {waiting}")
                 break
             ran += 1
             job = outcome.job

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,8 +232,10 @@ class Poller:
             raise PollerStoreUnavailable(f"cannot create the folder of {self.path}: {e.strerror or e}",
                                          "the server's database must be in a folder it can write") from None
         self._local = threading.local()
+        self._create = True  # only now: a file gone later is an error until it is back, never a new one
         with self._db():
             pass  # the schema, now: a configuration naming an unusable file fails at start
+        self._create = False
 
     # -- storage ---------------------------------------------------------------------------
 
@@ -251,7 +254,9 @@ class Poller:
                 db.close()
             db = local.db = None
         if db is None:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+            mode = "rwc" if self._create else "rw"
+            db = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode={mode}", uri=True,
+                                 timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
             # a head lost to a power cut is enqueued again, which the queue ignores: no fsync per poll
             db.execute("PRAGMA synchronous=NORMAL")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -206,6 +207,9 @@ class Queue:
             return QueueUnavailable(f"the server's database {self.path} is gone",
                                     "put it back (a lost mount, a file moved aside); starting the server again "
                                     "begins a new, empty one")
+        if not busy and _disk_free(self.path.parent) < 1 << 20:  # SQLite says only "disk I/O error"
+            return QueueUnavailable(f"the disk of the server's database {self.path} is full ({reason})",
+                                    "free space on it (df -h); the server goes on by itself once there is room")
         if busy:
             hint = f"another process held it longer than {BUSY_TIMEOUT:g}s; try again in a moment"
         else:
@@ -436,3 +440,10 @@ _CLAIM_LOCK = dbm.advisory_key("queue.claim")
 
 def _from_row(row: Any) -> Job:
     return Job(**{k: row[k] for k in _COLUMNS})
+
+
+def _disk_free(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 1 << 62  # cannot tell: not the reason given

@@ -11,7 +11,10 @@ happened decides the job's end:
   line (the poller goes on with other commits);
 * the machine could not run it (no checkout, Docker or storage unavailable, the
   run interrupted): the job is released, queued again until its attempts are
-  spent.
+  spent. The worker then holds off claiming: while the engine (or the storage)
+  does not answer it claims nothing, so an outage of an hour spends one attempt,
+  not all of them in a second; after another such failure it waits a while,
+  longer each time.
 
 Every write carries the lease: a worker whose lease was taken over (it stalled,
 the job was cancelled) cancels its run and writes nothing.
@@ -22,11 +25,13 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InvalidProject, SoopervisorError
+from ..errors import EngineUnavailable, InvalidProject, SoopervisorError, StorageUnavailable
 from ..runs import this_host
 from .config import Repository, ServerConfig, resolve_secrets
 from .poller import Poller
@@ -34,6 +39,9 @@ from .queue import Job, Queue
 
 #: run states that end a job as they are; "interrupted" is the machine's fault: the job is released
 _FINAL = ("succeeded", "failed", "cancelled")
+#: seconds the worker waits before claiming again after an infrastructure failure with no probe
+#: (a checkout that failed): doubled per failure in a row, up to HOLD_CAP
+HOLD_FIRST, HOLD_CAP = 2.0, 120.0
 
 
 @dataclass
@@ -51,9 +59,18 @@ class Worker:
         self.config, self.queue, self.poller = config, queue, poller
         self.name = name or f"{this_host()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._repos = {r.name: r for r in config.repositories}
+        # after an infrastructure failure: what must answer before the next claim, or until when to wait
+        self._probe: Callable[[], None] | None = None
+        self._hold_until = 0.0
+        self._holds = 0  # infrastructure failures in a row
+        #: why the worker claims nothing now (the engine is down, ...); None when it claims
+        self.waiting: str | None = None
 
     def run_one(self) -> Outcome | None:
-        """Claim the next job and run it to its end; None when nothing can be claimed now."""
+        """Claim the next job and run it to its end; None when nothing can be claimed now (none is
+        queued, or the worker holds off after an infrastructure failure: see ``waiting``)."""
+        if not self._ready():
+            return None
         job = self.queue.claim(self.name, concurrency=self.config.concurrency,
                                per_repository=self.config.per_repository)
         if job is None:
@@ -64,18 +81,55 @@ class Worker:
             return Outcome(job, "cancelled", error="repository no longer served")
         work = Path(tempfile.mkdtemp(prefix="soopervisor-serve-"))
         try:
-            return self._run(job, repo, work)
+            outcome = self._run(job, repo, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        if outcome.state in _FINAL:
+            self._holds = 0
+        return outcome
+
+    def _ready(self) -> bool:
+        """Whether to claim now: yes, unless an infrastructure failure is not over (its probe still
+        fails, or its wait has not run out)."""
+        if self._probe is not None:
+            try:
+                self._probe()
+            except SoopervisorError as e:
+                self.waiting = e.message
+                return False
+            self._probe = None
+        elif time.monotonic() < self._hold_until:
+            return False
+        self.waiting = None
+        return True
+
+    def _hold(self, e: SoopervisorError | None) -> None:
+        """After a released job: claim nothing until the engine or the storage answers again, or
+        (another cause) for a while, doubled per failure in a row."""
+        self._holds += 1
+        if isinstance(e, EngineUnavailable):
+            from ..executors.docker import connect
+
+            self._probe = lambda: connect().close()
+        elif isinstance(e, StorageUnavailable):
+            from ..storage import open_storage
+
+            self._probe = lambda: open_storage(self.config.storage).check_writable()
+        else:
+            self._hold_until = time.monotonic() + min(HOLD_FIRST * 2 ** (self._holds - 1), HOLD_CAP)
+        self.waiting = e.message if e is not None else "an infrastructure failure"
 
     def _run(self, job: Job, repo: Repository, work: Path) -> Outcome:
         from ..service import RunOptions, RunService
 
+        ended = self._ended_before(job)
+        if ended is not None:
+            return ended
         try:
             tree = self.poller.checkout(repo, job.commit, work / "repo")
             secrets = resolve_secrets(repo)
         except SoopervisorError as e:
-            return self._release(job, f"cannot check out {job.commit[:12]}: {e.message}")
+            return self._release(job, f"cannot check out {job.commit[:12]}: {e.message}", cause=e)
         # the run service reads secret values from the environment by name: file secrets are put there
         os.environ.update({name: value.decode("utf-8", "surrogateescape") for name, value in secrets.items()})
         service = RunService(storage=self.config.storage, image=self.config.image)
@@ -89,14 +143,14 @@ class Worker:
                 self._notify(repo, job)
             return Outcome(job, "failed", error=error)
         except SoopervisorError as e:  # Docker, storage: not the commit's fault
-            return self._release(job, e.message)
+            return self._release(job, e.message, cause=e)
         run_id = active.run.id
         self.queue.attach_run(job, self.name, run_id)
         lost = self._keep_lease(job, active)
         try:
             run = active.result()
         except SoopervisorError as e:
-            return self._release(job, e.message, run_id)
+            return self._release(job, e.message, run_id, cause=e)
         if lost.is_set():  # taken over or cancelled: the newer record stands
             return Outcome(job, "cancelled", run_id, "the job's lease was lost")
         if run.status in _FINAL:
@@ -106,6 +160,24 @@ class Worker:
             return Outcome(job, run.status, run_id, error)
         return self._release(job, run.error or f"the run ended {run.status}", run_id)
 
+    def _ended_before(self, job: Job) -> Outcome | None:
+        """A job claimed again whose previous attempt's run did end (the server died after the run stored
+        its set, before the job was finished): the job ends as that run did, rather than run twice."""
+        if not job.run_id:
+            return None
+        from ..service import RunService
+
+        try:  # find() reaps first: a dead owner's run takes the outcome of the set it stored, if any
+            run = RunService(storage=self.config.storage, image=self.config.image).find(job.run_id)
+        except SoopervisorError:
+            return None  # the run store cannot say: run it again, as for a run that left nothing
+        if run is None or run.status not in ("succeeded", "failed"):  # a cancelled one: its lease was lost
+            return None
+        error = None if run.status == "succeeded" else run.error
+        if self.queue.finish(job, self.name, run.status, error=error):
+            self._notify(self._repos[job.repository], job, run)
+        return Outcome(job, run.status, run.id, error)
+
     def _keep_lease(self, job: Job, active) -> threading.Event:
         """Renew the job's lease while the run goes on; when it is lost, cancel the run."""
         lost = threading.Event()
@@ -113,7 +185,15 @@ class Worker:
 
         def renew() -> None:
             while not active.wait(every):
-                if not self.queue.renew(job, self.name):
+                try:
+                    kept = self.queue.renew(job, self.name)
+                except StorageUnavailable:
+                    # the database away for a while: the lease holds until lease_until; past it another
+                    # server may take the job, so this run stops rather than run twice
+                    if time.time() < (job.lease_until or 0):
+                        continue
+                    kept = False
+                if not kept:
                     lost.set()
                     active.cancel("its job was cancelled or taken over by another worker")
                     return
@@ -121,7 +201,12 @@ class Worker:
         threading.Thread(target=renew, name=f"lease-{job.id}", daemon=True).start()
         return lost
 
-    def _release(self, job: Job, error: str, run_id: str | None = None) -> Outcome:
+    def _release(self, job: Job, error: str, run_id: str | None = None, *,
+                 cause: SoopervisorError | None = None) -> Outcome:
+        """Queue the job again (the machine's fault, not the commit's), its error saying what to do."""
+        if cause is not None and cause.hint:
+            error = f"{error} (hint: {cause.hint})"
+        self._hold(cause)
         state = self.queue.release(job, self.name, error, max_attempts=self.config.max_attempts)
         if state == "failed" and job.state == "failed":  # attempts spent (and written by us): the job's end
             self._notify(self._repos[job.repository], job)

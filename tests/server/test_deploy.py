@@ -176,3 +176,128 @@ def test_server_image_installs_a_wheel_built_on_the_host(base_image, images, tmp
 
     ran = _docker("run", "--rm", "--entrypoint", "soopervisor", tag, "--version")
     assert ran.returncode == 0 and "soopervisor" in ran.stdout, ran.stdout + ran.stderr
+
+
+# -- compose.yaml and soopervisor.service ----------------------------------------------------------------
+
+COMPOSE = ROOT / "deploy" / "server" / "compose.yaml"
+UNIT = ROOT / "deploy" / "server" / "soopervisor.service"
+SERVER_YAML = ROOT / "deploy" / "server" / "server.yaml"
+SECRETS_EXAMPLE = ROOT / "deploy" / "server" / "secrets.env.example"
+
+
+def _compose_client() -> list[str] | None:
+    """A compose that validates a file (`config`): the docker plugin, else docker-compose; None without one."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True,
+                                                 check=False).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+def test_compose_file_runs_the_server_on_postgresql_with_its_password_by_reference(tmp_path):
+    import yaml
+
+    from soopervisor.server import config as server_config
+
+    text = COMPOSE.read_text()
+    doc = yaml.safe_load(text)
+    db, server = doc["services"]["db"], doc["services"]["soopervisor"]
+    # PostgreSQL 15, its role and database those of the server's URL, its password from the env file only
+    assert db["image"].endswith("postgres:15}") or db["image"] == "postgres:15"
+    assert db["environment"]["POSTGRES_USER"] == "soopervisor" and db["environment"]["POSTGRES_DB"] == "soopervisor"
+    assert db["env_file"] == "secrets.env" and server["env_file"] == "secrets.env"
+    assert 'POSTGRES_PASSWORD="$$PGPASSWORD"' in " ".join(db["entrypoint"])
+    for service in (db, server):  # no password in the file, not even an empty one
+        assert not [k for k in service.get("environment", {}) if "PASSWORD" in k], service["environment"]
+    assert "PGPASSWORD=" not in text
+    assert "healthcheck" in db and server["depends_on"]["db"]["condition"] == "service_healthy"
+    assert "ports" not in db  # only the server reaches the database
+    # the server: built from the Dockerfile with the PostgreSQL driver, the socket, data and mirrors
+    assert (COMPOSE.parent / server["build"]["context"] / server["build"]["dockerfile"]).resolve() == DOCKERFILE
+    assert "postgres" in server["build"]["args"]["EXTRAS"]
+    # SOURCE:TARGET[:ro], by target (a source may be ${VAR:-default})
+    volumes = {v.split(":")[-2] if v.endswith((":ro", ":rw")) else v.split(":")[-1]: v for v in server["volumes"]}
+    assert volumes["/var/run/docker.sock"].startswith("/var/run/docker.sock:")
+    assert volumes["/data"].startswith("data:") and volumes["/data/mirrors"].startswith("mirrors:")
+    assert volumes["/etc/soopervisor"].endswith(":ro")
+    assert set(doc["volumes"]) >= {"db", "data", "mirrors"}
+    assert server["environment"]["SOOPERVISOR_SERVER_CONFIG"] == CONFIG
+    assert server["group_add"] and server["stop_grace_period"] == "10m"
+    assert all(p.startswith("127.0.0.1:") for p in server["ports"])
+
+    # the server.yaml it mounts loads, and names the compose file's database, mirrors and data volume
+    loaded = server_config.load(str(SERVER_YAML))
+    assert loaded.database == "postgresql://soopervisor@db:5432/soopervisor"
+    assert loaded.mirrors == "/data/mirrors" and loaded.storage.startswith("/data/")
+    assert "PGPASSWORD=" in SECRETS_EXAMPLE.read_text()
+
+    # and compose itself accepts it, when one is installed here (the structural checks above always run)
+    compose = _compose_client()
+    if compose is not None:
+        copy = tmp_path / "deploy" / "server"
+        copy.mkdir(parents=True)
+        shutil.copy(COMPOSE, copy / "compose.yaml")
+        (copy / "secrets.env").write_text("PGPASSWORD=not-a-real-one\n")
+        proc = subprocess.run([*compose, "-f", str(copy / "compose.yaml"), "config"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "PGPASSWORD: not-a-real-one" in proc.stdout  # the env file is what gives it, to both services
+        assert proc.stdout.count("not-a-real-one") == 2
+
+
+def _unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """systemd's unit syntax: sections of keys, each key possibly repeated (a list of its values)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, sep, value = line.partition("=")
+        assert sep and current is not None, f"not a unit line: {line!r}"
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def test_the_systemd_unit_runs_a_dedicated_user_restarts_and_stops_gracefully_hardened(tmp_path):
+    unit = _unit(UNIT.read_text())
+    service = {k: v[-1] for k, v in unit["Service"].items()}
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+    assert "docker.service" in unit["Unit"]["After"][0]
+    assert service["User"] == "soopervisor" and service["Group"] == "soopervisor"
+    assert service["SupplementaryGroups"] == "docker"  # the socket's group, the only extra right
+    assert service["Restart"] == "on-failure"
+    assert service["EnvironmentFile"] == "/etc/soopervisor/secrets.env"
+    assert "PGPASSWORD" not in " ".join(unit["Service"].get("Environment", []))
+    exec_start = service["ExecStart"].split()
+    assert exec_start[0].endswith("/soopervisor") and exec_start[1:4] == ["serve", "--config", "/etc/soopervisor/server.yaml"]
+    # long enough for the job at hand to end after SIGTERM, which goes to the server only
+    assert service["TimeoutStopSec"] == "15min" and service["KillSignal"] == "SIGTERM" and service["KillMode"] == "mixed"
+    assert service["StateDirectory"] == "soopervisor"
+    assert "SOOPERVISOR_HOME=/var/lib/soopervisor" in service["Environment"]
+    # hardened, yet the Docker socket stays usable: AF_UNIX allowed, the docker group not unmapped
+    assert service["ProtectSystem"] == "strict" and service["NoNewPrivileges"] == "yes"
+    assert service["CapabilityBoundingSet"] == "" and service["PrivateTmp"] == "yes"
+    assert "AF_UNIX" in service["RestrictAddressFamilies"].split()
+    assert "PrivateUsers" not in service and "InaccessiblePaths" not in service
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return  # the structural checks above are the test on a machine without systemd
+    # verify checks that ExecStart's program exists: a copy naming a stand-in, otherwise the same unit
+    stand_in = tmp_path / "soopervisor"
+    stand_in.write_text("#!/bin/sh\n")
+    stand_in.chmod(0o755)
+    copy = tmp_path / "soopervisor.service"
+    copy.write_text(UNIT.read_text().replace("/opt/soopervisor/venv/bin/soopervisor", str(stand_in)))
+    proc = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=120, check=False)
+    # verify exits 0 on an unknown key or a value it cannot parse: it says so, and that must be nothing
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+    security = subprocess.run([analyze, "security", "--offline=yes", str(copy)], capture_output=True, text=True,
+                              timeout=120, check=False)
+    found = re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout)
+    assert found, security.stdout + security.stderr
+    assert float(found.group(1)) <= 2.0, security.stdout  # systemd's scale: 0 (locked down) to 10 (exposed)
