@@ -252,6 +252,10 @@ class _Terminal:
     fails, its last lines are shown before the failure. The stored log has every
     line. On a closed pipe or terminal it detaches stdout and raises: the run
     service then drops this sink and the run goes on.
+
+    Task events (soopervisor.progress) become a progress line, ``task 3/7 clean_data``:
+    redrawn in place below the output on a terminal, a plain line per task otherwise.
+    Carriage-return redraws (progress bars) are shown in their last state.
     """
 
     def __init__(self, verbose: bool = False, tty: bool | None = None) -> None:
@@ -264,6 +268,8 @@ class _Terminal:
         self.recent: deque[str] = deque(maxlen=20)
         self._drawn = False  # a progress line is on the screen
         self._drawn_at = 0.0
+        self.task_line: str | None = None  # the task progress redrawn under the output (terminal)
+        self._task_drawn = False
 
     def __call__(self, line: str) -> None:
         try:
@@ -275,6 +281,7 @@ class _Terminal:
     def close(self) -> None:
         """The run ended inside a folded stage (stopped, timed out): show that stage's last lines."""
         try:
+            self._clear_task()
             if self.stage is not None:
                 self._unfold(f"── {self.stage} did not finish; its last lines:")
         except OSError:
@@ -282,10 +289,19 @@ class _Terminal:
 
     def _line(self, line: str) -> None:
         from .logstream import STAGE_FAILED, STAGE_START
+        from .progress import collapse, parse_line
 
+        event = parse_line(line)
+        if event is not None:
+            self._task(event)
+            return
+        if "\r" in line:
+            line = collapse(line)
+            if not line.strip():
+                return  # a progress bar cleared before a line of its own
         text = line.rstrip("\n")
         if self.verbose:
-            click.echo(line, nl=False)
+            self._echo(line)
             return
         if self.stage is None:
             name = text[len(STAGE_START):].strip() if text.startswith(STAGE_START) else None
@@ -294,7 +310,10 @@ class _Terminal:
                 self.recent.clear()
                 self._draw()
             else:
-                click.echo(line, nl=False)
+                if text.startswith(("<== soopervisor: ", STAGE_START)) or STAGE_FAILED.match(text):
+                    self._clear_task()
+                    self.task_line = None  # the build stage ended: no more task progress
+                self._echo(line)
             return
         done = f"<== soopervisor: {self.stage} done"
         if text.startswith(done):
@@ -314,6 +333,42 @@ class _Terminal:
             self.count += 1
             self.recent.append(line)
             self._draw()
+
+    def _echo(self, line: str) -> None:
+        """A line of output, above the task progress line when one is drawn."""
+        drawn = self._task_drawn
+        self._clear_task()
+        click.echo(line, nl=False)
+        if drawn and self.task_line:
+            self._draw_task()
+
+    def _task(self, event) -> None:
+        from .progress import describe
+
+        text = describe(event)
+        last = event.event in ("failed", "skipped") or (event.event == "finished" and event.done >= event.total)
+        if event.event == "plan":
+            return
+        if not self.tty:
+            if event.event != "finished" or last:  # one line per task started, and the end
+                click.echo(f"soopervisor: {text}")
+            return
+        if last:
+            self._clear_task()
+            self.task_line = None
+            click.echo(f"soopervisor: {text}")
+            return
+        self.task_line = text
+        self._draw_task()
+
+    def _draw_task(self) -> None:
+        click.echo(f"\r\x1b[K{self.task_line}", nl=False)
+        self._task_drawn = True
+
+    def _clear_task(self) -> None:
+        if self._task_drawn:
+            click.echo("\r\x1b[K", nl=False)
+            self._task_drawn = False
 
     def _unfold(self, heading: str) -> None:
         self._clear()
@@ -373,12 +428,10 @@ def _report_failure(result, where: str, streamed: bool = False) -> None:
         _say("── last lines of the log " + "─" * 40, err=True, dim=True)
     for line in lines[-20:]:
         _say(line, err=True)
-    from .logstream import LOAD_FAILED
+    from .failure import summary
 
-    # a pipeline that failed to load has no task: the error says so, with its cause
-    failed_task = getattr(result, "failed_task", None)
-    task = f" at task '{failed_task}'" if failed_task and not failed_task.startswith(LOAD_FAILED) else ""
-    _say(f"✗ run {result.id} {result.status}{task}: {result.error}", fg="red", err=True)
+    # the failed task and its exception line; a pipeline that failed to load has no task: the error says so
+    _say(f"✗ {summary(result)}", fg="red", err=True)
     cell, cell_error = getattr(result, "failed_cell", None), getattr(result, "cell_error", None)
     if cell is not None or cell_error:
         _say("  the failing cell:", err=True)
@@ -650,6 +703,51 @@ def cache_prune(keep: int | None, max_size: str | None, base: str | None, dry_ru
     kept = f"; {in_use} in use kept" if in_use else ""
     click.echo(f"{verb} {len(removed)} image{'s' if len(removed) != 1 else ''}, "
                f"{format_size(sum(e.size for e in removed))}{kept}")
+
+
+# -- image ------------------------------------------------------------------------
+@cli.group("image")
+def image_group() -> None:
+    """The base image runs start from: which one, and building it.
+
+    \b
+    A run uses, first found: --image, SOOPERVISOR_IMAGE, then python:3.11-slim
+    (or the local soopervisor/base:bookworm when that cannot be pulled). A Jupyter
+    server uses c.Soopervisor.image (or the sidebar's setting) before these.
+    """
+
+
+@image_group.command("build")
+@click.option("--tag", metavar="NAME", help="The image to make (default: python:X.Y-slim, or "
+              "soopervisor/base:<debian release> when built from Debian packages).")
+@click.option("--python", "python", default="3.11", show_default=True, metavar="X.Y",
+              help="Its Python: the python:X.Y-slim to pull, or the Debian release that has it (3.9, 3.11, 3.13).")
+@click.option("--offline", is_flag=True, help="Build from Debian packages (debootstrap, as root); do not try a registry.")
+@click.option("--force", is_flag=True, help="Pull or build even when the image is already in the engine.")
+@click.option("--mirror", metavar="URL", envvar="SOOPERVISOR_DEBIAN_MIRROR",
+              help="The Debian mirror for --offline builds (default: SOOPERVISOR_DEBIAN_MIRROR or deb.debian.org).")
+def image_build(tag: str | None, python: str, offline: bool, force: bool, mirror: str | None) -> None:
+    """Make sure the engine has a base image: pull python:X.Y-slim, or build one from Debian packages.
+
+    Where no registry answers (or with --offline) it builds soopervisor/base:bookworm
+    with debootstrap, which runs then use when the default image cannot be pulled.
+    An image already in the engine is left as it is.
+    """
+    from . import image
+
+    image.build(tag, python, offline=offline, force=force, mirror=mirror, say=click.echo)
+
+
+@image_group.command("show")
+@click.option("--image", "flag", metavar="NAME", help="The image a run given this --image would use.")
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON.")
+def image_show(flag: str | None, as_json: bool) -> None:
+    """Which image runs would use, where that setting came from, and whether the engine has it."""
+    from . import image
+
+    lines: list[str] = []
+    info = image.describe(image.choose(flag), say=lines.append)
+    click.echo(json.dumps(info, indent=2) if as_json else "\n".join(lines))
 
 
 # -- storage ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 #: the image users get when they pass no --image; pulled when missing
 DEFAULT_IMAGE = "python:3.11-slim"
-#: the image .ci/run and scripts/build-base-image build from Debian packages
+#: the image `soopervisor image build` builds from Debian packages where no registry answers
 OFFLINE_IMAGE = "soopervisor/base:bookworm"
 
 

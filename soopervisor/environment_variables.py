@@ -23,8 +23,11 @@ ENVIRONMENT_VARIABLES = (
     EnvVar("SOOPERVISOR_STORAGE", "where artifacts are stored and read: a folder or a storage URL "
            "(``s3://``, ``gdrive://``, ``dropbox://``, ``onedrive://``, ``box://``); ``--storage`` wins",
            "``$SOOPERVISOR_HOME/artifacts``"),
-    EnvVar("SOOPERVISOR_IMAGE", "the base image of runs; ``--image`` wins",
+    EnvVar("SOOPERVISOR_IMAGE", "the base image of runs; ``--image`` wins (``soopervisor image show`` says which "
+           "one a run would use)",
            "``python:3.11-slim`` (``soopervisor/base:bookworm`` when that cannot be pulled and exists)"),
+    EnvVar("SOOPERVISOR_DEBIAN_MIRROR", "the Debian mirror ``soopervisor image build`` builds the offline base "
+           "image from; ``--mirror`` wins", "``http://deb.debian.org/debian``"),
     EnvVar("SOOPERVISOR_NETWORK", "the network of the pipeline stage: ``default``, ``none``, ``host``, "
            "``bridge`` or a Docker network name; ``--network`` wins", "``default``"),
     EnvVar("SOOPERVISOR_PROJECT", "the project's name in storage, instead of the one taken from the "

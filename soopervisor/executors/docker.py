@@ -146,10 +146,12 @@ class DockerExecutor:
                     return info
                 except docker.errors.ImageNotFound:
                     pass
+            from ..image import pull_reason
+
             raise UsageError(
-                f"image {name!r} is not in the engine and could not be pulled: {_reason(e)}",
-                "check the name with `docker images`; without a registry, build a base image "
-                "from Debian packages: `scripts/build-base-image`",
+                f"image {name!r} is not in the engine and could not be pulled: {pull_reason(e)}",
+                "check the name (`soopervisor image show` says where it came from); to get a base image, "
+                "`soopervisor image build` pulls one or, without a registry, builds one from Debian packages",
             ) from None
 
     def _image_info(self, name: str) -> ImageInfo:
