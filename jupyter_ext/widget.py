@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import ipywidgets as w
 
 from soopervisor.logstream import STAGE_FAILED, STAGE_START
+from soopervisor.progress import TaskEvent, collapse, parse_line, view_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from soopervisor.runs import Run
@@ -57,6 +58,8 @@ class LogWidget(w.VBox):
         self.run: Run | None = None
         self.stage: str | None = None
         self.failed_stage: str | None = None
+        #: the last task event (soopervisor.progress): the task being built, n/total
+        self.progress: TaskEvent | None = None
         self._lock = threading.RLock()  # the buffer and every model update
         self._pending: list[str] = []
         self._lines: deque[str] = deque(maxlen=MAX_LINES)  # what the log shows
@@ -159,7 +162,10 @@ class LogWidget(w.VBox):
             if not self._pending:
                 return
             lines, self._pending = self._pending, []
-            for line in lines:
+            for raw in lines:
+                line = self._shown(raw)
+                if line is None:
+                    continue
                 self._observe(line)
                 self._lines.append(line)
                 if len(self._live) >= CHUNK:  # the last chunk is full: show it whole, start another
@@ -204,6 +210,37 @@ class LogWidget(w.VBox):
             before = list(self._lines)[-n - CHUNK : -n]
             self._render(self._chunks[-2], before, tail=FAILED_TAIL - n)
 
+    def _shown(self, line: str) -> str | None:
+        """The line as the log shows it: a task event as its progress line (or nothing), a
+        progress bar's redraws as their last state. Event lines come from the run's log stream,
+        which never passes on the pipeline's imitations."""
+        event = parse_line(line)
+        if event is not None:
+            self.progress = event
+            shown = view_line(event)
+            return shown + "\n" if shown else None
+        if "\r" in line:
+            line = collapse(line)
+            if not line.strip():
+                return None  # a bar cleared before a line of its own
+        return line
+
+    @property
+    def progress_text(self) -> str | None:
+        """``task 2/3 clean``: the task being built and how many of how many, from the events seen,
+        else from the run's record (a widget attached late)."""
+        event = self.progress
+        if event is None and self.run is not None and getattr(self.run, "tasks_total", None):
+            event = TaskEvent("started" if not self.run.finished else "finished", self.run.tasks_done or 0,
+                              self.run.tasks_total, self.run.task)
+        if event is None or event.event == "plan":
+            return None
+        if event.event == "started":
+            return f"task {min(event.done + 1, event.total)}/{event.total} {event.task}"
+        if event.event == "failed":
+            return f"task {event.task} failed ({event.done}/{event.total})"
+        return f"{event.done}/{event.total} tasks done"
+
     def _observe(self, line: str) -> None:
         if line.startswith(STAGE_START):
             self.stage = line[len(STAGE_START):].strip()
@@ -227,6 +264,9 @@ class LogWidget(w.VBox):
         parts = [f"<b style='color:{color}'>{html.escape(status)}</b>", f"{self.elapsed:.0f} s"]
         if self.stage:
             parts.append(f"stage: {html.escape(self.stage)}")
+        progress = self.progress_text
+        if progress:
+            parts.append(f"<span class='soopervisor-progress'>{html.escape(progress)}</span>")
         if self.run is not None:
             parts.append(f"run <code>{html.escape(self.run.id)}</code> &middot; {html.escape(self.run.project)}"
                          f" @ <code>{html.escape(self.run.short_commit)}</code> ({html.escape(self.run.mode)})")
@@ -252,6 +292,10 @@ def failure_html(run) -> str:
     if failed_task and not failed_task.startswith(LOAD_FAILED):  # a load failure: the error says it
         task = f" at task <b>{html.escape(failed_task)}</b>"
     error = html.escape(run.error or f"the run {run.status}")
+    task_error = getattr(run, "task_error", None)
+    if task and task_error and task_error not in (run.error or ""):
+        # the failed task's exception line first; the run's error says the exit code once
+        error = f"<code>{html.escape(task_error)}</code> ({error})"
     parts = [f"<div style='color:#c62828'>✗ run {html.escape(run.id)} {run.status}{task}: {error}</div>"]
     cell, cell_error = getattr(run, "failed_cell", None), getattr(run, "cell_error", None)
     if cell:

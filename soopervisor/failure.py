@@ -94,3 +94,25 @@ def load_hint(cause: str) -> str:
         return ("the notebook's kernelspec names a kernel the environment lacks: set the notebook's kernel "
                 "to python3 (or install that kernel in the environment)")
     return "`ploomber build` fails the same way in this environment: fix the cause above, commit, and run again"
+
+
+
+def summary(run) -> str:
+    """The failure banner's one line (no mark, no colour), the same in the CLI, the widget and the sidebar.
+
+    ``run <id> failed at task 'clean': ValueError: bad value (the pipeline failed with
+    exit code 1 in stage 'build pipeline')``: the failed task and its exception line
+    first, when the task events gave them, then the run's error, which says the
+    exit code once. A pipeline that failed to load has no task: its error says why.
+    """
+    from .logstream import LOAD_FAILED
+
+    failed_task = getattr(run, "failed_task", None)
+    task_error = getattr(run, "task_error", None)
+    error = run.error or f"the run {run.status}"
+    task = ""
+    if failed_task and not failed_task.startswith(LOAD_FAILED):
+        task = f" at task '{failed_task}'"
+    if task and task_error and task_error not in error:
+        error = f"{task_error} ({error})"
+    return f"run {run.id} {run.status}{task}: {error}"

@@ -24,6 +24,7 @@ from .environment import ENV_IMAGE_REPO, _build_lock, _tar, env_hash, env_tree
 from .errors import Cancelled, SoopervisorError, StorageUnavailable
 from .executors import ContainerSpec, ExecResult, Executor, ImageInfo, KeepAs
 from .logstream import LogStream
+from .progress import NONCE_VARIABLE, RecordWriter, new_nonce, record_changes
 from .redact import CREDENTIALS, Redactor
 from .runs import Run, lease_seconds, lease_until, now_iso, process_started, this_host
 from .script import env_fingerprint
@@ -211,7 +212,12 @@ class ActiveRun:
         self.run.log_path = str(log_path)
         self._log_problem: str | None = None
         self._sinks: list[_Sink] = []
-        self.log = LogStream(self.redactor, [self._to_file], on_stage=lambda stage: self._record(stage=stage))
+        # task events carry this nonce (handed to the pipeline container only); the record
+        # follows them a few times a second at most
+        self.task_nonce = new_nonce()
+        self._progress = RecordWriter(self._record)
+        self.log = LogStream(self.redactor, [self._to_file], on_stage=lambda stage: self._record(stage=stage),
+                             nonce=self.task_nonce, on_task=lambda event: self._progress.push(**record_changes(event)))
         if opts.on_line:
             # its own notes go to the log file only (the sink is gone), masked like every line
             sink = _Sink(opts.on_line, lambda text: self._to_file(self.redactor.redact(text)))
@@ -373,6 +379,7 @@ class ActiveRun:
                 "SOOPERVISOR_MODE": self.run.mode,
                 "SOOPERVISOR_RUN_ID": self.run.id,
                 "PLOOMBER_STATS_ENABLED": "false",
+                NONCE_VARIABLE: self.task_nonce,  # the runner removes it before pipeline code runs
             },
             "ca_bundle": self.prepared.ca,
             "cpus": limits.cpus,
@@ -566,6 +573,8 @@ class ActiveRun:
             self.log.close()
         finally:
             self._log_file.close()
+            with contextlib.suppress(SoopervisorError):
+                self._progress.flush()  # the last progress is in the record before the end is
         finished = now_iso()
         try:
             if self._lost is not None or not self._claim_end():

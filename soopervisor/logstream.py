@@ -10,6 +10,12 @@ failed``, ploomber's "Error when executing task") are looked for in the raw
 lines, before redaction: a secret as short as ``=`` or ``so`` would otherwise
 mask part of a marker and hide the stage or the failed task. Only the names
 found are kept, and they are redacted as they are in the log.
+
+Task events (soopervisor.progress) are recognised on the raw lines too, by the
+run's nonce, wherever the line holds one (a progress bar may precede it). An
+accepted event is written as its canonical line, its values redacted and the
+nonce left out; a pipeline line that imitates either form is written with a
+``\\`` in front. Then every line, ours included, passes the redactor.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable
 
+from .progress import RAW_PREFIX, TASK_LINE, TaskEvent, from_json
 from .redact import Redactor, to_bytes
 
 LineSink = Callable[[str], None]
@@ -66,6 +73,8 @@ _NETWORK = re.compile(
 )
 #: how much of a load error or a network error line is kept
 _KEEP = 500
+_RAW_EVENT = RAW_PREFIX.encode()
+_TASK_LINE = TASK_LINE.encode()
 
 
 def is_network_error(text: str) -> bool:
@@ -87,9 +96,17 @@ class LogStream:
         sinks: Iterable[LineSink] = (),
         tail: int = 200,
         on_stage: Callable[[str], None] | None = None,
+        nonce: str | None = None,
+        on_task: Callable[[TaskEvent], None] | None = None,
     ) -> None:
         self._redactor = redactor
         self._on_stage = on_stage  # told each stage announced, redacted
+        # the run's task-event nonce: lines without it are never events
+        self._event_mark = _RAW_EVENT + nonce.encode() + b"::" if nonce else None
+        self._on_task = on_task  # told each accepted task event, redacted
+        #: the last task event accepted (redacted), and the first failed one
+        self.progress: TaskEvent | None = None
+        self.task_failure: TaskEvent | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._redacting = redactor.stream()
         self._sinks = list(sinks)
@@ -117,18 +134,18 @@ class LogStream:
         self._sinks.append(sink)
 
     def write(self, data: bytes) -> None:
-        self._watch(data)
-        self._push(self._decoder.decode(self._redacting.feed(data)))
+        self._push(self._decoder.decode(self._redacting.feed(self._watch(data))))
 
     def note(self, text: str) -> None:
         """A line of soopervisor's own, in order with the container's output."""
         self.write(to_bytes(text if text.endswith("\n") else text + "\n"))
 
     def close(self) -> None:
-        self._push(self._decoder.decode(self._redacting.flush(), final=True))
+        last = b""
         if self._raw and not self._raw_overlong:
-            self._observe(self._raw)
+            last = self._line_out(self._raw)
         self._raw, self._raw_overlong = b"", False
+        self._push(self._decoder.decode(self._redacting.feed(last) + self._redacting.flush(), final=True))
         if self._pending:
             self._emit(self._pending + "\n")
             self._pending = ""
@@ -157,27 +174,72 @@ class LogStream:
             sink(line)
 
     # -- the raw lines, for our markers -----------------------------------------------
-    def _watch(self, data: bytes) -> None:
+    def _watch(self, data: bytes) -> bytes:
+        """Look at each whole raw line; return the bytes to redact (task events rewritten).
+
+        A line is held until its newline (sinks get whole lines anyway), except
+        an over-long one, which passes on as it comes.
+        """
         buf = self._raw + data
+        out = bytearray()
         start = 0
         while True:
             nl = buf.find(b"\n", start)
             if nl == -1:
                 break
-            if not self._raw_overlong:
-                self._observe(buf[start:nl])
+            if self._raw_overlong:
+                out += buf[start : nl + 1]
+            else:
+                out += self._line_out(buf[start:nl]) + b"\n"
             self._raw_overlong = False
             start = nl + 1
         rest = buf[start:]
         if self._raw_overlong:
+            out += rest
             rest = b""
         elif len(rest) > MAX_LINE:
             # markers and task names sit at the start of a line: look at the
             # first MAX_LINE bytes once, keep nothing of the rest
             self._observe(rest[:MAX_LINE])
             self._raw_overlong = True
+            out += rest
             rest = b""
         self._raw = rest
+        return bytes(out)
+
+    def _line_out(self, line: bytes) -> bytes:
+        """One whole raw line (no newline) as it goes on to the redactor."""
+        mark = self._event_mark
+        at = line.find(mark) if mark else -1
+        if at != -1:
+            event = from_json(line[at + len(mark) :].decode("utf-8", "replace"))
+            if event is not None:
+                before = line[:at]
+                self._observe(before)
+                event = self._accept(event)
+                text = to_bytes(event.line())
+                # a progress bar drawn before the event on the same line keeps its own line
+                return before + b"\n" + text if before.replace(b"\r", b"").strip() else text
+            line = line.replace(mark, _RAW_EVENT + b"(nonce)::")  # malformed: never print the nonce
+        self._observe(line)
+        if line.startswith((_TASK_LINE, _RAW_EVENT)):
+            return b"\\" + line  # the pipeline's own line that looks like ours
+        return line
+
+    def _accept(self, event: TaskEvent) -> TaskEvent:
+        """Redact an event's values (the task name is data), keep it, tell the listener."""
+        red = self._redactor.redact
+        event = TaskEvent(event.event, event.done, event.total,
+                          red(event.task) if event.task is not None else None,
+                          red(event.error) if event.error is not None else None, event.at)
+        self.progress = event
+        if event.event == "failed" and self.task_failure is None:
+            self.task_failure = event
+            if self.failed_task is None and event.task:
+                self.failed_task = event.task
+        if self._on_task is not None:
+            self._on_task(event)
+        return event
 
     def _observe(self, line: bytes) -> None:
         self._observe_failure(line)

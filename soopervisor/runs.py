@@ -92,6 +92,12 @@ class Run:
     # the stage announced last (redacted), found on the raw log: a secret that happens to match
     # our markers (`so`) cannot hide it from the widget or the REST API
     stage: str | None = None
+    # task-level progress, from the build stage's task events (redacted): the task started last
+    # (or that failed), how many tasks ended and how many the build has; a failed task's exception line
+    task: str | None = None
+    tasks_done: int | None = None
+    tasks_total: int | None = None
+    task_error: str | None = None
     # the owner: the process that executes the run, and until when it promised to be alive
     owner_host: str | None = None
     owner_pid: int | None = None
@@ -256,7 +262,7 @@ def _legacy_lease(run: Run) -> str | None:
 # -- the store ------------------------------------------------------------------------------
 
 _COLUMNS = [f.name for f in dataclasses.fields(Run)]
-_INTEGER = ("dirty", "exit_code", "owner_pid")
+_INTEGER = ("dirty", "exit_code", "owner_pid", "tasks_done", "tasks_total")
 _QUOTED = ", ".join(f'"{c}"' for c in _COLUMNS)  # "commit" is an SQL keyword
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
@@ -400,7 +406,7 @@ def _check(changes: dict[str, Any]) -> None:
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    """Add the columns a runs.sqlite of an older soopervisor lacks (owner, lease, executor)."""
+    """Add the columns a runs.sqlite of an older soopervisor lacks (owner, lease, executor, task progress)."""
     have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
     for column in _COLUMNS:
         if column in have:

@@ -701,3 +701,16 @@ def test_the_pip_section_of_an_environment_yml_above_the_project_is_written_besi
     calls = h.calls()
     tmp_name = next(c for c in calls if c.startswith("requirements file ")).split("requirements file ")[1]
     assert tmp_name.startswith("../.soopervisor-requirements.")  # "-r extra.txt" resolves beside the spec
+
+
+def test_with_a_task_event_nonce_the_build_runs_the_task_runner(h: Harness) -> None:
+    """soopervisor's runs pass SOOPERVISOR_TASK_EVENTS: the build stage runs task_events.py with ploomber's arguments."""
+    from soopervisor.script import _read
+
+    proc = h.run(project(), sample=True, SOOPERVISOR_TASK_EVENTS="0123456789abcdef0123456789abcdef")
+    assert proc.returncode == 0, proc.stdout
+    log = h.log.read_text()
+    runner = _read("task_events.py").rstrip("\n")
+    # the fake python logs "python -c <the runner, verbatim> <the build arguments>"
+    assert f"python -c {runner} --entry-point pipeline.yaml --force --env--sample true\n" in log
+    assert not any(c.startswith("ploomber ") for c in h.calls())

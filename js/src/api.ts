@@ -52,6 +52,12 @@ export interface IRun {
   image: string | null;
   failed_task: string | null;
   error: string | null;
+  /** task progress from the build's task events: the task started last (or that failed) */
+  task?: string | null;
+  tasks_done?: number | null;
+  tasks_total?: number | null;
+  /** the failed task's exception line, e.g. "ValueError: bad value" */
+  task_error?: string | null;
   /** the troubleshooting entry that explains why the run did not succeed */
   docs?: string | null;
 }

@@ -76,11 +76,10 @@ def _q(value: str) -> str:
     return shlex.quote(str(value))
 
 
-def _heredoc(function: str, lines: list[str], comment: str) -> str:
+def _heredoc(function: str, lines: list[str], comment: str, delim: str = "SOOPERVISOR_REQUIREMENTS") -> str:
     body: list[str] = []
     for entry in lines:
         body.extend(str(entry).split("\n"))  # bash ends heredoc lines at \n only
-    delim = "SOOPERVISOR_REQUIREMENTS"
     while delim in body:
         delim += "_"
     return "\n".join(
@@ -177,6 +176,13 @@ def render(project: Project, *, sample: bool, root: str = "/") -> str:
         )
 
     stages = "\n".join(_read(s.snippet) for s in STAGES)
+    # the build stage's runner (task_events.py), kept as a file of the package so it is
+    # linted and tested as Python; a quoted heredoc: nothing in it expands
+    stages += "\n" + _heredoc(
+        "soopervisor_task_runner", _read("task_events.py").rstrip("\n").split("\n"),
+        "the runner of the build stage: ploomber build, reporting each task as an event line",
+        delim="SOOPERVISOR_TASK_RUNNER",
+    )
 
     main: list[str] = []
     env_done = False

@@ -1,0 +1,183 @@
+"""The pipeline stage's runner: ``ploomber build`` in-process, reporting each task as it goes.
+
+Rendered into run.sh and started as ``python -c <this file> <ploomber build args>``.
+It runs ploomber's own ``build`` command (same parser, same messages, same exit
+codes as ``ploomber build``) after wrapping the serial executor's per-task build,
+so each task reports itself as structured events instead of our scraping
+ploomber's text.
+
+An event is one line: ``::soopervisor-task::<nonce>::<compact JSON>``. The nonce
+comes from ``SOOPERVISOR_TASK_EVENTS`` and is removed from the environment before
+any pipeline code is imported, so a task (and a notebook kernel it starts) cannot
+print a line the host accepts as an event. Events: ``plan`` (total known),
+``started``, ``finished``, ``failed`` (with ``error``, the exception line) and
+``skipped`` (not run because an upstream task failed); each says when (``at``).
+
+When the hooks cannot be installed (another ploomber version) or no nonce was
+given, it says so and execs ``ploomber build`` as before. Standard library only:
+it runs in the project's environment.
+"""
+import json
+import os
+import re
+import sys
+import time
+
+PREFIX = "::soopervisor-task::"
+NONCE_VARIABLE = "SOOPERVISOR_TASK_EVENTS"
+#: how much of an exception line is kept
+MAX_ERROR = 500
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?$")
+
+
+def _fallback(args, why):
+    if why:
+        print(f"soopervisor: task progress is not available ({why}); running ploomber build", flush=True)
+    sys.stdout.flush()
+    try:
+        os.execvp("ploomber", ["ploomber", "build", *args])
+    except OSError as e:
+        print(f"soopervisor: cannot run ploomber build: {e}", flush=True)
+        sys.exit(127)
+
+
+def exception_line(exc):
+    """The one line that says what a task raised: the root of the chain, as Python prints it."""
+    seen, root = set(), exc
+    while True:
+        nxt = root.__cause__ or root.__context__
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(root))
+        root = nxt
+    ename, evalue = getattr(root, "ename", None), getattr(root, "evalue", None)
+    if ename:  # papermill's PapermillExecutionError names the notebook's own exception
+        return _trim(f"{ename}: {evalue}" if evalue else str(ename))
+    text = str(root)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if type(root).__name__ in ("TaskBuildError", "DAGBuildError", "RemoteTraceback") or len(lines) > 1:
+        # from a subprocess the chain is text: its last exception line is the cause
+        for line in reversed(lines):
+            if _EXCEPTION_LINE.match(line) and "TaskBuildError" not in line:
+                return _trim(line)
+    first = lines[0] if lines else ""
+    return _trim(f"{type(root).__name__}: {first}" if first else type(root).__name__)
+
+
+def _trim(text):
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
+
+
+class Reporter:
+    """Counts tasks and prints one marked line per event."""
+
+    def __init__(self, nonce, out=None):
+        self.nonce, self.out = nonce, out or sys.stdout
+        self.total, self.done = 0, 0
+        self.reported = set()  # tasks whose end was reported
+
+    def emit(self, event, task=None, **extra):
+        # "at": when it happened (Unix seconds), for timings and for measuring how fast views follow
+        data = {"event": event, "done": self.done, "total": self.total, "at": round(time.time(), 3)}
+        if task is not None:
+            data["task"] = str(task)
+        data.update(extra)
+        line = PREFIX + self.nonce + "::" + json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        try:
+            # tqdm.write clears the progress bars, prints and redraws them: the event
+            # gets a line of its own instead of landing after a bar on the same line
+            from tqdm import tqdm
+
+            tqdm.write(line, file=self.out)
+        except Exception:  # noqa: BLE001 - no tqdm: a plain line (the host finds markers mid-line too)
+            self.out.write("\n" + line + "\n")
+        self.out.flush()
+
+    def plan(self, statuses):
+        self.total = sum(1 for s in statuses if s != "Skipped")
+        self.emit("plan")
+
+    def started(self, name):
+        self.emit("started", name)
+
+    def ended(self, name, ok, error=None):
+        if name in self.reported:
+            return
+        self.reported.add(name)
+        self.done += 1
+        if ok:
+            self.emit("finished", name)
+        else:
+            self.emit("failed", name, error=error or "")
+
+    def skipped(self, name):
+        if name in self.reported:
+            return
+        self.reported.add(name)
+        self.emit("skipped", name)
+
+
+def install(reporter):
+    """Wrap ploomber's executors; raises (ImportError, AttributeError) when this ploomber has no such hooks."""
+    from ploomber.constants import TaskStatus
+    from ploomber.executors import abc as executor_abc
+    from ploomber.executors import serial
+    from ploomber.tasks.abc import Task
+
+    plan_call = executor_abc.Executor.__call__
+    serial_builds = {name: getattr(serial, name) for name in ("build_in_subprocess", "build_in_current_process")}
+    status_property = Task.exec_status
+    if not isinstance(status_property, property) or status_property.fset is None:
+        raise AttributeError("Task.exec_status is not a settable property")
+    state = {"serial": False}
+
+    def executor_call(self, dag, *args, **kwargs):
+        state["serial"] = isinstance(self, serial.Serial)
+        reporter.plan([dag[name].exec_status.name for name in dag])
+        return plan_call(self, dag, *args, **kwargs)
+
+    def wrap(build):
+        def wrapped(task, build_kwargs, reports_all):
+            reporter.started(task.name)
+            try:
+                result = build(task, build_kwargs, reports_all)
+            except BaseException as e:
+                reporter.ended(task.name, False, exception_line(e))
+                raise
+            reporter.ended(task.name, True)
+            return result
+
+        return wrapped
+
+    def set_status(self, value):
+        status_property.fset(self, value)
+        # the serial executor reports start and end itself; others (parallel) are
+        # seen here, where the main process records each task's end
+        if value == TaskStatus.Aborted:
+            reporter.skipped(self.name)
+        elif not state["serial"] and value in (TaskStatus.Executed, TaskStatus.Errored):
+            reporter.ended(self.name, value == TaskStatus.Executed)
+
+    executor_abc.Executor.__call__ = executor_call
+    for name, build in serial_builds.items():
+        setattr(serial, name, wrap(build))
+    Task.exec_status = property(status_property.fget, set_status, status_property.fdel, status_property.__doc__)
+
+
+def main(args):
+    nonce = os.environ.pop(NONCE_VARIABLE, "")  # before any pipeline code can read it
+    if not re.fullmatch(r"[0-9a-f]{16,64}", nonce):
+        _fallback(args, "")  # `soopervisor script` run by hand: today's ploomber build, silently
+    reporter = Reporter(nonce)
+    try:
+        install(reporter)
+        from ploomber_cli.cli import cmd_router
+    except Exception as e:  # noqa: BLE001 - another ploomber: its build still runs
+        _fallback(args, f"{type(e).__name__}: {e}")
+    sys.argv = ["ploomber", "build", *args]
+    return cmd_router()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
