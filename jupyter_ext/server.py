@@ -37,7 +37,8 @@ class Soopervisor(Configurable):
     )
     image = Unicode(
         None, allow_none=True, config=True,
-        help="Base image of the server's runs (default: SOOPERVISOR_IMAGE, else python:3.11-slim).",
+        help="Base image of the server's runs (default: SOOPERVISOR_IMAGE, else python:3.11-slim; "
+             "`soopervisor image build` makes one where no registry answers).",
     )
     executor = Enum(
         ["docker"], default_value="docker", config=True,
@@ -68,6 +69,8 @@ def setup_handlers(serverapp: Any) -> None:
     threading.Thread(target=_adopt, args=(service, log), name="soopervisor-adopt", daemon=True).start()
     root = getattr(serverapp, "root_dir", None) or serverapp.contents_manager.root_dir
     # realpath once: every path parameter is compared against the real root
-    settings = {"soopervisor_service": service, "soopervisor_root": os.path.realpath(os.path.expanduser(root))}
+    settings = {"soopervisor_service": service, "soopervisor_root": os.path.realpath(os.path.expanduser(root)),
+                # Jupyter's users may run anything already: a run may name its own image and storage
+                "soopervisor_run_overrides": True}
     mount(web_app, web_app.settings.get("base_url", "/"), auth_base=JupyterAuth,
           socket_auth_base=JupyterSocketAuth, settings=settings)

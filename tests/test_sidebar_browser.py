@@ -56,6 +56,23 @@ def page(lab: JupyterLab):
         context.close()
 
 
+# a task event of the run's log (soopervisor/progress.py): the progress view shows it its own way
+TASK_LINE = "--> soopervisor: task "
+
+
+def assert_log_is_the_file(page, log_path: str) -> None:
+    """No line lost or duplicated: one element per line of the run's log file, in order. A line
+    shows what a terminal would (the text after its last \\r); a task event line is marked as one
+    (logview.ts shows it as progress, or hides it)."""
+    on_disk = Path(log_path).read_bytes().decode().split("\n")[:-1]  # lines end in \n; \r is no end
+    rows = page.locator(f'{tid("sv-log")} .sv-log-line')
+    shown = rows.evaluate_all(
+        "els => els.map(e => e.classList.contains('sv-log-line--task') ? '<task>' : e.innerText || e.textContent)"
+    )
+    expected = ["<task>" if line.startswith(TASK_LINE) else line.rsplit("\r", 1)[-1] or "\u200b" for line in on_disk]
+    assert shown == expected
+
+
 def wait_for_run_start_and_growth(page) -> list[int]:
     """Line counts of the log seen while the run ran: they must grow."""
     detail = page.locator(tid("sv-run-detail"))
@@ -117,12 +134,8 @@ def test_sample_run_from_the_sidebar(engine, lab: JupyterLab, page, server_root:
     page.locator(f'{tid("sv-log-state")}[data-state="ended"]').wait_for()
     log_text = page.locator(tid("sv-log")).inner_text()
     assert "==> soopervisor:" in log_text
-    lines = page.locator(f'{tid("sv-log")} .sv-log-line')
     # no line lost or duplicated: the browser's log is the run's log file
-    run = soopervisor.get_run(run_id)
-    on_disk = Path(run.log_path).read_bytes().decode().split("\n")[:-1]  # lines end in \n; \r is no end
-    # a line shows what a terminal would: the text after its last \r
-    assert lines.all_inner_texts() == [line.rsplit("\r", 1)[-1] or "\u200b" for line in on_disk]
+    assert_log_is_the_file(page, soopervisor.get_run(run_id).log_path)
     assert row.get_attribute("data-status") == "succeeded"
     assert detail.locator(tid("sv-run-stop")).count() == 0
     screenshot(page, "sidebar-run-log.png")
@@ -232,9 +245,7 @@ def test_log_resumes_after_dropped_connections_without_loss_or_duplicates(engine
 
     starts = [int(re.search(r"[?&]from=(\d+)", u)[1]) for u in urls]
     assert len(starts) >= 3 and starts[0] == 0 and starts[1] > 0 and starts[2] > starts[1], urls
-    on_disk = Path(soopervisor.get_run(run_id).log_path).read_bytes().decode().split("\n")[:-1]
-    shown = page.locator(f'{tid("sv-log")} .sv-log-line').all_inner_texts()
-    assert shown == [line.rsplit("\r", 1)[-1] or "\u200b" for line in on_disk]
+    assert_log_is_the_file(page, soopervisor.get_run(run_id).log_path)
 
 
 def test_invalid_project_disables_runs_and_says_why(lab: JupyterLab, page, server_root: Path):

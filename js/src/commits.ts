@@ -16,6 +16,12 @@ import { errorBox, fmtSize, fmtWhen, h } from './dom';
 export interface ICommitSource {
   readonly client: ApiClient;
   commitDetail(commit: string, runId: string | null, project?: string): Promise<ICommitDetail>;
+  /** Files the lists leave out (the sidebar's hidden patterns); none when absent. */
+  hiddenFile?(name: string): boolean;
+  /** Whether `openFile` can show a file (JupyterLab has a viewer for it). */
+  canOpen?(name: string): boolean;
+  /** Open a file of a set in the host application (the sidebar: a JupyterLab tab). */
+  openFile?(project: string, commit: string, runId: string | null, name: string): Promise<void>;
 }
 
 /** Milliseconds of row building per frame: well under a 16 ms frame. */
@@ -68,6 +74,16 @@ export class CommitList {
 
   dispose(): void {
     cancelAnimationFrame(this._frame);
+  }
+
+  /** Rebuild the open rows' file lists (the hidden patterns changed). */
+  refresh(): void {
+    for (const row of this._rows.values()) {
+      if (row.body) {
+        this._toggle(row);
+        this._toggle(row);
+      }
+    }
   }
 
   /** Build or patch rows from `_pos` on, until the frame budget is spent. */
@@ -142,6 +158,14 @@ export class CommitList {
           if (e.key === 'Enter' || e.key === ' ') {
             e.preventDefault();
             toggle();
+          } else if (e.key === 'ArrowRight' || e.key === 'ArrowLeft') {
+            // a tree's keys: right opens, left closes
+            e.preventDefault();
+            if ((e.key === 'ArrowRight') !== !!row.body) {
+              toggle();
+            }
+          } else {
+            moveFocus(e, this.node, '.sv-commit-head');
           }
         }
       },
@@ -149,7 +173,12 @@ export class CommitList {
       h('code', { class: 'sv-sha' }, item.short_commit || item.commit.slice(0, 7)),
       h('span', { class: `sv-dot sv-dot--${item.status ?? 'unknown'}`, title: item.status ?? '' }),
       h('span', { class: 'sv-commit-mode' }, item.mode ?? ''),
-      h('span', { class: 'sv-muted sv-grow', title: item.finished_at ?? '' }, fmtWhen(item.finished_at ?? item.started_at)),
+      h(
+        'span',
+        // data-when: the panel's ticker keeps "5m ago" true
+        { class: 'sv-muted sv-grow', title: item.finished_at ?? '', 'data-when': item.finished_at ?? item.started_at ?? undefined },
+        fmtWhen(item.finished_at ?? item.started_at)
+      ),
       h(
         'span',
         { class: 'sv-muted sv-nowrap', title: `${item.files} file${item.files === 1 ? '' : 's'}` },
@@ -217,11 +246,13 @@ export async function showSetFiles(
   // ?run=: this very set, whatever newer sets the commit gets meanwhile
   const query = runQuery(runId);
   const problem = h('div', { class: 'sv-download-error' });
-  const files = detail.files.map(f =>
+  const shown = detail.files.filter(f => !source.hiddenFile?.(f.name));
+  const hidden = detail.files.length - shown.length;
+  const files = shown.map(f =>
     h(
       'li',
       { class: 'sv-file', 'data-testid': 'sv-commit-file', 'data-name': f.name },
-      h('span', { class: 'sv-file-name sv-grow', title: `${f.name}\nsha256 ${f.sha256}` }, f.name),
+      fileName(source, project, detail.commit, runId, f.name, f.sha256, problem),
       h('span', { class: 'sv-muted' }, fmtSize(f.size)),
       downloadLink(source.client, `${base}/files/${enc(f.name)}${query}`, f.name.split('/').pop() ?? f.name, problem, {
         class: 'sv-download',
@@ -233,6 +264,13 @@ export async function showSetFiles(
   );
   body.replaceChildren(
     files.length ? h('ul', { class: 'sv-files' }, ...files) : h('div', { class: 'sv-muted' }, 'No files.'),
+    hidden
+      ? h(
+          'div',
+          { class: 'sv-muted sv-hidden-note', 'data-testid': 'sv-hidden-files', title: 'Hidden artifact files: a setting of the soopervisor sidebar' },
+          `${hidden} hidden file${hidden === 1 ? '' : 's'} (settings); the zip has them`
+        )
+      : '',
     downloadLink(
       source.client,
       `${base}/zip${query}`,
@@ -243,6 +281,52 @@ export async function showSetFiles(
     ),
     problem
   );
+}
+
+/** A file's name: a button opening it in the host application when it has a viewer for it. */
+function fileName(
+  source: ICommitSource,
+  project: string,
+  commit: string,
+  runId: string | null,
+  name: string,
+  sha256: string,
+  problem: HTMLElement
+): HTMLElement {
+  const title = `${name}\nsha256 ${sha256}`;
+  if (!source.openFile || !source.canOpen?.(name)) {
+    return h('span', { class: 'sv-file-name sv-grow', title }, name);
+  }
+  const open = source.openFile.bind(source);
+  return h(
+    'button',
+    {
+      class: 'sv-file-name sv-file-open sv-grow',
+      'data-testid': 'sv-file-open',
+      title: `Open in JupyterLab: ${title}`,
+      onclick: (e: MouseEvent) => {
+        const button = e.currentTarget as HTMLButtonElement;
+        button.disabled = true;
+        problem.replaceChildren();
+        open(project, commit, runId, name)
+          .catch((err: ApiError) => problem.replaceChildren(errorBox(`Cannot open ${name}: ${err.message}`, err.hint)))
+          .finally(() => (button.disabled = false));
+      }
+    },
+    name
+  );
+}
+
+/** Arrow keys, Home and End move the focus among `container`'s `selector` elements. */
+export function moveFocus(e: KeyboardEvent, container: HTMLElement, selector: string): void {
+  const items = Array.from(container.querySelectorAll<HTMLElement>(selector));
+  const i = items.indexOf(e.currentTarget as HTMLElement);
+  const next =
+    e.key === 'ArrowDown' ? items[i + 1] : e.key === 'ArrowUp' ? items[i - 1] : e.key === 'Home' ? items[0] : e.key === 'End' ? items[items.length - 1] : undefined;
+  if (next) {
+    e.preventDefault();
+    next.focus();
+  }
 }
 
 /** A download link. Where the transport allows a plain link (the sidebar: jupyter_server accepts

@@ -7,6 +7,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { ApiClient, ApiError, ICommitDetail, ICommitSummary, IReport, IRun, enc, isRunning, runQuery } from './api';
 import { LogStream } from './logstream';
+import { DEFAULT_SETTINGS, ISidebarSettings, RunMode, isHidden } from './settings';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 declare function require(name: string): any;
@@ -17,6 +18,9 @@ const VALIDATE_EVERY_MS = 10_000;
 const RUNS_BUSY_MS = 2_000;
 const RUNS_IDLE_MS = 10_000;
 const COMMITS_EVERY_MS = 10_000;
+/** The server-wide watch behind the status bar and the end-of-run notifications. */
+const ACTIVITY_BUSY_MS = 2_000;
+const ACTIVITY_IDLE_MS = 15_000;
 
 export type Load<T> =
   | { state: 'loading' }
@@ -90,12 +94,47 @@ export class SoopervisorModel {
   /** The last failure to start or stop a run, shown under the buttons. */
   actionError: ApiError | null = null;
   /** A run start in flight (buttons show it, and a second click is ignored). */
-  starting: 'sample' | 'full' | null = null;
+  starting: RunMode | null = null;
+  /** The Settings Editor's values (js/schema/plugin.json). */
+  settings: ISidebarSettings = DEFAULT_SETTINGS;
+  /** Runs going on the server, any project (the status bar counts them). */
+  active: IRun[] = [];
+  /** Set by the Lab plugin: opens an artifact file in JupyterLab (commits.ts shows the name as a button). */
+  openFile?: (project: string, commit: string, runId: string | null, name: string) => Promise<void>;
+  /** Set by the Lab plugin: whether JupyterLab has a viewer for a file name. */
+  canOpen?: (name: string) => boolean;
 
   /** Emitted with the name of what changed: 'version', 'validation', 'runs',
-   *  'selection', 'commits', 'action'. */
+   *  'selection', 'commits', 'action', 'settings', 'activity'. */
   get changed(): ISignal<this, string> {
     return this._changed;
+  }
+
+  /** A run this page saw going has ended (succeeded, failed, cancelled, interrupted). */
+  get runEnded(): ISignal<this, IRun> {
+    return this._runEnded;
+  }
+
+  /** New settings: the panel re-renders what they change. */
+  setSettings(settings: ISidebarSettings): void {
+    if (JSON.stringify(settings) === JSON.stringify(this.settings)) {
+      return;
+    }
+    this.settings = settings;
+    this._emit('settings');
+  }
+
+  /** Whether the settings hide an artifact file from the lists. */
+  hiddenFile(name: string): boolean {
+    return isHidden(name, this.settings.hiddenPatterns);
+  }
+
+  /** Begin the server-wide watch of running runs (status bar, notifications); later calls do nothing. */
+  watchActivity(): void {
+    if (!this._activityStarted) {
+      this._activityStarted = true;
+      this._activityLoop.refresh();
+    }
   }
 
   get project(): string | null {
@@ -149,7 +188,7 @@ export class SoopervisorModel {
       return;
     }
     this._disposed = true;
-    for (const loop of [this._validate, this._runsLoop, this._commitsLoop]) {
+    for (const loop of [this._validate, this._runsLoop, this._commitsLoop, this._activityLoop]) {
       loop.dispose();
     }
     this.log?.dispose();
@@ -193,30 +232,66 @@ export class SoopervisorModel {
     this._emit('selection');
   }
 
-  async startRun(mode: 'sample' | 'full'): Promise<void> {
-    if (this.blockedReason) {
-      return;
+  /** Start a run of the folder the panel shows, or of `path` (a folder relative to the server
+   *  root: the server runs the project enclosing it). Resolves to the run, or null when it could
+   *  not start (`actionError` says why). */
+  async startRun(mode: RunMode = this.settings.defaultMode, path: string = this.path): Promise<IRun | null> {
+    const here = path === this.path;
+    // while the panel's check is still going (a command right after the page loaded), the
+    // server's own check decides: it answers 422 with the report when the project is invalid
+    if (this.starting || (here && this.validation.state !== 'loading' && this.blockedReason)) {
+      return null;
     }
     this.starting = mode;
     this.actionError = null;
     this._emit('action');
     try {
-      const run = await this.client.post<IRun>('runs', { path: this.path, mode, secrets: [] });
-      this._upsertRun(run);
-      this.selectRun(run.id);
+      const { image, storage, secrets } = this.settings;
+      const body: Record<string, unknown> = { path, mode, secrets };
+      // empty: the server's own settings (c.Soopervisor.image / .storage)
+      if (image) {
+        body.image = image;
+      }
+      if (storage) {
+        body.storage = storage;
+      }
+      const run = await this.client.post<IRun>('runs', body);
+      this._watch(run);
+      if (run.project === this.project) {
+        this._upsertRun(run);
+        this.selectRun(run.id);
+      }
+      return run;
     } catch (e) {
       const err = e as ApiError;
       this.actionError = err;
-      if (err.status === 422 && err.body?.report) {
+      if (here && err.status === 422 && err.body?.report) {
         // the project became invalid since the last check: show why
         this.validation = { state: 'ready', value: { ...err.body.report, path: this.path } };
         this._emit('validation');
       }
+      return null;
     } finally {
       this.starting = null;
       this._emit('action');
       this._runsLoop.refresh();
     }
+  }
+
+  /** Validate the panel's folder now. */
+  validateNow(): void {
+    if (this.version.state !== 'missing') {
+      this._validate.refresh();
+    }
+  }
+
+  /** Select a run, now if the panel lists it, else once a later poll lists it (the file browser
+   *  is on its way to the run's project). */
+  showRun(id: string): void {
+    if (!(this.runs.state === 'ready' && this.runs.value.some(r => r.id === id))) {
+      this._pendingRun = id;
+    }
+    this.selectRun(id);
   }
 
   async stopRun(id: string): Promise<void> {
@@ -317,6 +392,11 @@ export class SoopervisorModel {
       if ([...wasRunning].some(id => !this._runningIds().includes(id))) {
         this._commitsLoop.refresh();
       }
+      if (this._pendingRun && runs.some(r => r.id === this._pendingRun)) {
+        this._autoSelected = true;
+        this.selectRun(this._pendingRun);
+        this._pendingRun = null;
+      }
       // after a reload, follow the run that is still going
       if (!this._autoSelected && !this.selectedRunId) {
         this._autoSelected = true;
@@ -386,6 +466,60 @@ export class SoopervisorModel {
     }
   }
 
+  /** The server-wide poll: which runs are going, and which of those seen going have ended. */
+  private async _doActivity(): Promise<void> {
+    if (this.version.state === 'missing') {
+      return; // every call would 404: the panel's banner says what to do
+    }
+    let runs: IRun[];
+    try {
+      ({ runs } = await this.client.request<{ runs: IRun[] }>('runs?limit=100'));
+      // a watched run pushed out of the newest 100 by others: asked for by its id
+      for (const id of this._watched) {
+        if (!runs.some(r => r.id === id)) {
+          try {
+            runs.push(await this.client.request<IRun>(`runs/${enc(id)}`));
+          } catch (e) {
+            if ((e as ApiError).status === 404) {
+              this._watched.delete(id); // gone from the server's history: nothing to tell
+            }
+          }
+        }
+      }
+    } catch {
+      return; // the panel shows the server's errors; the status bar keeps its last count
+    }
+    const active = runs.filter(isRunning);
+    for (const run of active) {
+      this._watched.add(run.id);
+    }
+    for (const id of [...this._watched]) {
+      const run = runs.find(r => r.id === id);
+      if (run && !isRunning(run)) {
+        this._watched.delete(id);
+        this._runEnded.emit(run);
+        if (run.project === this.project) {
+          this._runsLoop.refresh();
+          this._commitsLoop.refresh();
+        }
+      }
+    }
+    if (JSON.stringify(active) !== JSON.stringify(this.active)) {
+      this.active = active;
+      this._emit('activity');
+    }
+  }
+
+  /** A run started here: watched from now on, so a quick one still gets its notification. */
+  private _watch(run: IRun): void {
+    this._watched.add(run.id);
+    if (isRunning(run) && !this.active.some(r => r.id === run.id)) {
+      this.active = [run, ...this.active];
+      this._emit('activity');
+    }
+    this._activityLoop.refresh();
+  }
+
   private _runningIds(): string[] {
     return this.runs.state === 'ready' ? this.runs.value.filter(isRunning).map(r => r.id) : [];
   }
@@ -397,6 +531,14 @@ export class SoopervisorModel {
   }
 
   private _changed = new Signal<this, string>(this);
+  private _runEnded = new Signal<this, IRun>(this);
+  private _watched = new Set<string>();
+  private _pendingRun: string | null = null;
+  private _activityStarted = false;
+  private _activityLoop = new Loop(
+    () => this._doActivity(),
+    () => (this._watched.size ? ACTIVITY_BUSY_MS : ACTIVITY_IDLE_MS)
+  );
   private _details = new Map<string, Promise<ICommitDetail>>();
   private _disposed = false;
   private _started = false;

@@ -5,7 +5,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { IRun, isRunning } from './api';
-import { CommitList } from './commits';
+import { CommitList, moveFocus } from './commits';
 import { badge, docsLink, elapsed, errorBox, fmtDuration, fmtWhen, h } from './dom';
 import { LogView } from './logview';
 import { SoopervisorModel } from './model';
@@ -44,8 +44,9 @@ export class SoopervisorPanel extends Widget {
     for (const what of ['version', 'validation', 'action', 'runs', 'selection', 'commits']) {
       this._render(what);
     }
-    // durations of running runs tick without a server round trip
+    // durations of running runs tick without a server round trip; "started 2m ago" stays true
     this._ticker = window.setInterval(() => this._tick(), 1000);
+    this.node.setAttribute('aria-label', 'soopervisor runs');
   }
 
   /** Polling starts when the panel is first shown: a closed sidebar costs nothing. */
@@ -88,6 +89,10 @@ export class SoopervisorPanel extends Widget {
         return this._renderDetail();
       case 'commits':
         return this._renderCommits();
+      case 'settings':
+        // the default mode moves the accent; hidden patterns change the open file lists
+        this._renderActions();
+        return this._commitList.refresh();
     }
   }
 
@@ -162,12 +167,16 @@ export class SoopervisorPanel extends Widget {
   private _renderActions(): void {
     const m = this.model;
     const reason = m.blockedReason;
+    const primary = m.settings.defaultMode;
+    this._actions.dataset.defaultMode = primary;
     const button = (mode: 'sample' | 'full', label: string, title: string) =>
       h(
         'button',
         {
-          class: `jp-Button sv-run-button ${mode === 'sample' ? 'jp-mod-accept' : ''} jp-mod-styled`,
+          // the default mode of the settings is the accented button
+          class: `jp-Button sv-run-button ${mode === primary ? 'jp-mod-accept sv-run-button--default' : ''} jp-mod-styled`,
           'data-testid': `sv-run-${mode}`,
+          'data-default': String(mode === primary),
           disabled: !!reason,
           title: reason ? `Cannot run: ${reason}` : title,
           onclick: () => void m.startRun(mode)
@@ -207,7 +216,12 @@ export class SoopervisorPanel extends Widget {
       );
       return;
     }
-    // rows are few (≤100) and change rarely (identical polls are dropped): rebuilding is cheap
+    // rows are few (≤100) and change rarely (identical polls are dropped): rebuilding is cheap,
+    // but the keyboard's place is kept: the focused row gets the focus back
+    const focused = (document.activeElement as HTMLElement | null)?.closest?.('.sv-run') as HTMLElement | null;
+    const focusId = focused && this._runs.contains(focused) ? focused.dataset.runId : null;
+    // one tab stop for the list (the selected run, else the first); arrows move inside it
+    const stop = r.value.some(x => x.id === this.model.selectedRunId) ? this.model.selectedRunId : r.value[0].id;
     const rows = r.value.map(run =>
       h(
         'li',
@@ -217,9 +231,26 @@ export class SoopervisorPanel extends Widget {
           'data-run-id': run.id,
           'data-status': run.status,
           role: 'option',
+          tabindex: run.id === stop ? '0' : '-1',
           'aria-selected': String(run.id === this.model.selectedRunId),
+          'aria-label': `${run.status} ${run.mode} run at ${run.short_commit}` +
+            (run.started_at ? `, started ${fmtWhen(run.started_at)}` : ''),
           title: `run ${run.id}, commit ${run.commit}${run.dirty ? ' (dirty)' : ''}`,
-          onclick: () => this.model.selectRun(run.id)
+          onclick: () => this.model.selectRun(run.id),
+          onkeydown: (e: KeyboardEvent) => {
+            if (e.key === 'Enter' || e.key === ' ') {
+              e.preventDefault();
+              this.model.selectRun(run.id);
+            } else {
+              moveFocus(e, this._runs, '.sv-run');
+            }
+          },
+          onfocus: (e: FocusEvent) => {
+            // roving tab stop: Tab comes back to the row last focused
+            for (const row of this._runs.querySelectorAll<HTMLElement>('.sv-run')) {
+              row.tabIndex = row === e.currentTarget ? 0 : -1;
+            }
+          }
         },
         // two lines: the sidebar is narrow
         h(
@@ -234,12 +265,19 @@ export class SoopervisorPanel extends Widget {
         h(
           'div',
           { class: 'sv-run-sub sv-muted', title: run.started_at ?? '' },
-          run.started_at ? `started ${fmtWhen(run.started_at)}` : 'not started yet',
+          run.started_at
+            ? h('span', { 'data-when': run.started_at, 'data-prefix': 'started ' }, `started ${fmtWhen(run.started_at)}`)
+            : 'not started yet',
           run.dirty ? ' · uncommitted changes not included' : ''
         )
       )
     );
-    this._runs.replaceChildren(h('ul', { class: 'sv-runs', role: 'listbox', 'data-testid': 'sv-runs' }, ...rows));
+    this._runs.replaceChildren(
+      h('ul', { class: 'sv-runs', role: 'listbox', 'aria-label': 'Runs', 'data-testid': 'sv-runs' }, ...rows)
+    );
+    if (focusId) {
+      this._runs.querySelector<HTMLElement>(`.sv-run[data-run-id="${CSS.escape(focusId)}"]`)?.focus();
+    }
   }
 
   private _duration(run: IRun): string {
@@ -247,6 +285,15 @@ export class SoopervisorPanel extends Widget {
   }
 
   private _tick(): void {
+    // relative times ("started 2m ago", a commit's "5m ago"): a minute is their finest unit
+    if (++this._ticks % 15 === 0) {
+      this.node.querySelectorAll<HTMLElement>('[data-when]').forEach(el => {
+        const text = (el.dataset.prefix ?? '') + fmtWhen(el.dataset.when ?? null);
+        if (el.textContent !== text) {
+          el.textContent = text;
+        }
+      });
+    }
     if (this.model.runs.state !== 'ready') {
       return;
     }
@@ -361,4 +408,5 @@ export class SoopervisorPanel extends Widget {
   private _detailHeader: HTMLElement | null = null;
   private _logView: LogView | null = null;
   private _ticker = 0;
+  private _ticks = 0;
 }

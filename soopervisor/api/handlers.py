@@ -105,7 +105,7 @@ def parse_limit(raw: str | None) -> int:
 
 
 def parse_run_request(body: dict[str, Any]) -> tuple[str, bool, list[str]]:
-    """``(path, sample, secrets)`` from a POST /runs body, or 400."""
+    """``(path, sample, secrets)`` from a POST /runs body, or 400 (``image``/``storage``: see run_overrides)."""
     path = body.get("path", "")
     if not isinstance(path, str):
         raise ApiError(400, "'path' must be a string", "a folder relative to the Jupyter root")
@@ -118,6 +118,27 @@ def parse_run_request(body: dict[str, Any]) -> tuple[str, bool, list[str]]:
     return path, mode == "sample", secrets
 
 
+def run_overrides(body: dict[str, Any], allowed: bool) -> dict[str, str]:
+    """The ``image`` and ``storage`` of a POST /runs body (the sidebar's settings), or 400.
+
+    Only a server whose users may already run anything (Jupyter: its users have a
+    terminal) accepts them; ``soopervisor serve`` refuses them, or a token holder could
+    make the server write artifacts to any storage its credentials reach.
+    """
+    found: dict[str, str] = {}
+    for key in ("image", "storage"):
+        value = body.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise ApiError(400, f"'{key}' must be a string")
+        if not allowed:
+            raise ApiError(400, f"this server does not take '{key}' from a request",
+                           "its runs use the server's own setting; leave it out")
+        found[key] = value
+    return found
+
+
 class RunsHandler(RootedHandler):
     needs_root_for = "starting a run of a folder (POST /runs)"
 
@@ -128,13 +149,21 @@ class RunsHandler(RootedHandler):
         self.reply({"runs": [run_json(r) for r in runs]})
 
     async def post(self) -> None:
-        from soopervisor.service import RunOptions
+        from soopervisor.service import RunOptions, RunService
 
         root = self.root()
-        rel, sample, secrets = parse_run_request(self.json_body())
+        body = self.json_body()
+        rel, sample, secrets = parse_run_request(body)
+        overrides = run_overrides(body, bool(self.settings.get("soopervisor_run_overrides")))
         path = enclosing_project(resolve_path(root, rel), root)
         opts = RunOptions(path=path, sample=sample, secrets=secrets)
-        active = await call(self.service.start, opts)
+        service = self.service
+        if overrides:
+            # the same store and engine; this run's own image or storage
+            service = RunService(storage=overrides.get("storage", service.storage),
+                                 image=overrides.get("image", service.image),
+                                 executor=service.make_executor, store=service.store)
+        active = await call(service.start, opts)
         self.reply(run_json(active.run), status=201)
 
 
