@@ -5,6 +5,12 @@ line. Lines are buffered and sent to the front end in batches: a model update
 costs a comm message, and a pipeline can print thousands of lines a second.
 The log is split into chunks of ``CHUNK`` lines, each its own HTML model, so a
 flush re-sends only the chunk being filled, never the whole log.
+
+The log follows its tail without any front-end code: the chunks sit in a scroll
+box laid out ``column-reverse``, which browsers keep scrolled to its end as it
+grows. Past MAX_LINES the oldest chunk goes, and a note says how many lines are
+not shown. When the run ends, Stop is hidden, the stage leaves the status line
+and the time freezes at the run's duration.
 """
 from __future__ import annotations
 
@@ -30,6 +36,8 @@ MAX_LINES = 2000
 CHUNK = 200
 #: lines highlighted at the end of a failed run's log
 FAILED_TAIL = 20
+#: how often the status line (elapsed time) is refreshed while the run goes, in seconds
+TICK = 1.0
 
 _COLORS = {"running": "#1565c0", "queued": "#1565c0", "succeeded": "#2e7d32", "failed": "#c62828",
            "cancelled": "#8d6e63", "interrupted": "#8d6e63", "starting": "#1565c0"}
@@ -42,6 +50,16 @@ def _parse_iso(value: str | None) -> float | None:
     return datetime.fromisoformat(value).astimezone(UTC).timestamp()
 
 
+def duration_text(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``: as long as it needs, no longer."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 class LogWidget(w.VBox):
     """Status line, Stop button and the log of one run; follows it until it ends."""
 
@@ -52,9 +70,16 @@ class LogWidget(w.VBox):
                                     layout=w.Layout(width="90px"))
         self.stop_button.on_click(self._on_stop)
         self.outcome = w.HTML()  # the failure: task and error, in red
-        self.log_box = w.VBox(layout=w.Layout(max_height="360px", overflow="auto", display="block",
-                                          border="1px solid #ddd"))
-        super().__init__([w.HBox([self.stop_button, self.status]), self.outcome, self.log_box])
+        # shown once the oldest lines were dropped: how many, and where the whole log is
+        self.hidden_note = w.HTML(layout=w.Layout(display="none"))
+        self.log_box = w.VBox(layout=w.Layout(display="block", flex="0 0 auto"))  # the chunks, in order
+        # column-reverse with a single child: the browser anchors the scroll position at the
+        # end, so the newest line stays in view as chunks grow (no JavaScript of our own)
+        self.log_view = w.Box([self.log_box], layout=w.Layout(
+            display="flex", flex_flow="column-reverse", max_height="360px", overflow="auto",
+            border="1px solid #ddd"))
+        super().__init__([w.HBox([self.stop_button, self.status]), self.outcome, self.hidden_note,
+                          self.log_view])
         self.run: Run | None = None
         self.stage: str | None = None
         self.failed_stage: str | None = None
@@ -67,7 +92,14 @@ class LogWidget(w.VBox):
         self._live: list[str] = []  # lines of the chunk being filled
         self._reordered = False  # chunks added or rotated since the children were sent
         self._last_flush = 0.0
-        self._started = time.time()
+        #: the wall clock (a test replaces it to see the time move without sleeping)
+        self.clock = time.time
+        self._started = self.clock()
+        self._ended: float | None = None  # when the run ended: the time shown stops there
+        #: every line received, tqdm redraws included (one line each, however many redraws)
+        self.lines_received = 0
+        self._lines_logged = 0  # lines that went into the log view (event lines may not)
+        self._follower: threading.Thread | None = None
         self._stopping = False
         self._done = threading.Event()
         self._wake = threading.Event()  # lines are waiting for the follower
@@ -83,7 +115,10 @@ class LogWidget(w.VBox):
         self._started = _parse_iso(run.started_at) or self._started
         self.stop_button.disabled = False
         self._set_status(run.status)
-        threading.Thread(target=self._follow, name=f"soopervisor-widget-{run.id}", daemon=True).start()
+        # a daemon thread: it never keeps the kernel alive, and it returns when the run ends
+        self._follower = threading.Thread(target=self._follow, name=f"soopervisor-widget-{run.id}",
+                                          daemon=True)
+        self._follower.start()
 
     @property
     def finished(self) -> bool:
@@ -106,7 +141,7 @@ class LogWidget(w.VBox):
                 time.sleep(max(0.0, self._last_flush + FLUSH_INTERVAL - time.monotonic()))
                 self.flush()
             now = time.monotonic()
-            if now - last_tick >= 1.0:
+            if now - last_tick >= TICK:  # the elapsed time moves even when no line comes
                 last_tick = now
                 self._set_status(self.run.status)
             self._wake.wait(FLUSH_INTERVAL)
@@ -114,7 +149,9 @@ class LogWidget(w.VBox):
     def _finish(self) -> None:
         run = self.run
         with self._lock:
+            self._ended = _parse_iso(run.finished_at) or self.clock()
             self.stop_button.disabled = True
+            self.stop_button.layout.display = "none"  # nothing left to stop
             self._set_status(run.status)
             if run.status != "succeeded":
                 self.outcome.value = failure_html(run)
@@ -162,12 +199,14 @@ class LogWidget(w.VBox):
             if not self._pending:
                 return
             lines, self._pending = self._pending, []
+            self.lines_received += len(lines)
             for raw in lines:
                 line = self._shown(raw)
                 if line is None:
                     continue
                 self._observe(line)
                 self._lines.append(line)
+                self._lines_logged += 1
                 if len(self._live) >= CHUNK:  # the last chunk is full: show it whole, start another
                     self._render()
                     self._live = []
@@ -177,7 +216,26 @@ class LogWidget(w.VBox):
             if self._reordered:  # one children update per flush, after the contents are right
                 self.log_box.children = tuple(self._chunks)
                 self._reordered = False
+                self._note_hidden()
             self._set_status(self.run.status if self.run else "starting")
+
+    @property
+    def lines_hidden(self) -> int:
+        """Lines of the log no longer shown: the oldest chunks, dropped past MAX_LINES."""
+        with self._lock:
+            shown = max(0, len(self._chunks) - 1) * CHUNK + len(self._live)
+            return max(0, self._lines_logged - shown)
+
+    def _note_hidden(self) -> None:
+        hidden = self.lines_hidden
+        if not hidden:
+            return
+        where = ""
+        if self.run is not None and self.run.log_path:
+            where = f"; the whole log: <code>{html.escape(self.run.log_path)}</code>"
+        self.hidden_note.value = (f"<div class='soopervisor-hidden-lines' style='color:var(--jp-ui-font-color2, #555);font-size:12px'>"
+                                  f"{hidden:,} earlier line{'s' if hidden != 1 else ''} not shown{where}</div>")
+        self.hidden_note.layout.display = None
 
     def _new_chunk(self) -> None:
         """Start a chunk; past MAX_LINES the oldest chunk's model is reused (creating models is slow)."""
@@ -241,6 +299,14 @@ class LogWidget(w.VBox):
             return f"task {event.task} failed ({event.done}/{event.total})"
         return f"{event.done}/{event.total} tasks done"
 
+    def _final_progress(self) -> str | None:
+        """At the end no task is "being built": the count of tasks done, the record's if it saw more."""
+        event = self.progress
+        if event is None or event.event == "failed" or event.event == "finished":
+            return self.progress_text
+        done = max(event.done, getattr(self.run, "tasks_done", None) or 0)
+        return f"{done}/{event.total} tasks done"
+
     def _observe(self, line: str) -> None:
         if line.startswith(STAGE_START):
             self.stage = line[len(STAGE_START):].strip()
@@ -254,19 +320,27 @@ class LogWidget(w.VBox):
     # -- status ------------------------------------------------------------------
     @property
     def elapsed(self) -> float:
-        end = _parse_iso(self.run.finished_at) if self.run is not None and self.run.finished_at else None
-        return max(0.0, (end or time.time()) - self._started)
+        """Seconds since the run started; once it ended, its duration (it no longer moves)."""
+        end = self._ended
+        if end is None and self.run is not None and self.run.finished_at:
+            end = _parse_iso(self.run.finished_at)
+        return max(0.0, (end or self.clock()) - self._started)
 
     def _set_status(self, status: str) -> None:
         if self._stopping and status in ("running", "queued"):
             status = "stopping"
+        ended = self.finished or self._ended is not None
         color = _COLORS.get(status, "#555")
-        parts = [f"<b style='color:{color}'>{html.escape(status)}</b>", f"{self.elapsed:.0f} s"]
-        if self.stage:
+        took = duration_text(self.elapsed)
+        parts = [f"<b style='color:{color}'>{html.escape(status)}</b>",
+                 f"<span class='soopervisor-elapsed'>{'took' if ended else 'elapsed'} {took}</span>"]
+        if self.stage and not ended:  # the final status replaces the stage
             parts.append(f"stage: {html.escape(self.stage)}")
-        progress = self.progress_text
+        progress = self._final_progress() if ended else self.progress_text
         if progress:
             parts.append(f"<span class='soopervisor-progress'>{html.escape(progress)}</span>")
+        n = self.lines_received
+        parts.append(f"<span class='soopervisor-lines'>{n:,} line{'s' if n != 1 else ''}</span>")
         if self.run is not None:
             parts.append(f"run <code>{html.escape(self.run.id)}</code> &middot; {html.escape(self.run.project)}"
                          f" @ <code>{html.escape(self.run.short_commit)}</code> ({html.escape(self.run.mode)})")

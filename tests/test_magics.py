@@ -390,8 +390,9 @@ def test_run_magic_streams_into_the_widget_and_never_shows_the_secret(shell, tmp
 
     assert run.status == "succeeded", run.error
     assert widget.elapsed > 0 and "succeeded" in widget.status.value
-    assert widget.stage == "collect artifacts" and "stage: collect artifacts" in widget.status.value
-    assert widget.stop_button.disabled and widget.outcome.value == ""
+    # the last stage is remembered, but the ended run's status line no longer shows it, nor Stop
+    assert widget.stage == "collect artifacts" and "stage:" not in widget.status.value
+    assert widget.stop_button.disabled and widget.stop_button.layout.display == "none" and widget.outcome.value == ""
     text = log_text(widget)
     assert "token: ***" in text and "tick 29" in text
     for value in widget_strings(widget):
@@ -423,6 +424,7 @@ def test_stop_button_cancels_the_run(shell, tmp_path, engine):
     assert widget.wait(60), "the run did not end after Stop"
     assert run.status == "cancelled"
     assert "cancelled" in widget.status.value and widget.stop_button.disabled
+    assert widget.stop_button.layout.display == "none"
     assert not engine.containers.list(all=True, filters={"label": f"soopervisor.run={run.id}"})
 
 
