@@ -102,6 +102,9 @@ ENVIRONMENT_VARIABLES = (
            group="inside the container"),
     EnvVar("SOOPERVISOR_MODE", "``sample`` or ``full``", group="inside the container"),
     EnvVar("SOOPERVISOR_RUN_ID", "the run's id", group="inside the container"),
+    EnvVar("SOOPERVISOR_TASK_EVENTS", "a per-run nonce the build stage's runner marks its task events with; "
+           "removed from the environment before the pipeline's code is imported, so tasks do not see it",
+           group="inside the container"),
 )
 
 #: names that look like settings but are not variables (a heredoc delimiter of the script)

@@ -315,11 +315,13 @@ def test_every_page_the_code_links_to_exists(site: Path) -> None:
 
 def test_the_screenshots_are_the_browser_tests(site: Path) -> None:
     """Every screenshot a page shows is one the browser tests take (docs/_static/screenshots/, not by hand)."""
-    taken = set(re.findall(r'screenshot\(page, "([^"]+\.png)"', (REPO / "tests" / "test_sidebar_browser.py").read_text()))
+    browser_tests = ("test_sidebar_browser.py", "test_lab_conventions.py")
+    taken = {name for test in browser_tests
+             for name in re.findall(r'screenshot\(page, "([^"]+\.png)"', (REPO / "tests" / test).read_text())}
     shown = set()
     for page in DOCS.rglob("*.md"):
         shown |= set(re.findall(r"_static/screenshots/([\w.-]+\.png)", page.read_text(encoding="utf-8")))
-    assert shown and shown <= taken, f"not taken by tests/test_sidebar_browser.py: {shown - taken}"
+    assert shown and shown <= taken, f"not taken by the browser tests {browser_tests}: {shown - taken}"
     for name in shown:
         assert (site / "_images" / name).is_file() or (site / "_static" / "screenshots" / name).is_file()
 

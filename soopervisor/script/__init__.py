@@ -181,7 +181,7 @@ def render(project: Project, *, sample: bool, root: str = "/") -> str:
     stages += "\n" + _heredoc(
         "soopervisor_task_runner", _read("task_events.py").rstrip("\n").split("\n"),
         "the runner of the build stage: ploomber build, reporting each task as an event line",
-        delim="SOOPERVISOR_TASK_RUNNER",
+        delim="END_OF_TASK_RUNNER",
     )
 
     main: list[str] = []

@@ -55,7 +55,8 @@ def exception_line(exc):
         return _trim(f"{ename}: {evalue}" if evalue else str(ename))
     text = str(root)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if type(root).__name__ in ("TaskBuildError", "DAGBuildError", "RemoteTraceback") or len(lines) > 1:
+    remote = hasattr(root, "tb")  # multiprocessing's remote traceback: the subprocess's text in .tb
+    if type(root).__name__ in ("TaskBuildError", "DAGBuildError") or remote or len(lines) > 1:
         # from a subprocess the chain is text: its last exception line is the cause
         for line in reversed(lines):
             if _EXCEPTION_LINE.match(line) and "TaskBuildError" not in line:
