@@ -111,7 +111,8 @@ def test_sample_run_from_the_sidebar(engine, lab: JupyterLab, page, server_root:
     ok = page.locator(tid("sv-validation-ok"))
     ok.wait_for()
     assert "proj is valid" in ok.inner_text()
-    assert page.locator(tid("sv-runs-empty")).is_visible()
+    # the run list loads on its own request, maybe after the validation's: wait for it, not a snapshot
+    page.locator(tid("sv-runs-empty")).wait_for(state="visible")
     widen_sidebar(page)
     screenshot(page, "sidebar-valid.png", panel_only=False)
 
