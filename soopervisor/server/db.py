@@ -334,11 +334,21 @@ _OPEN: dict[str, Database] = {}
 _OPEN_GUARD = threading.Lock()
 
 
-def open_database(database: str | os.PathLike) -> Database:
+def open_database(database: str | os.PathLike,
+                  unavailable: Callable[[str, str], Exception] = lambda m, h: OSError(m)) -> Database:
     """The database ``database`` names; the PostgreSQL ones shared by the components of a process
-    (their connections are per thread)."""
+    (their connections are per thread). A SQLite file's folder is created here; when it cannot be,
+    ``unavailable(message, hint)`` is raised (each component gives its own error type)."""
     if not is_url(database):
-        return Database(Path(database))
+        path = Path(database)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise unavailable(
+                f"cannot create the folder of the server's database {path.parent}: {e.strerror or e}",
+                "`database` in server.yaml (or the data folder) must name a place you can write",
+            ) from None
+        return Database(path)
     key = str(database)
     with _OPEN_GUARD:
         if key not in _OPEN:

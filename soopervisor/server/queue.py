@@ -143,20 +143,12 @@ class Queue:
                  *, clock: Callable[[], float] = time.time) -> None:
         """``path``: a SQLite file, or a ``postgresql://`` URL. ``lease_seconds``: None for the runs'
         lease (SOOPERVISOR_LEASE_SECONDS, else 30 s)."""
-        self._db = dbm.open_database(path)
+        self._db = dbm.open_database(path, QueueUnavailable)
         self.database = self._db.name  # how it is named in messages: a URL never shows a password
         self.path: Path | None = self._db.path  # the SQLite file; None on PostgreSQL
         self.lease_seconds = float(lease_seconds) if lease_seconds else runs.lease_seconds()
         self._clock = clock
         self._key = str(path)
-        if self.path is not None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise QueueUnavailable(
-                    f"cannot create the folder of the server's database {self.path.parent}: {e.strerror or e}",
-                    "`database` in server.yaml (or the data folder) must name a place you can write",
-                ) from None
         self._prepare(create=True)
 
     # -- the connection ---------------------------------------------------------------------

@@ -106,19 +106,11 @@ class TokenStore:
 
     def __init__(self, path: str | os.PathLike, *, clock: Callable[[], float] = time.time,
                  touch_every: float = TOUCH_EVERY) -> None:
-        self._db = dbm.open_database(path)
+        self._db = dbm.open_database(path, TokenStoreUnavailable)
         self.database = self._db.name  # for messages: a URL never shows a password
         self.path: Path | None = self._db.path  # the SQLite file; None on PostgreSQL
         self._clock = clock
         self.touch_every = touch_every
-        if self.path is not None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise TokenStoreUnavailable(
-                    f"cannot create the folder of the server's database {self.path.parent}: {e.strerror or e}",
-                    "`database` in server.yaml (or the data folder) must name a place you can write",
-                ) from None
         with self._tx(write=False, create=True) as db:
             if self.path is not None:
                 db.execute("PRAGMA journal_mode=WAL")  # readers (every API request) never wait for a writer

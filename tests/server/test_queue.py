@@ -512,3 +512,15 @@ def test_workers_killed_at_random_points_lose_no_job_and_finish_none_twice(tmp_p
     finished = [line for log in tmp_path.glob("w*.log") for line in log.read_text().split()]
     assert len(finished) == len(set(finished))  # no job's finish was accepted twice
     assert sum(j.attempts for j in jobs) > len(ids), "no kill hit a claimed job"  # reaped, re-claimed
+
+
+def test_a_database_folder_that_cannot_be_made_is_each_components_own_error(tmp_path: Path):
+    from soopervisor.server.tokens import TokenStore, TokenStoreUnavailable
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a file where the database's folder should be
+    for component, error in ((Queue, QueueUnavailable), (TokenStore, TokenStoreUnavailable)):
+        with pytest.raises(error) as e:
+            component(blocker / "data" / "soopervisor.sqlite")
+        assert f"cannot create the folder of the server's database {blocker / 'data'}" in str(e.value)
+        assert "must name a place you can write" in e.value.hint
