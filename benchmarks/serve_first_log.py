@@ -29,33 +29,13 @@ from pathlib import Path
 
 from _common import median
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.projects import commit_all, git, make_project
+
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 SECRET = "bench-webhook-secret-0123456789"
-PIPELINE = """\
-tasks:
-  - source: tasks/make_data.py
-    product:
-      nb: output/make_data.ipynb
-      data: output/data.csv
-    params:
-      sample: "{{sample}}"
-"""
-TASK = """\
-# %% tags=["parameters"]
-upstream = None
-product = None
-sample = None
-
-# %%
-from pathlib import Path
-Path(product["data"]).write_text("x\\n1\\n")
-"""
 #: the first line a run's container writes (its first stage starting); the lines before it are the server's
 CONTAINER = "==> soopervisor: "
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def image() -> str:
@@ -164,19 +144,11 @@ def wait_end(server: Server, token: str, run_id: str) -> str:
 def main() -> None:
     img = image()
     root = Path(tempfile.mkdtemp(prefix="soopervisor-bench-serve-"))
-    work = root / "bench"
-    (work / "tasks").mkdir(parents=True)
-    (work / "pipeline.yaml").write_text(PIPELINE)
-    (work / "tasks" / "make_data.py").write_text(TASK)
-    (work / "requirements.txt").write_text("# ploomber only\n")
-    (work / "env.yaml").write_text("sample: false\n")
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
-                 ["-c", "user.email=b@b", "-c", "user.name=bench", "commit", "-q", "-m", "first"]):
-        git(*args, cwd=work)
+    work = make_project(root, name="bench")  # the tests' one-task project, committed on main
     bare = root / "git" / "bench.git"
     bare.parent.mkdir()
-    git("clone", "-q", "--bare", str(work), str(bare), cwd=root)
-    git("remote", "add", "origin", str(bare), cwd=work)
+    git(root, "clone", "-q", "--bare", str(work), str(bare))
+    git(work, "remote", "add", "origin", str(bare))
     config = root / "server.yaml"
     config.write_text(json.dumps({
         "storage": str(root / "artifacts"), "database": str(root / "server.sqlite"), "mirrors": str(root / "mirrors"),
@@ -197,11 +169,9 @@ def main() -> None:
         served, container, baseline = [], [], []
         for i in range(N + 1):
             (work / "notes.md").write_text(f"round {i}\n")
-            git("add", "-A", cwd=work)
-            git("-c", "user.email=b@b", "-c", "user.name=bench", "commit", "-q", "-m", f"round {i}", cwd=work)
-            commit = git("rev-parse", "HEAD", cwd=work)
+            commit = commit_all(work, f"round {i}")
             start = time.perf_counter()
-            git("push", "-q", "origin", "HEAD:main", cwd=work)
+            git(work, "push", "-q", "origin", "HEAD:main")
             server.webhook("bench")
             run_id, line, took, inside = first_lines(server, token, commit, start, time.monotonic() + 600)
             status = wait_end(server, token, run_id)
