@@ -30,6 +30,7 @@ from soopervisor.server.queue import Queue
 from soopervisor.server.tokens import TokenStore
 from tests.conftest import cli
 from tests.projects import VALID, commit_all, git, init_repo, write
+from tests.server.helpers import server_yaml
 
 WAIT = 120.0  # the longest a test waits for the server to do something it was asked to
 
@@ -59,14 +60,6 @@ class Remote:
         sha = commit_all(self.work, "another")
         git(self.work, "push", "-q", "origin", "HEAD:main")
         return sha
-
-
-def server_yaml(tmp_path: Path, repos: list[dict], **top: Any) -> Path:
-    doc = {"storage": str(tmp_path / "artifacts"), "database": str(tmp_path / "server.sqlite"),
-           "mirrors": str(tmp_path / "mirrors"), "poll_interval": 1, "repositories": repos, **top}
-    path = tmp_path / "server.yaml"
-    path.write_text(json.dumps(doc))  # JSON is YAML
-    return path
 
 
 def tokens(config: Path) -> dict[str, str]:

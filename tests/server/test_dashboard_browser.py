@@ -28,6 +28,7 @@ import soopervisor
 from tests.conftest import cli
 from tests.lab_browser import chromium
 from tests.projects import VALID, commit_all, function_task, git, init_repo, write
+from tests.server.helpers import server_yaml
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -65,19 +66,6 @@ def remote(tmp_path: Path) -> tuple[Path, str]:
 def served(tmp_path: Path, bare: Path) -> Path:
     return server_yaml(tmp_path, [{"url": f"file://{bare}", "branches": ["main"], "projects": ["."],
                                    "mode": "sample"}])
-
-
-def server_yaml(tmp_path: Path, repositories: list[dict]) -> Path:
-    config = {
-        "storage": str(tmp_path / "artifacts"),
-        "database": str(tmp_path / "server.sqlite"),
-        "mirrors": str(tmp_path / "mirrors"),
-        "poll_interval": 1,
-        "repositories": repositories,
-    }
-    path = tmp_path / "server.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
 
 
 def make_token(config: Path, *, admin: bool, name: str) -> str:

@@ -20,14 +20,7 @@ from soopervisor.server.config import Repository, ServerConfig
 from soopervisor.server.poller import BACKOFF_CAP, CheckoutError, Poller, UnknownRepository
 from soopervisor.server.queue import Queue
 from tests.projects import commit_all, git, init_repo, write
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.server.helpers import Clock
 
 
 class Remote:

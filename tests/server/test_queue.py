@@ -15,19 +15,7 @@ import pytest
 
 from soopervisor.server import queue as queue_module
 from soopervisor.server.queue import REAPED, JobNotFound, Queue, QueueUnavailable
-
-
-class Clock:
-    """A clock the test moves; leases expire when it says so."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.server.helpers import Clock
 
 
 @pytest.fixture

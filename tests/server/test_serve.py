@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import cli
 from tests.projects import VALID, commit_all, function_task, git, init_repo, write
+from tests.server.helpers import server_yaml
 
 pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("serve")]
 
@@ -37,18 +38,10 @@ def remote(tmp_path: Path) -> tuple[Path, Path]:
     return bare, work
 
 
-def server_yaml(tmp_path: Path, bare: Path, **extra) -> Path:
-    config = {
-        "storage": str(tmp_path / "artifacts"),
-        "database": str(tmp_path / "server.sqlite"),
-        "mirrors": str(tmp_path / "mirrors"),
-        "poll_interval": 1,
-        "repositories": [{"url": f"file://{bare}", "branches": ["main"], "projects": ["."], "mode": "sample",
-                          **extra}],
-    }
-    path = tmp_path / "server.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
+def served(tmp_path: Path, bare: Path, **extra) -> Path:
+    """server.yaml serving the remote's project on main, sample runs."""
+    return server_yaml(tmp_path, [{"url": f"file://{bare}", "branches": ["main"], "projects": ["."], "mode": "sample",
+                                   **extra}])
 
 
 def stored_sets(tmp_path: Path, commit: str) -> list[dict]:
@@ -57,7 +50,7 @@ def stored_sets(tmp_path: Path, commit: str) -> list[dict]:
 
 def test_a_pushed_commit_runs_once_and_nothing_changed_runs_nothing(tmp_path, engine, remote):
     bare, work = remote
-    config = server_yaml(tmp_path, bare)
+    config = served(tmp_path, bare)
     first = git(work, "rev-parse", "HEAD").strip()
 
     proc = cli("serve", "--config", str(config), "--once", check=0, timeout=600)
@@ -85,7 +78,7 @@ def test_a_failing_pipeline_fails_its_job_once_and_an_invalid_project_does_not_s
     write(work, function_task("raise RuntimeError('boom')"))
     failing = commit_all(work, "a failing task")
     git(work, "push", "-q", "origin", "HEAD:main")
-    config = server_yaml(tmp_path, bare, projects=[".", "missing"])
+    config = served(tmp_path, bare, projects=[".", "missing"])
 
     proc = cli("serve", "--config", str(config), "--once", check=0, timeout=600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("job ")]
@@ -108,7 +101,7 @@ def test_check_lists_every_problem_and_exits_2(tmp_path, remote):
     assert "poll_interval" in proc.stderr and "url" in proc.stderr
     assert "Traceback" not in proc.stderr
 
-    good = server_yaml(tmp_path, bare)
+    good = served(tmp_path, bare)
     ok = cli("serve", "--config", str(good), "--check", check=0)
     assert "✓" in ok.stdout
 
@@ -118,7 +111,7 @@ def test_a_killed_server_resumes_and_the_commit_still_runs_exactly_once(tmp_path
     write(work, function_task("import time\nprint('working', flush=True)\ntime.sleep(8)"))
     commit = commit_all(work, "a slow task")
     git(work, "push", "-q", "origin", "HEAD:main")
-    config = server_yaml(tmp_path, bare)
+    config = served(tmp_path, bare)
     env = {**os.environ, "SOOPERVISOR_LEASE_SECONDS": "3"}
 
     # --port 0: the API on a free port, so that nothing else listening on 8008 matters

@@ -29,6 +29,7 @@ import pytest
 
 from tests.conftest import cli
 from tests.projects import VALID, commit_all, function_task, git, init_repo, write
+from tests.server.helpers import server_yaml
 
 pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("serve")]
 
@@ -74,15 +75,6 @@ class Remote:
         sha = commit_all(self.work, message)
         git(self.work, "push", "-q", "origin", f"{branch}:{branch}")
         return sha
-
-
-def server_yaml(root: Path, repos: list[dict], data: Path | None = None, **top) -> Path:
-    data = data or root
-    config = {"storage": str(data / "artifacts"), "database": str(data / "server.sqlite"),
-              "mirrors": str(data / "mirrors"), "poll_interval": 1, "repositories": repos, **top}
-    path = root / "server.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
 
 
 def repo_entry(remote: Remote | str, **extra) -> dict:

@@ -24,6 +24,7 @@ from soopervisor.server.poller import Poller
 from soopervisor.server.queue import Queue
 from tests.conftest import cli
 from tests.projects import VALID, commit_all, git, init_repo, write
+from tests.server.helpers import Clock, server_yaml
 
 pytestmark = pytest.mark.xdist_group("ssh")
 
@@ -134,21 +135,10 @@ def sshd(tmp_path: Path):
             proc.wait()
 
 
-def server_yaml(tmp_path: Path, server: Sshd, **repo) -> Path:
-    entry = {"url": server.url, "deploy_key": str(server.key), "known_hosts": str(server.known_hosts),
-             "branches": ["main"], **repo}
-    path = tmp_path / "server.yaml"
-    path.write_text(json.dumps({"storage": str(tmp_path / "artifacts"), "database": str(tmp_path / "server.sqlite"),
-                                "mirrors": str(tmp_path / "mirrors"), "repositories": [entry]}))
-    return path
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+def served(tmp_path: Path, server: Sshd, **repo) -> Path:
+    """server.yaml serving the sshd's repository with its deploy key and pinned host key."""
+    return server_yaml(tmp_path, [{"url": server.url, "deploy_key": str(server.key),
+                                   "known_hosts": str(server.known_hosts), "branches": ["main"], **repo}])
 
 
 def make_poller(tmp_path: Path, repo: Repository, clock: Clock | None = None) -> tuple[Poller, Queue]:
@@ -167,13 +157,13 @@ def ssh_repo(server: Sshd, key: Path) -> Repository:
 
 
 def test_check_passes_with_the_deploy_key(tmp_path, sshd):
-    proc = cli("serve", "--config", str(server_yaml(tmp_path, sshd)), "--check", check=0, timeout=120)
+    proc = cli("serve", "--config", str(served(tmp_path, sshd)), "--check", check=0, timeout=120)
     assert "✓ the configuration is valid and its 1 repository answer" in proc.stdout
     assert f"Accepted publickey for {sshd.user}" in sshd.log.read_text()  # it really went through sshd
 
 
 def test_check_with_a_wrong_deploy_key_says_so_with_a_hint(tmp_path, sshd):
-    config = server_yaml(tmp_path, sshd, deploy_key=str(sshd.other_key))
+    config = served(tmp_path, sshd, deploy_key=str(sshd.other_key))
     proc = cli("serve", "--config", str(config), "--check", check=2, timeout=120)
     said = proc.stderr
     assert "✗ repositories[0].url" in said and "Permission denied (publickey)" in said, said
@@ -183,7 +173,7 @@ def test_check_with_a_wrong_deploy_key_says_so_with_a_hint(tmp_path, sshd):
 
 def test_check_with_a_key_others_can_read(tmp_path, sshd):
     sshd.key.chmod(0o644)
-    proc = cli("serve", "--config", str(server_yaml(tmp_path, sshd)), "--check", check=2, timeout=120)
+    proc = cli("serve", "--config", str(served(tmp_path, sshd)), "--check", check=2, timeout=120)
     said = proc.stderr
     assert f"✗ repositories[0].deploy_key: the deploy key {sshd.key} is readable by others (mode 0644)" in said
     assert f"hint: chmod 600 {sshd.key}" in said and "Traceback" not in said
@@ -193,14 +183,14 @@ def test_check_with_a_key_others_can_read(tmp_path, sshd):
 def test_check_with_a_host_key_that_is_not_the_pinned_one(tmp_path, sshd):
     impostor = _keygen(tmp_path / "impostor", "impostor")
     sshd.known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {Path(f'{impostor}.pub').read_text().rsplit(' ', 1)[0]}\n")
-    proc = cli("serve", "--config", str(server_yaml(tmp_path, sshd)), "--check", check=2, timeout=120)
+    proc = cli("serve", "--config", str(served(tmp_path, sshd)), "--check", check=2, timeout=120)
     said = proc.stderr
     assert "Host key verification failed" in said and "known_hosts" in said, said
     assert "Traceback" not in said
 
 
 def test_check_with_a_known_hosts_file_that_is_missing(tmp_path, sshd):
-    config = server_yaml(tmp_path, sshd, known_hosts=str(tmp_path / "nope"))
+    config = served(tmp_path, sshd, known_hosts=str(tmp_path / "nope"))
     proc = cli("serve", "--config", str(config), "--check", check=2, timeout=120)
     assert "✗ repositories[0].known_hosts: the known_hosts file" in proc.stderr and "ssh-keyscan" in proc.stderr
 

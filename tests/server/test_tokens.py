@@ -22,19 +22,12 @@ from soopervisor.server.tokens import (
     allows,
 )
 from tests.conftest import cli
+from tests.server.helpers import Clock
 
 REPO = Path(__file__).resolve().parents[2]
 # the subprocess imports this checkout's soopervisor whatever is installed
 ENV = {"PYTHONPATH": str(REPO)}
 SECRET = re.compile(r"sv_[A-Za-z0-9_-]{43}")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
