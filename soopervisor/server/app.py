@@ -291,8 +291,8 @@ def _docker_check() -> None:
 
 
 class ReadyHandler(web.RequestHandler):
-    """200 only when the database answers, the poll thread went round recently and Docker answers;
-    else 503 naming the checks that failed (for a readiness probe or a load balancer)."""
+    """200 only when the database answers, the poll thread went round recently, Docker answers and
+    the worker is not holding off after an infrastructure failure; else 503 naming the checks that failed (for a readiness probe or a load balancer)."""
 
     async def get(self) -> None:
         state: ServerState = self.settings["soopervisor_state"]
@@ -315,6 +315,13 @@ class ReadyHandler(web.RequestHandler):
             checks["docker"] = {"ok": True}
         except ApiError as e:
             checks["docker"] = {"ok": False, "error": e.error, "hint": e.hint}
+        # the worker holds off after an infrastructure failure (its storage down, say) although
+        # the checks above pass: not ready, so a balancer sends pushes' webhooks elsewhere meanwhile
+        waiting = state.worker.waiting
+        checks["worker"] = {"ok": waiting is None}
+        if waiting is not None:
+            checks["worker"].update(error=f"the worker claims no job: {waiting}",
+                                    hint="it claims again once what failed answers; see the server's log")
         ready = all(c["ok"] for c in checks.values())
         failed = [name for name, c in checks.items() if not c["ok"]]
         self.set_status(200 if ready else 503)

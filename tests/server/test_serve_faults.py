@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -206,6 +207,9 @@ def test_docker_down_releases_the_job_and_the_commit_runs_once_when_it_is_back(t
     server.wait_for("three more rounds", polled_three_more_times)
     (job,) = jobs(db)
     assert job["state"] == "queued" and job["attempts"] == 2, job
+    status, ready = readyz(server)  # a balancer must see it: the engine is down and the worker waits for it
+    assert status == 503 and {"docker", "worker"} <= set(ready["failed"]), ready
+    assert ready["checks"]["worker"]["error"].startswith("the worker claims no job: "), ready
     assert server.stop() == 0
     assert "Traceback" not in server.output
 
@@ -292,6 +296,14 @@ def test_a_full_disk_is_said_and_the_server_resumes_when_space_is_freed(tmp_path
     for commit in (first, second, third):
         assert [s for s in statuses(storage, commit) if s != "interrupted"] == ["succeeded"], commit
     assert_no_container_left(engine)
+
+
+def readyz(server: Server) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"{server.url}/readyz", timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def assert_no_container_left(client) -> None:
