@@ -3,7 +3,7 @@
  * top of the shared client: repositories and their poller status, the job queue.
  * The JupyterLab sidebar never calls these.
  */
-import { ApiClient, ApiError, enc } from './api';
+import { ApiClient, enc } from './api';
 
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'interrupted';
 
@@ -86,15 +86,13 @@ export function jobAction(client: ApiClient, id: string, action: 'cancel' | 'ret
   return client.post<{ job: IJob }>(`queue/${enc(id)}/${action}`, {}).then(a => a.job);
 }
 
-/** Whether the token may act (admin) or only read, without changing anything: cancelling a job
- *  that cannot exist is refused with 403 to a read token before the server looks for the job, and
- *  answered 404 to an admin one. null when the answer says neither (the server is unreachable). */
+/** Whether the token may act (admin) or only read (GET /token names its scope); null when the
+ *  server does not say (it is unreachable). */
 export async function probeAdmin(client: ApiClient): Promise<boolean | null> {
   try {
-    await client.post('queue/no-such-job/cancel', {});
-    return true;
-  } catch (e) {
-    const status = (e as ApiError).status;
-    return status === 403 ? false : status === 404 || status === 409 ? true : null;
+    const token = await client.request<{ scope: string }>('token');
+    return token.scope === 'admin';
+  } catch {
+    return null;
   }
 }

@@ -194,6 +194,14 @@ class PollHandler(RepositoryActionHandler):
     action = "poll"
 
 
+class TokenHandler(ServerHandler):
+    """The token the request carries: its name and scope (a client shows admin actions only to admins)."""
+
+    async def get(self) -> None:
+        info = self.current_user
+        self.reply({"id": info.id, "name": info.name, "scope": info.scope})
+
+
 class QueueHandler(ServerHandler):
     async def get(self) -> None:
         state = self.get_query_argument("state", None) or None
@@ -247,6 +255,7 @@ class RetryHandler(JobActionHandler):
 
 #: the server-only routes under /soopervisor/api (OpenAPI templates; described in openapi.yaml here)
 SERVER_ROUTES: list[tuple[str, type]] = [
+    ("/token", TokenHandler),
     ("/repositories", RepositoriesHandler),
     ("/repositories/{repository}/pause", PauseHandler),
     ("/repositories/{repository}/resume", ResumeHandler),

@@ -263,6 +263,12 @@ def test_every_api_route_wants_a_token_read_tokens_read_and_admin_tokens_act(ser
 
     status, body = http.post("/soopervisor/api/repositories/sales/poll", made["admin"])
     assert status == 200 and body["name"] == "sales"
+    # which token is this: its name and scope, never its secret
+    for scope in ("read", "admin"):
+        status, body = http.get("/soopervisor/api/token", made[scope])
+        assert status == 200 and body["name"] == scope and body["scope"] == scope, body
+        assert made[scope] not in json.dumps(body)
+    assert http.get("/soopervisor/api/token")[0] == 401
     # a revoked token is refused from the next request on
     (info,) = [t for t in TokenStore(server_config.load(quiet_config).database).list() if t.scope == "read"]
     cli("serve", "--config", str(quiet_config), "token", "revoke", info.id, check=0)
