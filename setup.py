@@ -217,6 +217,8 @@ setup(
         "ipywidgets>=8.0",
         "jupyter_server>=2.0",
         "nbformat>=5.0",
+        # notebook diffs of the compare view (soopervisor/artifacts/compare.py)
+        "nbdime>=4",
         "tornado>=6.2",
         "prometheus_client>=0.17",
     ],

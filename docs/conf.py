@@ -31,7 +31,7 @@ smartquotes = False
 # names autodoc meets in signatures that have no page of their own
 nitpick_ignore_regex = [
     ("py:class", r"(os\.PathLike|collections\.abc\..*|Callable|Iterable|pathlib\.Path|Path|Any|pandas\..*|datetime\..*)"),
-    ("py:class", r"(typing\..*|(.*\.)?(Run|Report|Artifacts|ArtifactFile|Problem|Project|Storage|SetSummary))"),
+    ("py:class", r"(typing\..*|(.*\.)?(Run|Report|Artifacts|ArtifactFile|Problem|Project|Storage|SetSummary|Comparison|FileChange))"),
 ]
 
 myst_enable_extensions = ["colon_fence", "deflist", "fieldlist", "substitution", "attrs_inline"]

@@ -262,3 +262,191 @@ def test_a_product_downloads_through_a_plain_tornado_home(tmp_path):
             assert [c["commit"] for c in commits] == [COMMIT]
 
     asyncio.run(main())
+
+
+# -- comparing sets, table pages and ?storage= in both homes ------------------------------------------
+
+OTHER = "fedcba9876543210fedcba9876543210fedcba98"
+#: a storage URL carrying a password: it must reach no answer and no log line
+SECRET_STORAGE = "file://reader:hunter2secret@elsewhere.example/store"
+
+
+def two_sets(tmp_path: Path, storage: str | None = None) -> None:
+    """Set A (COMMIT) and set B (OTHER) of project proj: changed, added, removed, unchanged files."""
+    from tests.test_compare import executed, store_set
+
+    nb_a = executed([("code", "print(1)")])
+    nb_b = executed([("code", "print(2)"), ("markdown", "new")])
+    store_set(tmp_path, COMMIT, {"out/t.txt": b"one\ntwo\n", "out/s.csv": b"k,v\n1,a\n2,b\n", "gone.txt": b"g\n",
+                                 "same.bin": b"\0", "n.ipynb": nb_a, "x\udcff.txt": b"raw\n",
+                                 "bad.parquet": b"PAR1 not parquet", "big.txt": b"small\n", "t\udcff.csv": b"c\n7\n"},
+              storage=storage)
+    store_set(tmp_path, OTHER, {"out/t.txt": b"one\n2\n", "out/s.csv": b"k,v\n1,a\n2,c\n", "new.txt": b"n\n",
+                                "same.bin": b"\0", "n.ipynb": nb_b, "x\udcff.txt": b"raw!\n",
+                                "bad.parquet": b"PAR1 not parquet", "big.txt": b"y" * 5_000_001, "t\udcff.csv": b"c\n7\n"},
+              run_id="r2", storage=storage)
+
+
+#: every route over stored sets, each of which takes ?storage= (Jupyter) or refuses it (serve)
+ARTIFACT_ROUTES = [
+    "projects/proj/commits",
+    f"projects/proj/commits/{COMMIT}",
+    f"projects/proj/commits/{COMMIT}/files/out/t.txt",
+    f"projects/proj/commits/{COMMIT}/zip",
+    f"projects/proj/commits/{COMMIT}/table/out/s.csv",
+    f"projects/proj/commits/{COMMIT}/compare/{OTHER}",
+    f"projects/proj/commits/{COMMIT}/compare/{OTHER}/files/out/t.txt",
+]
+
+
+async def check_compare_and_table_routes(get) -> None:
+    """The shapes and the bad input of the compare and table routes; ``get(tail)`` -> (status, JSON)."""
+    base = f"projects/proj/commits/{COMMIT[:7]}"
+    status, body = await get(f"{base}/compare/{OTHER}")
+    assert status == 200, body
+    assert body["counts"] == {"added": 1, "removed": 1, "changed": 5, "unchanged": 3}
+    assert (body["a"]["commit"], body["b"]["commit"], body["b"]["run_id"]) == (COMMIT, OTHER, "r2")
+    assert [(f["name"], f["status"]) for f in body["files"]][:3] == [
+        ("big.txt", "changed"), ("n.ipynb", "changed"), ("out/s.csv", "changed")]
+    assert {f["name"]: f["kind"] for f in body["files"]}["n.ipynb"] == "notebook"
+
+    status, d = await get(f"{base}/compare/{OTHER}/files/out/t.txt")
+    assert status == 200 and (d["name"], d["status"], d["kind"]) == ("out/t.txt", "changed", "text")
+    assert [(r["op"], r["a"], r["b"]) for r in d["diff"]["rows"]] == [("equal", "one", "one"), ("replace", "two", "2")]
+    status, d = await get(f"{base}/compare/{OTHER}/files/n.ipynb")
+    assert [c["status"] for c in d["diff"]["cells"]] == ["modified", "added"]
+    assert d["diff"]["cells"][0]["outputs_b"] == ["2\n"]
+    status, d = await get(f"{base}/compare/{OTHER}/files/out/s.csv")
+    assert d["diff"]["columns_changed"] == ["v"] and d["diff"]["examples"] == [{"row": 1, "column": "v", "a": "b", "b": "c"}]
+    status, d = await get(f"{base}/compare/{OTHER}/files/big.txt")
+    assert status == 200 and d["diff"] == {"too_large": True}
+    status, d = await get(f"{base}/compare/{OTHER}/files/x%FF.txt")  # a name that is not UTF-8
+    assert status == 200 and d["name"] == "x\udcff.txt" and d["diff"]["rows"][0]["b"] == "raw!"
+    status, d = await get(f"{base}/compare/{OTHER}/files/new.txt?run=r1&other_run=r2")
+    assert status == 200 and d["status"] == "added" and d["diff"]["rows"][0]["op"] == "insert"
+
+    status, page = await get(f"{base}/table/out/s.csv?offset=1&limit=1")
+    assert status == 200 and page == {"name": "out/s.csv", "format": "csv", "total_rows": 2, "offset": 1, "limit": 1,
+                                      "columns": [{"name": "k", "type": "int64"}, {"name": "v", "type": "string"}],
+                                      "rows": [[2, "b"]]}
+
+    status, page = await get(f"{base}/table/t%FF.csv")  # a name that is not UTF-8
+    assert status == 200 and page["name"] == "t\udcff.csv" and page["rows"] == [[7]]
+
+    for tail, code in ((f"{base}/compare/deadbeef", 404), ("projects/ghost/commits/latest/compare/latest", 404),
+                       (f"{base}/compare/{OTHER}/files/nowhere.txt", 404),
+                       (f"{base}/compare/{OTHER}/files/..%2f..%2fetc%2fpasswd", 400),
+                       (f"{base}/compare/{OTHER}?other_mode=quick", 400),
+                       (f"{base}/compare/{OTHER}/files/bad.parquet", 400),
+                       (f"{base}/table/bad.parquet", 400), (f"{base}/table/out/t.txt", 400),
+                       (f"{base}/table/nope.csv", 404), (f"{base}/table/out/s.csv?limit=0", 400),
+                       (f"{base}/table/out/s.csv?offset=x", 400)):
+        status, err = await get(tail)
+        assert status == code, (tail, status, err)
+        assert err["error"] and (err["hint"] or code != 404), (tail, err)
+        assert "Traceback" not in json.dumps(err)
+    status, err = await get(f"{base}/table/bad.parquet")
+    assert "bad.parquet is not a readable Parquet file" in err["error"]
+    status, err = await get(f"{base}/compare/deadbeef")
+    assert "deadbeef" in err["error"] and err["hint"]
+
+
+def test_compare_and_table_routes_in_a_home_that_takes_no_storage(tmp_path):
+    """``soopervisor serve``'s rule (no soopervisor_run_overrides): every artifact route refuses ?storage=."""
+    two_sets(tmp_path)
+
+    async def main() -> None:
+        async with home(AllowAll, ReadOnlySocket) as url:
+            async def get(tail: str) -> tuple[int, Any]:
+                r = await fetch(f"{url}/{tail}")
+                return r.code, json.loads(r.body)
+
+            await check_compare_and_table_routes(get)
+            for tail in ARTIFACT_ROUTES:
+                sep = "&" if "?" in tail else "?"
+                body = error(await fetch(f"{url}/{tail}{sep}storage=/tmp"), 400)
+                assert "does not take 'storage'" in body["error"] and body["hint"], tail
+
+    asyncio.run(main())
+
+
+def test_the_real_soopervisor_serve_compares_and_refuses_storage_without_logging_it(tmp_path):
+    import urllib.parse
+
+    from tests.server.helpers import server_yaml
+    from tests.server.test_app import InProcess, Remote, tokens
+
+    remote = Remote(tmp_path)
+    config = server_yaml(tmp_path, [{"url": remote.url, "name": "sales", "first_sight": "none"}])
+    two_sets(tmp_path, storage=str(tmp_path / "artifacts"))
+    token = tokens(config)["read"]
+    server = InProcess(config)
+    try:
+        async def get(tail: str, token: str | None = token) -> tuple[int, Any]:
+            status, body, _ = await asyncio.to_thread(server.http.request, "GET", f"/soopervisor/api/{tail}", token)
+            return status, body
+
+        asyncio.run(check_compare_and_table_routes(get))
+        for tail in ARTIFACT_ROUTES:
+            assert asyncio.run(get(tail, token=None))[0] == 401, tail
+        quoted = urllib.parse.quote(SECRET_STORAGE, safe="")
+        for tail in ARTIFACT_ROUTES:
+            status, body = asyncio.run(get(f"{tail}?storage={quoted}"))
+            assert status == 400 and "does not take 'storage'" in body["error"], (tail, body)
+        logged = "\n".join(server.said)
+        assert logged.count("http 400 GET") >= len(ARTIFACT_ROUTES), "the refused requests are logged"
+        assert "hunter2secret" not in logged
+    finally:
+        server.close()
+
+
+def test_jupyter_lists_compares_and_pages_another_storage_and_masks_its_credentials(tmp_path):
+    """The sidebar's "Storage" setting: the commit routes read ``?storage=`` in Jupyter (a real server)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from tests.lab_browser import JupyterLab
+    from tests.test_compare import store_set
+
+    other_storage = tmp_path / "team-storage"
+    two_sets(tmp_path)                                                      # the server's own storage
+    store_set(tmp_path, COMMIT, {"team.csv": b"a\n1\n"}, run_id="t1", storage=str(other_storage))
+    store_set(tmp_path, OTHER, {"team.csv": b"a\n2\n"}, run_id="t2", storage=str(other_storage))
+    (tmp_path / "root").mkdir()
+    lab = JupyterLab(tmp_path / "root").start()
+    try:
+        async def get(tail: str, token: str | None = lab.token) -> tuple[int, Any]:
+            def go() -> tuple[int, Any]:
+                req = urllib.request.Request(f"{lab.url}/soopervisor/api/{tail}",
+                                             headers={"Authorization": f"token {token}"} if token else {})
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as r:
+                        return r.status, json.loads(r.read())
+                except urllib.error.HTTPError as e:
+                    return e.code, json.loads(e.read())
+            return await asyncio.to_thread(go)
+
+        asyncio.run(check_compare_and_table_routes(get))
+        for tail in ARTIFACT_ROUTES:
+            status, body = asyncio.run(get(tail, token=None))
+            assert status == 403 and body["error"], (tail, body)
+        storage = "storage=" + urllib.parse.quote(str(other_storage), safe="")
+        status, body = asyncio.run(get(f"projects/proj/commits?{storage}"))
+        assert status == 200 and [c["run_id"] for c in body["commits"]] == ["t2", "t1"]
+        status, body = asyncio.run(get(f"projects/proj/commits/{COMMIT}/compare/{OTHER}?{storage}"))
+        assert [(f["name"], f["status"]) for f in body["files"]] == [("team.csv", "changed")]
+        status, page = asyncio.run(get(f"projects/proj/commits/{OTHER}/table/team.csv?{storage}"))
+        assert status == 200 and page["rows"] == [[2]]
+
+        secret = "storage=" + urllib.parse.quote(SECRET_STORAGE, safe="")
+        for tail in ARTIFACT_ROUTES:
+            status, body = asyncio.run(get(f"{tail}{'&' if '?' in tail else '?'}{secret}"))
+            assert status == 400 and "another host" in body["error"], (tail, body)
+            assert "hunter2secret" not in json.dumps(body) and "***" in body["error"], body
+        lab.stop()
+        log = lab.log_path.read_text(errors="replace")
+        assert "commits" in log and "storage=" in log, "the refused requests are in the server's log"
+        assert "hunter2secret" not in log
+    finally:
+        lab.stop()

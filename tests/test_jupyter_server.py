@@ -214,7 +214,19 @@ ROUTES = [
     ("GET", "projects/proj/commits/latest"),
     ("GET", "projects/proj/commits/latest/files/a.txt"),
     ("GET", "projects/proj/commits/latest/zip"),
+    ("GET", "projects/proj/commits/latest/table/a.csv"),
+    ("GET", "projects/proj/commits/latest/compare/other"),
+    ("GET", "projects/proj/commits/latest/compare/other/files/a.txt"),
 ]
+
+
+def test_the_auth_test_covers_every_route():
+    from soopervisor.api.routes import ROUTES as SERVED
+
+    covered = {re.sub(r"\?.*", "", tail) for _, tail in ROUTES} | {"runs/abc/log"}  # the websocket: below
+    for template, _ in SERVED:
+        pattern = re.sub(r"\\{\w+\\}", "[^/]+", re.escape(template.lstrip("/")))
+        assert any(re.fullmatch(pattern, tail) for tail in covered), f"{template} is not in ROUTES above"
 
 
 @on_loop

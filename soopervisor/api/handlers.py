@@ -14,9 +14,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from tornado import web
+from tornado.log import app_log
 
 import soopervisor
 from soopervisor.project import enclosing_project
+from soopervisor.redact import Redactor
 from soopervisor.troubleshooting import run_topic, topic_url
 
 from .base import ApiError, ApiHandler, call
@@ -177,51 +182,118 @@ class StopHandler(ApiHandler):
         self.reply(run_json(await call(self.service.stop, run_id)))
 
 
-def set_query(handler: ApiHandler) -> dict[str, str | None]:
+def set_query(handler: ApiHandler, run_arg: str = "run", mode_arg: str = "mode") -> dict[str, str | None]:
     """``?run=ID&mode=sample|full`` of a commit/file/zip request, as get_artifacts takes them."""
-    run = handler.get_query_argument("run", None) or None
-    mode = handler.get_query_argument("mode", None) or None
+    run = handler.get_query_argument(run_arg, None) or None
+    mode = handler.get_query_argument(mode_arg, None) or None
     if mode is not None and mode not in ("sample", "full"):
-        raise ApiError(400, f"'mode' must be 'sample' or 'full', not {mode!r}")
+        raise ApiError(400, f"'{mode_arg}' must be 'sample' or 'full', not {mode!r}")
     return {"run": run, "mode": mode}
 
 
-async def artifacts_of(handler: ApiHandler, project: str, commit: str) -> Any:
-    """The set a commit request names (see artifacts.resolve_set), read from the storage the
-    home's runs store into; errors as ApiError."""
-    from soopervisor.artifacts import get_artifacts
+def url_secrets(url: str) -> list[str]:
+    """The parts of a storage URL that may be credentials: ``user:password@`` and query values."""
+    parts = urlsplit(url)
+    found = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        found += [userinfo, *userinfo.split(":", 1)[1:]]
+    found += [v for _k, v in parse_qsl(parts.query, keep_blank_values=False)]
+    return [s for s in found if len(s) >= 3]  # a one-letter value would mask every such letter
 
-    return await call(get_artifacts, commit, project=project, storage=handler.service.storage,
-                      **set_query(handler))
+
+class ArtifactsHandler(ApiHandler):
+    """A route over stored sets: in the home's storage, or in ``?storage=`` where the home allows it.
+
+    Jupyter allows it (the sidebar's "Storage" setting; ``soopervisor_run_overrides``, as for
+    POST /runs), ``soopervisor serve`` answers 400. A storage URL may carry credentials:
+    they are masked in the request line the home logs and in every error.
+    """
+
+    _storage_url: str | None = None
+    _hide: Redactor | None = None
+    _opened: Any = None
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        # a product name may hold bytes that are not UTF-8; they come back as the surrogate escapes it is stored by
+        return value.decode("utf-8", "surrogateescape")
+
+    async def prepare(self) -> None:
+        url = self.get_query_argument("storage", None) or None
+        if url is not None:
+            self._storage_url = url
+            self._hide = Redactor(url_secrets(url))
+            self._scrub_request_line()
+        await super().prepare()
+        if url is not None and not self._finished and not self.settings.get("soopervisor_run_overrides"):
+            raise ApiError(400, "this server does not take 'storage' from a request",
+                           "it lists the artifacts of its own storage; leave 'storage' out")
+
+    def _scrub_request_line(self) -> None:
+        """The home logs ``request.uri``: the credentials of ``?storage=`` must not reach it."""
+        hide = self._hide or Redactor()
+        path, _, query = self.request.uri.partition("?")
+        pairs = [(k, hide.redact(v) if k == "storage" else v)
+                 for k, v in parse_qsl(query, keep_blank_values=True)]
+        self.request.uri = f"{path}?{urlencode(pairs)}"
+
+    def _masked(self, exc: BaseException | None) -> None:
+        if self._hide is not None and isinstance(exc, ApiError):
+            exc.error = self._hide.redact(exc.error)
+            exc.hint = exc.hint and self._hide.redact(exc.hint)
+            exc.args = (exc.error,)  # what tornado's log line formats
+
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        if self._hide is not None and not isinstance(value, web.HTTPError):
+            # a traceback may quote the URL: one masked line instead
+            app_log.error("Uncaught exception %s: %s", self._request_summary(), self._hide.redact(repr(value)))
+            return
+        self._masked(value)
+        super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self._masked(kwargs.get("exc_info", (None, None, None))[1])
+        super().write_error(status_code, **kwargs)
+
+    async def storage(self) -> Any:
+        """The storage this request reads: ``?storage=`` (allowed in prepare) or the home's; opened once."""
+        from soopervisor.storage import open_storage
+
+        if self._opened is None:
+            self._opened = await call(open_storage, self._storage_url or self.service.storage)
+        return self._opened
+
+    async def artifacts(self, project: str, commit: str, run_arg: str = "run", mode_arg: str = "mode") -> Any:
+        """The set a commit request names (see artifacts.resolve_set); errors as ApiError."""
+        from soopervisor.artifacts import get_artifacts
+
+        return await call(get_artifacts, commit, project=project, storage=await self.storage(),
+                          **set_query(self, run_arg, mode_arg))
 
 
-class CommitsHandler(ApiHandler):
+class CommitsHandler(ArtifactsHandler):
     async def get(self, project: str) -> None:
         from soopervisor.artifacts import list_commits
 
         # CommitSummary.to_dict(): the set the commit resolves to (else its newest),
         # ``sets`` (newest first) and ``resolved``
-        commits = await call(list_commits, project, storage=self.service.storage)
+        commits = await call(list_commits, project, storage=await self.storage())
         self.reply({"commits": [c.to_dict() for c in commits]})
 
 
-class CommitHandler(ApiHandler):
+class CommitHandler(ArtifactsHandler):
     async def get(self, project: str, commit: str) -> None:
-        arts = await artifacts_of(self, project, commit)
+        arts = await self.artifacts(project, commit)
         files = [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in arts.files]
         self.reply({"commit": arts.commit, "run_id": arts.run_id, "set": arts.summary.to_dict(),
                     "manifest": arts.manifest, "files": files})
 
 
-class FileHandler(ApiHandler):
-    def decode_argument(self, value: bytes, name: str | None = None) -> str:
-        # a product name may hold bytes that are not UTF-8; they come back as the surrogate escapes it is stored by
-        return value.decode("utf-8", "surrogateescape")
-
+class FileHandler(ArtifactsHandler):
     async def get(self, project: str, commit: str, name: str) -> None:
         from soopervisor.artifacts import printable
 
-        arts = await artifacts_of(self, project, commit)
+        arts = await self.artifacts(project, commit)
         path = await call(arts.path, name)  # verified against the manifest's sha256
         await self.send_file(path, printable(name.rsplit("/", 1)[-1]))
 
@@ -240,9 +312,9 @@ def _zip_set(arts: Any, workdir: Path) -> Path:
     return archive
 
 
-class ZipHandler(ApiHandler):
+class ZipHandler(ArtifactsHandler):
     async def get(self, project: str, commit: str) -> None:
-        arts = await artifacts_of(self, project, commit)
+        arts = await self.artifacts(project, commit)
         workdir = Path(tempfile.mkdtemp(prefix="soopervisor-zip-"))
         try:
             archive = await call(_zip_set, arts, workdir)
@@ -250,3 +322,46 @@ class ZipHandler(ApiHandler):
             await self.send_file(archive, f"{arts.project}-{arts.commit[:7]}{run}.zip", "application/zip")
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+
+class CompareHandler(ArtifactsHandler):
+    """Set A (``commit``, ``run``, ``mode``) against set B (``other``, ``other_run``, ``other_mode``)."""
+
+    async def comparison(self, project: str, commit: str, other: str) -> Any:
+        from soopervisor.artifacts.compare import Comparison
+
+        a = await self.artifacts(project, commit)
+        b = await self.artifacts(project, other, "other_run", "other_mode")
+        return Comparison(a, b)
+
+    async def get(self, project: str, commit: str, other: str) -> None:
+        self.reply((await self.comparison(project, commit, other)).to_dict())
+
+
+class CompareFileHandler(CompareHandler):
+    async def get(self, project: str, commit: str, other: str, name: str) -> None:  # type: ignore[override]
+        comparison = await self.comparison(project, commit, other)
+        self.reply(await call(comparison.file_diff, name))
+
+
+def parse_int(handler: ApiHandler, arg: str, default: int, least: int) -> int:
+    raw = handler.get_query_argument(arg, None)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"'{arg}' must be a whole number, not {raw!r}", f"{least} or more") from None
+    if value < least:
+        raise ApiError(400, f"'{arg}' must be {least} or more, not {value}")
+    return value
+
+
+class TableHandler(ArtifactsHandler):
+    async def get(self, project: str, commit: str, name: str) -> None:
+        from soopervisor.artifacts.table import LIMIT_MAX, preview_file
+
+        offset = parse_int(self, "offset", 0, 0)
+        limit = min(parse_int(self, "limit", 200, 1), LIMIT_MAX)
+        arts = await self.artifacts(project, commit)
+        self.reply(await call(preview_file, arts, name, offset, limit))

@@ -31,6 +31,9 @@ ROUTES: list[tuple[str, type]] = [
     ("/projects/{project}/commits/{commit}", h.CommitHandler),
     ("/projects/{project}/commits/{commit}/files/{name}", h.FileHandler),
     ("/projects/{project}/commits/{commit}/zip", h.ZipHandler),
+    ("/projects/{project}/commits/{commit}/table/{name}", h.TableHandler),
+    ("/projects/{project}/commits/{commit}/compare/{other}", h.CompareHandler),
+    ("/projects/{project}/commits/{commit}/compare/{other}/files/{name}", h.CompareFileHandler),
 ]
 
 _PARAM = re.compile(r"\{(\w+)\}")

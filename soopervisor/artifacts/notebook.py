@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from soopervisor import config
 from soopervisor.errors import ArtifactsNotFound, IntegrityError, UsageError
@@ -19,6 +19,9 @@ from soopervisor.storage.base import FILES
 from .download import _disk_error, _download, _fetch, _ours_folder, _place, _Placed, _refuse_links_on_the_way
 from .manifest import _DAMAGED_HINT, LOG_NAME, ArtifactFile, sha256_file
 from .sets import SetSummary, _check_mode, _no_artifacts, _read_all, _resolve, _storage, _where
+
+if TYPE_CHECKING:
+    from .compare import Comparison
 
 
 def format_size(n: float) -> str:
@@ -131,6 +134,18 @@ class Artifacts:
         to = Path(to)
         _download(self.storage, self.summary, to)
         return to.resolve()
+
+    def compare(self, other: Artifacts | str) -> Comparison:
+        """This set (A, the base) against ``other`` (B): files added, removed, changed by sha256.
+
+        ``other`` is an ``Artifacts`` or a commit reference of the same project and
+        storage (as ``get_artifacts`` takes it). ``.file_diff(name)`` says how one file changed.
+        """
+        from .compare import Comparison
+
+        if isinstance(other, str):
+            other = get_artifacts(other, project=self.project, storage=self.storage)
+        return Comparison(self, other)
 
     def __repr__(self) -> str:
         n = len(self.files)
