@@ -14,11 +14,14 @@ import { LabIcon } from '@jupyterlab/ui-components';
 
 import iconSvg from '../style/icon.svg';
 import { ApiClient } from './api';
+import { OPEN_COMMIT, registerCommitView } from './commitview';
+import { registerCompareView } from './compareview';
 import { jupyterTransport } from './jupyter';
 import { CommandIds, NotebookRunButton, RunsStatus, notifyRunEnds } from './labparts';
 import { SoopervisorModel } from './model';
 import { ArtifactOpener } from './opener';
 import { SoopervisorPanel } from './panel';
+import { OPEN_RUN, registerRunView } from './runview';
 import { RunMode, readSettings } from './settings';
 
 export const soopervisorIcon = new LabIcon({ name: 'soopervisor:icon', svgstr: iconSvg });
@@ -43,7 +46,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ) => {
     const client = new ApiClient(jupyterTransport());
     const model = new SoopervisorModel(client);
-    const opener = new ArtifactOpener(app, client);
+    // the drive reads a set from the storage of the settings, as the panel's lists do
+    const opener = new ArtifactOpener(app, client, runId => model.setQuery(runId));
     model.canOpen = name => opener.canOpen(name);
     model.openFile = (project, commit, runId, name) => opener.open(project, commit, runId, name);
     const panel = new SoopervisorPanel(model);
@@ -109,20 +113,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
       icon: soopervisorIcon,
       execute: args => run(model.settings.defaultMode, target(args))
     });
-    commands.addCommand(CommandIds.runSample, {
-      label: args => (args.fromBrowser ? 'Sample run (soopervisor)' : 'soopervisor: Sample run'),
-      caption: 'Run the pipeline with sample: true in a clean container',
-      icon: soopervisorIcon,
-      isVisible,
-      execute: args => run('sample', target(args))
-    });
-    commands.addCommand(CommandIds.runFull, {
-      label: args => (args.fromBrowser ? 'Full run (soopervisor)' : 'soopervisor: Full run'),
-      caption: 'Run the whole pipeline in a clean container',
-      icon: soopervisorIcon,
-      isVisible,
-      execute: args => run('full', target(args))
-    });
+    const modes = [
+      { mode: 'sample', id: CommandIds.runSample, label: 'Sample run', caption: 'Run the pipeline with sample: true in a clean container' },
+      { mode: 'full', id: CommandIds.runFull, label: 'Full run', caption: 'Run the whole pipeline in a clean container' }
+    ] as const;
+    for (const { mode, id, label, caption } of modes) {
+      commands.addCommand(id, {
+        label: args => (args.fromBrowser ? `${label} (soopervisor)` : `soopervisor: ${label}`),
+        caption,
+        icon: soopervisorIcon,
+        isVisible,
+        execute: args => run(mode, target(args))
+      });
+    }
     commands.addCommand(CommandIds.validate, {
       label: 'soopervisor: Validate the project',
       caption: 'Check the file browser’s folder as `soopervisor validate` does',
@@ -162,6 +165,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
       });
     }
     notifyRunEnds(model, commands);
+
+    // the main-area views: a run (runview.ts), a commit's sets (commitview.ts), two commits compared (compareview.ts)
+    const views = { app, client, model, opener, icon: soopervisorIcon, palette, restorer, category: CATEGORY };
+    registerRunView(views);
+    registerCommitView(views);
+    registerCompareView(views);
+    // the sidebar's ⤢ buttons: a run's header opens the run view, a commit row the commit view
+    panel.openRun = runId => void commands.execute(OPEN_RUN, { runId });
+    model.openCommit = (project, commit, runId) => void commands.execute(OPEN_COMMIT, { project, commit, runId });
     // the status bar and the notifications watch runs even while the panel is closed
     model.watchActivity();
 

@@ -6,9 +6,10 @@ import { Widget } from '@lumino/widgets';
 
 import { IRun, isRunning } from './api';
 import { CommitList, moveFocus } from './commits';
-import { badge, docsLink, elapsed, errorBox, fmtDuration, fmtWhen, h } from './dom';
+import { badge, docsLink, errorBox, fmtWhen, h } from './dom';
 import { LogView } from './logview';
 import { SoopervisorModel } from './model';
+import { failureBanner, runDuration, runHeaderLine } from './rundetail';
 
 export class SoopervisorPanel extends Widget {
   constructor(readonly model: SoopervisorModel) {
@@ -47,6 +48,16 @@ export class SoopervisorPanel extends Widget {
     // durations of running runs tick without a server round trip; "started 2m ago" stays true
     this._ticker = window.setInterval(() => this._tick(), 1000);
     this.node.setAttribute('aria-label', 'soopervisor runs');
+  }
+
+  /** Opens a run in the main area (the run view); set by the plugin. The ⤢ button shows only when set. */
+  get openRun(): ((runId: string) => void) | null {
+    return this._openRun;
+  }
+
+  set openRun(open: ((runId: string) => void) | null) {
+    this._openRun = open;
+    this._renderDetailHeader();
   }
 
   /** Polling starts when the panel is first shown: a closed sidebar costs nothing. */
@@ -281,7 +292,7 @@ export class SoopervisorPanel extends Widget {
   }
 
   private _duration(run: IRun): string {
-    return fmtDuration(run.duration ?? elapsed(run.started_at, isRunning(run) ? null : run.finished_at));
+    return runDuration(run);
   }
 
   private _tick(): void {
@@ -326,44 +337,31 @@ export class SoopervisorPanel extends Widget {
       return;
     }
     this._detail.dataset.status = run.status;
-    const failure =
-      run.status === 'failed' || run.status === 'interrupted'
-        ? h(
-            'div',
-            { class: 'sv-failure', 'data-testid': 'sv-failure' },
-            run.failed_task ? h('div', {}, 'Failed task: ', h('code', {}, run.failed_task)) : null,
-            run.error ? h('div', {}, run.error) : null,
-            run.exit_code !== null ? h('div', { class: 'sv-muted' }, `exit code ${run.exit_code}`) : null,
-            docsLink(run.docs)
-          )
-        : null;
+    const open = this.openRun;
+    const expand = open
+      ? h(
+          'button',
+          {
+            type: 'button',
+            class: 'sv-icon-button',
+            'data-testid': 'sv-run-open-view',
+            title: `Open run ${run.id} in the main area: its log with search, stages, tasks and files`,
+            'aria-label': `Open run ${run.id} in the main area`,
+            onclick: () => open(run.id)
+          },
+          '⤢'
+        )
+      : null;
     this._detailHeader.replaceChildren(
-      h(
-        'div',
-        { class: 'sv-detail-line' },
-        badge(run.status),
-        h('span', {}, run.mode),
-        h('code', { class: 'sv-sha', title: run.commit }, run.short_commit),
-        h('span', { class: 'sv-grow' }),
-        h('span', { class: 'sv-muted sv-nowrap sv-duration', 'data-run-id': run.id }, this._duration(run)),
-        isRunning(run)
-          ? h(
-              'button',
-              {
-                class: 'jp-Button jp-mod-styled jp-mod-warn sv-stop',
-                'data-testid': 'sv-run-stop',
-                title: 'Stop the run and remove its container',
-                onclick: (e: MouseEvent) => {
-                  (e.currentTarget as HTMLButtonElement).disabled = true;
-                  (e.currentTarget as HTMLButtonElement).textContent = 'Stopping…';
-                  void this.model.stopRun(run.id);
-                }
-              },
-              '■ Stop'
-            )
-          : null
-      ),
-      failure ?? ''
+      runHeaderLine(run, {
+        stop: {
+          testid: 'sv-run-stop',
+          className: 'jp-Button jp-mod-styled jp-mod-warn sv-stop',
+          act: () => this.model.stopRun(run.id)
+        },
+        extra: [expand]
+      }),
+      failureBanner(run) ?? ''
     );
     this._logView?.runChanged();
   }
@@ -407,6 +405,7 @@ export class SoopervisorPanel extends Widget {
   private _commitList: CommitList;
   private _detailHeader: HTMLElement | null = null;
   private _logView: LogView | null = null;
+  private _openRun: ((runId: string) => void) | null = null;
   private _ticker = 0;
   private _ticks = 0;
 }

@@ -1,1 +1,4 @@
 import './base.css';
+import './runview.css';
+import './commitview.css';
+import './compareview.css';

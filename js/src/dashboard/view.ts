@@ -5,9 +5,10 @@
  */
 import { ApiError, IRun, isRunning } from '../api';
 import { CommitList, showSetFiles } from '../commits';
-import { badge, docsLink, elapsed, errorBox, fmtDuration, fmtWhen, h } from '../dom';
+import { badge, errorBox, fmtWhen, h } from '../dom';
 import { LogView } from '../logview';
 import { Load } from '../model';
+import { failureBanner, runDuration, runHeaderLine } from '../rundetail';
 import { IJob, IRepository } from '../serverapi';
 import { Change, DashboardModel } from './model';
 
@@ -392,7 +393,7 @@ export class DashboardView {
   }
 
   private _duration(run: IRun): string {
-    return fmtDuration(run.duration ?? elapsed(run.started_at, isRunning(run) ? null : run.finished_at));
+    return runDuration(run);
   }
 
   private _tick(): void {
@@ -437,34 +438,11 @@ export class DashboardView {
     }
     this._detail.dataset.status = run.status;
     this._detail.dataset.runId = run.id;
-    const failure =
-      run.status === 'failed' || run.status === 'interrupted'
-        ? h(
-            'div',
-            { class: 'sv-failure', 'data-testid': 'sv-failure' },
-            run.failed_task ? h('div', {}, 'Failed task: ', h('code', {}, run.failed_task)) : null,
-            run.error ? h('div', {}, run.error) : null,
-            run.exit_code !== null ? h('div', { class: 'sv-muted' }, `exit code ${run.exit_code}`) : null,
-            docsLink(run.docs)
-          )
-        : null;
-    this._detailHeader.replaceChildren(
-      h(
-        'div',
-        { class: 'sv-detail-line' },
-        badge(run.status),
-        h('span', {}, `${run.project} · ${run.mode}`),
-        h('code', { class: 'sv-sha', title: run.commit }, run.short_commit),
-        h('span', { class: 'sv-grow' }),
-        h('span', { class: 'sv-muted sv-nowrap sv-duration', 'data-run-id': run.id }, this._duration(run)),
-        isRunning(run)
-          ? this._adminButton('■ Stop', 'Stop the run and remove its container', 'svd-run-stop', () =>
-              this.model.stopRun(run.id)
-            )
-          : null
-      ),
-      failure ?? ''
-    );
+    // a read-only token has no Stop
+    const stop = this.model.readOnly
+      ? null
+      : { testid: 'svd-run-stop', className: 'svd-button', act: () => this.model.stopRun(run.id) };
+    this._detailHeader.replaceChildren(runHeaderLine(run, { project: true, stop }), failureBanner(run) ?? '');
     this._logView.runChanged();
     this._renderRunArtifacts(run);
   }
