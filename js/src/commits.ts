@@ -22,6 +22,10 @@ export interface ICommitSource {
   canOpen?(name: string): boolean;
   /** Open a file of a set in the host application (the sidebar: a JupyterLab tab). */
   openFile?(project: string, commit: string, runId: string | null, name: string): Promise<void>;
+  /** The query of a set's file and zip routes (`?run=`, and the sidebar's `&storage=`); `?run=` alone when absent. */
+  setQuery?(runId: string | null): string;
+  /** Open a commit's sets in the main area (JupyterLab's commit view): each row then has an "open" button. */
+  openCommit?(project: string, commit: string, runId: string | null): void;
 }
 
 /** Milliseconds of row building per frame: well under a 16 ms frame. */
@@ -30,6 +34,8 @@ const FRAME_BUDGET_MS = 8;
 interface IRow {
   el: HTMLElement;
   head: HTMLElement;
+  /** the "open" button beside the head (only where the host has a commit view) */
+  open: HTMLElement | null;
   body: HTMLElement | null;
   sig: string;
   item: ICommitSummary;
@@ -105,6 +111,7 @@ export class CommitList {
       } else if (row.sig !== sig) {
         const otherSet = row.item.run_id !== item.run_id;
         row.head.replaceWith((row.head = this._makeHead(item, row)));
+        row.open?.setAttribute('title', `Open commit ${item.commit} in the main area (its sets and files)`);
         row.sig = sig;
         row.item = item;
         if (otherSet && row.body) {
@@ -136,9 +143,26 @@ export class CommitList {
       'data-testid': 'sv-commit-row',
       'data-commit': item.commit
     });
-    const row: IRow = { el, head: el, body: null, sig, item };
+    const row: IRow = { el, head: el, open: null, body: null, sig, item };
     row.head = this._makeHead(item, row);
-    el.append(row.head);
+    const openCommit = this._model.openCommit?.bind(this._model);
+    if (!openCommit) {
+      el.append(row.head);
+      return row;
+    }
+    // beside the head, not inside it: a button inside a role=button is not operable by assistive tech
+    row.open = h(
+      'button',
+      {
+        class: 'sv-commit-open sv-icon-button',
+        'data-testid': 'sv-commit-open',
+        title: `Open commit ${item.commit} in the main area (its sets and files)`,
+        'aria-label': `Open commit ${item.short_commit || item.commit.slice(0, 7)}`,
+        onclick: () => openCommit(this._project, row.item.commit, row.item.run_id ?? null)
+      },
+      '⤢'
+    );
+    el.append(h('div', { class: 'sv-commit-line' }, row.head, row.open));
     return row;
   }
 
@@ -243,8 +267,8 @@ export async function showSetFiles(
     return;
   }
   const base = `projects/${enc(project)}/commits/${enc(detail.commit)}`;
-  // ?run=: this very set, whatever newer sets the commit gets meanwhile
-  const query = runQuery(runId);
+  // ?run=: this very set, whatever newer sets the commit gets meanwhile (and &storage=: where it is)
+  const query = source.setQuery ? source.setQuery(runId) : runQuery(runId);
   const problem = h('div', { class: 'sv-download-error' });
   const shown = detail.files.filter(f => !source.hiddenFile?.(f.name));
   const hidden = detail.files.length - shown.length;
@@ -332,7 +356,7 @@ export function moveFocus(e: KeyboardEvent, container: HTMLElement, selector: st
 /** A download link. Where the transport allows a plain link (the sidebar: jupyter_server accepts
  *  its login cookie on GET) the browser streams the file to disk; otherwise (a bearer token) a
  *  click fetches it with the header and saves the blob, and a failure shows in `problem`. */
-function downloadLink(
+export function downloadLink(
   client: ApiClient,
   endpoint: string,
   filename: string,

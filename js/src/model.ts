@@ -5,7 +5,7 @@
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ApiClient, ApiError, ICommitDetail, ICommitSummary, IReport, IRun, enc, isRunning, runQuery } from './api';
+import { ApiClient, ApiError, ICommitDetail, ICommitSummary, IReport, IRun, enc, isRunning } from './api';
 import { LogStream } from './logstream';
 import { DEFAULT_SETTINGS, ISidebarSettings, RunMode, isHidden } from './settings';
 
@@ -78,6 +78,38 @@ export class Loop {
   private _disposed = false;
 }
 
+/** The query string naming one set (`?run=`) in a storage (`&storage=`, the sidebar's setting; '' the
+ *  server's own). Every commit route takes both; a set never changes, so the pair names its bytes. */
+export function setQuery(runId: string | null | undefined, storage = ''): string {
+  const params: string[] = [];
+  if (runId) {
+    params.push(`run=${encodeURIComponent(runId)}`);
+  }
+  if (storage) {
+    params.push(`storage=${encodeURIComponent(storage)}`);
+  }
+  return params.length ? `?${params.join('&')}` : '';
+}
+
+/** One set's files (GET …/commits/{commit}), each fetched once: the sidebar's and the dashboard's
+ *  models hold one. A failed request is forgotten so that a retry asks again. */
+export class SetCache {
+  constructor(private _client: ApiClient) {}
+
+  get(project: string, commit: string, runId: string | null, storage = ''): Promise<ICommitDetail> {
+    const key = `${storage}\0${project}\0${commit}\0${runId ?? ''}`;
+    let found = this._details.get(key);
+    if (!found) {
+      found = this._client.request<ICommitDetail>(`projects/${enc(project)}/commits/${enc(commit)}${setQuery(runId, storage)}`);
+      found.catch(() => this._details.delete(key));
+      this._details.set(key, found);
+    }
+    return found;
+  }
+
+  private _details = new Map<string, Promise<ICommitDetail>>();
+}
+
 export class SoopervisorModel {
   /** `client`: the sidebar's goes through Jupyter's ServerConnection (jupyter.ts). */
   constructor(readonly client: ApiClient) {}
@@ -103,6 +135,9 @@ export class SoopervisorModel {
   openFile?: (project: string, commit: string, runId: string | null, name: string) => Promise<void>;
   /** Set by the Lab plugin: whether JupyterLab has a viewer for a file name. */
   canOpen?: (name: string) => boolean;
+  /** Set by the commit view (commitview.ts): opens a commit's sets in the main area; the commit
+   *  list then shows an "open" button on each row. */
+  openCommit?: (project: string, commit: string, runId: string | null) => void;
 
   /** Emitted with the name of what changed: 'version', 'validation', 'runs',
    *  'selection', 'commits', 'action', 'settings', 'activity'. */
@@ -120,8 +155,21 @@ export class SoopervisorModel {
     if (JSON.stringify(settings) === JSON.stringify(this.settings)) {
       return;
     }
+    const storageChanged = settings.storage !== this.settings.storage;
     this.settings = settings;
+    if (storageChanged && this._started) {
+      // another storage holds other commits: list them from scratch (before 'settings', whose
+      // listeners, the commit views, must not read the old storage's list)
+      this.commits = { state: 'loading' };
+      this._emit('commits');
+      this._commitsLoop.refresh();
+    }
     this._emit('settings');
+  }
+
+  /** The query of a set's routes (files, zip, table): `?run=` and the storage of the settings. */
+  setQuery(runId: string | null): string {
+    return setQuery(runId, this.settings.storage);
   }
 
   /** Whether the settings hide an artifact file from the lists. */
@@ -307,19 +355,13 @@ export class SoopervisorModel {
   }
 
   /** One set's files, fetched once (a stored set never changes). `runId` names the set the
-   *  commit list shows (every run keeps its own); null: the commit's set of the old layout. */
+   *  commit list shows (every run keeps its own); null: the commit's set of the old layout.
+   *  Read from the storage of the settings (the server's own when empty). */
   commitDetail(commit: string, runId: string | null = null, project = this.project): Promise<ICommitDetail> {
     if (!project) {
       return Promise.reject(new ApiError('no project', 0));
     }
-    const key = `${project}\0${commit}\0${runId ?? ''}`;
-    let found = this._details.get(key);
-    if (!found) {
-      found = this.client.request<ICommitDetail>(`projects/${enc(project)}/commits/${enc(commit)}${runQuery(runId)}`);
-      found.catch(() => this._details.delete(key)); // let a retry ask again
-      this._details.set(key, found);
-    }
-    return found;
+    return this._sets.get(project, commit, runId, this.settings.storage);
   }
 
   private async _checkVersion(): Promise<void> {
@@ -412,6 +454,7 @@ export class SoopervisorModel {
 
   private async _doCommits(): Promise<void> {
     const project = this.project;
+    const storage = this.settings.storage;
     if (!project) {
       this._setCommits({ state: 'ready', value: [] });
       return;
@@ -419,7 +462,7 @@ export class SoopervisorModel {
     let next: Load<ICommitSummary[]>;
     try {
       const { commits } = await this.client.request<{ commits: ICommitSummary[] }>(
-        `projects/${enc(project)}/commits`
+        `projects/${enc(project)}/commits${setQuery(null, storage)}`
       );
       next = { state: 'ready', value: commits };
     } catch (e) {
@@ -427,7 +470,7 @@ export class SoopervisorModel {
       // a project that never stored anything is not an error
       next = error.status === 404 ? { state: 'ready', value: [] } : { state: 'error', error };
     }
-    if (project === this.project) {
+    if (project === this.project && storage === this.settings.storage) {
       this._setCommits(next);
     }
   }
@@ -539,7 +582,7 @@ export class SoopervisorModel {
     () => this._doActivity(),
     () => (this._watched.size ? ACTIVITY_BUSY_MS : ACTIVITY_IDLE_MS)
   );
-  private _details = new Map<string, Promise<ICommitDetail>>();
+  private _sets = new SetCache(this.client);
   private _disposed = false;
   private _started = false;
   private _startCalled = false;

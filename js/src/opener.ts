@@ -55,7 +55,9 @@ export class ArtifactDrive implements Contents.IDrive {
   constructor(
     private _client: ApiClient,
     readonly serverSettings: ServerConnection.ISettings,
-    private _mimetype: (name: string) => string
+    private _mimetype: (name: string) => string,
+    /** a set's query (`?run=`, and the sidebar's `&storage=`: the storage of the settings) */
+    private _query: (runId: string | null) => string = runQuery
   ) {}
 
   get fileChanged(): ISignal<this, Contents.IChangedArgs> {
@@ -147,7 +149,7 @@ export class ArtifactDrive implements Contents.IDrive {
   }
 
   private _endpoint(f: IFilePath): string {
-    return `projects/${enc(f.project)}/commits/${enc(f.commit)}/files/${enc(f.name)}${runQuery(f.runId)}`;
+    return `projects/${enc(f.project)}/commits/${enc(f.commit)}/files/${enc(f.name)}${this._query(f.runId)}`;
   }
 
   private async _fetch(f: IFilePath): Promise<Response> {
@@ -180,11 +182,12 @@ export class ArtifactDrive implements Contents.IDrive {
 export class ArtifactOpener {
   constructor(
     private _app: JupyterFrontEnd,
-    client: ApiClient
+    client: ApiClient,
+    query: (runId: string | null) => string = runQuery
   ) {
     const registry = _app.docRegistry;
     const mimetype = (name: string) => registry.getFileTypesForPath(PathExt.basename(name))[0]?.mimeTypes?.[0] ?? 'text/plain';
-    _app.serviceManager.contents.addDrive(new ArtifactDrive(client, _app.serviceManager.serverSettings, mimetype));
+    _app.serviceManager.contents.addDrive(new ArtifactDrive(client, _app.serviceManager.serverSettings, mimetype, query));
   }
 
   /** Whether JupyterLab has a viewer for this file name (by its extension). */

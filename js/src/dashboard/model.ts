@@ -5,9 +5,9 @@
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ApiClient, ApiError, ICommitDetail, ICommitSummary, IRun, enc, isRunning, runQuery } from '../api';
+import { ApiClient, ApiError, ICommitDetail, ICommitSummary, IRun, enc, isRunning } from '../api';
 import { LogStream } from '../logstream';
-import { Load, Loop } from '../model';
+import { Load, Loop, SetCache } from '../model';
 import { IJob, IRepository, jobAction, listQueue, listRepositories, probeAdmin, repositoryAction } from '../serverapi';
 
 const REPOSITORIES_EVERY_MS = 5_000;
@@ -112,19 +112,12 @@ export class DashboardModel {
     this._commitsLoop.refresh();
   }
 
-  /** One set's files, fetched once (a stored set never changes). */
+  /** One set's files, fetched once (a stored set never changes): the sidebar's cache (model.ts). */
   commitDetail(commit: string, runId: string | null, project: string | null = this.project): Promise<ICommitDetail> {
     if (!project) {
       return Promise.reject(new ApiError('no project', 0));
     }
-    const key = `${project}\0${commit}\0${runId ?? ''}`;
-    let found = this._details.get(key);
-    if (!found) {
-      found = this.client.request<ICommitDetail>(`projects/${enc(project)}/commits/${enc(commit)}${runQuery(runId)}`);
-      found.catch(() => this._details.delete(key)); // let a retry ask again
-      this._details.set(key, found);
-    }
-    return found;
+    return this._sets.get(project, commit, runId);
   }
 
   repositoryAction(name: string, action: 'pause' | 'resume' | 'poll'): Promise<void> {
@@ -266,7 +259,7 @@ export class DashboardModel {
   }
 
   private _changed = new Signal<this, Change>(this);
-  private _details = new Map<string, Promise<ICommitDetail>>();
+  private _sets = new SetCache(this.client);
   private _disposed = false;
   private _reposLoop = new Loop(this._doRepositories, () => REPOSITORIES_EVERY_MS);
   private _queueLoop = new Loop(this._doQueue, () => QUEUE_EVERY_MS);
