@@ -315,7 +315,7 @@ def test_every_page_the_code_links_to_exists(site: Path) -> None:
 
 def test_the_screenshots_are_the_browser_tests(site: Path) -> None:
     """Every screenshot a page shows is one the browser tests take (docs/_static/screenshots/, not by hand)."""
-    browser_tests = ("test_sidebar_browser.py", "test_lab_conventions.py")
+    browser_tests = ("test_lab_conventions.py", *sorted(p.name for p in (REPO / "tests").glob("test_*_browser.py")))
     taken = {name for test in browser_tests
              for name in re.findall(r'screenshot\(page, "([^"]+\.png)"', (REPO / "tests" / test).read_text())}
     shown = set()

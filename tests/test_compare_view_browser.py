@@ -1,0 +1,387 @@
+"""The compare view in a real JupyterLab and Chromium: two stored sets of one project.
+
+The sets are written with ``write_manifest`` into the local storage of the test's
+SOOPERVISOR_HOME (a Docker run is not the point here): a changed text file, CSV,
+notebook and PNG, a file added, one removed, one unchanged. The view is opened by
+its command (JupyterLab started with ``expose_app_in_browser`` so the page can run
+commands with arguments) and from its picker; both themes are audited by axe-core.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from soopervisor.artifacts import write_manifest
+from soopervisor.storage import open_storage
+from tests.lab_browser import REPO, JupyterLab, chromium, load_lab, screenshot
+from tests.test_lab_conventions import PLUGIN, contrast, put_settings
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+AXE = REPO / "js" / "node_modules" / "axe-core" / "axe.min.js"
+PROJECT = "proj"
+A = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
+B = "e4f5a6b7c8d90123456789abcdef0123456789ab"
+VIEW = ".sv-compare-widget:not(.lm-mod-hidden)"
+
+
+def tid(name: str) -> str:
+    return f'[data-testid="{name}"]'
+
+
+def png(rgb: tuple[int, int, int], size: int = 16) -> bytes:
+    """A small solid PNG (no imaging library on the machines)."""
+    raw = b"".join(b"\x00" + bytes(rgb) * size for _ in range(size))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def notebook(cells: list[tuple[str, str, str | None]]) -> str:
+    """A notebook of (cell type, source, stream output or None) cells."""
+    nb = nbformat.v4.new_notebook()
+    for kind, source, output in cells:
+        if kind == "markdown":
+            nb.cells.append(nbformat.v4.new_markdown_cell(source))
+            continue
+        cell = nbformat.v4.new_code_cell(source, execution_count=1)
+        if output is not None:
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=output)]
+        nb.cells.append(cell)
+    return nbformat.writes(nb)
+
+
+REPORT = [f"line {i}" for i in range(1, 31)]
+# over the server's 5 MB limit of a text diff
+BIG = "a line of a long log\n" * 260_000
+
+
+def store_set(tmp: Path, commit: str, run_id: str, finished: str, files: dict[str, str | bytes],
+              storage: Path | None = None) -> None:
+    src = tmp / f"set-{run_id}"
+    for name, content in files.items():
+        path = src / "files" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    (src / "soopervisor.log").write_text("log\n")
+    write_manifest(src, project=PROJECT, commit=commit, run_id=run_id, mode="sample", status="succeeded",
+                   started_at=finished, finished_at=finished)
+    open_storage(storage).put_set(PROJECT, commit, run_id, src)
+
+
+@pytest.fixture
+def sets(tmp_path: Path, home: Path) -> None:
+    report_b = REPORT.copy()
+    report_b[4] = "line 5, edited"  # replace
+    del report_b[19]  # delete line 20
+    report_b.insert(26, "a new line")  # insert
+    store_set(tmp_path, A, "runa", "2026-11-30T10:00:00+00:00", {
+        "report.md": "\n".join(REPORT) + "\n",
+        "data.csv": "a,b\n1,2\n3,4\n",
+        "analysis.ipynb": notebook([("markdown", "# Analysis", None), ("code", "x = 1\nprint(x)", "1\n"),
+                                    ("code", "y = 2", None)]),
+        "plot.png": png((200, 30, 30)),
+        "old.txt": "gone\n",
+        "same.txt": "same\n",
+        "model.bin": bytes(range(256)),
+        "big.log": BIG,
+    })
+    store_set(tmp_path, B, "runb", "2026-12-01T10:00:00+00:00", {
+        "report.md": "\n".join(report_b) + "\n",
+        "data.csv": "a,b,c\n1,2,x\n3,5,y\n",
+        "analysis.ipynb": notebook([("markdown", "# Analysis", None), ("code", "x = 10\nprint(x)", "10\n"),
+                                    ("code", "y = 2", None), ("code", "z = 3", None)]),
+        "plot.png": png((30, 30, 200)),
+        "new.txt": "fresh\n",
+        "same.txt": "same\n",
+        "model.bin": bytes(reversed(range(256))),
+        "big.log": BIG + "one more line\n",
+    })
+
+
+@pytest.fixture
+def lab(tmp_path: Path, home: Path, sets: None):
+    root = tmp_path / "root"
+    root.mkdir()
+    # the page reaches the app (window.jupyterapp) to run the command with arguments
+    config = tmp_path / "jupyter-config"
+    config.mkdir()
+    (config / "jupyter_lab_config.json").write_text(json.dumps({"LabApp": {"expose_app_in_browser": True}}))
+    env = {"SOOPERVISOR_HOME": str(home), "JUPYTER_CONFIG_DIR": str(config)}
+    with JupyterLab(root, env=env, log=home.parent / "jupyterlab.log") as server:
+        yield server
+    print(f"--- jupyter lab log (tail) ---\n{server.log_tail(40)}")
+
+
+@pytest.fixture
+def page(lab: JupyterLab):
+    with playwright.sync_playwright() as p, chromium(p) as browser:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        # the browser's errors, printed when the test fails (a plugin that did not load says why)
+        page.on("console", lambda m: m.type == "error" and print(f"console: {m.text}"))
+        page.on("pageerror", lambda e: print(f"page error: {e}"))
+        load_lab(page, lab.lab_url())
+        page.wait_for_function("() => window.jupyterapp?.commands.hasCommand('soopervisor:compare')", timeout=60_000)
+        yield page
+        context.close()
+
+
+def compare(page, **args: str | None) -> None:
+    """Run soopervisor:compare as the commit view's button does."""
+    page.evaluate("args => { window.jupyterapp.commands.execute('soopervisor:compare', args); }",
+                  {"project": PROJECT, **args})
+
+
+def view(page):
+    return page.locator(VIEW)
+
+
+def counts(page) -> dict[str, int]:
+    buttons = view(page).locator(tid("sv-compare-count"))
+    buttons.first.wait_for()
+    return {b.get_attribute("data-status"): int(b.get_attribute("data-count")) for b in buttons.all()}
+
+
+def listed(page) -> list[tuple[str, str]]:
+    rows = view(page).locator(tid("sv-compare-file"))
+    return [(r.get_attribute("data-name"), r.get_attribute("data-status")) for r in rows.all()]
+
+
+def choose(page, name: str):
+    """Click a file of the list; the diff pane once it shows that file."""
+    view(page).locator(f'{tid("sv-compare-file")}[data-name="{name}"]').click()
+    diff = view(page).locator(f'{tid("sv-compare-diff")}[data-name="{name}"]')
+    diff.wait_for(state="visible")
+    return diff
+
+
+def axe_violations(page) -> list[dict]:
+    """axe-core's serious and critical violations inside the compare view."""
+    if not page.evaluate("() => !!window.axe"):
+        page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        f"async () => (await axe.run(document.querySelector({json.dumps(VIEW)}), {{ resultTypes: ['violations'] }}))"
+        ".violations.map(v => ({ id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.html.slice(0, 160)).slice(0, 3) }))"
+    )
+    return [v for v in result if v["impact"] in ("serious", "critical")]
+
+
+def use_theme(page, name: str) -> None:
+    page.evaluate("name => window.jupyterapp.commands.execute('apputils:change-theme', { theme: name })", name)
+    page.wait_for_function(f"() => document.body.dataset.jpThemeName === {json.dumps(name)}", timeout=60_000)
+    # the theme's stylesheet applies a frame after the attribute: wait until the view's background follows it
+    dark = name.endswith("Dark")
+    page.wait_for_function(
+        "([sel, dark]) => { const c = getComputedStyle(document.querySelector(sel)).backgroundColor;"
+        " const [r, g, b] = c.match(/\\d+/g).map(Number); return dark ? r + g + b < 200 : r + g + b > 500; }",
+        arg=[f"{VIEW} .sv-compare", dark],
+    )
+
+
+def test_two_commits_compared_file_by_file(page):
+    compare(page, commit=A, runId="runa", other=B, otherRunId="runb")
+    v = view(page)
+    v.wait_for(state="visible")
+    assert counts(page) == {"changed": 6, "added": 1, "removed": 1, "unchanged": 1}
+    tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
+    assert tab.inner_text().strip() == f"{A[:7]} ↔ {B[:7]}"
+    assert A in tab.get_attribute("title") and B in tab.get_attribute("title")
+
+    # changed first, then added, removed; unchanged collapsed until asked for
+    v.locator(tid("sv-compare-file")).first.wait_for()
+    assert [s for _, s in listed(page)] == ["changed"] * 6 + ["added", "removed"]
+    assert ("same.txt", "unchanged") not in listed(page)
+    v.locator(tid("sv-compare-show-unchanged")).click()
+    v.locator(f'{tid("sv-compare-file")}[data-name="same.txt"]').wait_for()
+    assert v.locator(f'{tid("sv-compare-count")}[data-status="unchanged"]').get_attribute("aria-pressed") == "true"
+    # a status filter hides its files again
+    v.locator(f'{tid("sv-compare-count")}[data-status="changed"]').click()
+    v.locator(f'{tid("sv-compare-file")}[data-status="changed"]').first.wait_for(state="detached")
+    assert {s for _, s in listed(page)} == {"added", "removed", "unchanged"}
+    v.locator(f'{tid("sv-compare-count")}[data-status="changed"]').click()
+    v.locator(f'{tid("sv-compare-file")}[data-status="changed"]').first.wait_for()
+
+    # text: side by side, each change marked by its sign, equal runs folded
+    diff = choose(page, "report.md")
+    rows = diff.locator(tid("sv-diff-row"))
+    ops = [r.get_attribute("data-op") for r in rows.all()]
+    assert {"replace", "delete", "insert", "skip", "equal"} <= set(ops), ops
+    replace = diff.locator('[data-op="replace"]').first
+    assert replace.locator(".sv-diff-a").inner_text() == "line 5"
+    assert replace.locator(".sv-diff-b").inner_text() == "line 5, edited"
+    assert replace.locator(".sv-diff-sign--a").inner_text() == "−"
+    assert replace.locator(".sv-diff-sign--b").inner_text() == "+"
+    assert diff.locator('[data-op="delete"] .sv-diff-a').first.inner_text() == "line 20"
+    assert diff.locator('[data-op="insert"] .sv-diff-b').first.inner_text() == "a new line"
+    assert diff.locator('[data-op="skip"]').first.inner_text().startswith("⋯ ")
+    assert "unchanged line" in diff.locator('[data-op="skip"]').first.inner_text()
+
+    # a notebook: cell by cell, the source and the output changed, a cell added
+    diff = choose(page, "analysis.ipynb")
+    cells = diff.locator(tid("sv-nb-cell"))
+    cells.first.wait_for()
+    statuses = [c.get_attribute("data-status") for c in cells.all()]
+    assert statuses.count("modified") == 1 and statuses.count("added") == 1, statuses
+    assert statuses.count("unchanged") == 2, statuses
+    modified = diff.locator(f'{tid("sv-nb-cell")}[data-status="modified"]')
+    assert modified.locator('[data-op="replace"] .sv-diff-b').first.inner_text() == "x = 10"
+    outputs = modified.locator(tid("sv-nb-outputs"))
+    assert "1" in outputs.locator(".sv-nb-outputs-a").inner_text()
+    assert "10" in outputs.locator(".sv-nb-outputs-b").inner_text()
+
+    # a table: shapes, the column added, the values that changed
+    diff = choose(page, "data.csv")
+    assert diff.locator(tid("sv-table-shapes")).inner_text() == "A: 2 rows × 2 columns · B: 2 rows × 3 columns"
+    assert diff.locator(f'{tid("sv-table-column")}[data-name="c"]').get_attribute("data-state") == "added"
+    assert diff.locator(f'{tid("sv-table-column")}[data-name="b"]').get_attribute("data-state") == "values changed"
+    examples = diff.locator(tid("sv-table-examples"))
+    cells = [c.inner_text() for c in examples.locator("tbody tr").first.locator("td").all()]
+    assert cells == ["2", "b", "4", "5"], cells  # the second row, counted from 1
+
+    # an image: both sides fetched with the transport's credentials and shown from blob URLs
+    diff = choose(page, "plot.png")
+    for side in ("a", "b"):
+        img = diff.locator(f'{tid(f"sv-image-{side}")} img')
+        img.wait_for(state="visible")
+        assert img.get_attribute("src").startswith("blob:")
+        page.wait_for_function("img => img.complete && img.naturalWidth === 16", arg=img.element_handle())
+
+    # a binary file: sizes and checksums of both sides
+    diff = choose(page, "model.bin")
+    sides = diff.locator(tid("sv-sides"))
+    assert "The bytes differ." in sides.inner_text()
+    assert sides.locator(".sv-sha-full").count() == 2
+
+    # too large to diff: said so, both sides downloadable
+    diff = choose(page, "big.log")
+    diff.locator(tid("sv-diff-too-large")).wait_for(state="visible")
+    links = v.locator(f'.sv-diff-head {tid("sv-diff-download")}')
+    assert links.count() == 2
+    href = links.first.get_attribute("href")
+    assert "/files/big.log" in href and "run=runa" in href
+
+    # a file on one side only: all inserted
+    diff = choose(page, "new.txt")
+    assert [r.get_attribute("data-op") for r in diff.locator(tid("sv-diff-row")).all()] == ["insert"]
+
+    # the keyboard: arrows move the selection along the list, and the diff follows
+    v.locator(f'{tid("sv-compare-file")}[data-name="report.md"]').click()
+    page.keyboard.press("ArrowDown")
+    focused = page.evaluate("() => document.activeElement.dataset.name")
+    assert focused and focused != "report.md"
+    v.locator(f'{tid("sv-compare-diff")}[data-name="{focused}"]').wait_for()
+    assert v.locator(f'{tid("sv-compare-file")}[aria-selected="true"]').get_attribute("data-name") == focused
+
+    # the same command again activates this view instead of opening another
+    compare(page, commit=A, runId="runa", other=B, otherRunId="runb")
+    assert page.locator(".sv-compare-widget").count() == 1
+
+    # swap: B becomes the base, the file shown stays
+    shown = v.locator(tid("sv-compare-diff")).get_attribute("data-name")
+    v.locator(tid("sv-compare-swap")).click()
+    page.locator(f'{VIEW} {tid("sv-compare-side-a")}', has_text=B[:7]).wait_for()
+    v.locator(f'{tid("sv-compare-diff")}[data-name="{shown}"]').wait_for()
+    assert v.locator(f'{tid("sv-compare-file")}[aria-selected="true"]').get_attribute("data-name") == shown
+    assert counts(page) == {"changed": 6, "added": 1, "removed": 1, "unchanged": 1}
+    v.locator(f'{tid("sv-compare-file")}[data-name="old.txt"][data-status="added"]').wait_for()
+    assert tab.inner_text().strip() == f"{B[:7]} ↔ {A[:7]}"
+
+
+def test_the_picker_offers_the_other_sets_and_opens_the_comparison(page, tmp_path: Path):
+    # a second run of A's commit: two sets of one commit compare too
+    store_set(tmp_path, A, "runa2", "2026-11-30T12:00:00+00:00", {"same.txt": "same\n"})
+    compare(page, commit=A, runId="runa")
+    picks = view(page).locator(tid("sv-compare-pick"))
+    picks.first.wait_for()
+    offered = {(p.get_attribute("data-commit"), p.get_attribute("data-run")) for p in picks.all()}
+    assert offered == {(B, "runb"), (A, "runa2")}
+    assert "(this commit)" in view(page).locator(f'{tid("sv-compare-pick")}[data-run="runa2"]').inner_text()
+    picks = view(page).locator(f'{tid("sv-compare-pick")}[data-commit="{B}"]')
+    assert page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current").inner_text().strip() == f"{A[:7]} ↔ …"
+    # the keyboard picks: Enter on the focused row
+    picks.first.focus()
+    page.keyboard.press("Enter")
+    assert counts(page)["changed"] == 6
+    page.locator(f'{VIEW} {tid("sv-compare-side-b")}', has_text=B[:7]).wait_for()
+    assert page.locator(".sv-compare-widget").count() == 1
+
+    # a filter that matches nothing hides every row
+    compare(page, commit=B, runId="runb")
+    box = view(page).locator(tid("sv-compare-pick-filter"))
+    box.fill("zzz")
+    view(page).locator(tid("sv-compare-pick")).first.wait_for(state="hidden")
+    view(page).locator(tid("sv-compare-pick-none")).wait_for(state="visible")
+    box.fill(A[:5])
+    # another commit offers the set it resolves to: its newest succeeded one
+    view(page).locator(f'{tid("sv-compare-pick")}[data-commit="{A}"][data-run="runa2"]').wait_for(state="visible")
+
+
+def test_a_commit_without_a_set_says_so_with_a_hint(page):
+    compare(page, commit=A, other="0" * 40)
+    error = view(page).locator(tid("sv-error"))
+    error.wait_for(state="visible")
+    assert "Cannot compare" in error.inner_text()
+    assert error.locator(".sv-hint").inner_text().strip()
+    assert "Traceback" not in error.inner_text()
+
+
+def test_the_view_comes_back_after_a_reload(page):
+    # the layout is saved in the workspace: wait for the save that holds this view
+    with page.expect_request(lambda r: r.method == "PUT" and "/lab/api/workspaces" in r.url
+                             and "soopervisor-compare" in (r.post_data or "")):
+        compare(page, commit=A, runId="runa", other=B, otherRunId="runb")
+        counts(page)
+    load_lab(page)
+    assert counts(page) == {"changed": 6, "added": 1, "removed": 1, "unchanged": 1}
+    assert page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current").inner_text().strip() == f"{A[:7]} ↔ {B[:7]}"
+
+
+def test_the_storage_of_the_settings_is_the_one_compared(page, lab: JupyterLab, tmp_path: Path):
+    other = tmp_path / "team-storage"
+    c, d = "c" * 40, "d" * 40
+    store_set(tmp_path, c, "runc", "2026-11-30T10:00:00+00:00", {"x.txt": "1\n"}, storage=other)
+    store_set(tmp_path, d, "rund", "2026-12-01T10:00:00+00:00", {"x.txt": "2\n"}, storage=other)
+    # not in the server's own storage
+    compare(page, commit=c, other=d)
+    view(page).locator(tid("sv-error")).wait_for(state="visible")
+
+    put_settings(lab, PLUGIN, {"storage": str(other)})
+    load_lab(page)
+    page.wait_for_function("() => window.jupyterapp?.commands.hasCommand('soopervisor:compare')")
+    # the view follows the setting when it arrives after the command
+    compare(page, commit=d, other=c)
+    assert counts(page) == {"changed": 1, "added": 0, "removed": 0, "unchanged": 0}
+    diff = choose(page, "x.txt")
+    assert diff.locator('[data-op="replace"] .sv-diff-b').inner_text() == "1"
+
+
+@pytest.mark.parametrize("theme", ["JupyterLab Light", "JupyterLab Dark"])
+def test_both_themes_read_and_pass_axe(page, theme: str):
+    compare(page, commit=A, runId="runa", other=B, otherRunId="runb")
+    use_theme(page, theme)
+    diff = choose(page, "report.md")
+    # the tinted lines keep the theme's text readable
+    for cell in ('[data-op="replace"] .sv-diff-a', '[data-op="replace"] .sv-diff-b',
+                 '[data-op="delete"] .sv-diff-a', '[data-op="insert"] .sv-diff-b', '[data-op="skip"] td'):
+        ratio = contrast(diff.locator(cell).first)
+        assert ratio >= 4.5, (theme, cell, ratio)
+    assert axe_violations(page) == []
+    choose(page, "analysis.ipynb").locator(tid("sv-nb-cell")).first.wait_for()
+    assert axe_violations(page) == []
+    choose(page, "data.csv").locator(tid("sv-table-diff")).wait_for()
+    assert axe_violations(page) == []
+    choose(page, "report.md")
+    if theme.endswith("Dark"):
+        screenshot(page, "compare-view-dark.png", panel_only=False)
+    else:
+        screenshot(page, "compare-view-light.png", panel_only=False)
