@@ -175,10 +175,34 @@ def _over_cdp(playwright):
     return playwright.chromium.connect_over_cdp(f"http://127.0.0.1:{port}"), proc
 
 
+#: the modal JupyterLab shows when its theme's stylesheet did not load
+THEME_ERROR = '.jp-Dialog[aria-label^="Error Loading Theme"]'
+
+
+def load_lab(page, url: str | None = None, timeout: float = 60_000) -> None:
+    """Go to ``url`` (None: reload the page) and wait until JupyterLab has applied its theme.
+
+    On a loaded machine Chromium now and then fails to fetch JupyterLab's own theme stylesheet (the
+    request never reaches the server) and Lab puts a modal dialog over the page, which would swallow
+    every click of the test: the page is then loaded again, up to twice, and the dialog is never
+    clicked away.
+    """
+    for attempt in range(3):
+        if url is None or attempt:
+            page.reload(timeout=timeout)
+        else:
+            page.goto(url, timeout=timeout)
+        page.locator("#jp-main-dock-panel").wait_for(timeout=timeout)
+        page.locator(f"body[data-jp-theme-name], {THEME_ERROR}").first.wait_for(timeout=timeout)
+        if not page.locator(THEME_ERROR).count():
+            return
+        print(f"lab_browser: JupyterLab's theme stylesheet failed to load; loading the page again ({attempt + 1})")
+    raise AssertionError("JupyterLab's theme stylesheet failed to load three times")
+
+
 def open_panel(page, lab: JupyterLab, path: str = "", timeout: float = 60_000) -> None:
     """Load the lab page and open the soopervisor sidebar (the tab with its icon)."""
-    page.goto(lab.lab_url(path), timeout=timeout)
-    page.locator("#jp-main-dock-panel").wait_for(timeout=timeout)
+    load_lab(page, lab.lab_url(path), timeout)
     tab = page.locator('.jp-SideBar [data-id="soopervisor-panel"]')
     tab.wait_for(timeout=timeout)
     panel = page.locator('[data-testid="sv-panel"]')

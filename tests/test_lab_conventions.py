@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import pytest
 
 import soopervisor
-from tests.lab_browser import REPO, JupyterLab, chromium, open_panel, screenshot, widen_sidebar
+from tests.lab_browser import REPO, JupyterLab, chromium, load_lab, open_panel, screenshot, widen_sidebar
 from tests.projects import function_task, make_project
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -210,7 +210,6 @@ def test_settings_schema_and_default_mode(lab: JupyterLab, page, server_root: Pa
     assert page.locator(tid("sv-run-sample")).get_attribute("data-default") == "true"
 
     put_settings(lab, PLUGIN, {"defaultMode": "full"})
-    page.reload()
     open_panel(page, lab, "proj")
     page.locator(f'{tid("sv-actions")}[data-default-mode="full"]').wait_for()
     assert page.locator(tid("sv-run-full")).get_attribute("data-default") == "true"
@@ -295,7 +294,6 @@ def test_context_menu_run_status_bar_notification_and_artifacts(engine, lab: Jup
 
     # no hidden patterns: the .metadata files are listed
     put_settings(lab, PLUGIN, {"hiddenPatterns": []})
-    page.reload()
     open_panel(page, lab, "proj")
     commit_row.locator(tid("sv-commit-toggle")).click()
     for name in metadata:
@@ -326,7 +324,7 @@ def test_toolbar_default_mode_keyboard_themes_and_axe(engine, lab: JupyterLab, p
     put_settings(lab, PLUGIN, {"defaultMode": "full", "secrets": [SECRET]})
 
     # the notebook's toolbar button: the default mode (full), the project enclosing the notebook
-    page.goto(lab.lab_url("proj/notebooks/explore.ipynb"))
+    load_lab(page, lab.lab_url("proj/notebooks/explore.ipynb"))
     button = page.locator(f".jp-NotebookPanel-toolbar {tid('sv-notebook-run')}")
     button.wait_for(timeout=60_000)
     with page.expect_request(is_run_start) as req:

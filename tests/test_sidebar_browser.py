@@ -164,7 +164,6 @@ def test_sample_run_from_the_sidebar(engine, lab: JupyterLab, page, server_root:
     page.locator("#soopervisor-panel").screenshot(path=str(ARTIFACTS / "sidebar.png"))
 
     # after a reload the run history comes back from the server
-    page.reload()
     open_panel(page, lab, "proj")
     page.locator(f'{tid("sv-run-row")}[data-run-id="{run_id}"][data-status="succeeded"]').wait_for()
 
@@ -206,7 +205,6 @@ def test_reload_resumes_a_running_run_and_stop_cancels_it(engine, lab: JupyterLa
     before = log.locator(".sv-log-line").all_inner_texts()
 
     # a reload finds the running run again and follows its log from line 0
-    page.reload()
     open_panel(page, lab, "proj")
     page.locator(f'{tid("sv-run-row")}.sv-run--selected[data-run-id="{run_id}"][data-status="running"]').wait_for()
     page.wait_for_function(
@@ -290,7 +288,6 @@ def test_version_banner_on_mismatch_and_missing_extension(lab: JupyterLab, page,
         "**/soopervisor/api/version*",
         lambda route: route.fulfill(status=404, json={"error": "not found", "hint": None}),
     )
-    page.reload()
     open_panel(page, lab)
     banner.wait_for()
     assert "not running" in banner.inner_text()
