@@ -153,14 +153,9 @@ export class ApiClient {
     return this.request<T>(endpoint, { method: 'POST', body: JSON.stringify(body) });
   }
 
-  /** A plain link for the download, when the transport allows one. */
-  link(endpoint: string): string | null {
-    return this.transport.link(endpoint);
-  }
-
-  /** Download through the transport (its credentials in a header): the answer is
-   *  read into a blob and saved under `filename` through a temporary link. */
-  async download(endpoint: string, filename: string): Promise<void> {
+  /** The answer to a GET of `endpoint` when it is ok (a file's bytes, read by the caller);
+   *  else an ApiError with the server's message and hint. */
+  async fetchOk(endpoint: string): Promise<Response> {
     let response: Response;
     try {
       response = await this.transport.fetch(endpoint, {});
@@ -170,6 +165,18 @@ export class ApiClient {
     if (!response.ok) {
       await readAnswer(response); // throws the server's error
     }
+    return response;
+  }
+
+  /** A plain link for the download, when the transport allows one. */
+  link(endpoint: string): string | null {
+    return this.transport.link(endpoint);
+  }
+
+  /** Download through the transport (its credentials in a header): the answer is
+   *  read into a blob and saved under `filename` through a temporary link. */
+  async download(endpoint: string, filename: string): Promise<void> {
+    const response = await this.fetchOk(endpoint);
     const url = URL.createObjectURL(await response.blob());
     const a = document.createElement('a');
     a.href = url;

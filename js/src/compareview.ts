@@ -20,13 +20,13 @@ import {
   INotebookDiff,
   ITableDiff,
   ITextDiff,
-  downloadSide,
   imagePair,
   notebookDiff,
   sidesTable,
   tableDiff,
   textTable
 } from './diffview';
+import { downloadLink } from './commits';
 import { badge, errorBox, fmtSize, fmtWhen, h } from './dom';
 import { IViewContext } from './viewcontext';
 
@@ -529,7 +529,9 @@ export class CompareView extends Widget {
     const problem = h('div');
     const filename = name.split('/').pop() ?? name;
     const dl = (side: 'a' | 'b', meta: ISide | null | undefined) =>
-      meta ? downloadSide(this._ctx.client, this._fileEndpoint(side, name), filename, `⤓ ${side.toUpperCase()} (${fmtSize(meta.size)})`, problem) : null;
+      meta
+        ? downloadLink(this._ctx.client, this._fileEndpoint(side, name), filename, problem, { class: 'sv-download-side', 'data-testid': 'sv-diff-download' }, `⤓ ${side.toUpperCase()} (${fmtSize(meta.size)})`)
+        : null;
     return h(
       'div',
       { class: 'sv-diff-head' },

@@ -320,7 +320,7 @@ export function imagePair(client: ApiClient, file: IFileDiff, endpoints: ISideLi
     }
     const slot = h('div', { class: 'sv-muted' }, 'Loading…');
     box.append(slot);
-    void fetchBlob(client, endpoint)
+    void client.fetchOk(endpoint).then(r => r.blob())
       .then(blob => {
         const url = URL.createObjectURL(blob);
         track(url);
@@ -332,47 +332,3 @@ export function imagePair(client: ApiClient, file: IFileDiff, endpoints: ISideLi
   return h('div', { class: 'sv-image-pair', 'data-testid': 'sv-image-pair' }, side('A', endpoints.a, file.a), side('B', endpoints.b, file.b));
 }
 
-async function fetchBlob(client: ApiClient, endpoint: string): Promise<Blob> {
-  let response: Response;
-  try {
-    response = await client.transport.fetch(endpoint, {});
-  } catch (e) {
-    throw new ApiError(`cannot reach ${client.transport.serverName}: ${(e as Error).message}`, 0);
-  }
-  if (!response.ok) {
-    let message = `${response.status} ${response.statusText}`;
-    let hint: string | null = null;
-    try {
-      const data = await response.json();
-      message = data?.error ?? message;
-      hint = data?.hint ?? null;
-    } catch {
-      // not JSON: the status line says enough
-    }
-    throw new ApiError(message, response.status, hint);
-  }
-  return response.blob();
-}
-
-/** A download of one side: a plain link where the transport allows one, else a fetch with its header. */
-export function downloadSide(client: ApiClient, endpoint: string, filename: string, label: string, problem: HTMLElement): HTMLElement {
-  const href = client.link(endpoint);
-  const attrs = { class: 'sv-download-side', 'data-testid': 'sv-diff-download' };
-  if (href !== null) {
-    return h('a', { ...attrs, href, download: filename }, label);
-  }
-  return h(
-    'a',
-    {
-      ...attrs,
-      href: '#',
-      role: 'button',
-      onclick: (e: MouseEvent) => {
-        e.preventDefault();
-        problem.replaceChildren();
-        client.download(endpoint, filename).catch((err: ApiError) => problem.replaceChildren(errorBox(`Cannot download ${filename}: ${err.message}`, err.hint)));
-      }
-    },
-    label
-  );
-}

@@ -152,27 +152,10 @@ export class ArtifactDrive implements Contents.IDrive {
     return `projects/${enc(f.project)}/commits/${enc(f.commit)}/files/${enc(f.name)}${this._query(f.runId)}`;
   }
 
-  private async _fetch(f: IFilePath): Promise<Response> {
-    let response: Response;
-    try {
-      response = await this._client.transport.fetch(this._endpoint(f), {});
-    } catch (e) {
-      throw new ApiError(`cannot reach ${this._client.transport.serverName}: ${(e as Error).message}`, 0);
-    }
-    if (!response.ok) {
-      let message = `${response.status} ${response.statusText}`;
-      let hint: string | null = null;
-      try {
-        const data = await response.json();
-        message = data?.error ?? message;
-        hint = data?.hint ?? null;
-      } catch {
-        // not JSON: the status line says enough
-      }
-      throw new ApiError(message, response.status, hint);
-    }
-    return response;
+  private _fetch(f: IFilePath): Promise<Response> {
+    return this._client.fetchOk(this._endpoint(f));
   }
+
 
   private _fileChanged = new Signal<this, Contents.IChangedArgs>(this);
   private _disposed = false;
