@@ -97,16 +97,19 @@ class ValidateHandler(RootedHandler):
         self.reply({**report.to_dict(), "path": relative_to_root(root, folder)})
 
 
-def parse_limit(raw: str | None) -> int:
+def query_int(handler: ApiHandler, arg: str, default: int, least: int, most: int | None = None) -> int:
+    """``?arg=`` as a whole number of at least ``least`` (above ``most`` counts as ``most``), else 400."""
+    raw = handler.get_query_argument(arg, None)
     if raw is None or raw == "":
-        return LIMIT_DEFAULT
+        return default
+    span = f"{least} to {most}" if most is not None else f"{least} or more"
     try:
-        limit = int(raw)
+        value = int(raw)
     except ValueError:
-        raise ApiError(400, f"limit must be a whole number, not '{raw}'", f"1 to {LIMIT_MAX}") from None
-    if limit < 1:
-        raise ApiError(400, f"limit must be at least 1, not {limit}", f"1 to {LIMIT_MAX}")
-    return min(limit, LIMIT_MAX)
+        raise ApiError(400, f"'{arg}' must be a whole number, not {raw!r}", span) from None
+    if value < least:
+        raise ApiError(400, f"'{arg}' must be {least} or more, not {value}", span)
+    return value if most is None else min(value, most)
 
 
 def parse_run_request(body: dict[str, Any]) -> tuple[str, bool, list[str]]:
@@ -149,7 +152,7 @@ class RunsHandler(RootedHandler):
 
     async def get(self) -> None:
         project = self.get_query_argument("project", None) or None
-        limit = parse_limit(self.get_query_argument("limit", None))
+        limit = query_int(self, "limit", LIMIT_DEFAULT, 1, LIMIT_MAX)
         runs = await call(self.service.list, project=project, limit=limit)
         self.reply({"runs": [run_json(r) for r in runs]})
 
@@ -344,24 +347,11 @@ class CompareFileHandler(CompareHandler):
         self.reply(await call(comparison.file_diff, name))
 
 
-def parse_int(handler: ApiHandler, arg: str, default: int, least: int) -> int:
-    raw = handler.get_query_argument(arg, None)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"'{arg}' must be a whole number, not {raw!r}", f"{least} or more") from None
-    if value < least:
-        raise ApiError(400, f"'{arg}' must be {least} or more, not {value}")
-    return value
-
-
 class TableHandler(ArtifactsHandler):
     async def get(self, project: str, commit: str, name: str) -> None:
         from soopervisor.artifacts.table import LIMIT_MAX, preview_file
 
-        offset = parse_int(self, "offset", 0, 0)
-        limit = min(parse_int(self, "limit", 200, 1), LIMIT_MAX)
+        offset = query_int(self, "offset", 0, 0)
+        limit = query_int(self, "limit", 200, 1, LIMIT_MAX)
         arts = await self.artifacts(project, commit)
         self.reply(await call(preview_file, arts, name, offset, limit))

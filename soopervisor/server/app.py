@@ -22,6 +22,7 @@ from typing import Any
 from tornado import httpserver, netutil, web
 
 from ..api.base import ApiError, ApiHandler, LogSocketBase, api_error, call
+from ..api.handlers import LIMIT_DEFAULT, LIMIT_MAX, query_int
 from ..errors import SoopervisorError, UsageError
 from .config import ServerConfig
 from .loop import IDLE, ServerState
@@ -42,7 +43,6 @@ TOKEN_HINT = ("send an API token as `Authorization: Bearer TOKEN`; "
 ADMIN_HINT = "this needs an admin token: `soopervisor serve --config server.yaml token create --admin`"
 #: what each handler scope needs of a token: reading needs any token, everything else an admin one
 _NEEDS = {"read": "read"}
-LIMIT_DEFAULT, LIMIT_MAX = 100, 1000
 #: jobs shown per repository in GET /repositories
 LAST_JOBS = 5
 
@@ -130,18 +130,6 @@ class ServerHandler(ApiHandler):
         return name
 
 
-def parse_limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return LIMIT_DEFAULT
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise ApiError(400, f"limit must be a whole number, not {raw!r}", f"1 to {LIMIT_MAX}") from None
-    if not 1 <= limit:
-        raise ApiError(400, f"limit must be at least 1, not {limit}", f"1 to {LIMIT_MAX}")
-    return min(limit, LIMIT_MAX)
-
-
 def repositories_json(state: ServerState) -> list[dict[str, Any]]:
     """Each served repository's polling state and its last jobs (blocking: call it off the IO loop)."""
     config = {r.name: r for r in state.config.repositories}
@@ -211,7 +199,7 @@ class QueueHandler(ServerHandler):
         if repository is not None and not any(r.name == repository for r in self.state.config.repositories):
             raise ApiError(400, f"no repository named {repository!r} is served",
                            "GET /soopervisor/api/repositories lists them")
-        limit = parse_limit(self.get_query_argument("limit", None))
+        limit = query_int(self, "limit", LIMIT_DEFAULT, 1, LIMIT_MAX)
         jobs = await call(self.state.queue.list, repository=repository, state=state, limit=limit)
         self.reply({"jobs": [j.to_dict() for j in jobs]})
 
