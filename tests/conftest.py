@@ -27,6 +27,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+
+@pytest.fixture
+def server_root(tmp_path: Path) -> Path:
+    """An empty root folder for a Jupyter server (the browser tests' JupyterLab)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    return root
+
 def _pick_image(client) -> str:
     """The image tests run on: SOOPERVISOR_TEST_IMAGE, the public default, or the offline one."""
     import docker

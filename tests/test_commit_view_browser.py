@@ -26,24 +26,30 @@ import soopervisor
 from soopervisor.artifacts import write_manifest
 from soopervisor.storage import open_storage
 from soopervisor.storage.local import LocalStorage
-from tests.lab_browser import REPO, JupyterLab, chromium, load_lab, open_panel, screenshot
+from tests.lab_browser import (
+    PLUGIN,
+    JupyterLab,
+    axe_violations,
+    contrast,
+    load_lab,
+    new_page,
+    open_panel,
+    screenshot,
+    start_lab,
+    switch_theme,
+    tid,
+)
 from tests.projects import make_project
-from tests.test_lab_conventions import PLUGIN, contrast, switch_theme
 
 playwright = pytest.importorskip("playwright.sync_api")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-AXE = REPO / "js" / "node_modules" / "axe-core" / "axe.min.js"
 SMALL = "a1" * 20
 BIG = "b2" * 20
 OTHER = "c3" * 20
 DAMAGED = "d4" * 20
 ROWS = 450  # three pages of 200
-
-
-def tid(name: str) -> str:
-    return f'[data-testid="{name}"]'
 
 
 def png(width: int = 8, height: int = 6) -> bytes:
@@ -108,13 +114,6 @@ def store_set(storage, project: str, commit: str, run_id: str, files: dict[str, 
 
 
 @pytest.fixture
-def server_root(tmp_path: Path) -> Path:
-    root = tmp_path / "root"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
 def project(server_root: Path) -> str:
     return soopervisor.validate(make_project(server_root)).project.name
 
@@ -133,23 +132,14 @@ def seeded(home: Path, project: str) -> None:
 @pytest.fixture
 def lab(server_root: Path, home: Path, seeded):
     # the app object on window (LabApp.expose_app_in_browser): commands run as the palette runs them
-    config = home.parent / "jupyter-config"
-    config.mkdir(exist_ok=True)
-    (config / "jupyter_lab_config.json").write_text(json.dumps({"LabApp": {"expose_app_in_browser": True}}))
-    env = {"SOOPERVISOR_HOME": str(home), "JUPYTER_CONFIG_PATH": str(config)}
-    with JupyterLab(server_root, env=env, log=home.parent / "jupyterlab.log") as server:
+    with start_lab(server_root, home, expose_app=True) as server:
         yield server
-    print(f"--- jupyter lab log (tail) ---\n{server.log_tail(40)}")
 
 
 @pytest.fixture
 def page(lab: JupyterLab):
-    with playwright.sync_playwright() as p, chromium(p) as browser:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(30_000)
+    with new_page() as page:
         yield page
-        context.close()
 
 
 def open_commit_from_row(page, lab: JupyterLab, commit: str):
@@ -165,18 +155,6 @@ def open_commit_from_row(page, lab: JupyterLab, commit: str):
 
 def file_names(view) -> list[str]:
     return view.locator(tid("sv-cv-file")).evaluate_all("rows => rows.map(r => r.dataset.name)")
-
-
-def axe_violations(page, selector: str) -> list[dict]:
-    """axe-core's serious and critical violations inside ``selector``."""
-    if not page.evaluate("() => !!window.axe"):
-        page.add_script_tag(path=str(AXE))
-    result = page.evaluate(
-        "async sel => (await axe.run(document.querySelector(sel), { resultTypes: ['violations'] })).violations"
-        ".map(v => ({ id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.html.slice(0, 160)).slice(0, 3) }))",
-        selector,
-    )
-    return [v for v in result if v["impact"] in ("serious", "critical")]
 
 
 def set_setting(page, key: str, value) -> None:
@@ -324,7 +302,7 @@ def test_commit_view_sets_files_viewers_and_themes(lab: JupyterLab, page, projec
 
     check_theme("JupyterLab Light")
     screenshot(page, "commit-view-light.png", panel_only=False)
-    switch_theme(page, "JupyterLab Dark")
+    switch_theme(page, "JupyterLab Dark", from_palette=True)
     check_theme("JupyterLab Dark")
     screenshot(page, "commit-view-dark.png", panel_only=False)
     # the table view in the dark theme too

@@ -8,7 +8,6 @@ commands with arguments) and from its picker; both themes are audited by axe-cor
 """
 from __future__ import annotations
 
-import json
 import struct
 import zlib
 from pathlib import Path
@@ -18,20 +17,25 @@ import pytest
 
 from soopervisor.artifacts import write_manifest
 from soopervisor.storage import open_storage
-from tests.lab_browser import REPO, JupyterLab, chromium, load_lab, screenshot
-from tests.test_lab_conventions import PLUGIN, contrast, put_settings
+from tests.lab_browser import (
+    JupyterLab,
+    axe_violations,
+    contrast,
+    load_lab,
+    new_page,
+    put_settings,
+    screenshot,
+    start_lab,
+    switch_theme,
+    tid,
+)
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-AXE = REPO / "js" / "node_modules" / "axe-core" / "axe.min.js"
 PROJECT = "proj"
 A = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 B = "e4f5a6b7c8d90123456789abcdef0123456789ab"
 VIEW = ".sv-compare-widget:not(.lm-mod-hidden)"
-
-
-def tid(name: str) -> str:
-    return f'[data-testid="{name}"]'
 
 
 def png(rgb: tuple[int, int, int], size: int = 16) -> bytes:
@@ -108,32 +112,18 @@ def sets(tmp_path: Path, home: Path) -> None:
 
 
 @pytest.fixture
-def lab(tmp_path: Path, home: Path, sets: None):
-    root = tmp_path / "root"
-    root.mkdir()
+def lab(server_root: Path, home: Path, sets: None):
     # the page reaches the app (window.jupyterapp) to run the command with arguments
-    config = tmp_path / "jupyter-config"
-    config.mkdir()
-    (config / "jupyter_lab_config.json").write_text(json.dumps({"LabApp": {"expose_app_in_browser": True}}))
-    env = {"SOOPERVISOR_HOME": str(home), "JUPYTER_CONFIG_DIR": str(config)}
-    with JupyterLab(root, env=env, log=home.parent / "jupyterlab.log") as server:
+    with start_lab(server_root, home, expose_app=True) as server:
         yield server
-    print(f"--- jupyter lab log (tail) ---\n{server.log_tail(40)}")
 
 
 @pytest.fixture
 def page(lab: JupyterLab):
-    with playwright.sync_playwright() as p, chromium(p) as browser:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        # the browser's errors, printed when the test fails (a plugin that did not load says why)
-        page.on("console", lambda m: m.type == "error" and print(f"console: {m.text}"))
-        page.on("pageerror", lambda e: print(f"page error: {e}"))
+    with new_page(console=True) as page:
         load_lab(page, lab.lab_url())
         page.wait_for_function("() => window.jupyterapp?.commands.hasCommand('soopervisor:compare')", timeout=60_000)
         yield page
-        context.close()
 
 
 def compare(page, **args: str | None) -> None:
@@ -163,29 +153,6 @@ def choose(page, name: str):
     diff = view(page).locator(f'{tid("sv-compare-diff")}[data-name="{name}"]')
     diff.wait_for(state="visible")
     return diff
-
-
-def axe_violations(page) -> list[dict]:
-    """axe-core's serious and critical violations inside the compare view."""
-    if not page.evaluate("() => !!window.axe"):
-        page.add_script_tag(path=str(AXE))
-    result = page.evaluate(
-        f"async () => (await axe.run(document.querySelector({json.dumps(VIEW)}), {{ resultTypes: ['violations'] }}))"
-        ".violations.map(v => ({ id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.html.slice(0, 160)).slice(0, 3) }))"
-    )
-    return [v for v in result if v["impact"] in ("serious", "critical")]
-
-
-def use_theme(page, name: str) -> None:
-    page.evaluate("name => window.jupyterapp.commands.execute('apputils:change-theme', { theme: name })", name)
-    page.wait_for_function(f"() => document.body.dataset.jpThemeName === {json.dumps(name)}", timeout=60_000)
-    # the theme's stylesheet applies a frame after the attribute: wait until the view's background follows it
-    dark = name.endswith("Dark")
-    page.wait_for_function(
-        "([sel, dark]) => { const c = getComputedStyle(document.querySelector(sel)).backgroundColor;"
-        " const [r, g, b] = c.match(/\\d+/g).map(Number); return dark ? r + g + b < 200 : r + g + b > 500; }",
-        arg=[f"{VIEW} .sv-compare", dark],
-    )
 
 
 def test_two_commits_compared_file_by_file(page):
@@ -355,7 +322,7 @@ def test_the_storage_of_the_settings_is_the_one_compared(page, lab: JupyterLab, 
     compare(page, commit=c, other=d)
     view(page).locator(tid("sv-error")).wait_for(state="visible")
 
-    put_settings(lab, PLUGIN, {"storage": str(other)})
+    put_settings(lab, {"storage": str(other)})
     load_lab(page)
     page.wait_for_function("() => window.jupyterapp?.commands.hasCommand('soopervisor:compare')")
     # the view follows the setting when it arrives after the command
@@ -368,18 +335,18 @@ def test_the_storage_of_the_settings_is_the_one_compared(page, lab: JupyterLab, 
 @pytest.mark.parametrize("theme", ["JupyterLab Light", "JupyterLab Dark"])
 def test_both_themes_read_and_pass_axe(page, theme: str):
     compare(page, commit=A, runId="runa", other=B, otherRunId="runb")
-    use_theme(page, theme)
+    switch_theme(page, theme, background_of=f"{VIEW} .sv-compare")
     diff = choose(page, "report.md")
     # the tinted lines keep the theme's text readable
     for cell in ('[data-op="replace"] .sv-diff-a', '[data-op="replace"] .sv-diff-b',
                  '[data-op="delete"] .sv-diff-a', '[data-op="insert"] .sv-diff-b', '[data-op="skip"] td'):
         ratio = contrast(diff.locator(cell).first)
         assert ratio >= 4.5, (theme, cell, ratio)
-    assert axe_violations(page) == []
+    assert axe_violations(page, VIEW) == []
     choose(page, "analysis.ipynb").locator(tid("sv-nb-cell")).first.wait_for()
-    assert axe_violations(page) == []
+    assert axe_violations(page, VIEW) == []
     choose(page, "data.csv").locator(tid("sv-table-diff")).wait_for()
-    assert axe_violations(page) == []
+    assert axe_violations(page, VIEW) == []
     choose(page, "report.md")
     if theme.endswith("Dark"):
         screenshot(page, "compare-view-dark.png", panel_only=False)

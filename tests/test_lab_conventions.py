@@ -9,81 +9,50 @@ keyboard, both themes (contrast measured, axe-core's audit). Runs are real
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 import soopervisor
-from tests.lab_browser import REPO, JupyterLab, chromium, load_lab, open_panel, screenshot, widen_sidebar
+from tests.lab_browser import (
+    PLUGIN,
+    REPO,
+    JupyterLab,
+    axe_violations,
+    contrast,
+    docker_image,
+    load_lab,
+    new_page,
+    open_panel,
+    palette,
+    put_settings,
+    run_from_palette,
+    screenshot,
+    start_lab,
+    switch_theme,
+    tid,
+    widen_sidebar,
+)
 from tests.projects import function_task, make_project
 
 playwright = pytest.importorskip("playwright.sync_api")
 
 ARTIFACTS = REPO / "test-artifacts"
-AXE = REPO / "js" / "node_modules" / "axe-core" / "axe.min.js"
 RUN_TIMEOUT_MS = 300_000  # the first environment build takes ~70 s
-PLUGIN = "soopervisor:plugin"
 SECRET = "SV_LAB_SECRET"
-
-
-def tid(name: str) -> str:
-    return f'[data-testid="{name}"]'
-
-
-@pytest.fixture
-def server_root(tmp_path: Path) -> Path:
-    root = tmp_path / "root"
-    root.mkdir()
-    return root
 
 
 @pytest.fixture
 def lab(request, server_root: Path, home: Path):
-    env = {"SOOPERVISOR_HOME": str(home), SECRET: "not-printed"}
-    if request.node.get_closest_marker("docker"):
-        env["SOOPERVISOR_IMAGE"] = request.getfixturevalue("base_image")
-    with JupyterLab(server_root, env=env, log=home.parent / "jupyterlab.log") as server:
+    with start_lab(server_root, home, env={SECRET: "not-printed"}, image=docker_image(request)) as server:
         yield server
-    print(f"--- jupyter lab log (tail) ---\n{server.log_tail(40)}")
 
 
 @pytest.fixture
 def page(lab: JupyterLab):
-    with playwright.sync_playwright() as p, chromium(p) as browser:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(30_000)
+    with new_page() as page:
         yield page
-        context.close()
-
-
-def put_settings(lab: JupyterLab, plugin: str, values: dict) -> None:
-    """What the Settings Editor saves: the user's settings of ``plugin``, through Lab's settings API."""
-    req = urllib.request.Request(
-        f"{lab.url}/lab/api/settings/{plugin}",
-        data=json.dumps({"raw": json.dumps(values)}).encode(),
-        method="PUT",
-        headers={"Authorization": f"token {lab.token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        assert r.status == 204
-
-
-def palette(page, text: str):
-    """Open the command palette with its shortcut and filter it by ``text``; the items shown."""
-    page.locator("#jp-main-dock-panel").click(position={"x": 600, "y": 400})
-    page.keyboard.press("Control+Shift+C")
-    box = page.locator(".lm-CommandPalette-input")
-    box.wait_for()
-    box.fill(text)
-    return page.locator(".lm-CommandPalette-item")
-
-
-def run_from_palette(page, label: str) -> None:
-    items = palette(page, label)
-    items.filter(has=page.locator(".lm-CommandPalette-itemLabel", has_text=label)).first.click()
 
 
 def wait_status(page, status: str) -> None:
@@ -100,66 +69,6 @@ def is_run_start(request) -> bool:
 
 def dir_item(page, name: str):
     return page.locator(".jp-DirListing-item", has=page.locator(".jp-DirListing-itemText", has_text=name)).first
-
-
-# the contrast of an element's text over its painted background, as WCAG 2 computes it;
-# colours are read through a canvas so that color-mix(), rgba() and color(srgb …) all work
-CONTRAST_JS = """(el) => {
-  const canvas = document.createElement('canvas');
-  canvas.width = canvas.height = 1;
-  const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  const rgba = css => {
-    ctx.clearRect(0, 0, 1, 1);
-    ctx.fillStyle = '#000';
-    ctx.fillStyle = css;
-    ctx.fillRect(0, 0, 1, 1);
-    const [r, g, b, a] = ctx.getImageData(0, 0, 1, 1).data;
-    // the canvas premultiplies: undo it
-    return a ? [r * 255 / a, g * 255 / a, b * 255 / a, a / 255] : [0, 0, 0, 0];
-  };
-  const over = (top, under) => {
-    const a = top[3];
-    return [0, 1, 2].map(i => top[i] * a + under[i] * (1 - a)).concat(1);
-  };
-  // the backgrounds from the root down to el, composed
-  const chain = [];
-  for (let n = el; n; n = n.parentElement) chain.unshift(n);
-  let bg = [255, 255, 255, 1];
-  for (const n of chain) bg = over(rgba(getComputedStyle(n).backgroundColor), bg);
-  const fg = over(rgba(getComputedStyle(el).color), bg);
-  const lum = c => {
-    const [r, g, b] = c.slice(0, 3).map(v => {
-      v /= 255;
-      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
-    });
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
-  };
-  const [hi, lo] = [lum(fg), lum(bg)].sort((x, y) => y - x);
-  return (hi + 0.05) / (lo + 0.05);
-}"""
-
-
-def contrast(locator) -> float:
-    return locator.evaluate(CONTRAST_JS)
-
-
-def axe_violations(page) -> list[dict]:
-    """axe-core's serious and critical violations inside the soopervisor panel."""
-    if not page.evaluate("() => !!window.axe"):
-        page.add_script_tag(path=str(AXE))
-    result = page.evaluate(
-        "async () => (await axe.run(document.querySelector('#soopervisor-panel'),"
-        " { resultTypes: ['violations'] })).violations"
-        ".map(v => ({ id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.html.slice(0, 160)).slice(0, 3) }))"
-    )
-    return [v for v in result if v["impact"] in ("serious", "critical")]
-
-
-def switch_theme(page, name: str) -> None:
-    """The theme command (apputils:change-theme), run from the palette as a user does."""
-    run_from_palette(page, f"Use Theme: {name}")
-    page.wait_for_function(f"() => document.body.dataset.jpThemeName === {json.dumps(name)}", timeout=60_000)
-    page.wait_for_timeout(300)  # the theme's stylesheet is applied a frame after the attribute
 
 
 def test_palette_commands_exist_and_run(lab: JupyterLab, page, server_root: Path):
@@ -209,7 +118,7 @@ def test_settings_schema_and_default_mode(lab: JupyterLab, page, server_root: Pa
     page.locator(tid("sv-validation-ok")).wait_for()
     assert page.locator(tid("sv-run-sample")).get_attribute("data-default") == "true"
 
-    put_settings(lab, PLUGIN, {"defaultMode": "full"})
+    put_settings(lab, {"defaultMode": "full"})
     open_panel(page, lab, "proj")
     page.locator(f'{tid("sv-actions")}[data-default-mode="full"]').wait_for()
     assert page.locator(tid("sv-run-full")).get_attribute("data-default") == "true"
@@ -293,7 +202,7 @@ def test_context_menu_run_status_bar_notification_and_artifacts(engine, lab: Jup
     assert soopervisor.validate(project).project.dirty is False
 
     # no hidden patterns: the .metadata files are listed
-    put_settings(lab, PLUGIN, {"hiddenPatterns": []})
+    put_settings(lab, {"hiddenPatterns": []})
     open_panel(page, lab, "proj")
     commit_row.locator(tid("sv-commit-toggle")).click()
     for name in metadata:
@@ -321,7 +230,7 @@ def test_toolbar_default_mode_keyboard_themes_and_axe(engine, lab: JupyterLab, p
     # Jupyter writes the notebook's checkpoints next to it: ignored, they leave the project clean
     files = {**failing, "notebooks/explore.ipynb": json.dumps(notebook), ".gitignore": ".ipynb_checkpoints/\n"}
     make_project(server_root, files)
-    put_settings(lab, PLUGIN, {"defaultMode": "full", "secrets": [SECRET]})
+    put_settings(lab, {"defaultMode": "full", "secrets": [SECRET]})
 
     # the notebook's toolbar button: the default mode (full), the project enclosing the notebook
     load_lab(page, lab.lab_url("proj/notebooks/explore.ipynb"))
@@ -391,7 +300,7 @@ def test_toolbar_default_mode_keyboard_themes_and_axe(engine, lab: JupyterLab, p
     widen_sidebar(page)
     for theme, shot in (("JupyterLab Light", "lab-panel-light.png"), ("JupyterLab Dark", "lab-panel-dark.png")):
         if theme != "JupyterLab Light":
-            switch_theme(page, theme)
+            switch_theme(page, theme, from_palette=True)
         page.locator(tid("sv-failure")).wait_for()
         checks = {
             "failure banner": page.locator(f'{tid("sv-failure")} div').first,
@@ -403,7 +312,7 @@ def test_toolbar_default_mode_keyboard_themes_and_axe(engine, lab: JupyterLab, p
         for what, locator in checks.items():
             ratio = contrast(locator)
             assert ratio >= 4.5, f"{theme}: {what} has a contrast of {ratio:.2f}"
-        violations = axe_violations(page)
+        violations = axe_violations(page, "#soopervisor-panel")
         assert not violations, f"{theme}: {json.dumps(violations, indent=1)}"
         page.locator("#soopervisor-panel").screenshot(path=str(ARTIFACTS / shot))
     page.evaluate("document.querySelector('#soopervisor-panel').scrollTop = 0")

@@ -16,12 +16,22 @@ from pathlib import Path
 import pytest
 
 import soopervisor
-from tests.lab_browser import REPO, JupyterLab, chromium, load_lab, open_panel, screenshot
+from tests.lab_browser import (
+    JupyterLab,
+    axe_violations,
+    docker_image,
+    load_lab,
+    new_page,
+    open_panel,
+    screenshot,
+    start_lab,
+    switch_theme,
+    tid,
+)
 from tests.projects import VALID, function_task, make_project
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-AXE = REPO / "js" / "node_modules" / "axe-core" / "axe.min.js"
 RUN_TIMEOUT_MS = 300_000  # the first environment build takes ~70 s
 OPEN_RUN = "soopervisor:open-run"
 TASK_LINE = "--> soopervisor: task "
@@ -60,39 +70,17 @@ TWO_TASKS = {
 }
 
 
-def tid(name: str) -> str:
-    return f'[data-testid="{name}"]'
-
-
 @pytest.fixture
-def server_root(tmp_path: Path) -> Path:
-    root = tmp_path / "root"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
-def lab(request, tmp_path: Path, server_root: Path, home: Path):
+def lab(request, server_root: Path, home: Path):
     # the page reaches the app (window.jupyterapp) to run commands with arguments
-    config = tmp_path / "jupyter-config"
-    config.mkdir()
-    (config / "jupyter_lab_config.json").write_text(json.dumps({"LabApp": {"expose_app_in_browser": True}}))
-    env = {"SOOPERVISOR_HOME": str(home), "JUPYTER_CONFIG_DIR": str(config)}
-    if request.node.get_closest_marker("docker"):
-        env["SOOPERVISOR_IMAGE"] = request.getfixturevalue("base_image")
-    with JupyterLab(server_root, env=env, log=home.parent / "jupyterlab.log") as server:
+    with start_lab(server_root, home, expose_app=True, image=docker_image(request)) as server:
         yield server
-    print(f"--- jupyter lab log (tail) ---\n{server.log_tail(40)}")
 
 
 @pytest.fixture
 def page(lab: JupyterLab):
-    with playwright.sync_playwright() as p, chromium(p) as browser:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
+    with new_page() as page:
         yield page
-        context.close()
 
 
 def start_and_open_view(page, lab: JupyterLab) -> tuple[str, object]:
@@ -120,23 +108,6 @@ def shown_lines(log_path: str) -> list[str]:
     """The lines as the log view shows them: a line's last redraw; task events apart."""
     lines = Path(log_path).read_bytes().decode().split("\n")[:-1]
     return [line.rsplit("\r", 1)[-1] for line in lines if not line.startswith(TASK_LINE)]
-
-
-def axe_violations(page, selector: str) -> list[dict]:
-    if not page.evaluate("() => !!window.axe"):
-        page.add_script_tag(path=str(AXE))
-    result = page.evaluate(
-        "async (sel) => (await axe.run(document.querySelector(sel), { resultTypes: ['violations'] })).violations"
-        ".map(v => ({ id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.html.slice(0, 160)).slice(0, 3) }))",
-        selector,
-    )
-    return [v for v in result if v["impact"] in ("serious", "critical")]
-
-
-def set_theme(page, name: str) -> None:
-    page.evaluate("name => window.jupyterapp.commands.execute('apputils:change-theme', { theme: name })", name)
-    page.wait_for_function(f"() => document.body.dataset.jpThemeName === {json.dumps(name)}", timeout=60_000)
-    page.wait_for_timeout(300)  # the theme's stylesheet is applied a frame after the attribute
 
 
 @pytest.mark.docker
@@ -233,11 +204,11 @@ def test_run_view_of_a_real_run(engine, lab: JupyterLab, page, server_root: Path
     violations = axe_violations(page, selector)
     assert not violations, f"light: {json.dumps(violations, indent=1)}"
     screenshot(page, "run-view-light.png", panel_only=False)
-    set_theme(page, "JupyterLab Dark")
+    switch_theme(page, "JupyterLab Dark")
     violations = axe_violations(page, selector)
     assert not violations, f"dark: {json.dumps(violations, indent=1)}"
     screenshot(page, "run-view-dark.png", panel_only=False)
-    set_theme(page, "JupyterLab Light")
+    switch_theme(page, "JupyterLab Light")
 
     # a file of the set opens in Lab's viewer, read from the set
     first.locator(tid("sv-rv-file-open")).click()

@@ -15,7 +15,17 @@ from pathlib import Path
 import pytest
 
 import soopervisor
-from tests.lab_browser import REPO, JupyterLab, chromium, open_panel, screenshot, widen_sidebar
+from tests.lab_browser import (
+    REPO,
+    JupyterLab,
+    docker_image,
+    new_page,
+    open_panel,
+    screenshot,
+    start_lab,
+    tid,
+    widen_sidebar,
+)
 from tests.projects import PIPELINE, commit_all, function_task, make_project, write
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -24,36 +34,16 @@ ARTIFACTS = REPO / "test-artifacts"
 RUN_TIMEOUT_MS = 300_000  # the first environment build takes ~70 s
 
 
-def tid(name: str) -> str:
-    return f'[data-testid="{name}"]'
-
-
-@pytest.fixture
-def server_root(tmp_path: Path) -> Path:
-    root = tmp_path / "root"
-    root.mkdir()
-    return root
-
-
 @pytest.fixture
 def lab(request, server_root: Path, home: Path):
-    env = {"SOOPERVISOR_HOME": str(home)}
-    if request.node.get_closest_marker("docker"):
-        env["SOOPERVISOR_IMAGE"] = request.getfixturevalue("base_image")
-    with JupyterLab(server_root, env=env, log=home.parent / "jupyterlab.log") as server:
+    with start_lab(server_root, home, image=docker_image(request)) as server:
         yield server
-    # on failure the server's log says why
-    print(f"--- jupyter lab log (tail) ---\n{server.log_tail(40)}")
 
 
 @pytest.fixture
 def page(lab: JupyterLab):
-    with playwright.sync_playwright() as p, chromium(p) as browser:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(30_000)
+    with new_page() as page:
         yield page
-        context.close()
 
 
 # a task event of the run's log (soopervisor/progress.py): the progress view shows it its own way

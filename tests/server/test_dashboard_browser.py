@@ -26,7 +26,7 @@ import pytest
 
 import soopervisor
 from tests.conftest import cli
-from tests.lab_browser import chromium
+from tests.lab_browser import new_page, tid
 from tests.projects import VALID, commit_all, function_task, git, init_repo, write
 from tests.server.helpers import server_yaml
 
@@ -39,10 +39,6 @@ DASHBOARD = REPO / "soopervisor" / "server" / "dashboard"
 ARTIFACTS = REPO / "test-artifacts"  # screenshots for a look (not tracked)
 RUN_TIMEOUT_MS = 300_000  # the first environment build takes ~70 s
 LISTENING = re.compile(r"soopervisor serve: listening on (http://\S+)")
-
-
-def tid(name: str) -> str:
-    return f'[data-testid="{name}"]'
 
 
 def make_remote(tmp_path: Path, files: dict[str, str]) -> tuple[Path, str]:
@@ -127,12 +123,8 @@ def serve(tmp_path: Path):
 
 @pytest.fixture
 def page():
-    with playwright.sync_playwright() as p, chromium(p) as browser:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(30_000)
+    with new_page() as page:
         yield page
-        context.close()
 
 
 def sign_in(page, server: Server, token: str) -> None:
