@@ -9,7 +9,7 @@ import { CommitList, moveFocus } from './commits';
 import { badge, docsLink, errorBox, fmtWhen, h } from './dom';
 import { LogView } from './logview';
 import { SoopervisorModel } from './model';
-import { failureBanner, runDuration, runHeaderLine } from './rundetail';
+import { failureBanner, runDuration, runHeaderLine, shownKey } from './rundetail';
 
 export class SoopervisorPanel extends Widget {
   constructor(readonly model: SoopervisorModel) {
@@ -91,7 +91,7 @@ export class SoopervisorPanel extends Widget {
         return this._renderActions();
       case 'action':
         this._renderActions();
-        return this._renderDetailHeader(); // a failed stop re-enables its button
+        return this._renderDetailHeader(true); // a failed stop re-enables its button
       case 'runs':
         this._renderRuns();
         return this._renderDetailHeader();
@@ -328,14 +328,21 @@ export class SoopervisorPanel extends Widget {
     this._logView = new LogView(log, () => this.model.selectedRun);
     this._detailHeader = h('div', { class: 'sv-detail-header' });
     this._detail.replaceChildren(h('h3', {}, 'Log'), this._detailHeader, this._logView.log, this._logView.state);
-    this._renderDetailHeader();
+    this._renderDetailHeader(true);
   }
 
-  private _renderDetailHeader(): void {
+  /** Redrawn when what it shows changed (see shownKey), or with `force`. */
+  private _renderDetailHeader(force = false): void {
     const run = this.model.selectedRun;
     if (!this._detailHeader || !run) {
       return;
     }
+    const key = shownKey(run);
+    if (key === this._headerKey && !force) {
+      this._logView?.runChanged();
+      return;
+    }
+    this._headerKey = key;
     this._detail.dataset.status = run.status;
     const open = this.openRun;
     const expand = open
@@ -404,6 +411,7 @@ export class SoopervisorPanel extends Widget {
   private _commitCount = h('span', { class: 'sv-count' });
   private _commitList: CommitList;
   private _detailHeader: HTMLElement | null = null;
+  private _headerKey = '';
   private _logView: LogView | null = null;
   private _openRun: ((runId: string) => void) | null = null;
   private _ticker = 0;

@@ -17,6 +17,18 @@ export function runDuration(run: IRun): string {
   return fmtDuration(run.duration ?? elapsed(run.started_at, isRunning(run) ? null : run.finished_at));
 }
 
+/**
+ * What the header and the banner show of a run, as one string: the record also changes for what
+ * they do not show (the owner's lease, every few seconds), and redrawing only when this changes
+ * keeps the keyboard's focus on Stop and the text selectable.
+ */
+export function shownKey(run: IRun): string {
+  return JSON.stringify([
+    run.id, run.status, run.mode, run.commit, run.dirty, run.started_at, run.finished_at, run.duration,
+    run.image, run.exit_code, run.failed_task, run.error, run.task_error, run.docs, (run as IRunWithHint).hint
+  ]);
+}
+
 /** How a host offers Stop: its own look and test id, and what stopping does there. */
 export interface IStopAction {
   testid: string;

@@ -15,7 +15,7 @@ import { errorBox, fmtDuration, fmtSize, fmtWhen, h } from './dom';
 import { ITaskEvent, LogView, parseTaskLine } from './logview';
 import { LogStream } from './logstream';
 import { Loop } from './model';
-import { failureBanner, runDuration, runHeaderLine } from './rundetail';
+import { failureBanner, runDuration, runHeaderLine, shownKey } from './rundetail';
 import { IViewContext } from './viewcontext';
 
 export const OPEN_RUN = 'soopervisor:open-run';
@@ -422,10 +422,7 @@ export class RunView extends Widget {
     this._where.textContent = `${run.project} at ${run.short_commit}`;
     // the record also changes for what the view does not show (the owner's lease, every few
     // seconds): redrawing only on a change it shows keeps the focus on Stop and the text selectable
-    const key = JSON.stringify([
-      run.status, run.mode, run.commit, run.dirty, run.started_at, run.finished_at, run.duration,
-      run.image, run.exit_code, run.failed_task, run.error, run.task_error, run.docs, (run as { hint?: unknown }).hint
-    ]);
+    const key = shownKey(run);
     if (key !== this._shownKey) {
       this._shownKey = key;
       this._renderHeader(run);

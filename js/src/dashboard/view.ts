@@ -8,7 +8,7 @@ import { CommitList, showSetFiles } from '../commits';
 import { badge, errorBox, fmtWhen, h } from '../dom';
 import { LogView } from '../logview';
 import { Load } from '../model';
-import { failureBanner, runDuration, runHeaderLine } from '../rundetail';
+import { failureBanner, runDuration, runHeaderLine, shownKey } from '../rundetail';
 import { IJob, IRepository } from '../serverapi';
 import { Change, DashboardModel } from './model';
 
@@ -146,7 +146,7 @@ export class DashboardView {
         // a read-only token loses its buttons
         this._renderRepos();
         this._renderQueue();
-        return this._renderDetailHeader();
+        return this._renderDetailHeader(true);
     }
   }
 
@@ -428,14 +428,21 @@ export class DashboardView {
       this._logView.state,
       this._artifacts
     );
-    this._renderDetailHeader();
+    this._renderDetailHeader(true);
   }
 
-  private _renderDetailHeader(): void {
+  /** Redrawn when what it shows changed (see shownKey), or with `force`. */
+  private _renderDetailHeader(force = false): void {
     const run = this.model.selectedRun;
     if (!run || !this._logView || run.id !== this._logView.stream.runId) {
       return;
     }
+    const key = shownKey(run);
+    if (key === this._headerKey && !force) {
+      this._logView.runChanged();
+      return;
+    }
+    this._headerKey = key;
     this._detail.dataset.status = run.status;
     this._detail.dataset.runId = run.id;
     // a read-only token has no Stop
@@ -538,6 +545,7 @@ export class DashboardView {
   private _commits = h('div', { class: 'sv-commits-box', 'data-testid': 'sv-commits' });
   private _commitList: CommitList;
   private _detailHeader = h('div');
+  private _headerKey = '';
   private _artifacts = h('div');
   private _artifactsRun: string | null = null;
   private _logView: LogView | null = null;
