@@ -269,7 +269,7 @@ def test_commit_view_sets_files_viewers_and_themes(lab: JupyterLab, page, projec
     assert table.locator(tid("sv-table-row")).count() == ROWS - 400
     table.locator(tid("sv-table-prev")).click()
     table.locator(tid("sv-table-range"), has_text=f"rows 201–400 of {ROWS}").wait_for()
-    screenshot(page, "table-view.png", panel_only=False)
+    screenshot(page, "table-view-light.png", panel_only=False)
 
     # a CSV "as table": the same view, from the CSV
     main_tab(page, f"commit {SMALL[:7]}").click()
@@ -309,6 +309,7 @@ def test_commit_view_sets_files_viewers_and_themes(lab: JupyterLab, page, projec
     main_tab(page, "table.parquet").click()
     page.locator('.sv-tableview[data-name="output/table.parquet"]').wait_for(state="visible")
     assert not axe_violations(page, '.sv-tableview[data-name="output/table.parquet"]')
+    screenshot(page, "table-view-dark.png", panel_only=False)
 
 
 def test_a_1000_file_set_shows_its_first_rows_at_once_and_filters(lab: JupyterLab, page):
