@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import tempfile
 import time
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -23,9 +22,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 import soopervisor
-from soopervisor.artifacts import write_manifest
 from soopervisor.storage import open_storage
 from soopervisor.storage.local import LocalStorage
+from tests import sets
 from tests.lab_browser import (
     PLUGIN,
     JupyterLab,
@@ -98,19 +97,11 @@ def small_files() -> dict[str, bytes]:
 
 def store_set(storage, project: str, commit: str, run_id: str, files: dict[str, bytes],
               status: str = "succeeded", minutes: int = 0) -> None:
-    """One complete set, as a run stores it: products under files/, a log, the manifest."""
+    """One complete set, as a run stores it, finished ``minutes`` after a fixed time."""
     when = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(minutes=minutes)
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp)
-        for name, data in files.items():
-            path = src / "files" / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        (src / "soopervisor.log").write_text("==> soopervisor: stored by the test\n")
-        write_manifest(src, project=project, commit=commit, dirty=False, mode="sample", status=status,
-                       exit_code=0 if status == "succeeded" else 1, started_at=when,
-                       finished_at=when + timedelta(seconds=30), run_id=run_id)
-        storage.put_set(project, commit, run_id, src)
+    sets.store_set(project, commit, files, run_id=run_id, storage=storage, status=status, started=when,
+                   finished=when + timedelta(seconds=30), dirty=False, exit_code=0 if status == "succeeded" else 1,
+                   log="==> soopervisor: stored by the test\n")
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from soopervisor.artifacts import get_artifacts, write_manifest
+from soopervisor.artifacts import get_artifacts
 from soopervisor.artifacts.compare import MAX_ROWS, TEXT_MAX, Comparison, kind_of, text_rows
 from soopervisor.errors import ArtifactsNotFound, UnsafePath, UsageError
-from soopervisor.runs import now_iso
 from soopervisor.storage import open_storage
+from tests import sets
 
 A = "aaaaaaa1111111111111111111111111111111aa"
 B = "bbbbbbb2222222222222222222222222222222bb"
@@ -28,17 +28,8 @@ PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4
 
 def store_set(tmp_path: Path, commit: str, files: dict[str, bytes], run_id: str = "r1", project: str = "proj",
               storage: str | None = None, status: str = "succeeded", mode: str = "sample") -> None:
-    """A run's set (``files`` its products, plus a log) stored by write_manifest + put_set."""
-    src = tmp_path / f"set-{project}-{commit[:7]}-{run_id}"
-    (src / "files").mkdir(parents=True)
-    for name, data in files.items():
-        path = src / "files" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    (src / "soopervisor.log").write_bytes(b"log of " + run_id.encode() + b"\n")
-    write_manifest(src, project=project, commit=commit, run_id=run_id, mode=mode, status=status,
-                   started_at=now_iso(), finished_at=now_iso())
-    open_storage(storage).put_set(project, commit, run_id, src)
+    sets.store_set(project, commit, files, run_id=run_id, storage=storage, status=status, mode=mode,
+                   log=f"log of {run_id}\n")
     time.sleep(0.01)  # the next set is newer
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from soopervisor.artifacts import write_manifest
-from soopervisor.storage import open_storage
+from tests import sets as stored_sets
 from tests.lab_browser import (
     JupyterLab,
     axe_violations,
@@ -70,15 +69,7 @@ BIG = "a line of a long log\n" * 260_000
 
 def store_set(tmp: Path, commit: str, run_id: str, finished: str, files: dict[str, str | bytes],
               storage: Path | None = None) -> None:
-    src = tmp / f"set-{run_id}"
-    for name, content in files.items():
-        path = src / "files" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content.encode() if isinstance(content, str) else content)
-    (src / "soopervisor.log").write_text("log\n")
-    write_manifest(src, project=PROJECT, commit=commit, run_id=run_id, mode="sample", status="succeeded",
-                   started_at=finished, finished_at=finished)
-    open_storage(storage).put_set(PROJECT, commit, run_id, src)
+    stored_sets.store_set(PROJECT, commit, files, run_id=run_id, storage=storage, finished=finished)
 
 
 @pytest.fixture

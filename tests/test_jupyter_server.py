@@ -29,9 +29,9 @@ from jupyter_core.utils import ensure_event_loop
 # around every test of the whole suite (~0.1 s each)
 from pytest_jupyter.jupyter_server import *
 
-from soopervisor.artifacts import write_manifest
 from soopervisor.runs import Run, RunStore, now_iso
 from soopervisor.storage import open_storage
+from tests import sets
 
 from .projects import function_task, make_project
 
@@ -136,24 +136,8 @@ def fake_run(status: str, log: Path, project: str = "proj", **kw) -> Run:
 def store_set(tmp_path: Path, project: str, commit: str, files: dict[str, bytes], run_id: str = "r1",
               status: str = "succeeded", mode: str = "sample") -> dict:
     """Store a run's set: ``files`` are its products, plus a log."""
-    src = tmp_path / f"set-{project}-{commit[:7]}-{run_id}"
-    (src / "files").mkdir(parents=True)
-    for name, data in files.items():
-        (src / "files" / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / "files" / name).write_bytes(data)
-    (src / "soopervisor.log").write_bytes(b"log of " + run_id.encode() + b"\n")
-    manifest = write_manifest(
-        src,
-        project=project,
-        commit=commit,
-        run_id=run_id,
-        mode=mode,
-        status=status,
-        started_at=now_iso(),
-        finished_at=now_iso(),
-    )
-    open_storage().put_set(project, commit, run_id, src)
-    return manifest
+    return sets.store_set(project, commit, files, run_id=run_id, status=status, mode=mode,
+                          log=f"log of {run_id}\n")
 
 
 def stored_bytes(tmp_path: Path, project: str, commit: str, name: str, run_id: str = "r1") -> bytes:
