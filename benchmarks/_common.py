@@ -49,3 +49,12 @@ def report(name: str, value: float, baseline: float, target: str) -> None:
 
 
 median = statistics.median
+
+
+#: a page's init script recording every long task (>50 ms on the main thread) from its first script on
+LONGTASKS = """
+window.__longtasks = [];
+new PerformanceObserver(list => {
+  for (const e of list.getEntries()) window.__longtasks.push([e.startTime, e.duration]);
+}).observe({ type: 'longtask', buffered: true });
+"""

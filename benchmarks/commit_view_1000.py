@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import LONGTASKS
 from playwright.sync_api import sync_playwright
 
 import soopervisor
@@ -31,12 +32,6 @@ from tests.projects import make_project
 
 TARGET_MS = 1000
 
-LONGTASKS = """
-window.__longtasks = [];
-new PerformanceObserver(list => {
-  for (const e of list.getEntries()) window.__longtasks.push([e.startTime, e.duration]);
-}).observe({ type: 'longtask', buffered: true });
-"""
 
 # the command, then every frame: is a file row of that view painted? and are all rows there?
 OPEN = """async ([project, commit, total]) => {

@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import LONGTASKS
 from playwright.sync_api import sync_playwright
 
 import soopervisor
@@ -28,13 +29,6 @@ from tests.projects import make_project
 
 LONG_TASK_TARGET_MS = 200
 
-# every long task (>50 ms on the main thread) from the first script on
-LONGTASKS = """
-window.__longtasks = [];
-new PerformanceObserver(list => {
-  for (const e of list.getEntries()) window.__longtasks.push([e.startTime, e.duration]);
-}).observe({ type: 'longtask', buffered: true });
-"""
 
 
 def seed(storage: Path, project: str, n: int) -> None:
