@@ -630,7 +630,7 @@ def stop_cmd(run_id: str, wait: float) -> None:
 # -- cache ------------------------------------------------------------------------
 @cli.group("cache")
 def cache_group() -> None:
-    """List and prune the cached environment images (soopervisor-env:*).
+    """List and prune the cached environment images (soopervisor-env:*) and download caches.
 
     Set SOOPERVISOR_CACHE_MAX_SIZE (e.g. 20g) to prune the least recently used
     after each environment build, down to that size.
@@ -703,6 +703,61 @@ def cache_prune(keep: int | None, max_size: str | None, base: str | None, dry_ru
     kept = f"; {in_use} in use kept" if in_use else ""
     click.echo(f"{verb} {len(removed)} image{'s' if len(removed) != 1 else ''}, "
                f"{format_size(sum(e.size for e in removed))}{kept}")
+
+
+@cache_group.command("downloads")
+@click.option("--repository", "repository", metavar="PATH", type=click.Path(file_okay=False),
+              help="Only the cache of the repository at PATH.")
+@click.option("--clear", is_flag=True, help="Remove the caches shown (never one a build is using).")
+@click.option("--json", "as_json", is_flag=True, help="Print the caches as JSON.")
+def cache_downloads(repository: str | None, clear: bool, as_json: bool) -> None:
+    """The download caches of environment builds (Docker volumes), and clearing them.
+
+    \b
+    Environment builds keep what uv and pip download in one volume per
+    repository (SOOPERVISOR_DOWNLOAD_CACHE=repository, the default), one for the
+    whole machine (=machine) or none (=off); pipeline runs never see it.
+    \b
+    Examples:
+      soopervisor cache downloads
+      soopervisor cache downloads --repository . --clear
+    """
+    from . import downloads
+    from .artifacts import format_size
+
+    caches = downloads.list_caches()
+    if repository is not None:
+        name = downloads.volume_name(repository)
+        caches = [c for c in caches if c.volume == name]
+    if clear:
+        removed, kept = downloads.clear(caches)
+        if as_json:
+            click.echo(json.dumps({"removed": [c.to_dict() for c in removed],
+                                   "kept": [{**c.to_dict(), "why": why} for c, why in kept]}, indent=2))
+            return
+        for c in removed:
+            click.echo(f"removed {c.volume} ({c.repository}, {format_size(max(c.size, 0))})")
+        for c, why in kept:
+            click.echo(f"kept {c.volume}: {why}")
+        click.echo(f"removed {len(removed)} download cache{'s' if len(removed) != 1 else ''}, "
+                   f"{format_size(sum(max(c.size, 0) for c in removed))}")
+        return
+    if as_json:
+        click.echo(json.dumps([c.to_dict() for c in caches], indent=2))
+        return
+    if not caches:
+        click.echo("no download caches; an environment build makes one "
+                   f"({downloads.MODE_VARIABLE}={downloads.mode()})")
+        return
+    vol_w = max(len("VOLUME"), *(len(c.volume) for c in caches))
+    click.echo(f"{'VOLUME':<{vol_w}} {'SIZE':>9} {'LAST USED (UTC)':<19} REPOSITORY")
+    for c in caches:
+        size = format_size(c.size) if c.size >= 0 else "?"
+        mark = "  (in use)" if c.in_use else ""
+        click.echo(f"{c.volume:<{vol_w}} {size:>9} {c.last_used[:19].replace('T', ' ') or '?':<19} "
+                   f"{c.repository}{mark}")
+    total = sum(max(c.size, 0) for c in caches)
+    click.echo(f"{len(caches)} cache{'s' if len(caches) != 1 else ''}, {format_size(total)}")
 
 
 # -- image ------------------------------------------------------------------------

@@ -34,6 +34,12 @@ ENVIRONMENT_VARIABLES = (
            "repository's origin remote", "the origin remote's name, else the repository folder's"),
     EnvVar("SOOPERVISOR_CACHE_MAX_SIZE", "after each environment build, prune the least recently used "
            "environment images down to this size (``20g``, ``500m``)", "no limit"),
+    EnvVar("SOOPERVISOR_INSTALLER", "what fills a run's environment: ``auto`` (uv, and pip when uv cannot be "
+           "installed or fails, said in the log), ``uv`` (uv only) or ``pip`` (pip only); part of the environment's "
+           "cache key", "``auto``"),
+    EnvVar("SOOPERVISOR_DOWNLOAD_CACHE", "the download cache of environment builds (a Docker volume, never seen "
+           "by a pipeline run): ``repository`` (one per repository), ``machine`` (one for every repository on this "
+           "machine) or ``off``; ``soopervisor cache downloads`` lists them", "``repository``"),
     EnvVar("SOOPERVISOR_LEASE_SECONDS", "how long a run's owner lease lasts; it is renewed every third of it, "
            "and a run whose lease ran out on another machine is marked interrupted", "30"),
     EnvVar("SOOPERVISOR_CONFIG_DIR", "where credentials go when there is no system keyring (a 0600 file)",

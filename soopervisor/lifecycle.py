@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import posixpath
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, config, git
-from .environment import ENV_IMAGE_REPO, _build_lock, _tar, env_hash, env_tree
+from .environment import ENV_IMAGE_REPO, _build_lock, _tar, env_hash, env_tree, installer_setting
 from .errors import Cancelled, SoopervisorError, StorageUnavailable
 from .executors import ContainerSpec, ExecResult, Executor, ImageInfo, KeepAs
 from .logstream import LogStream
@@ -115,6 +116,11 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     return f"{type(e).__name__}: {e}"
+
+
+#: how many environments an environment image may be built on (each adds a layer)
+MAX_DEPTH = 4
+DEPTH_LABEL = "soopervisor.env-depth"
 
 
 def _append_log(run: Run, line: str) -> None:
@@ -397,17 +403,20 @@ class ActiveRun:
     def _ensure_environment(self, outcome: Outcome) -> str | None:
         """The environment image's name, built when missing; None when building failed or was stopped."""
         inputs, note = self.prepared.env_inputs, self.log.note
+        # an environment filled by pip is another environment than one filled by uv
+        fingerprint = self._fingerprint = env_fingerprint() + installer_setting()
         if inputs is None:
             note("soopervisor: the requirements install local paths; the environment is cached per commit")
-            self.env_hash = env_hash(self.image.id, {"commit": self.run.commit.encode()}, env_fingerprint())
+            self.env_hash = env_hash(self.image.id, {"commit": self.run.commit.encode()}, fingerprint)
         else:
-            self.env_hash = env_hash(self.image.id, inputs, env_fingerprint())
+            self.env_hash = env_hash(self.image.id, inputs, fingerprint)
         tag = self.env_hash[:20]
         env_image = f"{ENV_IMAGE_REPO}:{tag}"
         from . import cache, script
 
         # the environment stages are announced once: by the build, else by this note
-        skipped = " and ".join(s.name for s in script.STAGES if s.env)
+        names = [s.name for s in script.STAGES if s.env]
+        skipped = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
         if self.executor.has_image(env_image):
             note(f"soopervisor: environment cache hit ({env_image}): skipping {skipped}")
             cache.mark_used(env_image)
@@ -432,23 +441,62 @@ class ActiveRun:
             tree = env_tree(project.subdir, inputs)  # inputs may sit above the project (../requirements.txt)
         # Docker merges a committed container's environment into the image
         # config, so this container gets no secrets and no run facts.
+        from . import downloads
+
+        # the download cache is the build's only: a pipeline run never sees it
+        cache = downloads.volume_for(project.repo_root)
+        lineage = {
+            "soopervisor.repository": downloads.repository_key(project.repo_root),
+            "soopervisor.base-id": self.image.id,
+            "soopervisor.stages": hashlib.sha256(self._fingerprint.encode()).hexdigest()[:20],
+        }
+        parent = self._parent_environment(lineage)
+        depth = int(parent.labels.get(DEPTH_LABEL, "0")) + 1 if parent else 0
         spec = self._spec(
-            image=self.image.id,
+            image=parent.id if parent else self.image.id,
             command=["bash", "/soopervisor/run.sh", "env"],
             archives=[tree, self._script()],
             environment={"PLOOMBER_STATS_ENABLED": "false"},
             name_ca=False,
+            volumes={cache: downloads.CONTAINER_PATH} if cache else {},
         )
         # only a finished, successful build becomes the cache: a broken
         # environment must never be reused by the next run
         keep = KeepAs(ENV_IMAGE_REPO, tag, self.image.env, {
             "soopervisor.env-hash": self.env_hash, "soopervisor.base-image": self.image.name, "soopervisor.run": "",
+            **lineage, DEPTH_LABEL: str(depth),
         })
         result = self.executor.execute(spec, self.log.write, keep_as=keep)
         if result.exit_code == 0 and not (result.timed_out or result.cancelled):
             return env_image
         self._failed(outcome, result, ENV_SETUP)
         return None
+
+    def _parent_environment(self, lineage: dict[str, str]) -> ImageInfo | None:
+        """An earlier environment of this repository to build on, None for a build from the base image.
+
+        Only uv's environments, which are made exactly their lock (``uv pip sync``):
+        built on a parent they hold what a new one would, and only the changed
+        packages are installed, compiled and kept. Only this repository's (its own
+        environments are all a project could have tampered with), on the same base
+        image and stages, and at most MAX_DEPTH layers deep, so images do not grow
+        without end. Not for conda (an existing conda environment is reused as it
+        is) nor for environments that install local paths (built per commit).
+        """
+        project, note = self.prepared.project, self.log.note
+        if (self.prepared.env_inputs is None or installer_setting() == "pip"
+                or posixpath.basename(project.env_file or "").startswith("environment.")):
+            return None
+        parent = self.executor.latest_image(ENV_IMAGE_REPO, lineage)
+        if parent is None:
+            return None
+        if int(parent.labels.get(DEPTH_LABEL, "0") or 0) >= MAX_DEPTH:
+            note(f"soopervisor: building from the base image: the newest environment of this repository "
+                 f"({parent.name}) is already {MAX_DEPTH} layers deep")
+            return None
+        note(f"soopervisor: building on {parent.name}, an earlier environment of this repository: "
+             "only what changed is installed")
+        return parent
 
     def _run_pipeline(self, env_image: str, collected: Path, outcome: Outcome) -> None:
         from .artifacts import safe_extract

@@ -147,6 +147,8 @@ class RunService:
     # -- starting ----------------------------------------------------------------------
     def prepare(self, opts: RunOptions) -> Prepared:
         """Every check that can fail before anything is recorded or Docker is touched."""
+        from . import downloads
+        from .environment import installer_setting
         from .executors.docker import ca_bundle_from_env
         from .options import check_limits, check_network, secret_bytes
         from .project import inspect
@@ -154,6 +156,8 @@ class RunService:
 
         limits = check_limits(opts.timeout, opts.cpus, opts.memory)
         opts.network = check_network(opts.network)
+        installer_setting()  # SOOPERVISOR_INSTALLER and SOOPERVISOR_DOWNLOAD_CACHE: said before anything runs
+        downloads.mode()
         report = inspect(opts.path, entry_point=opts.entry_point, image=self.image)
         if not report.ok:
             raise InvalidProject(report)

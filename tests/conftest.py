@@ -24,6 +24,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # never the user's keyring or stored cloud tokens
     monkeypatch.setenv("SOOPERVISOR_CONFIG_DIR", str(tmp_path / "soopervisor-config"))
     monkeypatch.setenv("SOOPERVISOR_NO_KEYRING", "1")
+    # every test is its own repository: one download cache for the session's environment builds
+    # (tests/test_uv_env.py checks the per-repository default)
+    monkeypatch.setenv("SOOPERVISOR_DOWNLOAD_CACHE", "machine")
     return home
 
 

@@ -117,7 +117,7 @@ def test_cold_run_folds_installer_output_announces_each_stage_once_and_verbose_s
         assert "polishdemo" in out
         # the cached environment's stages are named once, by the cache hit
         assert [line for line in out.splitlines() if "setup env" in line] == [
-            f"soopervisor: environment cache hit ({env_image}): skipping setup env and ensure ploomber"
+            f"soopervisor: environment cache hit ({env_image}): skipping setup env, ensure ploomber and compile bytecode"
         ]
 
         # in a terminal: one progress line redrawn in place, then the summary

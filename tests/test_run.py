@@ -68,7 +68,7 @@ def test_sample_run_streams_stores_and_lists(tmp_path, engine, home):
     again = cli("run", str(project), "--full", check=0)
     assert "environment cache hit" in again.stdout
     # issue 12: the cached environment's stages are named once, by the cache hit (not announced again)
-    assert "skipping setup env and ensure ploomber" in again.stdout
+    assert "skipping setup env, ensure ploomber and compile bytecode" in again.stdout
     assert "==> soopervisor: setup env" not in again.stdout
     assert "Collecting" not in again.stdout  # pip installed nothing
     # the full run has a set of its own; the sample run's set is still there

@@ -25,7 +25,7 @@ from soopervisor.script import STAGES, render
 
 from .projects import make_project
 
-STAGE_NAMES = ["setup env", "ensure ploomber", "install project", "build pipeline", "collect artifacts"]
+STAGE_NAMES = ["setup env", "ensure ploomber", "compile bytecode", "install project", "build pipeline", "collect artifacts"]
 
 
 def project(**kw) -> Project:
@@ -143,7 +143,7 @@ def test_every_variant_passes_shellcheck(
 
 def test_stages_are_data() -> None:
     assert [s.name for s in STAGES] == STAGE_NAMES
-    assert [s.name for s in STAGES if s.env] == ["setup env", "ensure ploomber"]
+    assert [s.name for s in STAGES if s.env] == ["setup env", "ensure ploomber", "compile bytecode"]
     text = render(project(), sample=True)
     calls = re.findall(r"^  soopervisor_stage (env|run) '([^']+)' (\w+)$", text, re.MULTILINE)
     assert [(n, f) for _, n, f in calls] == [(s.name, s.function) for s in STAGES]
@@ -226,7 +226,7 @@ if [ "${1:-}" = -m ] && [ "${2:-}" = venv ]; then
   exit 0
 fi
 case "$*" in
-  *"import ploomber"*)
+  *'version("ploomber")'*)
     [ -e "$FAKE_STATE/ploomber-installed" ] || exit 1
     echo 0.23.3-fake
     exit 0 ;;
@@ -243,9 +243,35 @@ for a in "$@"; do
     cat -- "$a" >>"$FAKE_LOG"
   fi
   [ "$a" = ploomber ] && touch "$FAKE_STATE/ploomber-installed"
+  if [ "$prev" = --target ] && [ -z "${FAKE_NO_UV:-}" ]; then
+    mkdir -p "$a/bin" && ln -sf "$FAKE_BIN/uv" "$a/bin/uv"
+  fi
   prev=$a
 done
+[ -z "${FAKE_NO_UV:-}" ] || [ "$prev" != "uv>=0.9,<1" ] || exit 1
 exit "${FAKE_PIP_STATUS:-0}"
+"""
+
+#: uv: `uv venv DIR` makes a venv like python -m venv; `uv pip install ...` fails with FAKE_UV_STATUS
+FAKE_UV = r"""#!/usr/bin/env bash
+echo "uv $*" >>"$FAKE_LOG"
+if [ "${1:-}" = --version ]; then echo "uv 0.13.9 (fake)"; exit 0; fi
+if [ "${1:-}" = venv ]; then
+  dir=${!#}
+  mkdir -p "$dir/bin"
+  ln -sf "$FAKE_BIN/python" "$dir/bin/python"
+  exit 0
+fi
+[ -z "${FAKE_UV_STATUS:-}" ] || exit "$FAKE_UV_STATUS"
+prev=""
+for a in "$@"; do
+  [ "$a" = ploomber ] && touch "$FAKE_STATE/ploomber-installed"
+  [ "$prev" = -o ] && printf 'ploomber==0.23.3\npandas==2.0\n' >"$a"
+  prev=$a
+done
+# sync: the lock holds ploomber
+[ "${2:-}" != sync ] || touch "$FAKE_STATE/ploomber-installed"
+exit 0
 """
 
 FAKE_PLOOMBER = r"""#!/usr/bin/env bash
@@ -287,6 +313,7 @@ class Harness:
         self.tool("python", FAKE_PYTHON)
         self.tool("python3", FAKE_PYTHON)
         self.tool("pip", FAKE_PIP)
+        self.tool("uv", FAKE_UV)
         self.tool("ploomber", FAKE_PLOOMBER)
         for name in ("micromamba", "mamba", "conda"):
             if any(Path(d, name).exists() for d in ("/usr/bin", "/bin")):
@@ -309,12 +336,13 @@ class Harness:
     def artifacts(self) -> Path:
         return self.root / "soopervisor/artifacts"
 
-    def run(self, p: Project, *args: str, sample: bool = True, wrap: tuple[str, ...] = (), **env: str):
+    def run(self, p: Project, *args: str, sample: bool = True, wrap: tuple[str, ...] = (), installer: str = "pip",
+            **env: str):
         workdir = self.root / "workspace" / p.subdir
         workdir.mkdir(parents=True, exist_ok=True)
         script = self.root / "soopervisor/run.sh"
         script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text(render(p, sample=sample, root=str(self.root)))
+        script.write_text(render(p, sample=sample, root=str(self.root), installer=installer))
         self.log.write_text("")
         full_env = {
             "PATH": f"{self.bin}:/usr/bin:/bin",
@@ -360,7 +388,7 @@ def test_full_run(h: Harness) -> None:
         assert done(name).match(lines[2 * i + 1]), lines[2 * i + 1]
 
     calls = h.calls()
-    assert calls[0] == f"python -m venv --system-site-packages {h.root}/opt/soopervisor/venv"
+    assert calls[0] == f"python -m venv --system-site-packages --upgrade-deps {h.root}/opt/soopervisor/venv"
     assert "pip install --no-input --progress-bar off -r requirements.txt" in calls
     assert "pip install --no-input --progress-bar off ploomber" in calls
     assert "pip install --no-input --progress-bar off ." in calls
@@ -404,7 +432,9 @@ def test_env_mode_then_cached_full_run(h: Harness) -> None:
     assert [line.split(" done")[0] for line in announced(proc.stdout)] == [
         "==> soopervisor: setup env", "<== soopervisor: setup env",
         "==> soopervisor: ensure ploomber", "<== soopervisor: ensure ploomber",
+        "==> soopervisor: compile bytecode", "<== soopervisor: compile bytecode",
     ]
+    assert "soopervisor: the installer compiled the bytecode" in proc.stdout  # pip did
     assert h.env_ready.exists()
     assert not any(c.startswith("ploomber") for c in h.calls())
     assert not h.artifacts.exists()
@@ -444,7 +474,7 @@ def test_failing_command_inside_a_stage_stops_it(h: Harness) -> None:
     out = proc.stdout
     assert "!!! soopervisor: setup env failed with exit code 3" in out
     # nothing after the failing command ran, and no later stage started
-    assert h.calls() == [f"python -m venv --system-site-packages {h.root}/opt/soopervisor/venv"]
+    assert h.calls() == [f"python -m venv --system-site-packages --upgrade-deps {h.root}/opt/soopervisor/venv"]
     assert "==> soopervisor: ensure ploomber" not in out
 
 
@@ -714,3 +744,100 @@ def test_with_a_task_event_nonce_the_build_runs_the_task_runner(h: Harness) -> N
     # the fake python logs "python -c <the runner, verbatim> <the build arguments>"
     assert f"python -c {runner} --entry-point pipeline.yaml --force --env--sample true\n" in log
     assert not any(c.startswith("ploomber ") for c in h.calls())
+
+
+# -- the installer: uv, and pip as the fallback (issue 16) -----------------------------------------
+
+
+def _uv(h: Harness) -> str:
+    return f"{h.root}/opt/soopervisor/uv/bin/uv"
+
+
+def test_uv_fills_the_environment(h: Harness) -> None:
+    proc = h.run(project(), "env", installer="auto")
+    assert proc.returncode == 0, proc.stdout
+    out, calls = proc.stdout, h.calls()
+    uv, venv = _uv(h), f"{h.root}/opt/soopervisor/venv"
+    # uv comes from the index pip reaches, into its own folder (not the project's venv)
+    assert f"pip install --no-input --progress-bar off --quiet --target {h.root}/opt/soopervisor/uv uv>=0.9,<1" in calls
+    assert f"uv venv --quiet --seed --system-site-packages --python {h.bin}/python3 {venv}" in calls
+    lock = f"{h.root}/opt/soopervisor/env.lock"
+    # resolved into a lock (the spec, ploomber and the installer tools), then the venv made exactly that
+    compiled = [c for c in calls if c.startswith("uv pip compile --quiet --no-header --no-annotate --python ")]
+    assert len(compiled) == 1 and f" -o {lock} requirements.txt /" in compiled[0], calls
+    assert f"uv pip sync --python {venv}/bin/python {lock}" in calls, calls
+    assert f"soopervisor: uv pip sync {lock} (2 packages)" in out
+    assert "soopervisor: ploomber 0.23.3-fake is already installed" in out  # the lock had it
+    assert not any(c.startswith("python -m venv") for c in calls)
+    assert not any(c.startswith("pip install") and "-r" in c.split() for c in calls)
+    assert "soopervisor: uv 0.13.9 (fake)" in out
+    # what uv does not compile, the warm-up import does (python -c <warm_imports.py>)
+    assert 'python -c """Compile the bytecode a pipeline will need' in h.log.read_text()
+    assert "the installer compiled the bytecode" not in out
+    assert os.path.islink(uv)
+
+
+def test_uv_that_cannot_be_installed_falls_back_to_pip_and_says_so(h: Harness) -> None:
+    proc = h.run(project(), "env", installer="auto", FAKE_NO_UV="1")
+    assert proc.returncode == 0, proc.stdout
+    out, calls = proc.stdout, h.calls()
+    assert out.count("soopervisor: warning: uv could not be installed (pip exit code 1): installing with pip instead") == 1
+    assert f"python -m venv --system-site-packages --upgrade-deps {h.root}/opt/soopervisor/venv" in calls
+    assert "pip install --no-input --progress-bar off -r requirements.txt" in calls
+    assert not any(c.startswith("uv ") for c in calls)
+    assert "soopervisor: the installer compiled the bytecode" in out
+
+
+def test_uv_asked_for_and_not_installable_fails_the_stage(h: Harness) -> None:
+    proc = h.run(project(), "env", installer="uv", FAKE_NO_UV="1")
+    assert proc.returncode == 1, proc.stdout
+    assert "uv could not be installed (pip exit code 1) and SOOPERVISOR_INSTALLER=uv asks for it" in proc.stdout
+    assert "!!! soopervisor: setup env failed with exit code 1" in proc.stdout
+    assert not any("-r requirements.txt" in c for c in h.calls())
+
+
+def test_a_uv_failure_is_retried_once_with_pip(h: Harness) -> None:
+    proc = h.run(project(), "env", installer="auto", FAKE_UV_STATUS="2")
+    assert proc.returncode == 0, proc.stdout
+    out, calls = proc.stdout, h.calls()
+    assert "soopervisor: warning: uv failed (exit code 2); trying pip, the reference installer" in out
+    uv_at = next(i for i, c in enumerate(calls) if c.startswith("uv pip compile"))
+    pip_at = calls.index("pip install --no-input --progress-bar off -r requirements.txt")
+    assert uv_at < pip_at
+
+
+def test_uv_only_fails_without_pip(h: Harness) -> None:
+    proc = h.run(project(), "env", installer="uv", FAKE_UV_STATUS="2")
+    assert proc.returncode == 2, proc.stdout
+    assert "trying pip" not in proc.stdout
+    assert "!!! soopervisor: setup env failed with exit code 2" in proc.stdout
+
+
+def test_pip_settings_reach_uv(h: Harness) -> None:
+    """uv ignores pip.conf: the index, extra index, find-links and trusted hosts pip is configured with are handed over."""
+    h.tool("pip", FAKE_PIP.replace('echo "pip $*" >>"$FAKE_LOG"', '''echo "pip $*" >>"$FAKE_LOG"
+if [ "$1" = config ]; then
+  echo "global.index-url='https://pypi.corp.example/simple'"
+  echo "global.trusted-host='pypi.corp.example'"
+  echo ":env:.extra-index-url='https://extra.example/simple'"
+  exit 0
+fi'''))
+    h.tool("uv", FAKE_UV.replace('echo "uv $*" >>"$FAKE_LOG"',
+                                 'echo "uv $* index=${UV_INDEX_URL:-} extra=${UV_EXTRA_INDEX_URL:-} '
+                                 'insecure=${UV_INSECURE_HOST:-}" >>"$FAKE_LOG"'))
+    proc = h.run(project(), "env", installer="auto")
+    assert proc.returncode == 0, proc.stdout
+    installs = [c for c in h.calls() if c.startswith(("uv pip compile", "uv pip sync"))]
+    assert len(installs) == 2 and all("index=https://pypi.corp.example/simple extra=https://extra.example/simple "
+                            "insecure=pypi.corp.example" in c for c in installs), installs
+
+
+def test_no_download_cache_means_no_cache_in_the_image(h: Harness) -> None:
+    """Without the cache volume (a pipeline run, or SOOPERVISOR_DOWNLOAD_CACHE=off) uv and pip keep no cache."""
+    h.tool("uv", FAKE_UV.replace('echo "uv $*" >>"$FAKE_LOG"',
+                                 'echo "uv $* no-cache=${UV_NO_CACHE:-} pip-no-cache=${PIP_NO_CACHE_DIR:-}" >>"$FAKE_LOG"'))
+    proc = h.run(project(), "env", installer="auto")
+    assert proc.returncode == 0, proc.stdout
+    assert "download cache at" not in proc.stdout
+    installs = [c for c in h.calls() if c.startswith(("uv pip compile", "uv pip sync"))]
+    assert len(installs) == 2 and all("no-cache=1 pip-no-cache=1" in c for c in installs), installs

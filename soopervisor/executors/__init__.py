@@ -45,6 +45,9 @@ class ContainerSpec:
     collect_path: str = ARTIFACTS_PATH
     #: the container's network: "default" (the engine's), "none", "host", "bridge" or a network name
     network: str = "default"
+    #: named volumes of the engine, by name -> path in the container (the download cache of
+    #: environment builds); never part of a kept image
+    volumes: dict[str, str] = field(default_factory=dict)
 
 
 #: receives the tar of ``spec.collect_path`` as a stream of byte chunks
@@ -81,6 +84,7 @@ class ImageInfo:
     id: str
     digest: str  # a registry digest when the image came from one, else its id
     env: list[str]
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class Executor(Protocol):
@@ -90,6 +94,8 @@ class Executor(Protocol):
     def resolve_image(self, image: str | None, note: Callable[[str], None]) -> ImageInfo: ...
 
     def has_image(self, name: str) -> bool: ...
+
+    def latest_image(self, repository: str, labels: dict[str, str]) -> ImageInfo | None: ...
 
     def execute(
         self,

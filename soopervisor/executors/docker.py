@@ -160,6 +160,19 @@ class DockerExecutor:
         env = (img.attrs.get("Config") or {}).get("Env") or [f"PATH={DEFAULT_PATH}"]
         return ImageInfo(name=name, id=img.id, digest=digests[0] if digests else img.id, env=env)
 
+    def latest_image(self, repository: str, labels: dict[str, str]) -> ImageInfo | None:
+        """The newest image of ``repository`` carrying all these labels, None when there is none."""
+        try:
+            images = self.client.images.list(name=repository, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+        except Exception as e:  # noqa: BLE001 - any failure of the engine
+            raise _lost(e).error from None
+        if not images:
+            return None
+        newest = max(images, key=lambda i: (i.attrs.get("Created", ""), i.id))
+        env = (newest.attrs.get("Config") or {}).get("Env") or [f"PATH={DEFAULT_PATH}"]
+        tag = next((t for t in newest.tags if t.startswith(repository + ":")), newest.id)
+        return ImageInfo(name=tag, id=newest.id, digest=newest.id, env=env, labels=dict(newest.labels or {}))
+
     def has_image(self, name: str) -> bool:
         try:
             self.client.images.get(name)
@@ -365,9 +378,11 @@ class DockerExecutor:
 
     @staticmethod
     def _mounts(spec: ContainerSpec) -> list:
-        # The only mount: the CA bundle, read-only (corporate proxies). A Mount,
-        # not `volumes=`: docker-py also declares those as image volumes, which
-        # a committed environment image would then carry.
-        if not spec.ca_bundle:
-            return []
-        return [_docker().types.Mount(CA_PATH, str(spec.ca_bundle), type="bind", read_only=True)]
+        # The CA bundle, read-only (corporate proxies), and the named volumes asked for
+        # (environment builds' download cache). Mounts, not `volumes=`: docker-py also
+        # declares those as image volumes, which a committed environment image would carry.
+        Mount = _docker().types.Mount
+        mounts = [Mount(path, name, type="volume") for name, path in spec.volumes.items()]
+        if spec.ca_bundle:
+            mounts.append(Mount(CA_PATH, str(spec.ca_bundle), type="bind", read_only=True))
+        return mounts

@@ -34,6 +34,9 @@ __all__ = ["ARTIFACTS", "ENV_READY", "SCRIPT_PATH", "STAGES", "WORKSPACE", "Stag
 #: where things are inside the container (with the default root "/")
 WORKSPACE = "/workspace"
 ENV_READY = "/opt/soopervisor/env.ready"
+#: the pinned packages of an environment filled by uv (what issue 17's lock reads)
+ENV_LOCK = "/opt/soopervisor/env.lock"
+DOWNLOAD_CACHE = "/var/cache/soopervisor"  # soopervisor.downloads.CONTAINER_PATH
 ARTIFACTS = "/soopervisor/artifacts"
 SCRIPT_PATH = "/soopervisor/run.sh"
 
@@ -57,6 +60,7 @@ class Stage:
 STAGES: list[Stage] = [
     Stage("setup env", "setup_env", env=True),
     Stage("ensure ploomber", "ensure_ploomber", env=True),
+    Stage("compile bytecode", "compile_bytecode", env=True),
     Stage("install project", "install_project"),
     Stage("build pipeline", "build_pipeline", keep_going=True),
     Stage("collect artifacts", "collect_artifacts", keep_going=True),
@@ -95,7 +99,7 @@ def env_fingerprint() -> str:
     """
     import hashlib
 
-    texts = [_read("runner.sh")] + [_read(s.snippet) for s in STAGES if s.env]
+    texts = [_read("runner.sh"), _read("warm_imports.py")] + [_read(s.snippet) for s in STAGES if s.env]
     # how environment.yml's conda dependencies become pip requirements
     texts.append(resources.files("soopervisor").joinpath("conda.py").read_text(encoding="utf-8"))
     return hashlib.sha256("\0".join(texts).encode()).hexdigest()
@@ -110,8 +114,11 @@ def _version() -> str:
         return "(unknown version)"
 
 
-def render(project: Project, *, sample: bool, root: str = "/") -> str:
+def render(project: Project, *, sample: bool, root: str = "/", installer: str | None = None) -> str:
     """The bash script that runs ``project``: a sample run when ``sample``.
+
+    ``installer`` (``auto``, ``uv``, ``pip``) fills environments; None reads
+    SOOPERVISOR_INSTALLER (default ``auto``: uv, and pip when uv cannot be had).
 
     ``root`` prefixes the container paths (``/workspace``, ``/opt/soopervisor``,
     ``/soopervisor``); tests pass a temporary folder to run the script on the host.
@@ -121,6 +128,10 @@ def render(project: Project, *, sample: bool, root: str = "/") -> str:
     subdir = project.subdir.strip("/")
     if subdir and (posixpath.isabs(project.subdir) or ".." in subdir.split("/")):
         raise ValueError(f"unsafe project sub-folder: {project.subdir!r}")
+
+    from soopervisor.environment import installer_setting
+
+    installer = installer_setting() if installer is None else installer
 
     def at(*parts: str) -> str:
         return posixpath.join(root, *parts)
@@ -147,6 +158,10 @@ def render(project: Project, *, sample: bool, root: str = "/") -> str:
         ("SV_ENV_READY", at(ENV_READY.lstrip("/"))),
         ("SV_CONDA_PREFIX", posixpath.join(opt, "conda")),
         ("SV_VENV", posixpath.join(opt, "venv")),
+        ("SV_UV_DIR", posixpath.join(opt, "uv")),
+        ("SV_ENV_LOCK", at(ENV_LOCK.lstrip("/"))),
+        ("SV_INSTALLER", installer),
+        ("SV_DOWNLOAD_CACHE", at(DOWNLOAD_CACHE.lstrip("/"))),
         ("SV_ARTIFACTS", at(ARTIFACTS.lstrip("/"))),
         ("SV_ENV_FILE", project.env_file),
         ("SV_ENV_KIND", "conda" if conda_kind else "pip"),
@@ -178,6 +193,11 @@ def render(project: Project, *, sample: bool, root: str = "/") -> str:
     stages = "\n".join(_read(s.snippet) for s in STAGES)
     # the build stage's runner (task_events.py), kept as a file of the package so it is
     # linted and tested as Python; a quoted heredoc: nothing in it expands
+    stages += "\n" + _heredoc(
+        "soopervisor_warm_imports", _read("warm_imports.py").rstrip("\n").split("\n"),
+        "the bytecode warm-up of the compile bytecode stage; a quoted heredoc: nothing in it expands",
+        delim="END_OF_WARM_IMPORTS",
+    )
     stages += "\n" + _heredoc(
         "soopervisor_task_runner", _read("task_events.py").rstrip("\n").split("\n"),
         "the runner of the build stage: ploomber build, reporting each task as an event line",

@@ -19,7 +19,9 @@ exec 2>&1
 
 export PLOOMBER_STATS_ENABLED=false
 export PYTHONUNBUFFERED=1
-export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+# the uv that environment builds install (SOOPERVISOR_INSTALLER=auto|uv|pip)
+readonly SV_UV_REQUIREMENT='uv>=0.9,<1'
 
 # A CA bundle mounted by soopervisor (corporate proxies): name it for every
 # tool here. Named by the script, not the container, so a cached environment
@@ -64,6 +66,124 @@ soopervisor_activate() {
 soopervisor_pip_install() {
   echo "soopervisor: pip install $*"
   python -m pip install --no-input --progress-bar off "$@"
+}
+
+# The download cache: a volume mounted at $SV_DOWNLOAD_CACHE into environment
+# builds only. Used when it is a mount point (in a pipeline run the folder may
+# exist in the image, as the build's mount point, but is not the cache);
+# otherwise no cache at all, so that none is kept in the environment image.
+soopervisor_use_download_cache() {
+  if command -v mountpoint >/dev/null 2>&1 && mountpoint -q "$SV_DOWNLOAD_CACHE" 2>/dev/null; then
+    export UV_CACHE_DIR="$SV_DOWNLOAD_CACHE/uv" PIP_CACHE_DIR="$SV_DOWNLOAD_CACHE/pip"
+    if [ "$SV_ONLY_ENV" = yes ]; then
+      echo "soopervisor: download cache at $SV_DOWNLOAD_CACHE"
+    fi
+  else
+    export UV_NO_CACHE=1 PIP_NO_CACHE_DIR=1
+  fi
+}
+
+# uv, the fast installer, kept in $SV_UV_DIR (outside the project's venv, so
+# the environment holds what the project asked for and nothing more).
+# Installed with the pip of python3 (the system's before the venv exists,
+# then the venv's) from the index pip reaches. Returns 1 when the installer is
+# pip: asked for (SV_INSTALLER=pip), or uv could not be installed (said once,
+# then pip does the work; with SV_INSTALLER=uv that fails the stage).
+soopervisor_ensure_uv() {
+  local status
+  [ "$SV_INSTALLER" != pip ] || return 1
+  [ ! -x "$SV_UV_DIR/bin/uv" ] || return 0
+  [ "${SV_UV_FAILED:-no}" = no ] || return 1
+  python3 -m pip --version >/dev/null 2>&1 || return 1 # no pip here yet: the venv's brings one
+  echo "soopervisor: installing uv ($SV_UV_REQUIREMENT) to build the environment"
+  set +e
+  python3 -m pip install --no-input --progress-bar off --quiet --target "$SV_UV_DIR" "$SV_UV_REQUIREMENT"
+  status=$?
+  set -e
+  if [ "$status" -eq 0 ] && [ -x "$SV_UV_DIR/bin/uv" ]; then
+    echo "soopervisor: $("$SV_UV_DIR/bin/uv" --version)"
+    return 0
+  fi
+  if [ "$SV_INSTALLER" = uv ]; then
+    echo "soopervisor: uv could not be installed (pip exit code $status) and SOOPERVISOR_INSTALLER=uv asks for it"
+    exit 1
+  fi
+  SV_UV_FAILED=yes
+  echo "soopervisor: warning: uv could not be installed (pip exit code $status): installing with pip instead"
+  return 1
+}
+
+# pip's settings (pip.conf, PIP_* variables of the image) as uv's, so that uv
+# reaches the same index pip would; and the CA bundle, when one is named.
+soopervisor_uv_settings() {
+  local line key value
+  # no bytecode at install: the compile bytecode stage compiles what imports reach
+  export UV_NO_PROGRESS=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
+  while IFS= read -r line; do
+    key=${line%%=*}
+    key=${key#*.}
+    value=${line#*=}
+    value=${value#\'}
+    value=${value%\'}
+    case $key in
+      index-url) export UV_INDEX_URL="$value" ;;
+      extra-index-url) export UV_EXTRA_INDEX_URL="$value" ;;
+      find-links) export UV_FIND_LINKS="$value" ;;
+      trusted-host) export UV_INSECURE_HOST="$value" ;;
+      no-index) case $value in 1 | true | yes | on) export UV_NO_INDEX=1 ;; esac ;;
+    esac
+  done < <(python -m pip config list 2>/dev/null || true)
+}
+
+# The environment's packages from the requirements file $1. With uv they are
+# resolved into a lock ($SV_ENV_LOCK: the file, ploomber and the installer
+# tools, pinned) and the venv is made exactly that lock (uv pip sync). So an
+# environment built on an earlier one of the same repository (one changed
+# requirement) installs only the difference and holds what a new one would.
+soopervisor_install_spec() {
+  local file=$1 extra status
+  if [ -x "$SV_UV_DIR/bin/uv" ] && [ "$SV_INSTALLER" != pip ]; then
+    soopervisor_uv_settings
+    extra=$(mktemp)
+    printf 'ploomber\npip\nsetuptools\nwheel\n' >"$extra"
+    echo "soopervisor: uv pip compile $file (with ploomber and the installer tools) into $SV_ENV_LOCK"
+    set +e
+    "$SV_UV_DIR/bin/uv" pip compile --quiet --no-header --no-annotate --python "$(command -v python)" \
+      -o "$SV_ENV_LOCK" "$file" "$extra" &&
+      echo "soopervisor: uv pip sync $SV_ENV_LOCK ($(grep -c '==' "$SV_ENV_LOCK") packages)" &&
+      "$SV_UV_DIR/bin/uv" pip sync --python "$(command -v python)" "$SV_ENV_LOCK"
+    status=$?
+    set -e
+    rm -f -- "$extra"
+    [ "$status" -ne 0 ] || return 0
+    rm -f -- "$SV_ENV_LOCK"
+    if [ "$SV_INSTALLER" = uv ]; then
+      return "$status"
+    fi
+    echo "soopervisor: warning: uv failed (exit code $status); trying pip, the reference installer"
+  fi
+  soopervisor_pip_install -r "$file"
+}
+
+# Install into the active environment: with uv when setup env put it there,
+# else pip. With SV_INSTALLER=auto a failure of uv is retried once with pip
+# (uv refuses a few things pip accepts), and the log says so.
+soopervisor_install() {
+  local status
+  if [ -x "$SV_UV_DIR/bin/uv" ] && [ "$SV_INSTALLER" != pip ]; then
+    soopervisor_uv_settings
+    echo "soopervisor: uv pip install $*"
+    set +e
+    "$SV_UV_DIR/bin/uv" pip install --python "$(command -v python)" "$@"
+    status=$?
+    set -e
+    [ "$status" -ne 0 ] || return 0
+    if [ "$SV_INSTALLER" = uv ]; then
+      return "$status"
+    fi
+    echo "soopervisor: warning: uv failed (exit code $status); trying pip, the reference installer"
+  fi
+  soopervisor_pip_install "$@"
 }
 
 # ---------------------------------------------------------------------------
@@ -133,6 +253,7 @@ soopervisor_main() {
   fi
   cd "$SV_PROJECT_DIR"
   soopervisor_activate
+  soopervisor_use_download_cache
   # the exit code of the first failed stage that lets later stages run
   local status=0 stage_status
 @@{main}

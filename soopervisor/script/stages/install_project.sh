@@ -1,7 +1,7 @@
 # install project: pip install the project when it is a package.
 install_project() {
   if [ "$SV_INSTALLABLE" = yes ]; then
-    soopervisor_pip_install .
+    soopervisor_install .
   else
     echo "soopervisor: no setup.py or pyproject.toml, skipping"
   fi

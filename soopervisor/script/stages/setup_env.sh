@@ -1,7 +1,8 @@
 # setup env: the environment the pipeline runs in, from the project's spec.
 # environment.yml with micromamba, mamba or conda on PATH: a conda environment
-# at $SV_CONDA_PREFIX. Otherwise a venv at $SV_VENV and pip: requirements.txt,
-# or environment.yml's plain dependencies that PyPI has and its pip: section.
+# at $SV_CONDA_PREFIX. Otherwise a venv at $SV_VENV, filled by uv (pip when
+# uv cannot be had, or SOOPERVISOR_INSTALLER=pip): requirements.txt, or
+# environment.yml's plain dependencies that PyPI has and its pip: section.
 setup_env() {
   local tool="" candidate
   if [ "$SV_ENV_KIND" = conda ]; then
@@ -33,16 +34,21 @@ setup_env() {
   fi
   if [ -x "$SV_VENV/bin/python" ]; then
     echo "soopervisor: venv found at $SV_VENV, reusing it"
+  elif soopervisor_ensure_uv; then
+    echo "soopervisor: creating a venv at $SV_VENV with uv"
+    "$SV_UV_DIR/bin/uv" venv --quiet --seed --system-site-packages --python "$(command -v python3)" "$SV_VENV"
   else
-    echo "soopervisor: creating a venv at $SV_VENV"
-    python3 -m venv --system-site-packages "$SV_VENV"
+    # pip as it is today, not as old as the image's: its resolver is the reference uv is held to
+    echo "soopervisor: creating a venv at $SV_VENV (pip and setuptools upgraded)"
+    python3 -m venv --system-site-packages --upgrade-deps "$SV_VENV"
   fi
   soopervisor_activate
   python --version
   soopervisor_check_python_pin
+  soopervisor_ensure_uv || true
 
   if [ "$SV_ENV_KIND" = pip ]; then
-    soopervisor_pip_install -r "$SV_ENV_FILE"
+    soopervisor_install_spec "$SV_ENV_FILE"
     return 0
   fi
   if [ -n "$SV_CONDA_ONLY" ]; then
@@ -54,7 +60,7 @@ setup_env() {
   trap 'rm -f -- "$SV_PIP_REQUIREMENTS_FILE"' EXIT
   soopervisor_pip_requirements >"$SV_PIP_REQUIREMENTS_FILE"
   if [ -s "$SV_PIP_REQUIREMENTS_FILE" ]; then
-    soopervisor_pip_install -r "$SV_PIP_REQUIREMENTS_FILE"
+    soopervisor_install_spec "$SV_PIP_REQUIREMENTS_FILE"
   else
     echo "soopervisor: $SV_ENV_FILE has no pip: section, nothing to install"
   fi

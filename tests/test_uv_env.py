@@ -1,0 +1,125 @@
+"""Environments filled by uv, with pip as the reference (issue 16): real Docker, real PyPI through the CA bundle.
+
+- uv's environment holds pip's packages (names and versions) for the example
+  project and for a project with a real dependency tree;
+- a changed requirement builds on the repository's earlier environment and
+  installs only the difference, from the download cache;
+- the download cache is mounted into environment builds only, never into a
+  pipeline run, and never kept in an image.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .conftest import cli
+from .projects import commit_all, function_task, init_repo, make_project, write
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sales"
+#: what the installers bring themselves, not the project
+TOOLS = {"pip", "setuptools", "wheel", "uv", "packaging"}
+LIST_PACKAGES = ("import json, importlib.metadata as m; print(json.dumps(sorted({d.metadata['Name'].lower().replace('_', '-'): "
+                 "d.version for d in m.distributions()}.items())))")
+
+pytestmark = pytest.mark.xdist_group("uv-env")
+
+
+def _env_image(out: str) -> str:
+    found = re.search(r"(soopervisor-env:[0-9a-f]{20})", out)
+    assert found, out
+    return found.group(1)
+
+
+def _packages(docker_client, image: str) -> dict[str, str]:
+    out = docker_client.containers.run(image, ["/opt/soopervisor/venv/bin/python", "-c", LIST_PACKAGES], remove=True)
+    return {name: version for name, version in json.loads(out) if name not in TOOLS}
+
+
+def _run(project: Path, installer: str, cache: str = "machine"):
+    return cli("run", str(project), "-v", env={"SOOPERVISOR_INSTALLER": installer,
+                                              "SOOPERVISOR_DOWNLOAD_CACHE": cache}, check=0)
+
+
+@pytest.mark.parametrize("requirements", [None, "requests==2.32.3\nsix\n"], ids=["example", "requests-and-six"])
+def test_uv_gives_the_packages_pip_gives(engine, tmp_path, requirements):
+    root = init_repo(tmp_path / "proj")
+    shutil.copytree(EXAMPLE, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("output"))
+    if requirements:
+        write(root, {"requirements.txt": requirements})
+    commit_all(root)
+    # (an earlier test of the session may have built either environment already: the images tell)
+    pip_image, uv_image = _env_image(_run(root, "pip").stdout), _env_image(_run(root, "uv").stdout)
+    assert pip_image != uv_image  # the installer is part of the environment's key
+    has_lock = ["sh", "-c", "test -s /opt/soopervisor/env.lock && test -x /opt/soopervisor/uv/bin/uv && echo uv || echo pip"]
+    assert engine.containers.run(uv_image, has_lock, remove=True).decode().strip() == "uv"
+    assert engine.containers.run(pip_image, has_lock, remove=True).decode().strip() == "pip"
+    pip_set, uv_set = _packages(engine, pip_image), _packages(engine, uv_image)
+    assert "ploomber" in uv_set and (not requirements or "requests" in uv_set)
+    assert uv_set == pip_set, {k: (pip_set.get(k), uv_set.get(k)) for k in set(pip_set) ^ set(uv_set)
+                               or {k for k in pip_set if pip_set[k] != uv_set.get(k)}}
+
+
+def test_a_changed_requirement_builds_on_the_last_environment_from_the_cache(engine, tmp_path):
+    # environments are shared by every repository with the same spec: this test's are its own
+    token = f"# {uuid.uuid4().hex}\n"
+    files = function_task("print('cache mounted:', os.path.ismount('/var/cache/soopervisor'))")
+    project = make_project(tmp_path, {**files, "requirements.txt": token})
+    first = _run(project, "auto", cache="repository")
+    out = first.stdout
+    assert "soopervisor: download cache at /var/cache/soopervisor" in out
+    # the pipeline run never sees the download cache
+    assert "cache mounted: False" in out
+    first_image = _env_image(out)
+    lock = engine.containers.run(first_image, ["cat", "/opt/soopervisor/env.lock"], remove=True).decode()
+    assert re.search(r"^ploomber==", lock, re.MULTILINE) and "itsdangerous==" not in lock
+    # uv compiles nothing; the compile bytecode stage did, by importing ploomber: the image has its bytecode
+    assert re.search(r"^soopervisor: bytecode compiled by importing ploomber, ploomber_cli\.cli\b", out, re.MULTILINE)
+    pyc = engine.containers.run(first_image, ["sh", "-c", "ls /opt/soopervisor/venv/lib/python3*/site-packages/"
+                                              "ploomber/__pycache__/ | grep -c '^__init__.*pyc$'"], remove=True)
+    assert pyc.decode().strip() == "1"
+
+    write(project, {"requirements.txt": token + "itsdangerous==2.2.0\n"})
+    commit_all(project, "one more requirement")
+    second = _run(project, "auto", cache="repository").stdout
+    second_image = _env_image(second)
+    assert second_image != first_image
+    assert f"soopervisor: building on {first_image}, an earlier environment of this repository" in second
+    # only the difference is installed
+    assert re.search(r"^Installed 1 package in ", second, re.MULTILINE), second
+    assert re.search(r"^ \+ itsdangerous==2\.2\.0$", second, re.MULTILINE)
+    # and only the new package is imported to compile its bytecode
+    assert re.search(r"^soopervisor: bytecode compiled by importing itsdangerous in ", second, re.MULTILINE), second
+    lock = engine.containers.run(second_image, ["cat", "/opt/soopervisor/env.lock"], remove=True).decode()
+    assert "itsdangerous==2.2.0" in lock
+    layers = engine.images.get(second_image).labels
+    assert layers["soopervisor.env-depth"] == "1"
+
+    # taking the requirement out again removes it: the environment is the lock, not the history
+    write(project, {"requirements.txt": token + "# nothing beyond ploomber\n"})
+    commit_all(project, "requirement removed")
+    third = _run(project, "auto", cache="repository").stdout
+    assert re.search(r"^ - itsdangerous==2\.2\.0$", third, re.MULTILINE), third
+    assert "itsdangerous" not in _packages(engine, _env_image(third))
+
+    caches = json.loads(cli("cache", "downloads", "--repository", str(project), "--json", check=0).stdout)
+    assert len(caches) == 1 and caches[0]["repository"] == str(project.resolve()) and caches[0]["size"] > 1_000_000
+    # the cache is never kept in an environment image
+    listing = engine.containers.run(second_image, ["ls", "-A", "/var/cache/soopervisor"], remove=True).decode()
+    assert listing.strip() == ""
+    cleared = json.loads(cli("cache", "downloads", "--repository", str(project), "--clear", "--json", check=0).stdout)
+    assert [c["volume"] for c in cleared["removed"]] == [caches[0]["volume"]]
+    assert json.loads(cli("cache", "downloads", "--repository", str(project), "--json", check=0).stdout) == []
+
+
+def test_bad_installer_settings_are_said_before_anything_runs(engine, tmp_path):
+    project = make_project(tmp_path)
+    bad = cli("run", str(project), env={"SOOPERVISOR_INSTALLER": "conda"}, check=2)
+    assert "SOOPERVISOR_INSTALLER='conda' is not one of auto, uv, pip" in bad.stderr + bad.stdout
+    bad = cli("run", str(project), env={"SOOPERVISOR_DOWNLOAD_CACHE": "shared"}, check=2)
+    assert "SOOPERVISOR_DOWNLOAD_CACHE='shared' is not one of repository, machine, off" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
