@@ -98,8 +98,7 @@ def parse_line(line: str) -> TaskEvent | None:
 def describe(event: TaskEvent) -> str:
     """What a view shows for the state after ``event``: ``task 3/7 clean_data``, ``7/7 tasks done``."""
     if event.event == "plan":
-        skipped = f" ({event.up_to_date} up to date)" if event.up_to_date else ""
-        return f"{event.total} task{'s' if event.total != 1 else ''} to build{skipped}"
+        return f"{event.total} task{'s' if event.total != 1 else ''} to build"
     if event.event == "started":
         return f"task {min(event.done + 1, event.total)}/{event.total} {event.task}"
     if event.event == "failed":
