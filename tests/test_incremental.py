@@ -24,6 +24,7 @@ from soopervisor.runs import RunStore
 from soopervisor.script import render
 from soopervisor.storage import open_storage
 
+from .conftest import cli
 from .projects import VALID, commit_all, git, make_project, write
 from .sets import store_set
 
@@ -153,9 +154,10 @@ def test_incremental_run_rebuilds_the_changed_task_and_its_downstream(tmp_path, 
     stored = home / "artifacts" / "proj" / c2 / inc.id / "files" / "output"
     assert (stored / "c.txt").read_text() == "a+b2+c"
 
-    # a forced run of the same commit builds everything, and the products are the same bytes
-    forced = soopervisor.run(str(project), force=True)
-    assert forced.ok, log_of(forced)
+    # a forced run of the same commit (the CLI's --force) builds everything, and the products are the same bytes
+    out = cli("run", str(project), "--force", check=0).stdout
+    forced = RunStore().list()[0]
+    assert forced.ok and "0 of 4 tasks up to date (skipped)" in out.splitlines()[-1], out
     flog = log_of(forced)
     assert "soopervisor: full build: --force rebuilds every task" in flog
     assert "soopervisor: 0 of 4 tasks up to date, 4 to build" in flog
@@ -172,9 +174,11 @@ def test_incremental_run_rebuilds_the_changed_task_and_its_downstream(tmp_path, 
     assert started_tasks(log_of(env_forced)) == ["a", "b", "c", "d"]
     monkeypatch.delenv("SOOPERVISOR_FORCE")
 
-    # a re-run of the same commit carries everything over from its newest set
-    again = soopervisor.run(str(project))
-    assert again.ok
+    # a re-run of the same commit carries everything over from its newest set; the summary says so
+    out = cli("run", str(project), check=0).stdout
+    again = RunStore().list()[0]
+    assert again.ok and "succeeded" in out.splitlines()[-1]
+    assert "4 of 4 tasks up to date (skipped)" in out.splitlines()[-1], out
     assert "soopervisor: 4 of 4 tasks up to date, 0 to build" in log_of(again)
     assert started_tasks(log_of(again)) == []
     m5 = manifest_of(home, again)
