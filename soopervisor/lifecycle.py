@@ -489,8 +489,13 @@ class ActiveRun:
         from .incremental import carry
 
         project = self.prepared.project
-        decision = carry(self.prepared.storage, self.run.project, project.repo_root, self.run.commit, project.subdir,
-                         self.run.mode, self.env_hash, force=bool(self.opts.force), forced_by=self.prepared.forced_by)
+        try:
+            decision = carry(self.prepared.storage, self.run.project, project.repo_root, self.run.commit,
+                             project.subdir, self.run.mode, self.env_hash, force=bool(self.opts.force),
+                             forced_by=self.prepared.forced_by)
+        except Exception as e:  # noqa: BLE001 - a parent that cannot be used means a full build, never a failed run
+            self.log.note(f"soopervisor: full build: the parent set could not be used ({type(e).__name__}: {e})")
+            return None
         self.log.note(decision.note)
         return decision.carried
 
