@@ -20,7 +20,7 @@ from .display import CommitsView, ErrorView, ReportView
 USAGE = """\
 %soopervisor validate [PATH] [--entry-point ENTRY]
 %soopervisor run [PATH] [--sample | --full] [--storage URL] [--secret NAME]... [--image IMAGE] [--timeout SECONDS]
-                 [--cpus N] [--memory SIZE] [--network NAME] [--entry-point ENTRY]
+                 [--cpus N] [--memory SIZE] [--network NAME] [--entry-point ENTRY] [--force]
 %soopervisor artifacts [COMMIT] [--run ID] [--mode sample|full] [--project NAME] [--storage URL]"""
 
 
@@ -67,6 +67,8 @@ def _parser() -> _Parser:
     r.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 512m or 2g")
     r.add_argument("--network", metavar="NAME", help="the pipeline stage's network: default, none, host, bridge or a name")
     r.add_argument("--entry-point", metavar="ENTRY", help="as ploomber's --entry-point (default: found as ploomber does)")
+    r.add_argument("--force", action="store_true", default=None,
+                   help="rebuild every task (default: SOOPERVISOR_FORCE, else only what changed since the last set)")
 
     a = sub.add_parser("artifacts", help="stored commits and runs, or one commit's files")
     a.add_argument("commit", nargs="?", help="full SHA, unique prefix or 'latest': its newest succeeded set")
@@ -102,13 +104,14 @@ class SoopervisorMagics(Magics):
           %soopervisor validate [PATH] [--entry-point ENTRY]
           %soopervisor run [PATH] [--sample | --full] [--storage URL] [--secret NAME]...
                            [--image IMAGE] [--timeout SECONDS] [--cpus N] [--memory SIZE]
-                           [--network NAME] [--entry-point ENTRY]
+                           [--network NAME] [--entry-point ENTRY] [--force]
           %soopervisor artifacts [COMMIT] [--run ID] [--mode sample|full] [--project NAME] [--storage URL]
 
         Examples:
           %soopervisor validate                  problems of the project here, with hints
           run = %soopervisor run --sample        sample run; a live log with a Stop button
           %soopervisor run ../sales --full --secret DB_PASSWORD
+          %soopervisor run --force               rebuild every task, not only what changed
           %soopervisor artifacts                 stored commits and recent runs
           %soopervisor artifacts a1b2c3d         the files of one commit's newest succeeded set
           %soopervisor artifacts a1b2c3d --run 0f3e9a1c2b4d   the set of one run (a failed one too)
@@ -151,6 +154,7 @@ class SoopervisorMagics(Magics):
             args.path, sample=args.sample, storage=args.storage, image=args.image,
             secrets=args.secrets, on_line=widget.append, wait=False, timeout=args.timeout,
             cpus=args.cpus, memory=args.memory, network=args.network, entry_point=args.entry_point,
+            force=args.force,
         )
         widget.attach(run)
         self.widgets[run.id] = widget

@@ -50,6 +50,7 @@ def run(
     memory: int | str | None = None,
     network: str | None = None,
     entry_point: str | None = None,
+    force: bool | None = None,
 ) -> Run:
     """Run the pipeline at ``path`` in a fresh container; store its artifacts as the run's own set.
 
@@ -59,7 +60,9 @@ def run(
     a size with a unit ("2g"). ``network`` is the pipeline stage's network
     (``default``, ``none``, ``host``, ``bridge`` or a Docker network name;
     default: SOOPERVISOR_NETWORK, else the engine's default). ``entry_point`` as in
-    :func:`validate`. Raises ``InvalidProject`` (with the report),
+    :func:`validate`. ``force=True`` rebuilds every task; by default (None:
+    SOOPERVISOR_FORCE, else False) the run starts from the products of the
+    nearest ancestor commit's set and rebuilds only what changed. Raises ``InvalidProject`` (with the report),
     ``UsageError``, ``EngineUnavailable`` or ``StorageUnavailable`` before
     anything runs. With ``wait=False`` the run goes on in a thread and the
     returned Run is updated as it goes (its record in ``list_runs`` too).
@@ -71,7 +74,7 @@ def run(
     opts = RunOptions(
         path=path, sample=sample, secrets=tuple(secrets), ca_bundle=ca_bundle,
         timeout=timeout, cpus=cpus, memory=memory, on_line=on_line, network=network,
-        entry_point=entry_point,
+        entry_point=entry_point, force=force,
     )
     service = RunService(storage=storage, image=image)
     return service.run(opts) if wait else service.start(opts).run

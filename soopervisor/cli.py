@@ -138,6 +138,10 @@ def _run_options(f):
         click.option("--network", metavar="NAME", callback=_network,
                      help="The pipeline stage's network once the environment is built: default, none, host, bridge "
                           "or a Docker network name (default: SOOPERVISOR_NETWORK, else the engine's default)."),
+        click.option("--force", is_flag=True, default=None,
+                     help="Rebuild every task (ploomber build --force), e.g. soopervisor run --force. By default "
+                          "(or SOOPERVISOR_FORCE=0) a run starts from the set of the nearest ancestor commit and "
+                          "rebuilds only the tasks whose source, parameters or upstream changed."),
         click.option("-q", "--quiet", is_flag=True, help="Do not stream the log; print only the outcome."),
         click.option("-v", "--verbose", is_flag=True,
                      help="Stream the installers' output too (pip during setup env, install project, ensure ploomber); "
@@ -159,6 +163,7 @@ def run(path: str, **opts) -> None:
       soopervisor run                       sample run of this folder
       soopervisor run pipelines/churn --full --storage /mnt/artifacts
       soopervisor run --secret DB_PASSWORD --timeout 3600
+      soopervisor run --force               rebuild every task, not only what changed
     """
     _run(path, **opts)
 
@@ -410,10 +415,19 @@ def _run(path: str, quiet: bool, verbose: bool = False, **opts) -> None:
             terminal.close()
     where = f"{(result.storage_url or '').rstrip('/')}/{result.project}/{result.commit}/{result.id}"
     if result.ok:
-        _say(f"✓ run {result.id} succeeded in {result.duration:.0f}s; artifacts: {where}", fg="green")
+        _say(f"✓ run {result.id} succeeded in {result.duration:.0f}s{_skipped(result)}; artifacts: {where}",
+             fg="green")
         return
     _report_failure(result, where, streamed=terminal is not None)
     sys.exit(130 if result.status == "cancelled" else 1)
+
+
+def _skipped(result) -> str:
+    """``, 7 of 10 tasks up to date (skipped)`` when the build reported its plan; else nothing."""
+    up_to_date, built = getattr(result, "tasks_up_to_date", None), getattr(result, "tasks_total", None)
+    if up_to_date is None or built is None:
+        return ""
+    return f", {up_to_date} of {up_to_date + built} tasks up to date (skipped)"
 
 
 def _report_failure(result, where: str, streamed: bool = False) -> None:

@@ -30,6 +30,9 @@ ENVIRONMENT_VARIABLES = (
            "image from; ``--mirror`` wins", "``http://deb.debian.org/debian``"),
     EnvVar("SOOPERVISOR_NETWORK", "the network of the pipeline stage: ``default``, ``none``, ``host``, "
            "``bridge`` or a Docker network name; ``--network`` wins", "``default``"),
+    EnvVar("SOOPERVISOR_FORCE", "``1``/``true``/``yes``: every run rebuilds every task (``ploomber build "
+           "--force``); ``0``/``false``/``no``: a run starts from the set of the nearest ancestor commit and "
+           "rebuilds only what changed (how-to: incremental runs); ``--force`` wins; another value is an error", "``false`` (incremental)"),
     EnvVar("SOOPERVISOR_PROJECT", "the project's name in storage, instead of the one taken from the "
            "repository's origin remote", "the origin remote's name, else the repository folder's"),
     EnvVar("SOOPERVISOR_CACHE_MAX_SIZE", "after each environment build, prune the least recently used "

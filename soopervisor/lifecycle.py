@@ -31,6 +31,7 @@ from .runs import Run, lease_seconds, lease_until, now_iso, process_started, thi
 from .script import env_fingerprint
 
 if TYPE_CHECKING:  # the service builds on this module: it hands itself to each run
+    from .incremental import Carried
     from .service import RunOptions, RunService
 
 LOG_NAME = "soopervisor.log"
@@ -73,6 +74,7 @@ class Prepared:
     storage: Any  # storage.Storage
     env_inputs: dict[str, bytes] | None  # None: the environment needs the whole tree
     limits: Any  # options.Limits
+    forced_by: str = "--force"  # what asked for a full build: --force (force=True) or SOOPERVISOR_FORCE
 
 
 @dataclass
@@ -223,7 +225,7 @@ class ActiveRun:
         self.task_nonce = new_nonce()
         self._progress = RecordWriter(self._record)
         self.log = LogStream(self.redactor, [self._to_file], on_stage=lambda stage: self._record(stage=stage),
-                             nonce=self.task_nonce, on_task=lambda event: self._progress.push(**record_changes(event)))
+                             nonce=self.task_nonce, on_task=self._on_task)
         if opts.on_line:
             # its own notes go to the log file only (the sink is gone), masked like every line
             sink = _Sink(opts.on_line, lambda text: self._to_file(self.redactor.redact(text)))
@@ -238,6 +240,8 @@ class ActiveRun:
         self._lost: str | None = None  # set when another process reaped this run: we no longer own it
         self._ending = False  # the final record is being written: the lease needs no renewal
         self._kept_in: Path | None = None  # where an unsaved set is kept
+        self.carried: Carried | None = None  # what an incremental run started from
+        self.tasks_up_to_date: int | None = None  # from the build's plan event
         limits = prepared.limits
         self._deadline = time.monotonic() + limits.timeout if limits.timeout else None
         self.store.add(self.run)
@@ -247,6 +251,11 @@ class ActiveRun:
             self.store.update(self.run, status="failed", finished_at=now_iso(), error=f"cannot write its log: {_reason(e)}")
             raise StorageUnavailable(f"cannot write the run's log {log_path}: {_reason(e)}",
                                      "free some space in the data folder, or point SOOPERVISOR_HOME elsewhere") from None
+
+    def _on_task(self, event: Any) -> None:
+        if event.event == "plan" and event.up_to_date is not None:
+            self.tasks_up_to_date = event.up_to_date
+        self._progress.push(**record_changes(event))
 
     # -- control ----------------------------------------------------------------------------
     def begin(self, daemon: bool = True) -> None:
@@ -395,10 +404,11 @@ class ActiveRun:
         }
         return ContainerSpec(**{**base, **kw})
 
-    def _script(self) -> bytes:
+    def _script(self, force: bool = True) -> bytes:
         from . import script
 
-        return _tar({"soopervisor/run.sh": script.render(self.prepared.project, sample=self.opts.sample).encode()})
+        text = script.render(self.prepared.project, sample=self.opts.sample, force=force)
+        return _tar({"soopervisor/run.sh": text.encode()})
 
     def _ensure_environment(self, outcome: Outcome) -> str | None:
         """The environment image's name, built when missing; None when building failed or was stopped."""
@@ -504,10 +514,14 @@ class ActiveRun:
         def collect(stream: Iterable[bytes]) -> None:
             safe_extract(stream, collected, strip="artifacts", on_skip=self._skipped, rename=self._rename)
 
+        archives = [git.archive(self.prepared.project.repo_root, self.run.commit, prefix="workspace/")]
+        self.carried = self._carry()
+        if self.carried is not None:
+            archives.append(self.carried.tar)  # after the tree: products and metadata of the parent set
         spec = self._spec(
             image=env_image,
             command=["bash", "/soopervisor/run.sh"],
-            archives=[git.archive(self.prepared.project.repo_root, self.run.commit, prefix="workspace/"), self._script()],
+            archives=[*archives, self._script(force=self.carried is None)],
             network=self.opts.network or "default",  # the environment build keeps the engine's default
         )
         if spec.network != "default":
@@ -517,6 +531,21 @@ class ActiveRun:
             outcome.status, outcome.exit_code = "succeeded", 0
         else:
             self._failed(outcome, result, "the pipeline")
+
+    def _carry(self) -> Carried | None:
+        """What this run starts from (None: a full build); the log says which, and why."""
+        from .incremental import carry
+
+        project = self.prepared.project
+        try:
+            decision = carry(self.prepared.storage, self.run.project, project.repo_root, self.run.commit,
+                             project.subdir, self.run.mode, self.env_hash, force=bool(self.opts.force),
+                             forced_by=self.prepared.forced_by)
+        except Exception as e:  # noqa: BLE001 - a parent that cannot be used means a full build, never a failed run
+            self.log.note(f"soopervisor: full build: the parent set could not be used ({type(e).__name__}: {e})")
+            return None
+        self.log.note(decision.note)
+        return decision.carried
 
     def _rename(self, rel: str) -> str:
         """A product's name as stored: masked like log text (the name may hold any byte)."""
@@ -677,6 +706,8 @@ class ActiveRun:
         fields = {
             "exit_code": outcome.exit_code, "finished_at": finished,
             "image_digest": image.digest if image else None, "env_hash": self.env_hash, "failed_task": failed_task,
+            "carried_from": self.carried.origin if self.carried else None, "tasks_up_to_date": self.tasks_up_to_date,
+            "carried": self.carried.files if self.carried else None,  # each file's origin (write_manifest)
         }
         storage = self.prepared.storage
         try:

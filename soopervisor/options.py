@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 
-__all__ = ["MIN_CPUS", "MIN_MEMORY", "Limits", "check_limits", "check_network", "env_bytes", "parse_memory",
-           "secret_bytes"]
+__all__ = ["MIN_CPUS", "MIN_MEMORY", "Limits", "check_force", "check_limits", "check_network", "env_bytes",
+           "parse_memory", "secret_bytes"]
 
 #: Docker refuses a smaller memory limit ("Minimum memory limit allowed is 6MB")
 MIN_MEMORY = 6 * 1024**2
@@ -206,3 +206,31 @@ def check_network(value: str | None) -> str:
 def network_callback(ctx: object, param: object, value: str | None) -> str | None:
     """click callback for ``--network``: checked at once (exit 2); None leaves it to SOOPERVISOR_NETWORK."""
     return None if value is None else check_network(value)
+
+
+# -- incremental or forced --------------------------------------------------------------
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def check_force(value: bool | None) -> bool:
+    """Whether a run rebuilds every task: ``value``, else SOOPERVISOR_FORCE, else False (incremental).
+
+    SOOPERVISOR_FORCE takes true/false, 1/0, yes/no (on/off); anything else is a
+    UsageError naming it (exit 2), before anything is recorded.
+    """
+    if value is not None:
+        if not isinstance(value, bool):
+            raise UsageError(f"force must be true or false, not {value!r}", "force=True rebuilds every task")
+        return value
+    raw = os.environ.get("SOOPERVISOR_FORCE")
+    if raw is None:
+        return False
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    shown = repr(raw) if len(raw) <= 40 else repr(raw[:37] + "...")
+    raise UsageError(f"SOOPERVISOR_FORCE {shown} is neither true nor false",
+                     "SOOPERVISOR_FORCE=1 rebuilds every task; 0 (or unset) runs incrementally")

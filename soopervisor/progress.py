@@ -50,6 +50,7 @@ class TaskEvent:
     task: str | None = None
     error: str | None = None  # a failed task's exception line, e.g. "ValueError: boom"
     at: float | None = None  # when the runner reported it (Unix seconds, the container's clock)
+    up_to_date: int | None = None  # plan: how many tasks ploomber skips as up to date (not in total)
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None},
@@ -80,8 +81,11 @@ def from_json(text: str) -> TaskEvent | None:
         return None
     if not isinstance(at, (int, float)) or isinstance(at, bool) or not math.isfinite(at):
         at = None
+    up_to_date = data.get("up_to_date")
+    if not isinstance(up_to_date, int) or isinstance(up_to_date, bool) or up_to_date < 0 or data["event"] != "plan":
+        up_to_date = None
     return TaskEvent(data["event"], done, total, task[:MAX_TEXT] if task else task,
-                     error[:MAX_TEXT] if error else error, float(at) if at is not None else None)
+                     error[:MAX_TEXT] if error else error, float(at) if at is not None else None, up_to_date)
 
 
 def parse_line(line: str) -> TaskEvent | None:
@@ -178,6 +182,8 @@ class RecordWriter:
 def record_changes(event: TaskEvent) -> dict[str, Any]:
     """The run record's progress columns after ``event``."""
     changes: dict[str, Any] = {"tasks_done": event.done, "tasks_total": event.total}
+    if event.event == "plan" and event.up_to_date is not None:
+        changes["tasks_up_to_date"] = event.up_to_date
     if event.event in ("started", "failed"):
         changes["task"] = event.task
     if event.event == "failed":

@@ -98,6 +98,7 @@ class Run:
     tasks_done: int | None = None
     tasks_total: int | None = None
     task_error: str | None = None
+    tasks_up_to_date: int | None = None  # tasks ploomber skipped as up to date (incremental runs); not in total
     # the owner: the process that executes the run, and until when it promised to be alive
     owner_host: str | None = None
     owner_pid: int | None = None
@@ -262,7 +263,7 @@ def _legacy_lease(run: Run) -> str | None:
 # -- the store ------------------------------------------------------------------------------
 
 _COLUMNS = [f.name for f in dataclasses.fields(Run)]
-_INTEGER = ("dirty", "exit_code", "owner_pid", "tasks_done", "tasks_total")
+_INTEGER = ("dirty", "exit_code", "owner_pid", "tasks_done", "tasks_total", "tasks_up_to_date")
 _QUOTED = ", ".join(f'"{c}"' for c in _COLUMNS)  # "commit" is an SQL keyword
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (

@@ -66,6 +66,9 @@ class RunOptions:
     entry_point: str | None = None
     #: the pipeline stage's network: None = SOOPERVISOR_NETWORK, else "default"; checked by prepare()
     network: str | None = None
+    #: rebuild every task (``ploomber build --force``): None = SOOPERVISOR_FORCE, else False (incremental,
+    #: starting from the nearest ancestor's set); checked by prepare()
+    force: bool | None = None
 
 
 def _docker_executor() -> Executor:
@@ -150,7 +153,7 @@ class RunService:
         from . import downloads
         from .environment import installer_setting
         from .executors.docker import ca_bundle_from_env
-        from .options import check_limits, check_network, secret_bytes
+        from .options import check_force, check_limits, check_network, secret_bytes
         from .project import inspect
         from .storage import open_storage
 
@@ -158,6 +161,8 @@ class RunService:
         opts.network = check_network(opts.network)
         installer_setting()  # SOOPERVISOR_INSTALLER and SOOPERVISOR_DOWNLOAD_CACHE: said before anything runs
         downloads.mode()
+        forced_by = "--force" if opts.force is not None else "SOOPERVISOR_FORCE"
+        opts.force = check_force(opts.force)
         report = inspect(opts.path, entry_point=opts.entry_point, image=self.image)
         if not report.ok:
             raise InvalidProject(report)
@@ -174,7 +179,7 @@ class RunService:
 
         # validation already refused uncommitted pipeline.yaml and environment
         # files; what it cannot see are the files those include (-r base.txt)
-        return Prepared(report, project, secrets, ca, storage, env_inputs(project, read), limits)
+        return Prepared(report, project, secrets, ca, storage, env_inputs(project, read), limits, forced_by)
 
     def start(self, opts: RunOptions, *, daemon: bool = True) -> ActiveRun:
         """Check everything, record the run as running, execute it in a thread of this process.

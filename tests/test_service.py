@@ -302,7 +302,8 @@ def test_a_stopped_rerun_keeps_the_commits_good_set(tmp_path, engine, home, how)
     cli("run", str(project), check=0)
     (good,) = RunStore().list()
 
-    proc = start_cli(project, "--secret", "SLOW", env={"SLOW": "1"})
+    # --force: an incremental re-run of the commit would find its one task up to date and never sleep
+    proc = start_cli(project, "--secret", "SLOW", "--force", env={"SLOW": "1"})
     try:
         wait_for_line(proc, "SLEEPING")
         rerun = RunStore().list()[0]

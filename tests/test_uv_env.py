@@ -79,8 +79,8 @@ def test_a_changed_requirement_builds_on_the_last_environment_from_the_cache(eng
     assert re.search(r"^ploomber==", lock, re.MULTILINE) and "itsdangerous==" not in lock
     # uv compiles nothing; the compile bytecode stage did, by importing ploomber: the image has its bytecode
     assert re.search(r"^soopervisor: bytecode compiled by importing ploomber, ploomber_cli\.cli\b", out, re.MULTILINE)
-    pyc = engine.containers.run(first_image, ["sh", "-c", "ls /opt/soopervisor/venv/lib/python3*/site-packages/"
-                                              "ploomber/__pycache__/ | grep -c '^__init__.*pyc$'"], remove=True)
+    listing = "ls /opt/soopervisor/venv/lib/python3*/site-packages/ploomber/__pycache__/ | grep -c '^__init__.*pyc$'"
+    pyc = engine.containers.run(first_image, ["sh", "-c", listing], remove=True)
     assert pyc.decode().strip() == "1"
 
     write(project, {"requirements.txt": token + "itsdangerous==2.2.0\n"})

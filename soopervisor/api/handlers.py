@@ -126,6 +126,15 @@ def parse_run_request(body: dict[str, Any]) -> tuple[str, bool, list[str]]:
     return path, mode == "sample", secrets
 
 
+def parse_force(body: dict[str, Any]) -> bool | None:
+    """``force`` of a POST /runs body: true rebuilds every task; absent or null: SOOPERVISOR_FORCE, else incremental."""
+    force = body.get("force")
+    if force is not None and not isinstance(force, bool):
+        raise ApiError(400, f"'force' must be true or false, not {force!r}",
+                       "true rebuilds every task; leave it out for an incremental run")
+    return force
+
+
 def run_overrides(body: dict[str, Any], allowed: bool) -> dict[str, str]:
     """The ``image`` and ``storage`` of a POST /runs body (the sidebar's settings), or 400.
 
@@ -164,7 +173,7 @@ class RunsHandler(RootedHandler):
         rel, sample, secrets = parse_run_request(body)
         overrides = run_overrides(body, bool(self.settings.get("soopervisor_run_overrides")))
         path = enclosing_project(resolve_path(root, rel), root)
-        opts = RunOptions(path=path, sample=sample, secrets=secrets)
+        opts = RunOptions(path=path, sample=sample, secrets=secrets, force=parse_force(body))
         service = self.service
         if overrides:
             # the same store and engine; this run's own image or storage

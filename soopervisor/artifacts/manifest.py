@@ -41,10 +41,15 @@ MANIFEST_FIELDS = {
     "run_id": "the run's id, the name of the set's folder",
     "failed_task": "the task that failed, or why the pipeline failed to load (null on success)",
     "error": "what went wrong, one line, redacted (null on success)",
+    "carried_from": "the set an incremental run started from: ``{commit, run_id}``; null for a full build "
+                    "(``--force``, or no usable earlier set)",
+    "tasks_up_to_date": "how many tasks ploomber found up to date and skipped (null when not reported)",
 }
 #: what write_manifest computes itself, with its meaning
 COMPUTED_FIELDS = {
-    "files": "every product under ``files/``: ``[{path, size, sha256}]``, ``path`` relative to ``files/``",
+    "files": "every product under ``files/``: ``[{path, size, sha256, origin}]``, ``path`` relative to "
+             "``files/``; ``origin`` is ``\"built\"`` (by this run) or ``{commit, run_id}`` (carried over "
+             "unchanged from that set; sets written before incremental runs have no ``origin``)",
     "schema": "the layout version: 2 (per-run sets); 1 is the old one-set-per-commit layout, read only",
 }
 
@@ -118,7 +123,7 @@ def _log_entry(folder: Path) -> dict[str, Any] | None:
     return {"path": LOG_NAME, "size": st.st_size, "sha256": sha256_file(log_path)}
 
 
-def write_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
+def write_manifest(folder: Path, *, carried: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
     """Write ``folder/manifest.json`` describing the set in ``folder``; return it.
 
     ``folder`` is a set as ``Storage.put_set`` takes it: the products under
@@ -126,7 +131,10 @@ def write_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
     (path relative to ``files/``, size, sha256), ``log`` the log
     (``{"path", "size", "sha256"}``, null when there is none), ``schema`` is 2.
     ``fields`` are the run's facts (see MANIFEST_FIELDS; absent ones are null,
-    extra ones are kept; ``log`` is always computed here).
+    extra ones are kept; ``log`` is always computed here). ``carried``: the
+    files an incremental run started from (path -> sha256), from the set
+    ``carried_from`` names; each file's ``origin`` says whether it was built
+    or carried over (see :func:`soopervisor.incremental.origins`).
     """
     reserved = {"files", "schema"} & set(fields)
     if reserved:
@@ -143,6 +151,12 @@ def write_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
     products = folder / FILES
     has_products = products.is_dir() and not products.is_symlink()
     manifest["files"] = file_entries(products) if has_products else []
+    from soopervisor.incremental import origins
+
+    parent = manifest.get("carried_from") if isinstance(manifest.get("carried_from"), dict) else None
+    found = origins({e["path"]: e["sha256"] for e in manifest["files"]}, carried or {}, parent)
+    for e in manifest["files"]:
+        e["origin"] = found[e["path"]]
     # ensure_ascii: a name holding bytes that are not UTF-8 (surrogate escapes) is written as \udcXX
     text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
     tmp = folder / (MANIFEST + ".part")
@@ -170,6 +184,17 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _origin(e: dict[str, Any], i: int) -> str | dict[str, str] | None:
+    """A file entry's ``origin``: ``"built"``, ``{commit, run_id}`` or None (an older manifest)."""
+    origin = e.get("origin")
+    if origin is None or origin == "built":
+        return origin
+    if (isinstance(origin, dict) and set(origin) == {"commit", "run_id"}
+            and all(isinstance(v, str) for v in origin.values())):
+        return {"commit": origin["commit"], "run_id": origin["run_id"]}
+    raise _Damaged(f"file entry {i} has an origin that is neither \"built\" nor {{commit, run_id}}")
+
+
 def _file_entry(e: Any, i: int) -> ArtifactFile:
     if not (isinstance(e, dict) and isinstance(e.get("path"), str) and _is_int(e.get("size"))
             and e["size"] >= 0 and isinstance(e.get("sha256"), str) and len(e["sha256"]) == 64
@@ -191,6 +216,12 @@ def _checked(manifest: dict[str, Any], old_layout: bool) -> tuple[dict[str, Any]
         raise _Damaged("'dirty' is not true or false")
     if manifest.get("exit_code") is not None and not _is_int(manifest["exit_code"]):
         raise _Damaged("'exit_code' is not a whole number")
+    if manifest.get("tasks_up_to_date") is not None and not _is_int(manifest["tasks_up_to_date"]):
+        raise _Damaged("'tasks_up_to_date' is not a whole number")
+    carried_from = manifest.get("carried_from")
+    if carried_from is not None and not (isinstance(carried_from, dict) and set(carried_from) == {"commit", "run_id"}
+                                         and all(isinstance(v, str) for v in carried_from.values())):
+        raise _Damaged("'carried_from' is not {commit, run_id}")
     if manifest.get("mode") not in (None, *MODES):
         raise _Damaged("'mode' is neither sample nor full")
     if manifest.get("status") not in (None, *SET_STATUSES):
@@ -216,6 +247,11 @@ def _checked(manifest: dict[str, Any], old_layout: bool) -> tuple[dict[str, Any]
     clean = {k: manifest.get(k) for k in MANIFEST_FIELDS if k != "log"}
     clean["schema"] = 1 if old_layout else SCHEMA
     clean["files"] = [{"path": f.name, "size": f.size, "sha256": f.sha256} for f in files]
+    if not old_layout:
+        for i, (entry, e) in enumerate(zip(clean["files"], raw, strict=True)):
+            origin = _origin(e, i)
+            if origin is not None:
+                entry["origin"] = origin
     clean["log"] = (log_name if old_layout else
                     log_file and {"path": log_file.name, "size": log_file.size, "sha256": log_file.sha256})
     return clean, files, log_file

@@ -114,11 +114,16 @@ def _version() -> str:
         return "(unknown version)"
 
 
-def render(project: Project, *, sample: bool, root: str = "/", installer: str | None = None) -> str:
+def render(project: Project, *, sample: bool, root: str = "/", force: bool = True,
+           installer: str | None = None) -> str:
     """The bash script that runs ``project``: a sample run when ``sample``.
 
-    ``installer`` (``auto``, ``uv``, ``pip``) fills environments; None reads
-    SOOPERVISOR_INSTALLER (default ``auto``: uv, and pip when uv cannot be had).
+    ``force``: ``ploomber build --force`` (every task rebuilt), what a machine
+    with nothing carried over runs (``soopervisor script``, CI). An incremental
+    run renders it unforced: ploomber skips the tasks its carried-over products
+    and metadata show up to date. ``installer`` (``auto``, ``uv``, ``pip``) fills
+    environments; None reads SOOPERVISOR_INSTALLER (default ``auto``: uv, and
+    pip when uv cannot be had).
 
     ``root`` prefixes the container paths (``/workspace``, ``/opt/soopervisor``,
     ``/soopervisor``); tests pass a temporary folder to run the script on the host.
@@ -146,7 +151,9 @@ def render(project: Project, *, sample: bool, root: str = "/", installer: str | 
     pin = getattr(project, "python_pin", None) if conda_kind else None
     python_ok = python_minors(pin) if pin else None
 
-    build_args = ["--entry-point", getattr(project, "entry_point", None) or "pipeline.yaml", "--force"]
+    build_args = ["--entry-point", getattr(project, "entry_point", None) or "pipeline.yaml"]
+    if force:
+        build_args.append("--force")
     if project.declares_sample:
         build_args += ["--env--sample", "true" if sample else "false"]
 

@@ -9,7 +9,8 @@ ploomber's text.
 An event is one line: ``::soopervisor-task::<nonce>::<compact JSON>``. The nonce
 comes from ``SOOPERVISOR_TASK_EVENTS`` and is removed from the environment before
 any pipeline code is imported, so a task (and a notebook kernel it starts) cannot
-print a line the host accepts as an event. Events: ``plan`` (total known),
+print a line the host accepts as an event. Events: ``plan`` (total known: the tasks to
+build; ``up_to_date``: those ploomber skips as up to date),
 ``started``, ``finished``, ``failed`` (with ``error``, the exception line) and
 ``skipped`` (not run because an upstream task failed); each says when (``at``).
 
@@ -96,8 +97,11 @@ class Reporter:
         self.out.flush()
 
     def plan(self, statuses):
-        self.total = sum(1 for s in statuses if s != "Skipped")
-        self.emit("plan")
+        # "Skipped" before the build: ploomber found the task up to date (an incremental run)
+        up_to_date = sum(1 for s in statuses if s == "Skipped")
+        self.total = len(statuses) - up_to_date
+        print(f"soopervisor: {up_to_date} of {len(statuses)} tasks up to date, {self.total} to build", flush=True)
+        self.emit("plan", up_to_date=up_to_date)
 
     def started(self, name):
         self.emit("started", name)

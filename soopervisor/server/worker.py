@@ -133,7 +133,8 @@ class Worker:
         # the run service reads secret values from the environment by name: file secrets are put there
         os.environ.update({name: value.decode("utf-8", "surrogateescape") for name, value in secrets.items()})
         service = RunService(storage=self.config.storage, image=self.config.image)
-        opts = RunOptions(path=tree / job.project, sample=job.mode == "sample", secrets=sorted(secrets))
+        # forced for now: a polled commit rebuilds every task (incremental runs: CLI, API, Jupyter)
+        opts = RunOptions(path=tree / job.project, sample=job.mode == "sample", secrets=sorted(secrets), force=True)
         try:
             active = service.start(opts)
         except InvalidProject as e:

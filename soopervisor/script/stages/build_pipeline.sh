@@ -1,4 +1,6 @@
-# build pipeline: build every task, whatever ploomber thinks is up to date.
+# build pipeline: ploomber build. Forced (--force in SV_BUILD_ARGS) it builds
+# every task; an incremental run (products and .metadata files of an earlier
+# set already in place) builds only what ploomber finds outdated.
 # Given a task-event nonce (soopervisor's runs give one), the build runs in a
 # small runner: `ploomber build` in-process, reporting each task (started,
 # finished, failed) as one marked line carrying the nonce. Without one (the
