@@ -21,8 +21,9 @@ from .conftest import cli
 from .projects import MAKE_DATA, function_task, make_project
 
 #: what pip prints while it installs: never in the terminal by default
-PIP_LINE = re.compile(r"^(Collecting|Downloading|Installing collected|Successfully installed|Requirement already)",
-                      re.MULTILINE)
+#: what pip or uv print while installing
+PIP_LINE = re.compile(r"^(Collecting|Downloading|Installing collected|Successfully installed|Requirement already"
+                      r"|Resolved \d+ packages? in|Installed \d+ packages? in| \+ [\w.-]+==)", re.MULTILINE)
 
 #: products declared outside output/: there is no output/ folder in the run
 ELSEWHERE = {
