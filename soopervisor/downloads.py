@@ -39,12 +39,10 @@ _INDEX_FILE = "download-caches.json"
 
 def mode() -> str:
     """``SOOPERVISOR_DOWNLOAD_CACHE`` (default ``repository``); UsageError for another value."""
-    value = os.environ.get(MODE_VARIABLE, "").strip().lower() or "repository"
-    if value not in MODES:
-        raise UsageError(f"{MODE_VARIABLE}={os.environ[MODE_VARIABLE]!r} is not one of {', '.join(MODES)}",
-                         f"set {MODE_VARIABLE}=repository (one cache per repository, the default), "
-                         "machine (one for every repository here) or off (no cache)")
-    return value
+    from .options import choice_setting
+
+    return choice_setting(MODE_VARIABLE, MODES, f"set {MODE_VARIABLE}=repository (one cache per repository, "
+                          "the default), machine (one for every repository here) or off (no cache)")
 
 
 def repository_key(repo_root: str | os.PathLike) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
 import posixpath
 import tarfile
 import tempfile
@@ -23,14 +22,10 @@ INSTALLERS = ("auto", "uv", "pip")
 
 def installer_setting() -> str:
     """``SOOPERVISOR_INSTALLER``: ``auto`` (the default: uv, else pip), ``uv`` or ``pip``; UsageError otherwise."""
-    from .errors import UsageError
+    from .options import choice_setting
 
-    value = os.environ.get(INSTALLER_VARIABLE, "").strip().lower() or "auto"
-    if value not in INSTALLERS:
-        raise UsageError(f"{INSTALLER_VARIABLE}={os.environ[INSTALLER_VARIABLE]!r} is not one of {', '.join(INSTALLERS)}",
-                         f"set {INSTALLER_VARIABLE}=auto (uv, and pip when uv cannot be installed), "
-                         "uv (uv only) or pip (pip only), or leave it unset")
-    return value
+    return choice_setting(INSTALLER_VARIABLE, INSTALLERS, f"set {INSTALLER_VARIABLE}=auto (uv, and pip when uv "
+                          "cannot be installed), uv (uv only) or pip (pip only), or leave it unset")
 
 
 def env_hash(base_image_id: str, inputs: dict[str, bytes], fingerprint: str) -> str:

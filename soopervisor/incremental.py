@@ -14,7 +14,6 @@ never a failed run: :func:`carry` returns a :class:`Decision` saying why.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import posixpath
@@ -25,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .artifacts.manifest import sha256_file
 
 #: how far back the first-parent history is searched for a parent set
 MAX_ANCESTORS = 200
@@ -114,14 +115,6 @@ def choose_parent(read: Iterable[tuple[Any, dict[str, Any] | None, list[Any], An
     return next((best[c] for c in history if c in best), None)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Damaged(Exception):
     """The parent set cannot be used; the message says why (one line)."""
 
@@ -148,7 +141,7 @@ def fetch(storage: Any, project: str, parent: Parent, subdir: str, skip: set[str
             except (SoopervisorError, OSError) as e:
                 reason = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)
                 raise Damaged(f"{path} could not be read ({reason})") from None
-            if _sha256(dest) != sha:
+            if sha256_file(dest) != sha:
                 raise Damaged(f"{path} does not match its sha256 in the manifest")
             info = tar.gettarinfo(str(dest), arcname=posixpath.join(project_dir, path))
             info.uid = info.gid = 0

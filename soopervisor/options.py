@@ -208,6 +208,16 @@ def network_callback(ctx: object, param: object, value: str | None) -> str | Non
     return None if value is None else check_network(value)
 
 
+def choice_setting(variable: str, choices: tuple[str, ...], hint: str) -> str:
+    """The environment variable ``variable``, one of ``choices`` (case-insensitive; unset or empty:
+    the first); anything else is a UsageError naming it (exit 2), with ``hint``."""
+    raw = os.environ.get(variable, "")
+    value = raw.strip().lower() or choices[0]
+    if value not in choices:
+        raise UsageError(f"{variable}={raw[:40]!r} is not one of {', '.join(choices)}", hint)
+    return value
+
+
 # -- incremental or forced --------------------------------------------------------------
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
