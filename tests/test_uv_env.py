@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -123,3 +124,38 @@ def test_bad_installer_settings_are_said_before_anything_runs(engine, tmp_path):
     bad = cli("run", str(project), env={"SOOPERVISOR_DOWNLOAD_CACHE": "shared"}, check=2)
     assert "SOOPERVISOR_DOWNLOAD_CACHE='shared' is not one of repository, machine, off" in bad.stderr + bad.stdout
     assert "Traceback" not in bad.stderr
+
+
+@pytest.fixture
+def image_without_uv(engine, base_image, tmp_path):
+    """The base image with a pip constraint no uv release meets: uv cannot be installed from the index."""
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "no-uv.txt").write_text("uv<0.0.1\n")
+    (tmp_path / "ctx" / "Dockerfile").write_text(
+        # the label makes the image (so its environments) this test's own
+        f"FROM {base_image}\nCOPY no-uv.txt /etc/no-uv.txt\nENV PIP_CONSTRAINT=/etc/no-uv.txt\n"
+        f"LABEL soopervisor.test={uuid.uuid4().hex}\n")
+    tag = f"soopervisor-test/no-uv:{uuid.uuid4().hex[:12]}"
+    engine.images.build(path=str(tmp_path / "ctx"), tag=tag, rm=True)
+    yield tag
+    subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
+
+
+def test_pip_fills_the_environment_when_uv_cannot_be_installed(engine, tmp_path, image_without_uv):
+    project = make_project(tmp_path, {**function_task("import six; print('six', six.__version__)"),
+                                      "requirements.txt": "six==1.16.0\n"})
+    out = cli("run", str(project), "--image", image_without_uv, "-v", check=0).stdout
+    assert out.count("soopervisor: warning: uv could not be installed (pip exit code 1): "
+                     "installing with pip instead") == 1, out
+    assert "soopervisor: pip install -r requirements.txt" in out
+    assert "six 1.16.0" in out
+    assert "uv pip" not in out
+
+    # uv only: the same image fails the environment stage, says why, and keeps no environment
+    write(project, {"requirements.txt": "six==1.16.0\n# uv only\n"})
+    commit_all(project, "uv only")
+    failed = cli("run", str(project), "--image", image_without_uv, "-v",
+                 env={"SOOPERVISOR_INSTALLER": "uv"}, check=1)
+    assert "SOOPERVISOR_INSTALLER=uv asks for it" in failed.stdout
+    assert "setup env" in failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stderr
