@@ -760,7 +760,8 @@ def cache_downloads(repository: str | None, clear: bool, as_json: bool) -> None:
         click.echo(json.dumps([c.to_dict() for c in caches], indent=2))
         return
     if not caches:
-        click.echo("no download caches; an environment build makes one "
+        which = f"for the repository at {Path(repository).resolve()}" if repository is not None else "here"
+        click.echo(f"no download cache {which}; an environment build makes one "
                    f"({downloads.MODE_VARIABLE}={downloads.mode()})")
         return
     vol_w = max(len("VOLUME"), *(len(c.volume) for c in caches))
