@@ -16,13 +16,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, config, git
 from .environment import ENV_IMAGE_REPO, _build_lock, _tar, env_hash, env_tree, installer_setting
-from .errors import Cancelled, SoopervisorError, StorageUnavailable
+from .errors import Cancelled, SoopervisorError, StorageUnavailable, UsageError
 from .executors import ContainerSpec, ExecResult, Executor, ImageInfo, KeepAs
 from .logstream import LogStream
 from .progress import NONCE_VARIABLE, RecordWriter, new_nonce, record_changes
@@ -476,7 +476,15 @@ class ActiveRun:
             "soopervisor.env-hash": self.env_hash, "soopervisor.base-image": self.image.name, "soopervisor.run": "",
             **lineage, DEPTH_LABEL: str(depth),
         })
-        result = self.executor.execute(spec, self.log.write, keep_as=keep)
+        try:
+            result = self.executor.execute(spec, self.log.write, keep_as=keep)
+        except UsageError:
+            if parent is None or self.executor.has_image(parent.id):
+                raise
+            # pruned between choosing it and starting on it (`cache prune` elsewhere)
+            note(f"soopervisor: {parent.name} was removed meanwhile; building from the base image")
+            keep = replace(keep, labels={**keep.labels, DEPTH_LABEL: "0"})
+            result = self.executor.execute(replace(spec, image=self.image.id), self.log.write, keep_as=keep)
         if result.exit_code == 0 and not (result.timed_out or result.cancelled):
             return env_image
         self._failed(outcome, result, ENV_SETUP)

@@ -159,3 +159,22 @@ def test_pip_fills_the_environment_when_uv_cannot_be_installed(engine, tmp_path,
     assert "SOOPERVISOR_INSTALLER=uv asks for it" in failed.stdout
     assert "setup env" in failed.stdout + failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_a_parent_environment_removed_meanwhile_means_a_build_from_the_base_image(engine, tmp_path, monkeypatch):
+    """`cache prune` elsewhere may remove the chosen parent before the build starts on it: the build goes on from the base."""
+    import soopervisor
+    from soopervisor.executors import ImageInfo
+    from soopervisor.lifecycle import ActiveRun
+
+    gone = ImageInfo(name="soopervisor-env:0000000000000000gone", id="sha256:" + "0" * 64, digest="", env=[],
+                     labels={"soopervisor.env-depth": "1"})
+    monkeypatch.setattr(ActiveRun, "_parent_environment", lambda self, lineage: gone)
+    project = make_project(tmp_path, {**function_task("print('built')"), "requirements.txt": f"# {uuid.uuid4().hex}\n"})
+    lines: list[str] = []
+    run = soopervisor.run(project, on_line=lines.append)
+    out = "".join(lines)
+    assert run.status == "succeeded", out
+    assert "soopervisor: soopervisor-env:0000000000000000gone was removed meanwhile; building from the base image" in out
+    built = engine.images.get(_env_image(out))
+    assert built.labels["soopervisor.env-depth"] == "0"
