@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import posixpath
 import tarfile
 import tempfile
@@ -128,3 +129,46 @@ def _tar(files: dict[str, bytes], folders: list[str] | None = None) -> bytes:
             info.mode = 0o755 if name.endswith(".sh") else 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+#: where an environment image keeps the description of its packages (script/describe_env.py)
+DESCRIPTION_PATH = "/opt/soopervisor/environment.json"
+
+
+def describe(executor, image: str, note: Callable[[str], None]) -> dict | None:
+    """What the manifest records of environment image ``image``: its id and its packages (the lock).
+
+    Read from the image once and kept under the data folder by image id (an
+    image's content never changes under its id). None, with a note, when the
+    image has no description (built by an older soopervisor) or it cannot be read.
+    """
+    import json
+
+    from . import config
+    from .errors import SoopervisorError
+
+    try:
+        info = executor.resolve_image(image, note)
+        cached = config.data_dir() / "environments" / f"{info.id.replace(':', '-')}.json"
+        try:
+            return json.loads(cached.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        raw = executor.read_file(info.id, DESCRIPTION_PATH)
+        if raw is None:
+            note(f"soopervisor: {image} does not describe its packages (built before soopervisor recorded them); "
+                 "the manifest names only its id")
+            return {"image_id": info.id, "packages": None}
+        data = json.loads(raw)
+        if not isinstance(data, dict) or not isinstance(data.get("packages"), list):
+            note(f"soopervisor: warning: {DESCRIPTION_PATH} in {image} is not {{packages: [...]}}; not recorded")
+            return None
+        data["image_id"] = info.id
+        config.ensure_dir(cached.parent)
+        tmp = cached.with_name(cached.name + f".{os.getpid()}")
+        tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, cached)
+        return data
+    except (SoopervisorError, OSError, ValueError) as e:
+        note(f"soopervisor: warning: the environment's packages were not recorded: {getattr(e, 'message', e)}")
+        return None

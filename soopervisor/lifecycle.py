@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, config, git
 from .environment import ENV_IMAGE_REPO, _build_lock, _tar, env_hash, env_tree, installer_setting
+from .environment import describe as describe_environment
 from .errors import Cancelled, SoopervisorError, StorageUnavailable, UsageError
 from .executors import ContainerSpec, ExecResult, Executor, ImageInfo, KeepAs
 from .logstream import LogStream
@@ -242,6 +243,7 @@ class ActiveRun:
         self._kept_in: Path | None = None  # where an unsaved set is kept
         self.carried: Carried | None = None  # what an incremental run started from
         self.tasks_up_to_date: int | None = None  # from the build's plan event
+        self.environment: dict | None = None  # the environment image's id and packages, for the manifest
         limits = prepared.limits
         self._deadline = time.monotonic() + limits.timeout if limits.timeout else None
         self.store.add(self.run)
@@ -365,6 +367,7 @@ class ActiveRun:
             self._record(image=self.image.name)
             env_image = self._ensure_environment(outcome)
             if env_image:
+                self.environment = describe_environment(self.executor, env_image, note)
                 self._run_pipeline(env_image, staging / FILES, outcome)
         except SoopervisorError as e:
             e.message = self.redactor.redact(e.message)
@@ -716,6 +719,7 @@ class ActiveRun:
             "image_digest": image.digest if image else None, "env_hash": self.env_hash, "failed_task": failed_task,
             "carried_from": self.carried.origin if self.carried else None, "tasks_up_to_date": self.tasks_up_to_date,
             "carried": self.carried.files if self.carried else None,  # each file's origin (write_manifest)
+            "environment": self.environment,
         }
         storage = self.prepared.storage
         try:

@@ -766,6 +766,14 @@ def test_uv_fills_the_environment(h: Harness) -> None:
     compiled = [c for c in calls if c.startswith("uv pip compile --quiet --no-header --no-annotate --python ")]
     assert len(compiled) == 1 and f" -o {lock} requirements.txt /" in compiled[0], calls
     assert f"uv pip sync --python {venv}/bin/python {lock}" in calls, calls
+    # then the same pins with their hashes, for the record (the sync itself is not hash-checked)
+    hashed = [c for c in calls if c.startswith("uv ") and "--generate-hashes" in c]
+    assert hashed == [f"uv pip compile --quiet --no-header --no-annotate --generate-hashes --python {venv}/bin/python "
+                      f"-o {lock}.hashes {lock}"], calls
+    assert calls.index(f"uv pip sync --python {venv}/bin/python {lock}") < calls.index(hashed[0])
+    # the environment's packages are described at the end, before the ready marker
+    assert 'python -c """Describe the environment a build made' in h.log.read_text()
+    assert f"{h.root}/opt/soopervisor/environment.json {lock}.hashes" in h.log.read_text()
     assert f"soopervisor: uv pip sync {lock} (2 packages)" in out
     assert "soopervisor: ploomber 0.23.3-fake is already installed" in out  # the lock had it
     assert not any(c.startswith("python -m venv") for c in calls)
@@ -828,7 +836,7 @@ fi'''))
     proc = h.run(project(), "env", installer="auto")
     assert proc.returncode == 0, proc.stdout
     installs = [c for c in h.calls() if c.startswith(("uv pip compile", "uv pip sync"))]
-    assert len(installs) == 2 and all("index=https://pypi.corp.example/simple extra=https://extra.example/simple "
+    assert len(installs) == 3 and all("index=https://pypi.corp.example/simple extra=https://extra.example/simple "
                             "insecure=pypi.corp.example" in c for c in installs), installs
 
 
@@ -840,4 +848,4 @@ def test_no_download_cache_means_no_cache_in_the_image(h: Harness) -> None:
     assert proc.returncode == 0, proc.stdout
     assert "download cache at" not in proc.stdout
     installs = [c for c in h.calls() if c.startswith(("uv pip compile", "uv pip sync"))]
-    assert len(installs) == 2 and all("no-cache=1 pip-no-cache=1" in c for c in installs), installs
+    assert len(installs) == 3 and all("no-cache=1 pip-no-cache=1" in c for c in installs), installs

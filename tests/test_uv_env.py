@@ -65,7 +65,13 @@ def test_uv_gives_the_packages_pip_gives(engine, tmp_path, requirements):
                                or {k for k in pip_set if pip_set[k] != uv_set.get(k)}}
 
 
-def test_a_changed_requirement_builds_on_the_last_environment_from_the_cache(engine, tmp_path):
+def _manifest(home: Path, out: str) -> dict:
+    run_id = re.search(r"soopervisor: run ([0-9a-f]{12}) succeeded", out).group(1)
+    (path,) = (home / "artifacts").glob(f"*/*/{run_id}/manifest.json")
+    return json.loads(path.read_text())
+
+
+def test_a_changed_requirement_builds_on_the_last_environment_from_the_cache(engine, tmp_path, home):
     # environments are shared by every repository with the same spec: this test's are its own
     token = f"# {uuid.uuid4().hex}\n"
     files = function_task("print('cache mounted:', os.path.ismount('/var/cache/soopervisor'))")
@@ -83,6 +89,15 @@ def test_a_changed_requirement_builds_on_the_last_environment_from_the_cache(eng
     listing = "ls /opt/soopervisor/venv/lib/python3*/site-packages/ploomber/__pycache__/ | grep -c '^__init__.*pyc$'"
     pyc = engine.containers.run(first_image, ["sh", "-c", listing], remove=True)
     assert pyc.decode().strip() == "1"
+    # the run's manifest records the environment: its image and every package, with the hashes uv pinned
+    env = _manifest(home, out)["environment"]
+    assert env["image_id"] == engine.images.get(first_image).id and env["resolved_by"] == "uv"
+    packages = {p["name"]: p for p in env["packages"]}
+    assert packages["ploomber"]["version"] == _packages(engine, first_image)["ploomber"]
+    assert packages["ploomber"]["installer"] == "uv"
+    assert packages["ploomber"]["hashes"] and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h)
+                                                 for h in packages["ploomber"]["hashes"])
+    assert {n for n in packages if n not in TOOLS} == set(_packages(engine, first_image))
 
     write(project, {"requirements.txt": token + "itsdangerous==2.2.0\n"})
     commit_all(project, "one more requirement")
@@ -97,6 +112,8 @@ def test_a_changed_requirement_builds_on_the_last_environment_from_the_cache(eng
     assert re.search(r"^soopervisor: bytecode compiled by importing itsdangerous in ", second, re.MULTILINE), second
     lock = engine.containers.run(second_image, ["cat", "/opt/soopervisor/env.lock"], remove=True).decode()
     assert "itsdangerous==2.2.0" in lock
+    recorded = {p["name"]: p["version"] for p in _manifest(home, second)["environment"]["packages"]}
+    assert recorded["itsdangerous"] == "2.2.0"
     layers = engine.images.get(second_image).labels
     assert layers["soopervisor.env-depth"] == "1"
 

@@ -44,6 +44,10 @@ MANIFEST_FIELDS = {
     "carried_from": "the set an incremental run started from: ``{commit, run_id}``; null for a full build "
                     "(``--force``, or no usable earlier set)",
     "tasks_up_to_date": "how many tasks ploomber found up to date and skipped (null when not reported)",
+    "environment": "the environment the pipeline ran in: ``image_id`` (the environment image), ``python``, "
+                   "``platform``, ``resolved_by`` (``uv`` or ``pip``) and ``packages``, every installed "
+                   "distribution as ``{name, version, installer, hashes}`` (``hashes``: the sha256 of its files "
+                   "when uv resolved it); ``packages`` is null for an environment built before they were recorded",
 }
 #: what write_manifest computes itself, with its meaning
 COMPUTED_FIELDS = {
@@ -245,6 +249,8 @@ def _checked(manifest: dict[str, Any], old_layout: bool) -> tuple[dict[str, Any]
     if len({f.name for f in files}) != len(files):
         raise _Damaged("a file is listed twice")
     clean = {k: manifest.get(k) for k in MANIFEST_FIELDS if k != "log"}
+    if not isinstance(clean.get("environment"), dict):
+        clean["environment"] = None  # a record of what ran, not a reason to refuse the set
     clean["schema"] = 1 if old_layout else SCHEMA
     clean["files"] = [{"path": f.name, "size": f.size, "sha256": f.sha256} for f in files]
     if not old_layout:

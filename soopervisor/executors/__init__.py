@@ -97,6 +97,8 @@ class Executor(Protocol):
 
     def latest_image(self, repository: str, labels: dict[str, str]) -> ImageInfo | None: ...
 
+    def read_file(self, image: str, path: str) -> bytes | None: ...
+
     def execute(
         self,
         spec: ContainerSpec,

@@ -8,6 +8,7 @@ docker-py object leaves this module.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -172,6 +173,32 @@ class DockerExecutor:
         env = (newest.attrs.get("Config") or {}).get("Env") or [f"PATH={DEFAULT_PATH}"]
         tag = next((t for t in newest.tags if t.startswith(repository + ":")), newest.id)
         return ImageInfo(name=tag, id=newest.id, digest=newest.id, env=env, labels=dict(newest.labels or {}))
+
+    def read_file(self, image: str, path: str, limit: int = 16 << 20) -> bytes | None:
+        """The file at ``path`` in ``image`` (a container created, never started, then removed); None when absent."""
+        import io
+        import tarfile
+
+        docker = _docker()
+        try:
+            container = self.client.containers.create(image, ["true"], labels={LABEL: "1"})
+        except Exception as e:  # noqa: BLE001 - any failure of the engine
+            raise _lost(e).error from None
+        try:
+            bits, stat = container.get_archive(path)
+            if int(stat.get("size", 0)) > limit:
+                return None
+            with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as tar:
+                member = next((m for m in tar.getmembers() if m.isfile()), None)
+                extracted = tar.extractfile(member) if member is not None else None
+                return extracted.read() if extracted is not None else None
+        except docker.errors.NotFound:
+            return None
+        except Exception as e:  # noqa: BLE001 - any failure of the engine
+            raise _lost(e).error from None
+        finally:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
 
     def has_image(self, name: str) -> bool:
         try:

@@ -36,6 +36,8 @@ WORKSPACE = "/workspace"
 ENV_READY = "/opt/soopervisor/env.ready"
 #: the pinned packages of an environment filled by uv (what issue 17's lock reads)
 ENV_LOCK = "/opt/soopervisor/env.lock"
+#: every installed package of an environment (describe_env.py), which the run's manifest records
+ENV_DESCRIPTION = "/opt/soopervisor/environment.json"
 DOWNLOAD_CACHE = "/var/cache/soopervisor"  # soopervisor.downloads.CONTAINER_PATH
 ARTIFACTS = "/soopervisor/artifacts"
 SCRIPT_PATH = "/soopervisor/run.sh"
@@ -99,7 +101,7 @@ def env_fingerprint() -> str:
     """
     import hashlib
 
-    texts = [_read("runner.sh"), _read("warm_imports.py")] + [_read(s.snippet) for s in STAGES if s.env]
+    texts = [_read("runner.sh"), _read("warm_imports.py"), _read("describe_env.py")] + [_read(s.snippet) for s in STAGES if s.env]
     # how environment.yml's conda dependencies become pip requirements
     texts.append(resources.files("soopervisor").joinpath("conda.py").read_text(encoding="utf-8"))
     return hashlib.sha256("\0".join(texts).encode()).hexdigest()
@@ -167,6 +169,7 @@ def render(project: Project, *, sample: bool, root: str = "/", force: bool = Tru
         ("SV_VENV", posixpath.join(opt, "venv")),
         ("SV_UV_DIR", posixpath.join(opt, "uv")),
         ("SV_ENV_LOCK", at(ENV_LOCK.lstrip("/"))),
+        ("SV_ENV_DESCRIPTION", at(ENV_DESCRIPTION.lstrip("/"))),
         ("SV_INSTALLER", installer),
         ("SV_DOWNLOAD_CACHE", at(DOWNLOAD_CACHE.lstrip("/"))),
         ("SV_ARTIFACTS", at(ARTIFACTS.lstrip("/"))),
@@ -201,6 +204,11 @@ def render(project: Project, *, sample: bool, root: str = "/", force: bool = Tru
     # the build stage's runner (task_events.py), kept as a file of the package so it is
     # linted and tested as Python; a quoted heredoc: nothing in it expands
     stages += "\n" + _heredoc(
+        "soopervisor_describe_env", _read("describe_env.py").rstrip("\n").split("\n"),
+        "what an environment build records of its packages; a quoted heredoc: nothing in it expands",
+        delim="END_OF_DESCRIBE_ENV",
+    )
+    stages += "\n" + _heredoc(
         "soopervisor_warm_imports", _read("warm_imports.py").rstrip("\n").split("\n"),
         "the bytecode warm-up of the compile bytecode stage; a quoted heredoc: nothing in it expands",
         delim="END_OF_WARM_IMPORTS",
@@ -219,6 +227,9 @@ def render(project: Project, *, sample: bool, root: str = "/", force: bool = Tru
             main += [
                 '  if [ "$SV_ONLY_ENV" = yes ]; then',
                 '    mkdir -p "$(dirname "$SV_ENV_READY")"',
+                "    soopervisor_activate",
+                '    python -c "$(soopervisor_describe_env)" "$SV_ENV_DESCRIPTION" "$SV_ENV_LOCK.hashes" ||',
+                '      echo "soopervisor: warning: the packages of the environment could not be recorded"',
                 '    touch "$SV_ENV_READY"',
                 '    echo "soopervisor: environment ready, marked by $SV_ENV_READY"',
                 "    exit 0",

@@ -155,12 +155,25 @@ soopervisor_install_spec() {
     status=$?
     set -e
     rm -f -- "$extra"
-    [ "$status" -ne 0 ] || return 0
-    rm -f -- "$SV_ENV_LOCK"
+    if [ "$status" -eq 0 ]; then
+      # the same pins with the sha256 of their files, for the run's record (not for the sync:
+      # a VCS or local requirement has no hash, and hash-checking would refuse it)
+      "$SV_UV_DIR/bin/uv" pip compile --quiet --no-header --no-annotate --generate-hashes \
+        --python "$(command -v python)" -o "$SV_ENV_LOCK.hashes" "$SV_ENV_LOCK" 2>/dev/null ||
+        rm -f -- "$SV_ENV_LOCK.hashes"
+      return 0
+    fi
+    rm -f -- "$SV_ENV_LOCK" "$SV_ENV_LOCK.hashes"
     if [ "$SV_INSTALLER" = uv ]; then
       return "$status"
     fi
     echo "soopervisor: warning: uv failed (exit code $status); trying pip, the reference installer"
+    if [ "${SV_VENV_REUSED:-no}" = yes ]; then
+      # pip cannot make a venv exactly a lock: it starts from an empty one
+      echo "soopervisor: pip fills a new venv (the earlier environment this build started from is left out)"
+      rm -rf -- "$SV_VENV"
+      python3 -m venv --system-site-packages --upgrade-deps "$SV_VENV"
+    fi
   fi
   soopervisor_pip_install -r "$file"
 }

@@ -34,6 +34,7 @@ setup_env() {
   fi
   if [ -x "$SV_VENV/bin/python" ]; then
     echo "soopervisor: venv found at $SV_VENV, reusing it"
+    SV_VENV_REUSED=yes
   elif soopervisor_ensure_uv; then
     echo "soopervisor: creating a venv at $SV_VENV with uv"
     "$SV_UV_DIR/bin/uv" venv --quiet --seed --system-site-packages --python "$(command -v python3)" "$SV_VENV"
