@@ -768,8 +768,9 @@ def test_uv_fills_the_environment(h: Harness) -> None:
     assert f"uv pip sync --python {venv}/bin/python {lock}" in calls, calls
     # then the same pins with their hashes, for the record (the sync itself is not hash-checked)
     hashed = [c for c in calls if c.startswith("uv ") and "--generate-hashes" in c]
-    assert hashed == [f"uv pip compile --quiet --no-header --no-annotate --generate-hashes --python {venv}/bin/python "
-                      f"-o {lock}.hashes {lock}"], calls
+    expected = (f"uv pip compile --quiet --no-header --no-annotate --generate-hashes --python {venv}/bin/python "
+                f"-o {lock}.hashes {lock}")
+    assert hashed == [expected], calls
     assert calls.index(f"uv pip sync --python {venv}/bin/python {lock}") < calls.index(hashed[0])
     # the environment's packages are described at the end, before the ready marker
     assert 'python -c """Describe the environment a build made' in h.log.read_text()
