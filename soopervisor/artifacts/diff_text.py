@@ -138,10 +138,15 @@ def _text(diff: dict[str, Any], max_lines: int) -> list[str]:
     return out
 
 
-def _first_line(cell: dict[str, Any], side: str) -> str:
-    for row in cell["source"]["rows"]:
-        if row.get(side):
-            return row[side].strip()
+def _first_line(cell: dict[str, Any]) -> str:
+    """The line that says most about a cell: its first changed line (B's, else A's), else its first line."""
+    rows = cell["source"]["rows"]
+    for r in rows if cell["status"] == "modified" else ():
+        if r["op"] in ("replace", "insert", "delete") and (r["b"] or r["a"] or "").strip():
+            return (r["b"] if r["b"] is not None and r["b"].strip() else "-" + r["a"]).strip()
+    for r in rows:
+        if (r.get("b") or r.get("a") or "").strip():
+            return (r.get("b") or r.get("a")).strip()
     return ""
 
 
@@ -153,8 +158,7 @@ def _notebook(diff: dict[str, Any], max_cells: int) -> list[str]:
     listed = [c for c in cells if c["status"] != "unchanged"]
     for c in listed[:max_cells]:
         where = (f"cell {c['b_index'] + 1}" if c["b_index"] is not None else f"cell {c['a_index'] + 1} of A")
-        side = "a" if c["status"] == "removed" else "b"
-        src = _first_line(c, side) or _first_line(c, "a")
+        src = _first_line(c)
         line = f"{c['status']} {where} ({c['cell_type']})" + (f": {src}" if src else "")
         out.append(shown(line))
         if c["outputs"] == "changed":
