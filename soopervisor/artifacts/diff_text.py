@@ -164,7 +164,8 @@ def _notebook(diff: dict[str, Any], max_cells: int) -> list[str]:
         if c["outputs"] == "changed":
             a = " | ".join(c["outputs_a"]) or "(none)"
             b = " | ".join(c["outputs_b"]) or "(none)"
-            out.append(shown(f"  outputs: {' '.join(a.split())} -> {' '.join(b.split())}"))
+            out.append(shown(f"  outputs A: {' '.join(a.split())}"))
+            out.append(shown(f"  outputs B: {' '.join(b.split())}"))
         elif c["outputs"] in ("added", "removed") and c["status"] == "modified":
             out.append(f"  outputs {c['outputs']}")
     if len(listed) > max_cells:
