@@ -126,7 +126,7 @@ def test_a_csv_is_described_by_shape_columns_and_at_most_three_example_rows():
         "    row 1, region: 'north' -> 'south'",
         "    row 3, region: 'north' -> 'south'",
         "    row 5, region: 'north' -> 'south'",
-        "    … more changed values (at least 2)",
+        "    … at least 2 more changed values",
     ]
     # rows counts differ: shapes and columns, and the reason values were not compared
     short = out[out.index("~ short.csv (table)"):].split("\n\n")[0]
@@ -141,14 +141,16 @@ def test_a_notebook_is_described_cell_by_cell_with_its_changed_outputs():
                      ("code", "import os", None), ("code", "total = compute(x)\ntotal", None), ("code", "new_cell()", "new\n")])
     same_a = notebook([("code", "y = 1", "1\n")])
     same_b = notebook([("code", "y = 1", "1\n")]).replace(b'"duration": 0.0', b'"duration": 9.0')
-    store(A, {"report.ipynb": nb_a, "timing.ipynb": same_a})
-    store(B, {"report.ipynb": nb_b, "timing.ipynb": same_b}, run_id="r2")
+    store(A, {"report.ipynb": nb_a, "timing.ipynb": same_a, "outputs.ipynb": notebook([("code", "go()", "1\n")])})
+    store(B, {"report.ipynb": nb_b, "timing.ipynb": same_b, "outputs.ipynb": notebook([("code", "go()", "2\n")])},
+          run_id="r2")
     cmp = get_artifacts(A, project="proj").compare(B)
-    assert cmp.changed == ["report.ipynb", "timing.ipynb"]  # the bytes differ
+    assert cmp.changed == ["outputs.ipynb", "report.ipynb", "timing.ipynb"]  # the bytes differ
     lines = cmp.describe("report.ipynb")
     assert lines[0] == "cells: 2 modified, 1 added, 0 removed, 2 unchanged"
     assert "modified cell 2 (code): x = 2" in lines and lines.index("  outputs A: 1") + 1 == lines.index("  outputs B: 2")
     assert "modified cell 4 (code): total" in lines and "  outputs removed" in lines
+    assert "modified cell 1 (code), same source" in cmp.describe("outputs.ipynb")
     assert "added cell 5 (code): new_cell()" in lines
     # only the timings differ: nbdime sees no cell changed
     assert cmp.describe("timing.ipynb")[0] == "cells: 0 modified, 0 added, 0 removed, 1 unchanged"

@@ -75,7 +75,7 @@ def _table(diff: dict[str, Any], examples: int) -> list[str]:
     for ex in found[:examples]:
         out.append(shown(f"row {ex['row']}, {ex['column']}: {ex['a']!r} -> {ex['b']!r}"))
     if len(found) > examples:
-        out.append(f"… more changed values (at least {len(found) - examples})")
+        out.append(f"… at least {len(found) - examples} more changed values")
     if diff.get("note"):
         out.append(shown(diff["note"], 240))
     return out
@@ -139,11 +139,14 @@ def _text(diff: dict[str, Any], max_lines: int) -> list[str]:
 
 
 def _first_line(cell: dict[str, Any]) -> str:
-    """The line that says most about a cell: its first changed line (B's, else A's), else its first line."""
+    """The line that says most about a cell: a modified one's first changed line (B's, else A's:
+    empty when only its outputs changed), an added or removed one's first line."""
     rows = cell["source"]["rows"]
-    for r in rows if cell["status"] == "modified" else ():
-        if r["op"] in ("replace", "insert", "delete") and (r["b"] or r["a"] or "").strip():
-            return (r["b"] if r["b"] is not None and r["b"].strip() else "-" + r["a"]).strip()
+    if cell["status"] == "modified":
+        for r in rows:
+            if r["op"] in ("replace", "insert", "delete") and (r["b"] or r["a"] or "").strip():
+                return (r["b"] if r["b"] is not None and r["b"].strip() else "-" + r["a"]).strip()
+        return ""
     for r in rows:
         if (r.get("b") or r.get("a") or "").strip():
             return (r.get("b") or r.get("a")).strip()
@@ -159,7 +162,8 @@ def _notebook(diff: dict[str, Any], max_cells: int) -> list[str]:
     for c in listed[:max_cells]:
         where = (f"cell {c['b_index'] + 1}" if c["b_index"] is not None else f"cell {c['a_index'] + 1} of A")
         src = _first_line(c)
-        line = f"{c['status']} {where} ({c['cell_type']})" + (f": {src}" if src else "")
+        line = f"{c['status']} {where} ({c['cell_type']})" + (
+            f": {src}" if src else ", same source" if c["status"] == "modified" else "")
         out.append(shown(line))
         if c["outputs"] == "changed":
             a = " | ".join(c["outputs_a"]) or "(none)"
