@@ -615,10 +615,12 @@ def diff_cmd(a: str, b: str, run_a: str | None, run_b: str | None, mode: str | N
 
     \b
     Examples:
-      soopervisor diff a1b2c3d latest          what the last commit changed since a1b2c3d
-      soopervisor diff $(git rev-parse HEAD~1 HEAD)   the last commit's effect
+      soopervisor diff a1b2c3d latest            what changed since a1b2c3d
+      soopervisor diff $(git rev-parse HEAD~1 HEAD)
+                                                 what the last commit changed
       soopervisor diff a1b2c3d e4f5a6b --file output/summary.json
       soopervisor diff a1b2c3d a1b2c3d --run-a 3f2c1d0e9a8b --run-b 7a6b5c4d3e2f
+                                                 two runs of one commit
       soopervisor diff a1b2c3d e4f5a6b --json > diff.json
       soopervisor diff a1b2c3d e4f5a6b --exit-code || echo "outputs differ"
     """
