@@ -246,6 +246,20 @@ def test_run_a_and_run_b_pick_sets_by_run_id_a_failed_one_too():
     assert "    -one\n    +two\n" in out
 
 
+def test_mode_picks_each_commits_newest_set_of_that_mode():
+    store(A, {"x.txt": "a sample\n"}, run_id="as", mode="sample")
+    store(A, {"x.txt": "a full\n"}, run_id="af", mode="full")
+    store(B, {"x.txt": "b sample\n"}, run_id="bs", mode="sample")
+    store(B, {"x.txt": "b full\n"}, run_id="bf", mode="full")
+    assert "    -a full\n    +b full\n" in diff(A, B).stdout  # full before sample
+    out = diff(A, B, "--mode", "sample").stdout
+    assert out.startswith("proj: A a1b2c3d run as (sample) -> B e4f5a6b run bs (sample)\n")
+    assert "    -a sample\n    +b sample\n" in out
+    proc = diff(A, B, "--mode", "quick", check=2)
+    assert "quick" in proc.stderr
+    no_traceback(proc)
+
+
 def test_unknown_commits_files_and_runs_are_errors_with_a_hint_and_no_traceback():
     store(A, {"x.txt": "x\n"})
     store(B, {"x.txt": "y\n"}, run_id="r2")
