@@ -62,6 +62,7 @@ def cli() -> None:
       soopervisor run --full --secret API_TOKEN
       soopervisor artifacts list           what each commit produced
       soopervisor artifacts download latest --to out/
+      soopervisor diff a1b2c3d latest      what changed in the outputs
     """
 
 
@@ -586,6 +587,70 @@ def artifacts_prune(keep: int, project: str | None, storage: str | None, dry_run
     else:
         doomed = prune_sets(name, storage=storage, keep=keep, on_removed=said)
     click.echo(f"{verb} {len(doomed)} set{'s' if len(doomed) != 1 else ''} of project '{name}'")
+
+
+# -- diff --------------------------------------------------------------------
+@cli.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--run-a", "run_a", metavar="ID", help="A is that run's set, whatever its status (see `artifacts list --all`).")
+@click.option("--run-b", "run_b", metavar="ID", help="B is that run's set, whatever its status.")
+@click.option("--mode", type=click.Choice(["sample", "full"]), help="Each side is its commit's newest succeeded set of this mode.")
+@click.option("--project", metavar="NAME", help="Project name (default: the project in this folder).")
+@click.option("--storage", metavar="URL", help="Storage to read (default: SOOPERVISOR_STORAGE or the data folder).")
+@click.option("--file", "name", metavar="NAME", help="Only this file's diff (its path in the set), in full.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON, with each changed file's diff.")
+@click.option("--exit-code", "exit_code", is_flag=True,
+              help="Exit 1 when the sets differ (with --file: when that file does), as `git diff --exit-code`.")
+def diff_cmd(a: str, b: str, run_a: str | None, run_b: str | None, mode: str | None, project: str | None,
+             storage: str | None, name: str | None, as_json: bool, exit_code: bool) -> None:
+    """What changed in the artifacts from commit A to commit B: files added, removed, changed.
+
+    A and B are commits (full SHA, unique prefix or `latest`), each its newest
+    succeeded set (full before sample unless --mode); --run-a/--run-b pick a
+    set by run id. Files are compared by the sha256 of the two manifests; each
+    changed file is fetched from both sets and described: a table's shape,
+    changed columns and example rows, a JSON file's changed keys, a text's
+    unified diff, a notebook's cells, an image's sizes.
+
+    \b
+    Examples:
+      soopervisor diff a1b2c3d latest            what changed since a1b2c3d
+      soopervisor diff $(git rev-parse HEAD~1 HEAD)
+                                                 what the last commit changed
+      soopervisor diff a1b2c3d e4f5a6b --file output/summary.json
+      soopervisor diff a1b2c3d a1b2c3d --run-a 3f2c1d0e9a8b --run-b 7a6b5c4d3e2f
+                                                 two runs of one commit
+      soopervisor diff a1b2c3d e4f5a6b --json > diff.json
+      soopervisor diff a1b2c3d e4f5a6b --exit-code || echo "outputs differ"
+    """
+    from .artifacts import diff_text, get_artifacts
+
+    proj = _project_name(project)
+    arts_a = get_artifacts(a, project=proj, storage=storage, mode=mode, run=run_a)
+    arts_b = get_artifacts(b, project=proj, storage=arts_a.storage, mode=mode, run=run_b)
+    cmp = arts_a.compare(arts_b)
+    if name is not None:
+        change = cmp.change(name)
+        differ = change.status != "unchanged"
+        if as_json:
+            click.echo(json.dumps(cmp.file_diff(name), indent=2))
+        else:
+            click.echo(diff_text.header(cmp))
+            click.echo(f"{'~+-='[('changed', 'added', 'removed', 'unchanged').index(change.status)]} "
+                       f"{diff_text.shown(change.name, 1000)} ({change.kind}) {change.status}")
+            if change.status != "unchanged":
+                for line in cmp.describe(name, max_lines=2000, max_items=1000):
+                    click.echo("    " + line)
+    else:
+        differ = cmp.differ
+        if as_json:
+            click.echo(json.dumps(cmp.to_dict(with_diffs=True), indent=2))
+        else:
+            for line in diff_text.render(cmp):
+                click.echo(line)
+    if exit_code and differ:
+        sys.exit(1)
 
 
 # -- runs --------------------------------------------------------------------

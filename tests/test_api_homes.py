@@ -279,11 +279,13 @@ def two_sets(tmp_path: Path, storage: str | None = None) -> None:
     nb_b = executed([("code", "print(2)"), ("markdown", "new")])
     store_set(tmp_path, COMMIT, {"out/t.txt": b"one\ntwo\n", "out/s.csv": b"k,v\n1,a\n2,b\n", "gone.txt": b"g\n",
                                  "same.bin": b"\0", "n.ipynb": nb_a, "x\udcff.txt": b"raw\n",
-                                 "bad.parquet": b"PAR1 not parquet", "big.txt": b"small\n", "t\udcff.csv": b"c\n7\n"},
+                                 "bad.parquet": b"PAR1 not parquet", "big.txt": b"small\n", "t\udcff.csv": b"c\n7\n",
+                                 "z.json": b'{"m": {"auc": 0.8}, "old": 1}'},
               storage=storage)
     store_set(tmp_path, OTHER, {"out/t.txt": b"one\n2\n", "out/s.csv": b"k,v\n1,a\n2,c\n", "new.txt": b"n\n",
                                 "same.bin": b"\0", "n.ipynb": nb_b, "x\udcff.txt": b"raw!\n",
-                                "bad.parquet": b"PAR1 not parquet", "big.txt": b"y" * 5_000_001, "t\udcff.csv": b"c\n7\n"},
+                                "bad.parquet": b"PAR1 not parquet", "big.txt": b"y" * 5_000_001, "t\udcff.csv": b"c\n7\n",
+                                "z.json": b'{"m": {"auc": 0.9}, "new": [1]}'},
               run_id="r2", storage=storage)
 
 
@@ -304,11 +306,12 @@ async def check_compare_and_table_routes(get) -> None:
     base = f"projects/proj/commits/{COMMIT[:7]}"
     status, body = await get(f"{base}/compare/{OTHER}")
     assert status == 200, body
-    assert body["counts"] == {"added": 1, "removed": 1, "changed": 5, "unchanged": 3}
+    assert body["counts"] == {"added": 1, "removed": 1, "changed": 6, "unchanged": 3}
     assert (body["a"]["commit"], body["b"]["commit"], body["b"]["run_id"]) == (COMMIT, OTHER, "r2")
     assert [(f["name"], f["status"]) for f in body["files"]][:3] == [
         ("big.txt", "changed"), ("n.ipynb", "changed"), ("out/s.csv", "changed")]
-    assert {f["name"]: f["kind"] for f in body["files"]}["n.ipynb"] == "notebook"
+    kinds = {f["name"]: f["kind"] for f in body["files"]}
+    assert (kinds["n.ipynb"], kinds["z.json"]) == ("notebook", "json")
 
     status, d = await get(f"{base}/compare/{OTHER}/files/out/t.txt")
     assert status == 200 and (d["name"], d["status"], d["kind"]) == ("out/t.txt", "changed", "text")
@@ -318,6 +321,11 @@ async def check_compare_and_table_routes(get) -> None:
     assert d["diff"]["cells"][0]["outputs_b"] == ["2\n"]
     status, d = await get(f"{base}/compare/{OTHER}/files/out/s.csv")
     assert d["diff"]["columns_changed"] == ["v"] and d["diff"]["examples"] == [{"row": 1, "column": "v", "a": "b", "b": "c"}]
+    status, d = await get(f"{base}/compare/{OTHER}/files/z.json")
+    assert status == 200 and d["diff"]["keys"] == {"changed": [{"key": "m.auc", "a": "0.8", "b": "0.9"}],
+                                                   "added": [{"key": "new", "b": "[1]"}],
+                                                   "removed": [{"key": "old", "a": "1"}]}
+    assert d["diff"]["rows"][0]["op"] == "replace"  # and its lines, as for a text
     status, d = await get(f"{base}/compare/{OTHER}/files/big.txt")
     assert status == 200 and d["diff"] == {"too_large": True}
     status, d = await get(f"{base}/compare/{OTHER}/files/x%FF.txt")  # a name that is not UTF-8

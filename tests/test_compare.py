@@ -81,7 +81,7 @@ def test_the_file_list_comes_from_the_manifests_and_is_ordered_by_status_then_na
 def test_kinds_come_from_the_extension():
     assert [kind_of(n) for n in ("a.ipynb", "b.CSV", "c.parquet", "d.pq", "e.svg", "f.JPG", "g.json", "h.html",
                                  "noext", "dir.d/noext", "x.pkl")] == [
-        "notebook", "table", "table", "table", "image", "image", "text", "text", "binary", "binary", "binary"]
+        "notebook", "table", "table", "table", "image", "image", "json", "text", "binary", "binary", "binary"]
 
 
 def test_a_name_in_neither_set_is_not_found_and_one_that_leaves_the_set_is_refused(tmp_path):

@@ -284,6 +284,29 @@ def test_the_picker_offers_the_other_sets_and_opens_the_comparison(page, tmp_pat
     view(page).locator(f'{tid("sv-compare-pick")}[data-commit="{A}"][data-run="runa2"]').wait_for(state="visible")
 
 
+def test_a_json_file_shows_its_changed_keys_above_its_lines(page, tmp_path: Path):
+    c, d = "c" * 40, "d" * 40
+    store_set(tmp_path, c, "runc", "2026-12-01T11:00:00+00:00",
+              {"m.json": '{"auc": 0.8, "rows": [{"name": "x"}], "old": 1}\n', "bad.json": "{}\n"})
+    store_set(tmp_path, d, "rund", "2026-12-01T12:00:00+00:00",
+              {"m.json": '{"auc": 0.9, "rows": [{"name": "y"}], "new": [1]}\n', "bad.json": "{\n"})
+    compare(page, commit=c, runId="runc", other=d, otherRunId="rund")
+    diff = choose(page, "m.json")
+    assert diff.get_attribute("data-kind") == "json"
+    keys = diff.locator(tid("sv-json-key"))
+    keys.first.wait_for()
+    assert [(k.get_attribute("data-key"), k.get_attribute("data-state")) for k in keys.all()] == [
+        ("auc", "changed"), ("rows[0].name", "changed"), ("new", "added"), ("old", "removed")]
+    assert [t.inner_text() for t in keys.first.locator("td").all()] == ["~", "auc", "0.8", "0.9"]
+    # the lines side by side below the keys, as for any text
+    assert diff.locator('[data-op="replace"] .sv-diff-b').first.inner_text().startswith('{"auc": 0.9')
+    # a side that does not parse: said, and the lines still shown
+    diff = choose(page, "bad.json")
+    assert "B is not valid JSON" in diff.locator(tid("sv-json-note")).inner_text()
+    replaced = diff.locator('[data-op="replace"]')
+    assert (replaced.locator(".sv-diff-a").inner_text(), replaced.locator(".sv-diff-b").inner_text()) == ("{}", "{")
+
+
 def test_a_commit_without_a_set_says_so_with_a_hint(page):
     compare(page, commit=A, other="0" * 40)
     error = view(page).locator(tid("sv-error"))

@@ -68,7 +68,11 @@ def test_getting_started(sales, engine):
 def test_comparing_commits(sales, engine):
     nb = execute("comparing-commits.ipynb", sales)
 
-    files = outputs(cell_with(nb, "sha_a = "))
-    assert "output/summary.json" in files and "output/sales.csv" in files
-    compared = outputs(cell_with(nb, "before, after = "))
-    assert "changed: True" in compared and "B - A" in compared and "north" in compared
+    # the rich display: every changed file, and what changed in it (another seed: other orders)
+    shown = outputs(cell_with(nb, "comparison = a.compare(b)"))
+    assert "soopervisor-comparison" in shown and " changed, 0 added, 0 removed" in shown
+    assert "columns changed: region, amount" in shown  # the CSV: same shape, other regions and amounts
+    assert "~ north: " in shown and "~ west: " in shown  # the JSON's changed keys
+    assert "modified cell" in shown and "random.Random(7)" in shown  # the task's notebook, cell by cell
+    compared = outputs(cell_with(nb, "change = comparison.file_diff(compare)"))
+    assert "output/summary.json" in compared and ", changed" in compared and "north" in compared

@@ -17,10 +17,12 @@ import {
   FileStatus,
   IFileDiff,
   ISide,
+  IJsonDiff,
   INotebookDiff,
   ITableDiff,
   ITextDiff,
   imagePair,
+  jsonKeys,
   notebookDiff,
   sidesTable,
   tableDiff,
@@ -558,11 +560,12 @@ export class CompareView extends Widget {
         { class: 'sv-diff-note', 'data-testid': 'sv-diff-too-large' },
         `${file.name} is too large to compare here. Download both sides (above) to compare them with a tool of your own.`
       );
-    } else if (file.kind === 'text' && Array.isArray(diff.rows)) {
+    } else if ((file.kind === 'text' || file.kind === 'json') && Array.isArray(diff.rows)) {
       const text = diff as ITextDiff;
       body = h(
         'div',
         {},
+        file.kind === 'json' ? jsonKeys(diff as IJsonDiff) : null,
         textTable(text.rows, `${file.name}, A beside B`),
         text.truncated ? h('div', { class: 'sv-muted sv-diff-note', 'data-testid': 'sv-diff-truncated' }, 'The diff is cut short: download both sides for the rest.') : null
       );

@@ -10,7 +10,7 @@ import { ApiClient, ApiError } from './api';
 import { errorBox, fmtSize, h } from './dom';
 
 export type FileStatus = 'added' | 'removed' | 'changed' | 'unchanged';
-export type FileKind = 'text' | 'notebook' | 'table' | 'image' | 'binary';
+export type FileKind = 'text' | 'json' | 'notebook' | 'table' | 'image' | 'binary';
 
 export interface ISide {
   size: number;
@@ -29,6 +29,19 @@ export interface IDiffRow {
 export interface ITextDiff {
   rows: IDiffRow[];
   truncated: boolean;
+}
+
+export interface IJsonKey {
+  key: string;
+  a?: string;
+  b?: string;
+}
+
+/** A JSON file: its text rows, and the keys that changed (null when a side does not parse; `note` says which). */
+export interface IJsonDiff extends ITextDiff {
+  keys: { changed: IJsonKey[]; added: IJsonKey[]; removed: IJsonKey[] } | null;
+  keys_truncated: boolean;
+  note?: string;
 }
 
 export interface INotebookCell {
@@ -215,6 +228,45 @@ function outputs(c: INotebookCell): HTMLElement {
 }
 
 /** A table's shapes, its columns (types on both sides, what changed) and example changed values. */
+/** A JSON file's changed, added and removed keys as dotted paths, each with A's and B's value. */
+export function jsonKeys(diff: IJsonDiff): HTMLElement {
+  if (!diff.keys) {
+    return h('div', { class: 'sv-muted sv-diff-note', 'data-testid': 'sv-json-note' }, diff.note || 'not valid JSON: compared as text');
+  }
+  const rows: [string, string, IJsonKey][] = [
+    ...diff.keys.changed.map(k => ['~', 'changed', k] as [string, string, IJsonKey]),
+    ...diff.keys.added.map(k => ['+', 'added', k] as [string, string, IJsonKey]),
+    ...diff.keys.removed.map(k => ['−', 'removed', k] as [string, string, IJsonKey])
+  ];
+  if (!rows.length) {
+    return h('div', { class: 'sv-muted sv-diff-note', 'data-testid': 'sv-json-note' }, 'Same keys and values: only the formatting or the order of keys differs.');
+  }
+  return h(
+    'div',
+    { class: 'sv-json-diff' },
+    h(
+      'table',
+      { class: 'sv-grid', 'aria-label': 'keys that changed', 'data-testid': 'sv-json-keys' },
+      h('thead', {}, h('tr', {}, ...['', 'key', 'A', 'B'].map(t => h('th', { scope: 'col' }, t)))),
+      h(
+        'tbody',
+        {},
+        ...rows.map(([sign, what, k]) =>
+          h(
+            'tr',
+            { 'data-testid': 'sv-json-key', 'data-key': k.key, 'data-state': what },
+            h('td', { class: 'sv-diff-sign', title: what }, sign),
+            h('td', { class: 'sv-diff-code' }, k.key || '(the whole value)'),
+            h('td', { class: 'sv-diff-code' }, k.a ?? ''),
+            h('td', { class: 'sv-diff-code' }, k.b ?? '')
+          )
+        )
+      )
+    ),
+    diff.keys_truncated ? h('div', { class: 'sv-muted sv-diff-note' }, 'More keys changed than are listed.') : null
+  );
+}
+
 export function tableDiff(diff: ITableDiff): HTMLElement {
   const shape = (s: ITableShape | null) =>
     s ? `${s.rows} row${s.rows === 1 ? '' : 's'} × ${s.columns.length} column${s.columns.length === 1 ? '' : 's'}` : 'absent';

@@ -3,17 +3,21 @@
 The file list comes from the two manifests alone (sha256), so it costs no download.
 ``file_diff`` fetches the one file from each side (verified, cached like
 ``Artifacts.path``) and describes the change by kind: side-by-side text rows,
-notebooks cell by cell through nbdime, tables by columns (table.py). The REST
-routes and ``Artifacts.compare`` both use this module; the shapes are the API's.
+JSON by the keys that changed (and its text rows), notebooks cell by cell
+through nbdime, tables by columns (table.py). The REST routes,
+``Artifacts.compare`` and ``soopervisor diff`` (diff_text.py renders it for a
+terminal) all use this module; the shapes are the API's.
 """
 from __future__ import annotations
 
 import difflib
 import html
+import json
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from soopervisor.errors import ArtifactsNotFound, UsageError
+from soopervisor.errors import ArtifactsNotFound, SoopervisorError, UsageError
 from soopervisor.storage import check_relpath
 
 from .manifest import ArtifactFile
@@ -34,18 +38,22 @@ CONTEXT = 3
 MAX_ROWS = 5000
 #: characters of one output's summary
 SUMMARY_MAX = 500
+#: changed files the notebook display describes (each fetched from both sets); the others are listed
+HTML_DESCRIBED = 20
 
 _IMAGE = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg"}
 _TEXT = {".txt", ".log", ".md", ".rst", ".py", ".r", ".sql", ".sh", ".yaml", ".yml", ".toml", ".ini", ".cfg",
-         ".json", ".jsonl", ".ndjson", ".html", ".htm", ".xml", ".tsv", ".tex", ".js", ".css", ".ts", ".env"}
+         ".jsonl", ".ndjson", ".html", ".htm", ".xml", ".tsv", ".tex", ".js", ".css", ".ts", ".env"}
 
 
 def kind_of(name: str) -> str:
-    """``text``, ``notebook``, ``table``, ``image`` or ``binary``, from the name's extension alone."""
+    """``text``, ``json``, ``notebook``, ``table``, ``image`` or ``binary``, from the name's extension alone."""
     dot = name.rfind(".")
     ext = name[dot:].lower() if dot > name.rfind("/") else ""
     if ext == ".ipynb":
         return "notebook"
+    if ext == ".json":
+        return "json"
     if table_format(name):
         return "table"
     if ext in _IMAGE:
@@ -89,6 +97,7 @@ class Comparison:
     def __init__(self, a: Artifacts, b: Artifacts) -> None:
         self.a, self.b = a, b
         self.files: list[FileChange] = _changes(a.files, b.files)
+        self._diffs: dict[str, dict[str, Any]] = {}
 
     def _named(self, status: str) -> list[str]:
         return [c.name for c in self.files if c.status == status]
@@ -113,10 +122,43 @@ class Comparison:
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for c in self.files if c.status == s) for s in ("added", "removed", "changed", "unchanged")}
 
-    def to_dict(self) -> dict[str, Any]:
-        """The REST answer: ``{project, a, b, counts, files}`` (a and b: the sets' summaries)."""
+    @property
+    def differ(self) -> bool:
+        """Whether any file was added, removed or changed."""
+        return any(c.status != "unchanged" for c in self.files)
+
+    def to_dict(self, with_diffs: bool = False) -> dict[str, Any]:
+        """The REST answer: ``{project, a, b, counts, files}`` (a and b: the sets' summaries).
+
+        ``with_diffs``: each changed file also carries its ``diff`` (as ``file_diff``), or
+        ``error`` (``{message, hint}``) when it could not be compared (``soopervisor diff --json``).
+        """
+        files = [c.to_dict() for c in self.files]
+        if with_diffs:
+            for entry in files:
+                if entry["status"] == "changed":
+                    try:
+                        entry["diff"] = self.file_diff(entry["name"])["diff"]
+                    except SoopervisorError as e:
+                        entry["error"] = {"message": e.message, "hint": e.hint}
         return {"project": self.a.project, "a": self.a.summary.to_dict(), "b": self.b.summary.to_dict(),
-                "counts": self.counts, "files": [c.to_dict() for c in self.files]}
+                "counts": self.counts, "files": files}
+
+    def diffs(self) -> dict[str, dict[str, Any]]:
+        """Every changed file's ``file_diff``, by name (a file that cannot be compared raises)."""
+        return {name: self.file_diff(name) for name in self.changed}
+
+    def describe(self, name: str, **limits: Any) -> list[str]:
+        """How ``name`` changed, as a few lines of text (diff_text.describe); a file that cannot
+        be compared (damaged, unreadable) is one line saying why, never an exception."""
+        from .diff_text import describe
+
+        try:
+            return describe(self.file_diff(name), **limits)
+        except (ArtifactsNotFound, UsageError) as e:
+            if isinstance(e, ArtifactsNotFound) and name not in {c.name for c in self.files}:
+                raise
+            return [f"could not compare: {e.message}" + (f" ({e.hint})" if e.hint else "")]
 
     def change(self, name: str) -> FileChange:
         """The entry of ``name``; UnsafePath for a name that leaves the set, ArtifactsNotFound when in neither."""
@@ -130,7 +172,9 @@ class Comparison:
     def file_diff(self, name: str) -> dict[str, Any]:
         """``{name, status, kind, a, b, diff}``: how ``name`` changed from A to B (see the module)."""
         change = self.change(name)
-        return {**change.to_dict(), "diff": _diff(self, change)}
+        if name not in self._diffs:  # both sides are read once per comparison
+            self._diffs[name] = {**change.to_dict(), "diff": _diff(self, change)}
+        return self._diffs[name]
 
     def __repr__(self) -> str:
         c = self.counts
@@ -141,17 +185,29 @@ class Comparison:
         e = lambda v: html.escape(printable(str(v)), quote=True)
         c = self.counts
         size = lambda f: e(format_size(f.size)) if f else ""
+        shown = [f for f in self.files if f.status != "unchanged"]
+        described = {f.name for f in shown if f.status == "changed"}
+        described = set(sorted(described)[:HTML_DESCRIBED])
+
+        def about(f: FileChange) -> str:
+            if f.name not in described:
+                return ""
+            lines = self.describe(f.name, max_lines=12)
+            return ("<pre style='margin:0;text-align:left;white-space:pre-wrap'>"
+                    + e("\n".join(lines)) + "</pre>")
+
         rows = "".join(
             f"<tr><td style='text-align:left'><code>{e(f.name)}</code></td><td>{e(f.status)}</td>"
             f"<td>{e(f.kind)}</td><td style='text-align:right'>{size(f.a)}</td>"
-            f"<td style='text-align:right'>{size(f.b)}</td></tr>"
-            for f in self.files if f.status != "unchanged"
+            f"<td style='text-align:right'>{size(f.b)}</td><td style='text-align:left'>{about(f)}</td></tr>"
+            for f in shown
         )
         header = (f"<b>{e(self.a.project)}</b>: <code>{e(self.a.commit[:7])}</code> &rarr; "
                   f"<code>{e(self.b.commit[:7])}</code> &middot; {c['changed']} changed, {c['added']} added, "
                   f"{c['removed']} removed, {c['unchanged']} unchanged")
         return (f"<div class='soopervisor-comparison'><div>{header}</div><table><thead><tr>"
                 "<th style='text-align:left'>name</th><th>status</th><th>kind</th><th>size A</th><th>size B</th>"
+                "<th style='text-align:left'>what changed</th>"
                 f"</tr></thead><tbody>{rows}</tbody></table></div>")
 
 
@@ -173,8 +229,12 @@ def _diff(cmp: Comparison, change: FileChange) -> dict[str, Any]:
         return table_diff(pa and read_table(pa, change.name), pb and read_table(pb, change.name))
     if change.kind == "notebook":
         return notebook_diff(pa and pa.read_bytes(), pb and pb.read_bytes(), change.name)
-    text = lambda p: None if p is None else p.read_bytes().decode("utf-8", "replace").splitlines()
-    return text_rows(text(pa), text(pb))
+    raw = lambda p: None if p is None else p.read_bytes().decode("utf-8", "replace")
+    ta, tb = raw(pa), raw(pb)
+    rows = text_rows(None if ta is None else ta.splitlines(), None if tb is None else tb.splitlines())
+    if change.kind == "json":
+        return {**json_diff(ta, tb), **rows}
+    return rows
 
 
 # -- text: side-by-side rows ----------------------------------------------------------------------------
@@ -378,3 +438,95 @@ def notebook_diff(data_a: bytes | None, data_b: bytes | None, name: str) -> dict
         metadata_changed = any(d["key"] == "metadata" for d in diff)
     return {"engine": f"nbdime {nbdime.__version__}", "metadata_changed": metadata_changed,
             "cells": _cells(a, b, cell_diff)}
+
+
+# -- JSON: the keys that changed --------------------------------------------------------------------------
+
+#: key entries a JSON diff answers at most, all lists together (``keys_truncated`` says when there were more)
+JSON_MAX_KEYS = 500
+#: characters of one value as shown (its JSON text)
+VALUE_MAX = 80
+_MISSING = object()
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def short_json(value: Any, limit: int = VALUE_MAX) -> str:
+    """``value`` as compact JSON text, cut to ``limit`` characters with an ellipsis."""
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _key(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    if _NAME.match(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+
+
+def _same_json(x: Any, y: Any) -> bool:
+    # 1 == True and 1 == 1.0 in Python; a JSON file that turned a number into a boolean changed
+    return type(x) is type(y) and x == y
+
+
+def _walk(a: Any, b: Any, path: str, out: dict[str, list[dict[str, Any]]]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in a:
+            if k not in b:
+                out["removed"].append({"key": _key(path, k), "a": short_json(a[k])})
+        for k in b:
+            if k not in a:
+                out["added"].append({"key": _key(path, k), "b": short_json(b[k])})
+            else:
+                _walk(a[k], b[k], _key(path, k), out)
+    elif isinstance(a, list) and isinstance(b, list):
+        for i in range(max(len(a), len(b))):
+            if i >= len(b):
+                out["removed"].append({"key": _key(path, i), "a": short_json(a[i])})
+            elif i >= len(a):
+                out["added"].append({"key": _key(path, i), "b": short_json(b[i])})
+            else:
+                _walk(a[i], b[i], _key(path, i), out)
+    elif not _same_json(a, b):
+        out["changed"].append({"key": path, "a": short_json(a), "b": short_json(b)})
+
+
+def _parse(text: str | None, side: str) -> tuple[Any, str | None]:
+    if text is None:
+        return _MISSING, None
+    try:
+        return json.loads(text), None
+    except ValueError as e:
+        return _MISSING, f"{side} is not valid JSON ({e})"
+
+
+def json_diff(a: str | None, b: str | None) -> dict[str, Any]:
+    """``{keys: {changed, added, removed}, keys_truncated}``: two JSON texts by dotted key paths.
+
+    Each entry: ``key`` (``metrics.auc``, ``rows[3].name``; ``""`` for the whole value),
+    and the JSON text of ``a`` and/or ``b``, shortened to VALUE_MAX. Lists are compared
+    index by index. A text that does not parse gives ``keys: null`` and a ``note``
+    (the text rows still say what changed). None: the file is not on that side.
+    """
+    va, why_a = _parse(a, "A")
+    vb, why_b = _parse(b, "B")
+    if why_a or why_b:
+        return {"keys": None, "keys_truncated": False, "note": "; ".join(filter(None, (why_a, why_b)))
+                + ": compared as text"}
+    out: dict[str, list[dict[str, Any]]] = {"changed": [], "added": [], "removed": []}
+    if va is _MISSING or vb is _MISSING:
+        # one side only: its top-level keys (or the whole value) are what was added or removed
+        only, status, side = (vb, "added", "b") if va is _MISSING else (va, "removed", "a")
+        if isinstance(only, dict):
+            out[status] = [{"key": _key("", k), side: short_json(v)} for k, v in only.items()]
+        elif only is not _MISSING:
+            out[status] = [{"key": "", side: short_json(only)}]
+    else:
+        _walk(va, vb, "", out)
+    total = sum(len(v) for v in out.values())
+    if total > JSON_MAX_KEYS:
+        left = JSON_MAX_KEYS
+        for status in ("changed", "added", "removed"):
+            out[status] = out[status][:left]
+            left -= len(out[status])
+    return {"keys": out, "keys_truncated": total > JSON_MAX_KEYS}
