@@ -117,12 +117,15 @@ def _arrow_table(pa: Any, path: Path, fmt: str) -> Any:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.read_table(f)
+            return pq.read_table(f, use_threads=False)
         import pyarrow.csv as pacsv
 
         if path.stat().st_size == 0:
             return pa.table({})
-        return pacsv.read_csv(f)
+        # no reader threads: threads of pyarrow still reading a Python file when the process
+        # exits abort it ("terminate called without an active exception", seen once in CI
+        # after `soopervisor diff` had printed everything); previews are one file, small pages
+        return pacsv.read_csv(f, read_options=pacsv.ReadOptions(use_threads=False))
 
 
 def _columns(schema: Any) -> list[dict[str, str]]:
@@ -178,7 +181,7 @@ def _parquet_page(path: Path, name: str, offset: int, limit: int) -> tuple[list[
             for i in range(pf.num_row_groups):
                 n = pf.metadata.row_group(i).num_rows
                 if start + n > offset and len(rows) < limit:
-                    part = pf.read_row_group(i).slice(max(offset - start, 0), limit - len(rows))
+                    part = pf.read_row_group(i, use_threads=False).slice(max(offset - start, 0), limit - len(rows))
                     rows += _rows_of(part)
                 start += n
             return _columns(pf.schema_arrow), rows, total
