@@ -19,9 +19,10 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # pragma: no cover
     from .artifacts import Artifacts
     from .project import Report
+    from .reproduction import Reproduction
     from .runs import Run
 
-__all__ = ["__version__", "get_artifacts", "get_run", "list_runs", "run", "stop_run", "validate"]
+__all__ = ["__version__", "get_artifacts", "get_run", "list_runs", "reproduce", "run", "stop_run", "validate"]
 
 
 def validate(path: str | os.PathLike = ".", entry_point: str | None = None) -> Report:
@@ -111,6 +112,29 @@ def get_artifacts(commit: str = "latest", project: str | None = None, storage: s
     from .artifacts import get_artifacts as _get
 
     return _get(commit, project=project, storage=storage, mode=mode, run=run)
+
+
+def reproduce(commit: str = "latest", *, run: str | None = None, path: str | os.PathLike = ".",
+              project: str | None = None, storage: str | None = None, mode: str | None = None,
+              image: str | None = None, secrets: Iterable[str] = (),
+              on_line: Callable[[str], None] | None = None, **options) -> Reproduction:
+    """Run ``commit`` again in an environment rebuilt from its set's recorded lock; compare the products.
+
+    The set is the commit's newest succeeded one (full before sample unless
+    ``mode``), or that of ``run="ID"``. Every task is rebuilt; the new set is
+    stored under the commit like any run's. The result says which products
+    came out with the recorded sha256 (``.identical``), which did not
+    (``.differ``, ``.added``, ``.removed``), the tasks that made them
+    (``.tasks``: the non-deterministic ones) and whether the rebuilt
+    environment has the recorded packages (``.environment``: the differences).
+    ``options``: ``timeout``, ``cpus``, ``memory``, ``network``, ``ca_bundle``,
+    ``entry_point`` as for :func:`run`. Raises ``UsageError`` before anything
+    runs when the set recorded no usable lock.
+    """
+    from .reproduction import reproduce as _reproduce
+
+    return _reproduce(commit, run=run, path=path, project=project, storage=storage, mode=mode, image=image,
+                      secrets=secrets, on_line=on_line, **options)
 
 
 def load_ipython_extension(ipython) -> None:

@@ -653,6 +653,75 @@ def diff_cmd(a: str, b: str, run_a: str | None, run_b: str | None, mode: str | N
     _exit_past_pyarrow(1 if exit_code and differ else 0)
 
 
+def _limit(ctx: object, param: object, value: str | None) -> float | int | None:
+    from .options import limit_callback
+
+    return limit_callback(ctx, param, value)
+
+
+@cli.command("reproduce")
+@click.argument("commit", default="latest")
+@click.option("--run", "run_id", metavar="ID", help="Reproduce that run's set (default: the commit's newest succeeded one).")
+@click.option("--mode", type=click.Choice(["sample", "full"]), help="Reproduce the commit's newest succeeded set of this mode.")
+@click.option("--project", metavar="NAME", help="Project name (default: the project in this folder).")
+@click.option("--path", default=".", type=click.Path(file_okay=False), show_default=True,
+              help="The project folder in the repository that holds the commit.")
+@click.option("--storage", metavar="URL", help="Where the sets are (default: SOOPERVISOR_STORAGE or the data folder).")
+@click.option("--image", help="Base image (default: the one the original run asked for).")
+@click.option("--secret", "secrets", multiple=True, metavar="NAME",
+              help="Pass the environment variable NAME into the container; its value is redacted everywhere. Repeatable.")
+@click.option("--timeout", metavar="SECONDS", callback=lambda c, p, v: _limit(c, p, v), help="Stop the run after this long.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (the log is not streamed).")
+@click.option("--exit-code", "exit_code", is_flag=True, help="Exit 1 when a product differs from the recorded one.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not stream the log; print only the outcome.")
+@click.option("-v", "--verbose", is_flag=True, help="Stream the installers' output too.")
+def reproduce_cmd(commit: str, run_id: str | None, mode: str | None, project: str | None, path: str,
+                  storage: str | None, image: str | None, secrets: tuple[str, ...], timeout: float | None,
+                  as_json: bool, exit_code: bool, quiet: bool, verbose: bool) -> None:
+    """Run COMMIT again in an environment rebuilt from its recorded lock; say which products came out the same.
+
+    The set is the commit's newest succeeded one (full before sample unless
+    --mode), or --run ID's. The commit is checked out in a temporary
+    worktree (your checkout is not touched), every task is rebuilt, and the
+    environment gets exactly the recorded packages (with the recorded sha256
+    of their files when uv resolved them), nothing resolved again. The new
+    run is stored as another set of the commit. Products are compared by
+    sha256; the tasks whose products differ are the non-deterministic ones.
+
+    \b
+    Examples:
+      soopervisor reproduce a1b2c3d              the newest succeeded set of a1b2c3d
+      soopervisor reproduce latest --mode full
+      soopervisor reproduce a1b2c3d --run 3f2c1d0e9a8b
+      soopervisor reproduce a1b2c3d --exit-code || echo "not reproducible"
+    """
+    from . import reproduction as repro
+
+    terminal = None if (quiet or as_json) else _Terminal(verbose)
+    signals = _CancelOnSignals()  # until the run is recorded, a signal just ends the command
+    try:
+        started = repro.start(commit, run=run_id, path=path, project=project, storage=storage, mode=mode,
+                              image=image, secrets=secrets, on_line=terminal, timeout=timeout)
+        signals.active = started.active
+        result = started.active.result()
+    finally:
+        signals.restore()
+        if terminal is not None:
+            terminal.close()
+    outcome = repro.finish(started, result, storage)
+    if as_json:
+        click.echo(json.dumps(outcome.to_dict(), indent=2))
+    else:
+        for line in outcome.lines():
+            _say(line, fg="green" if line.startswith("✓") else "red" if line.startswith("✗") else None)
+    if not result.ok:
+        where = f"{(result.storage_url or '').rstrip('/')}/{result.project}/{result.commit}/{result.id}"
+        if not as_json:
+            _report_failure(result, where, streamed=terminal is not None)
+        _exit_past_pyarrow(130 if result.status == "cancelled" else 1)
+    _exit_past_pyarrow(1 if exit_code and not outcome.same else 0)
+
+
 def _exit_past_pyarrow(code: int) -> None:
     """End the process now, once everything is printed, when pyarrow was used.
 

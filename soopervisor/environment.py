@@ -19,6 +19,8 @@ from pathlib import Path
 ENV_IMAGE_REPO = "soopervisor-env"
 INSTALLER_VARIABLE = "SOOPERVISOR_INSTALLER"
 INSTALLERS = ("auto", "uv", "pip")
+#: the environment spec of a reproduced run: the recorded lock, in the project folder of the build's tree
+LOCK_FILE = ".soopervisor-lock.txt"
 
 
 def installer_setting() -> str:

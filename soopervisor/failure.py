@@ -116,3 +116,25 @@ def summary(run) -> str:
     if task and task_error and task_error not in error:
         error = f"{task_error} ({error})"
     return f"run {run.id} {run.status}{task}: {error}"
+
+
+#: how uv and pip say that a pinned version cannot be had, or that its files are not the recorded ones
+_UNAVAILABLE = (
+    re.compile(r"no versions? of `?([A-Za-z0-9][A-Za-z0-9._\-]*(?:\[[^\]]*\])?==[^\s`,]+)`?"),  # uv
+    re.compile(r"No matching distribution found for ([A-Za-z0-9][A-Za-z0-9._\-]*(?:\[[^\]]*\])?==\S+)"),  # pip
+)
+_HASH_MISMATCH = re.compile(r"Hash mismatch for `?([A-Za-z0-9][A-Za-z0-9._\-]*==[^\s`]+)`?")  # uv
+
+
+def unavailable_requirement(lines: list[str]) -> tuple[str, str] | None:
+    """``(name==version, why)`` when an installer said a pinned version is not to be had: the last one said."""
+    for line in reversed(lines):
+        text = _ANSI.sub("", line)
+        m = _HASH_MISMATCH.search(text)
+        if m:
+            return m.group(1), "its files no longer have the recorded sha256"
+        for pattern in _UNAVAILABLE:
+            m = pattern.search(text)
+            if m:
+                return m.group(1).rstrip("."), "the package index does not offer it"
+    return None

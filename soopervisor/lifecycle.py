@@ -76,6 +76,7 @@ class Prepared:
     env_inputs: dict[str, bytes] | None  # None: the environment needs the whole tree
     limits: Any  # options.Limits
     forced_by: str = "--force"  # what asked for a full build: --force (force=True) or SOOPERVISOR_FORCE
+    locked: bool = False  # the environment spec is a recorded lock (soopervisor reproduce)
 
 
 @dataclass
@@ -410,7 +411,7 @@ class ActiveRun:
     def _script(self, force: bool = True) -> bytes:
         from . import script
 
-        text = script.render(self.prepared.project, sample=self.opts.sample, force=force)
+        text = script.render(self.prepared.project, sample=self.opts.sample, force=force, locked=self.prepared.locked)
         return _tar({"soopervisor/run.sh": text.encode()})
 
     def _ensure_environment(self, outcome: Outcome) -> str | None:
@@ -502,10 +503,11 @@ class ActiveRun:
         environments are all a project could have tampered with), on the same base
         image and stages, and at most MAX_DEPTH layers deep, so images do not grow
         without end. Not for conda (an existing conda environment is reused as it
-        is) nor for environments that install local paths (built per commit).
+        is), for environments that install local paths (built per commit) or for
+        a recorded lock (a reproduction starts from nothing but the lock).
         """
         project, note = self.prepared.project, self.log.note
-        if (self.prepared.env_inputs is None or installer_setting() == "pip"
+        if (self.prepared.env_inputs is None or installer_setting() == "pip" or self.prepared.locked
                 or posixpath.basename(project.env_file or "").startswith("environment.")):
             return None
         parent = self.executor.latest_image(ENV_IMAGE_REPO, lineage)
@@ -593,9 +595,27 @@ class ActiveRun:
             if cause:  # a module of a conda dependency pip could not install
                 outcome.error += f": {cause}"
             self._cause(outcome, what, f"exit code {result.exit_code}{stage}")
+            if what == ENV_SETUP:
+                self._unavailable(outcome)
             if outcome.hint is None and what == ENV_SETUP:
                 outcome.hint = (f"a package of {project.env_file or 'the environment spec'} could not be installed: "
                                 "the log's installer lines say which (`soopervisor run -v` streams them)")
+
+    def _unavailable(self, outcome: Outcome) -> None:
+        """Name the pinned version the installer could not have, in the error and the hint."""
+        from .failure import unavailable_requirement
+
+        found = unavailable_requirement(list(self.log.tail))
+        if found is None:
+            return
+        pin, why = found
+        outcome.error += f": {pin} cannot be installed ({why})"
+        if self.prepared.locked:
+            outcome.hint = (f"the recorded environment pins {pin}, which can no longer be installed (yanked, removed "
+                            "or replaced on the index): this run cannot be reproduced exactly; `soopervisor run "
+                            "--force` at that commit resolves its requirements again")
+        else:
+            outcome.hint = f"{self.prepared.project.env_file} asks for {pin}: change that pin to a version the index has"
 
     def _cause(self, outcome: Outcome, what: str, how: str) -> None:
         """The cause the log showed, said in the error and the hint: a load error, a network error."""

@@ -25,11 +25,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import git
-from .environment import env_inputs
-from .errors import EngineUnavailable, InvalidProject, RunNotFound, SoopervisorError
+from .environment import LOCK_FILE, env_inputs
+from .errors import EngineUnavailable, InvalidProject, RunNotFound, SoopervisorError, UsageError
 from .executors import Executor
 from .lifecycle import (
     FILES,
@@ -48,6 +48,9 @@ from .lifecycle import (
 )
 from .logtail import LogTail
 from .runs import Run, RunStore, now_iso, owner_gone, this_host
+
+if TYPE_CHECKING:
+    from .project import Report
 
 
 @dataclass
@@ -69,6 +72,12 @@ class RunOptions:
     #: rebuild every task (``ploomber build --force``): None = SOOPERVISOR_FORCE, else False (incremental,
     #: starting from the nearest ancestor's set); checked by prepare()
     force: bool | None = None
+    #: run this commit (a full SHA of the repository at ``path``) instead of the checkout's HEAD:
+    #: inspected in a temporary clean checkout; the user's own is never touched
+    commit: str | None = None
+    #: a recorded lock (pinned requirements, with hashes) installed instead of the project's
+    #: environment spec, nothing resolved again: ``soopervisor reproduce``
+    environment_lock: bytes | None = None
 
 
 def _docker_executor() -> Executor:
@@ -154,7 +163,6 @@ class RunService:
         from .environment import installer_setting
         from .executors.docker import ca_bundle_from_env
         from .options import check_force, check_limits, check_network, secret_bytes
-        from .project import inspect
         from .storage import open_storage
 
         limits = check_limits(opts.timeout, opts.cpus, opts.memory)
@@ -163,7 +171,7 @@ class RunService:
         downloads.mode()
         forced_by = "--force" if opts.force is not None else "SOOPERVISOR_FORCE"
         opts.force = check_force(opts.force)
-        report = inspect(opts.path, entry_point=opts.entry_point, image=self.image)
+        report = self._inspect(opts)
         if not report.ok:
             raise InvalidProject(report)
         project = report.project
@@ -177,9 +185,39 @@ class RunService:
             path = posixpath.normpath(posixpath.join(project.subdir, rel))
             return None if path.startswith("../") else git.show_file(project.repo_root, project.commit, path)
 
-        # validation already refused uncommitted pipeline.yaml and environment
-        # files; what it cannot see are the files those include (-r base.txt)
-        return Prepared(report, project, secrets, ca, storage, env_inputs(project, read), limits, forced_by)
+        if opts.environment_lock is not None:
+            # the lock replaces the spec: the environment is built from it alone
+            project.env_file, project.pip_requirements, project.conda_only = LOCK_FILE, [], []
+            project.python_pin = None
+            inputs: dict[str, bytes] | None = {LOCK_FILE: opts.environment_lock}
+        else:
+            # validation already refused uncommitted pipeline.yaml and environment
+            # files; what it cannot see are the files those include (-r base.txt)
+            inputs = env_inputs(project, read)
+        return Prepared(report, project, secrets, ca, storage, inputs, limits, forced_by,
+                        locked=opts.environment_lock is not None)
+
+    def _inspect(self, opts: RunOptions) -> Report:
+        """The project at ``opts.path``; at ``opts.commit`` when asked, inspected in a clean checkout of it."""
+        from .project import inspect
+        from .project.git_facts import _toplevel_and_origin
+
+        if opts.commit is None:
+            return inspect(opts.path, entry_point=opts.entry_point, image=self.image)
+        found = _toplevel_and_origin(Path(os.fspath(opts.path)).expanduser())
+        if found is None:
+            return inspect(opts.path, entry_point=opts.entry_point, image=self.image)  # says what is wrong
+        top, subdir = Path(found[0]), found[1]
+        if not git.has_commit(top, opts.commit):
+            raise UsageError(f"commit {opts.commit[:7]} is not in the repository at {top}",
+                             "fetch it first (git fetch --all), or run this where it was committed")
+        # named like the repository's folder: a project named after its folder keeps its name
+        with git.checkout_of(top, opts.commit, top.name) as checkout:
+            report = inspect(checkout / subdir, entry_point=opts.entry_point, image=self.image)
+        if report.project is not None:
+            # the run reads the commit from the repository itself (git archive), never the checkout
+            report.project.path, report.project.repo_root = (top / subdir).resolve(), top.resolve()
+        return report
 
     def start(self, opts: RunOptions, *, daemon: bool = True) -> ActiveRun:
         """Check everything, record the run as running, execute it in a thread of this process.

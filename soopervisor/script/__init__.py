@@ -117,7 +117,7 @@ def _version() -> str:
 
 
 def render(project: Project, *, sample: bool, root: str = "/", force: bool = True,
-           installer: str | None = None) -> str:
+           installer: str | None = None, locked: bool = False) -> str:
     """The bash script that runs ``project``: a sample run when ``sample``.
 
     ``force``: ``ploomber build --force`` (every task rebuilt), what a machine
@@ -125,7 +125,8 @@ def render(project: Project, *, sample: bool, root: str = "/", force: bool = Tru
     run renders it unforced: ploomber skips the tasks its carried-over products
     and metadata show up to date. ``installer`` (``auto``, ``uv``, ``pip``) fills
     environments; None reads SOOPERVISOR_INSTALLER (default ``auto``: uv, and
-    pip when uv cannot be had).
+    pip when uv cannot be had). ``locked``: the environment spec is a recorded lock
+    (``soopervisor reproduce``), installed as it is, nothing resolved again.
 
     ``root`` prefixes the container paths (``/workspace``, ``/opt/soopervisor``,
     ``/soopervisor``); tests pass a temporary folder to run the script on the host.
@@ -175,6 +176,7 @@ def render(project: Project, *, sample: bool, root: str = "/", force: bool = Tru
         ("SV_ARTIFACTS", at(ARTIFACTS.lstrip("/"))),
         ("SV_ENV_FILE", project.env_file),
         ("SV_ENV_KIND", "conda" if conda_kind else "pip"),
+        ("SV_ENV_LOCKED", "yes" if locked else "no"),
         ("SV_CONDA_ONLY", ", ".join(project.conda_only) if conda_kind else ""),
         # environment.yml's Python pin and the minor versions that meet it ("" when unreadable)
         ("SV_PYTHON_PIN", project.python_pin if python_ok is not None else ""),

@@ -4,7 +4,8 @@ Rendered into run.sh and run at the end of ``bash run.sh env``; writes JSON to
 the path it is given (``/opt/soopervisor/environment.json`` in the environment
 image). The run's manifest records it, so the environment can be rebuilt from
 it alone: name and version of every distribution the venv's Python sees, the
-installer that put it there (its ``INSTALLER`` file), and the sha256 hashes
+installer that put it there (its ``INSTALLER`` file), ``source`` when it came
+from a local path or a URL rather than an index, and the sha256 hashes
 uv's lock pinned it to when uv resolved the environment (pip records none).
 
 Standard library only: it runs in the project's environment.
@@ -40,6 +41,20 @@ def lock_hashes(path):
     return hashes
 
 
+def _source(dist):
+    """"local" or "url" when the distribution came from a path or a URL (PEP 610), not an index.
+
+    Only the kind is kept: such a URL may hold a token.
+    """
+    try:
+        data = json.loads(dist.read_text("direct_url.json") or "null")
+    except ValueError:
+        return "url"
+    if not isinstance(data, dict):
+        return None
+    return "local" if str(data.get("url", "")).startswith("file:") else "url"
+
+
 def describe(lock_path):
     hashes = lock_hashes(lock_path) if lock_path else {}
     packages = {}
@@ -49,6 +64,9 @@ def describe(lock_path):
             continue
         installer = (dist.read_text("INSTALLER") or "").strip() or None
         entry = {"name": name, "version": dist.version, "installer": installer}
+        source = _source(dist)
+        if source:
+            entry["source"] = source
         if hashes.get(name):
             entry["hashes"] = sorted(set(hashes[name]))
         packages[name] = entry

@@ -178,6 +178,33 @@ soopervisor_install_spec() {
   soopervisor_pip_install -r "$file"
 }
 
+# A recorded lock installed as it is ($1: every package pinned, with the sha256
+# of its files when the record has them): soopervisor reproduce. Nothing is
+# resolved again; uv checks the hashes it is given, pip requires them all when
+# the file has any. The lock and its hashes are kept where a resolved build
+# keeps them, so the new environment describes itself the same way.
+soopervisor_install_lock() {
+  local file=$1 status
+  sed -e 's/ --hash=[^ ]*//g' -- "$file" >"$SV_ENV_LOCK"
+  if [ -x "$SV_UV_DIR/bin/uv" ] && [ "$SV_INSTALLER" != pip ]; then
+    soopervisor_uv_settings
+    echo "soopervisor: uv pip sync $SV_ENV_FILE (the recorded lock: $(grep -c '==' "$file") packages, nothing resolved)"
+    set +e
+    "$SV_UV_DIR/bin/uv" pip sync --python "$(command -v python)" "$file"
+    status=$?
+    set -e
+    if [ "$status" -eq 0 ]; then
+      if grep -q -- '--hash=' "$file"; then cp -- "$file" "$SV_ENV_LOCK.hashes"; fi
+      return 0
+    fi
+    if [ "$SV_INSTALLER" = uv ]; then
+      return "$status"
+    fi
+    echo "soopervisor: warning: uv failed (exit code $status); trying pip, the reference installer"
+  fi
+  soopervisor_pip_install --no-deps -r "$file"
+}
+
 # Install into the active environment: with uv when setup env put it there,
 # else pip. With SV_INSTALLER=auto a failure of uv is retried once with pip
 # (uv refuses a few things pip accepts), and the log says so.

@@ -48,6 +48,10 @@ setup_env() {
   soopervisor_check_python_pin
   soopervisor_ensure_uv || true
 
+  if [ "$SV_ENV_LOCKED" = yes ]; then
+    soopervisor_install_lock "$SV_ENV_FILE"
+    return 0
+  fi
   if [ "$SV_ENV_KIND" = pip ]; then
     soopervisor_install_spec "$SV_ENV_FILE"
     return 0
