@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 the pipeline failed, 2 invalid project or usage,
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -650,7 +651,7 @@ def diff_cmd(a: str, b: str, run_a: str | None, run_b: str | None, mode: str | N
         else:
             for line in diff_text.render(cmp):
                 click.echo(line)
-    _exit_past_pyarrow(1 if exit_code and differ else 0)
+    sys.exit(1 if exit_code and differ else 0)
 
 
 def _limit(ctx: object, param: object, value: str | None) -> float | int | None:
@@ -718,25 +719,29 @@ def reproduce_cmd(commit: str, run_id: str | None, mode: str | None, project: st
         where = f"{(result.storage_url or '').rstrip('/')}/{result.project}/{result.commit}/{result.id}"
         if not as_json:
             _report_failure(result, where, streamed=terminal is not None)
-        _exit_past_pyarrow(130 if result.status == "cancelled" else 1)
-    _exit_past_pyarrow(1 if exit_code and not outcome.same else 0)
+        sys.exit(130 if result.status == "cancelled" else 1)
+    sys.exit(1 if exit_code and not outcome.same else 0)
 
 
-def _exit_past_pyarrow(code: int) -> None:
-    """End the process now, once everything is printed, when pyarrow was used.
+def _end(code: int | str | None) -> None:
+    """The one way the command ends: ``sys.exit(code)``, or at once when pyarrow was used.
 
     pyarrow's C++ thread pools sometimes abort the interpreter's shutdown
     ("terminate called without an active exception", exit -6: about 1 run in
     100 here, once in CI) after a table was read, although all the output was
-    written. Nothing of ours is left to run at that point, so the process ends
-    without the shutdown that trips it.
+    written. When nothing of ours is left to run (no run of this process under
+    way), the process ends without the shutdown that trips it.
     """
-    if "pyarrow" not in sys.modules:
-        if code:
-            sys.exit(code)
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
+    if not isinstance(code, int):
+        if code is not None:  # sys.exit("message"), as Python does
+            click.echo(code, err=True)
+        code = 0 if code is None else 1
+    lifecycle = sys.modules.get("soopervisor.lifecycle")
+    if "pyarrow" not in sys.modules or (lifecycle is not None and lifecycle.active_runs()):
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe
+            stream.flush()
     os._exit(code)
 
 
@@ -1401,31 +1406,33 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="soopervisor", standalone_mode=False)
     except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
+        _end(e.exit_code)
+    except SystemExit as e:  # a command's own exit code (sys.exit in a command)
+        _end(e.code)
     except click.ClickException as e:
         e.message = hide(e.message)
         e.show()
         click.echo(f"more: {topic_url('usage-error')}", err=True)
-        sys.exit(e.exit_code)
+        _end(e.exit_code)
     except InvalidProject as e:
         click.echo(hide(e.report.format()), err=True)
-        sys.exit(e.exit_code)
+        _end(e.exit_code)
     except SoopervisorError as e:
         click.secho(f"error: {hide(e.message)}", fg="red", err=True)
         if e.hint:
             click.echo(f"hint: {hide(e.hint)}", err=True)
         click.echo(f"more: {e.docs}", err=True)
-        sys.exit(e.exit_code)
+        _end(e.exit_code)
     except (KeyboardInterrupt, Cancelled, click.exceptions.Abort):  # click turns Ctrl-C into Abort
         click.echo("\ncancelled (Ctrl-C): nothing was left running; a run's log and set are kept", err=True)
-        sys.exit(130)
+        _end(130)
     except Exception as e:  # noqa: BLE001 - a bug of ours: a short message here, the traceback in a file
         crash = _write_crash_report(hide)
         click.secho(hide(f"error: internal error: {type(e).__name__}: {e}"), fg="red", err=True)
         click.echo(hide(f"hint: this is a bug in soopervisor; the details are in {crash}"), err=True)
         click.echo(f"more: {topic_url('internal-error')}", err=True)
-        sys.exit(1)
-    sys.exit(0)
+        _end(1)
+    _end(0)
 
 
 def _secret_redactor(argv: list[str] | None = None):

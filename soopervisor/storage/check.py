@@ -20,7 +20,6 @@ in :attr:`CheckResult.left_behind`.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import secrets
 import shutil
@@ -34,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from soopervisor.artifacts.manifest import sha256_file
 from soopervisor.errors import ArtifactsNotFound, IntegrityError, SoopervisorError, StorageUnavailable
 from soopervisor.storage.base import FILES, LOG, MANIFEST, Storage, set_files
 
@@ -260,7 +260,7 @@ class _Checker:
                 dest = Path(tmp) / f"file-{i}"
                 self.storage.get_file(CHECK_PROJECT, self.commit, self.run_id, name, dest)
                 got = dest.stat().st_size
-                if got != size or _sha256(dest) != sha:
+                if got != size or sha256_file(dest) != sha:
                     raise IntegrityError(
                         f"{name} read back from {self.result.where} is not what was written "
                         f"({got} bytes, expected {size}; or its sha256 differs)",
@@ -383,11 +383,3 @@ def _is_dir(path: Path) -> bool:
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError:  # absent, or below a file
         return False
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
