@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, config, git
-from .environment import ENV_IMAGE_REPO, _build_lock, _tar, env_hash, env_tree, installer_setting
+from .environment import ENV_IMAGE_REPO, _build_lock, _tar, env_hash, env_tree
 from .environment import describe as describe_environment
 from .errors import Cancelled, SoopervisorError, StorageUnavailable, UsageError
 from .executors import ContainerSpec, ExecResult, Executor, ImageInfo, KeepAs
@@ -77,6 +77,7 @@ class Prepared:
     limits: Any  # options.Limits
     forced_by: str = "--force"  # what asked for a full build: --force (force=True) or SOOPERVISOR_FORCE
     locked: bool = False  # the environment spec is a recorded lock (soopervisor reproduce)
+    installer: str = "auto"  # SOOPERVISOR_INSTALLER as read when the run was checked
 
 
 @dataclass
@@ -411,14 +412,15 @@ class ActiveRun:
     def _script(self, force: bool = True) -> bytes:
         from . import script
 
-        text = script.render(self.prepared.project, sample=self.opts.sample, force=force, locked=self.prepared.locked)
+        text = script.render(self.prepared.project, sample=self.opts.sample, force=force, locked=self.prepared.locked,
+                             installer=self.prepared.installer)
         return _tar({"soopervisor/run.sh": text.encode()})
 
     def _ensure_environment(self, outcome: Outcome) -> str | None:
         """The environment image's name, built when missing; None when building failed or was stopped."""
         inputs, note = self.prepared.env_inputs, self.log.note
         # an environment filled by pip is another environment than one filled by uv
-        fingerprint = self._fingerprint = env_fingerprint() + installer_setting()
+        fingerprint = self._fingerprint = env_fingerprint() + self.prepared.installer
         if inputs is None:
             note("soopervisor: the requirements install local paths; the environment is cached per commit")
             self.env_hash = env_hash(self.image.id, {"commit": self.run.commit.encode()}, fingerprint)
@@ -507,7 +509,7 @@ class ActiveRun:
         a recorded lock (a reproduction starts from nothing but the lock).
         """
         project, note = self.prepared.project, self.log.note
-        if (self.prepared.env_inputs is None or installer_setting() == "pip" or self.prepared.locked
+        if (self.prepared.env_inputs is None or self.prepared.installer == "pip" or self.prepared.locked
                 or posixpath.basename(project.env_file or "").startswith("environment.")):
             return None
         parent = self.executor.latest_image(ENV_IMAGE_REPO, lineage)

@@ -167,7 +167,8 @@ class RunService:
 
         limits = check_limits(opts.timeout, opts.cpus, opts.memory)
         opts.network = check_network(opts.network)
-        installer_setting()  # SOOPERVISOR_INSTALLER and SOOPERVISOR_DOWNLOAD_CACHE: said before anything runs
+        # SOOPERVISOR_INSTALLER and SOOPERVISOR_DOWNLOAD_CACHE: read once, said before anything runs
+        installer = installer_setting()
         downloads.mode()
         forced_by = "--force" if opts.force is not None else "SOOPERVISOR_FORCE"
         opts.force = check_force(opts.force)
@@ -195,7 +196,7 @@ class RunService:
             # files; what it cannot see are the files those include (-r base.txt)
             inputs = env_inputs(project, read)
         return Prepared(report, project, secrets, ca, storage, inputs, limits, forced_by,
-                        locked=opts.environment_lock is not None)
+                        locked=opts.environment_lock is not None, installer=installer)
 
     def _inspect(self, opts: RunOptions) -> Report:
         """The project at ``opts.path``; at ``opts.commit`` when asked, inspected in a clean checkout of it."""
