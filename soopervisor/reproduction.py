@@ -106,7 +106,7 @@ class Reproduction:
     lock: Lock
     reproduced: Artifacts | None = None  # None when the run stored no set (it failed before)
     comparison: Comparison | None = None
-    #: the rebuilt environment against the recorded one (empty: the same packages)
+    #: how the rebuilt environment differs from the recorded one, one package a line; empty when it does not
     environment: list[str] = field(default_factory=list)
 
     def _changes(self, *statuses: str) -> list[Any]:
@@ -116,7 +116,7 @@ class Reproduction:
 
     @property
     def identical(self) -> list[str]:
-        """Products with the recorded sha256 (ploomber's metadata files left out: they hold timestamps)."""
+        """The products that have the recorded sha256, ploomber's metadata files left out (they hold timestamps)."""
         return [c.name for c in self._changes("unchanged")]
 
     @property
@@ -134,7 +134,7 @@ class Reproduction:
 
     @property
     def tasks(self) -> dict[str | None, list[str]]:
-        """The non-deterministic tasks: each task whose products differ or appeared or went, with them.
+        """The non-deterministic tasks, each with its products that differ, appeared or went.
 
         A file no task of the manifest claims is under None.
         """
