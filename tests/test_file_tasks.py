@@ -89,3 +89,87 @@ def test_a_carried_file_keeps_the_task_its_parent_set_gave_it(tmp_path, home):
     assert parent.tasks == {"output/a.txt": "a", "output/.a.txt.metadata": "a"}
     decision = carry(open_storage(None), "proj", root, c1, "", "sample", "E", force=False)
     assert decision.carried.tasks == {"output/a.txt": "a", "output/.a.txt.metadata": "a"}
+
+
+# -- the diff names tasks and folds ploomber's metadata (stored sets, no Docker) ---------------------
+
+A = "a1b2c3d" + "1" * 33
+B = "e4f5a6b" + "2" * 33
+C = "c0ffee0" + "3" * 33
+TASKS = {"out/clean.csv": "clean", "out/.clean.csv.metadata": "clean", "out/summary.json": "clean",
+         "out/.summary.json.metadata": "clean", "out/plots/a.txt": "plots", "out/.plots.metadata": "plots"}
+
+
+def metadata(timestamp: float, source: str) -> str:
+    """A ploomber metadata file as ploomber writes it."""
+    return json.dumps({"timestamp": timestamp, "stored_source_code": source, "params": {}})
+
+
+def products(summary: str, t: float, source: str = "def clean(): ...") -> dict[str, str]:
+    return {"out/clean.csv": "a\n1\n", "out/.clean.csv.metadata": metadata(t, source),
+            "out/summary.json": summary, "out/.summary.json.metadata": metadata(t, source),
+            "out/plots/a.txt": "plot\n", "out/.plots.metadata": metadata(t, "def plots(): ...")}
+
+
+def test_the_diff_names_each_files_task_and_folds_the_metadata(home):
+    import time
+
+    from soopervisor.artifacts import get_artifacts
+    from soopervisor.artifacts.compare import is_ploomber_metadata, kind_of
+
+    from .conftest import cli
+    from .sets import store_set
+
+    assert [is_ploomber_metadata(n) for n in ("out/.a.csv.metadata", ".plots.metadata", "out/a.metadata",
+                                               "out/..metadata", "out/.a.csv.metadata/x")] == [
+        True, True, False, False, False]
+    assert kind_of("out/.a.csv.metadata") == "json" and kind_of("out/a.metadata") == "binary"
+
+    # A -> B: the same products built again (a comment changed): only the metadata timestamps differ
+    store_set("proj", A, products('{"n": 1}', 1.0), run_id="r1", tasks=TASKS)
+    time.sleep(0.01)
+    store_set("proj", B, products('{"n": 1}', 2.0), run_id="r2", tasks=TASKS)
+    time.sleep(0.01)
+    # B -> C: clean's source changed its summary; plots' metadata is gone, a stray one appears
+    c_files = products('{"n": 2}', 3.0, "def clean(): return 2")
+    del c_files["out/.plots.metadata"]
+    c_files["out/.stray.metadata"] = metadata(3.0, "")
+    store_set("proj", C, c_files, run_id="r3", tasks=TASKS)
+
+    same = cli("diff", A, B, "--project", "proj", "--exit-code", check=0).stdout  # metadata alone: exit 0
+    assert same.splitlines()[1:] == [
+        "3 changed, 0 added, 0 removed, 3 unchanged", "",
+        "the products are the same; only ploomber's metadata differs", "",
+        "ploomber metadata: 3 files changed (timestamps); --metadata shows them",
+    ]
+    shown = cli("diff", A, B, "--project", "proj", "--metadata", "--exit-code", check=0).stdout
+    assert "~ out/.clean.csv.metadata (json) (task clean)\n    keys: 1 changed, 0 added, 0 removed\n" \
+           "    ~ timestamp: 1.0 -> 2.0\n" in shown
+    assert "ploomber metadata:" not in shown
+
+    out = cli("diff", B, C, "--project", "proj", "--exit-code", check=1).stdout  # a product changed: exit 1
+    assert "~ out/summary.json (json) (task clean)\n    keys: 1 changed, 0 added, 0 removed\n    ~ n: 1 -> 2" in out
+    assert ".metadata (json)" not in out and ".metadata" not in out.split("ploomber metadata:")[0]
+    assert out.splitlines()[-1] == ("ploomber metadata: 2 files changed, 1 added, 1 removed "
+                                    "(timestamps, stored source); --metadata shows them")
+    listed = cli("diff", B, C, "--project", "proj", "--metadata", check=0).stdout
+    assert "- out/.plots.metadata (json, " in listed and "removed (task plots)" in listed
+    assert "+ out/.stray.metadata (json, " in listed and listed.count("(task ") == 4  # the stray one has none
+
+    # --json keeps every file, each with its task and whether it is metadata
+    body = json.loads(cli("diff", B, C, "--project", "proj", "--json", check=0).stdout)
+    by = {f["name"]: f for f in body["files"]}
+    assert len(by) == 7 and by["out/summary.json"]["task"] == "clean" and by["out/summary.json"]["metadata"] is False
+    assert by["out/.plots.metadata"]["task"] == "plots" and by["out/.plots.metadata"]["metadata"] is True
+    assert by["out/.stray.metadata"]["task"] is None
+    keys = by["out/.clean.csv.metadata"]["diff"]["keys"]["changed"]
+    assert sorted(k["key"] for k in keys) == ["stored_source_code", "timestamp"]
+
+    # the notebook display: a task column, the metadata folded into one row
+    html = get_artifacts(B, project="proj").compare(C)._repr_html_()
+    assert "<th style='text-align:left'>task</th>" in html and "<td style='text-align:left'>clean</td>" in html
+    assert "out/.clean.csv.metadata" not in html
+    assert "ploomber metadata: 2 files changed, 1 added, 1 removed (timestamps, stored source)" in html
+    # B's manifest names the task, else A's (a removed file keeps the task A gave it)
+    cmp = get_artifacts(B, project="proj").compare(C)
+    assert cmp.change("out/.plots.metadata").task == "plots" and cmp.outputs_differ is True
