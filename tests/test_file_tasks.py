@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +174,124 @@ def test_the_diff_names_each_files_task_and_folds_the_metadata(home):
     # B's manifest names the task, else A's (a removed file keeps the task A gave it)
     cmp = get_artifacts(B, project="proj").compare(C)
     assert cmp.change("out/.plots.metadata").task == "plots" and cmp.outputs_differ is True
+
+
+# -- with Docker: a real pipeline --------------------------------------------------------------------
+
+PIPELINE = """\
+# the pipeline of the task tests
+meta:
+  extract_upstream: false
+tasks:
+  - source: tasks.clean
+    product:
+      data: output/clean.csv
+      summary: output/summary.json
+  - source: tasks.plots
+    product: output/plots
+    upstream: [clean]
+"""
+
+
+def tasks_py(n: int = 1, plot: str = "p1") -> str:
+    return f'''\
+import json
+from pathlib import Path
+from pathlib import Path
+
+
+def clean(product):
+    Path(str(product["data"])).parent.mkdir(parents=True, exist_ok=True)
+    Path(str(product["data"])).write_text("a\\\\n1\\\\n")
+    Path(str(product["summary"])).write_text(json.dumps({{"n": {n}}}))
+
+
+def plots(product, upstream):
+    folder = Path(str(product))
+    (folder / "deep").mkdir(parents=True, exist_ok=True)
+    (folder / "a.txt").write_text("{plot}")
+    (folder / "deep" / "b.txt").write_text(Path(str(upstream["clean"]["data"])).read_text())
+'''
+
+
+def project_files(**kw) -> dict[str, str]:
+    from .projects import VALID
+
+    return {"pipeline.yaml": PIPELINE, "env.yaml": "sample: false\n",
+            "requirements.txt": VALID["requirements.txt"],  # the environment the other tests cached
+            "tasks.py": tasks_py(**kw)}
+
+
+def stored_tasks(home, run) -> dict[str, str | None]:
+    manifest = json.loads((home / "artifacts" / run.project / run.commit / run.id / "manifest.json").read_text())
+    return {f["path"]: f["task"] for f in manifest["files"]}
+
+
+def origins_of(home, run) -> dict[str, object]:
+    manifest = json.loads((home / "artifacts" / run.project / run.commit / run.id / "manifest.json").read_text())
+    return {f["path"]: f["origin"] for f in manifest["files"]}
+
+
+EXPECTED = {
+    "output/clean.csv": "clean", "output/.clean.csv.metadata": "clean",
+    "output/summary.json": "clean", "output/.summary.json.metadata": "clean",
+    "output/plots/a.txt": "plots", "output/plots/deep/b.txt": "plots", "output/.plots.metadata": "plots",
+}
+
+
+@pytest.mark.docker
+def test_a_run_stores_each_products_task_and_an_incremental_run_keeps_the_carried_ones(tmp_path, engine, home):
+    import soopervisor
+
+    from .projects import commit_all, make_project, write
+
+    project = make_project(tmp_path, project_files())
+    first = soopervisor.run(str(project))
+    assert first.ok, Path(first.log_path).read_text()
+    assert stored_tasks(home, first) == EXPECTED
+    log = Path(first.log_path).read_text()
+    assert '"event":"finished"' in log and '"products":["/workspace/output/clean.csv",' in log
+
+    # only plots changes: clean is carried over (no event names its products) and keeps its task
+    write(project, {"tasks.py": tasks_py(plot="p2")})
+    commit_all(project, "another plot")
+    inc = soopervisor.run(str(project))
+    assert inc.ok, Path(inc.log_path).read_text()
+    assert "soopervisor: 1 of 2 tasks up to date, 1 to build" in Path(inc.log_path).read_text()
+    assert stored_tasks(home, inc) == EXPECTED
+    origin = origins_of(home, inc)
+    assert origin["output/clean.csv"] == {"commit": first.commit, "run_id": first.id}
+    assert origin["output/plots/a.txt"] == "built"
+
+
+@pytest.mark.docker
+def test_diff_of_two_builds_of_the_same_products_differs_only_in_metadata(tmp_path, engine, home):
+    import soopervisor
+
+    from .conftest import cli
+    from .projects import commit_all, make_project, write
+
+    project = make_project(tmp_path, project_files())
+    first = soopervisor.run(str(project))
+    assert first.ok, Path(first.log_path).read_text()
+    # a comment changes; everything is built again (force): the same products, new metadata timestamps
+    write(project, {"pipeline.yaml": PIPELINE.replace("# the pipeline", "# still the pipeline")})
+    commit_all(project, "a comment")
+    again = soopervisor.run(str(project), force=True)
+    assert again.ok, Path(again.log_path).read_text()
+    out = cli("diff", first.commit, again.commit, "--project", "proj", "--exit-code", check=0).stdout
+    assert "the products are the same; only ploomber's metadata differs" in out
+    assert out.splitlines()[-1] == "ploomber metadata: 3 files changed (timestamps); --metadata shows them"
+    shown = cli("diff", first.commit, again.commit, "--project", "proj", "--metadata", check=0).stdout
+    assert "~ output/.plots.metadata (json) (task plots)\n    keys: 1 changed, 0 added, 0 removed\n" \
+           "    ~ timestamp: " in shown
+
+    # clean's summary changes: that file names its task, and the exit code says the products differ
+    write(project, {"tasks.py": tasks_py(n=2)})
+    commit_all(project, "another summary")
+    third = soopervisor.run(str(project))
+    assert third.ok, Path(third.log_path).read_text()
+    out = cli("diff", again.commit, third.commit, "--project", "proj", "--exit-code", check=1).stdout
+    assert "~ output/summary.json (json) (task clean)\n    keys: 1 changed, 0 added, 0 removed\n    ~ n: 1 -> 2" in out
+    assert out.splitlines()[-1].startswith("ploomber metadata: ") and "stored source" in out.splitlines()[-1]
+    assert "output/clean.csv" not in out  # the same bytes: unchanged
