@@ -233,6 +233,11 @@ def test_the_runner_names_file_products_and_never_fails_on_others(monkeypatch, t
     assert paths(MetaProduct([File("/w/a"), Broken("/w/x")])) is None  # any error: no products at all
     assert paths(File("/" + "x" * task_events.MAX_PATH)) == []  # too long to name: left out, never cut
     assert len(paths(MetaProduct([File(f"/w/{i}") for i in range(300)]))) == task_events.MAX_PRODUCTS
+    # not UTF-8 (a surrogate escape): left out, the others named; many long names: cut by bytes
+    assert paths(MetaProduct([File("/w/\udcff"), File("/w/b")])) == ["/w/b"]
+    long = [File("/w/" + "é" * 240 + str(i)) for i in range(100)]
+    named = paths(MetaProduct(long))
+    assert 0 < len(named) < 100 and sum(len(p.encode()) for p in named) <= task_events.MAX_PRODUCT_BYTES
 
     out = io.StringIO()
     reporter = task_events.Reporter("0" * 32, out=out)

@@ -33,6 +33,9 @@ MAX_ERROR = 500
 #: left out, never cut: a cut path names another file); soopervisor.progress checks the same bounds
 MAX_PRODUCTS = 100
 MAX_PATH = 500
+#: the UTF-8 bytes of all the paths of one event at most: the line stays far below the host's
+#: longest line (logstream.MAX_LINE, 64 KiB), past which it would not be read as an event
+MAX_PRODUCT_BYTES = 16 * 1024
 _EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?$")
 
 
@@ -87,7 +90,7 @@ def product_paths(product):
     try:
         from ploomber.products import File, MetaProduct
 
-        out, todo = [], [product]
+        out, todo, size = [], [product], 0
         while todo and len(out) < MAX_PRODUCTS:
             p = todo.pop(0)
             if isinstance(p, MetaProduct):
@@ -95,8 +98,16 @@ def product_paths(product):
             elif isinstance(p, File):
                 # relative paths are relative to where ploomber writes them: the process's folder
                 path = os.path.abspath(str(p))
-                if len(path) <= MAX_PATH:
-                    out.append(path)
+                try:
+                    n = len(path.encode("utf-8"))
+                except UnicodeError:
+                    continue  # bytes that are not UTF-8 (surrogate escapes) could not be printed
+                if len(path) > MAX_PATH:
+                    continue
+                if size + n > MAX_PRODUCT_BYTES:
+                    break
+                out.append(path)
+                size += n
         return out
     except Exception:  # noqa: BLE001 - naming products must never break the build
         return None
