@@ -51,7 +51,7 @@ MANIFEST_FIELDS = {
 }
 #: what write_manifest computes itself, with its meaning
 COMPUTED_FIELDS = {
-    "files": "every product under ``files/``: ``[{path, size, sha256, origin}]``, ``path`` relative to "
+    "files": "every product under ``files/``: ``[{path, size, sha256, origin, task}]``, ``path`` relative to "
              "``files/``; ``origin`` is ``\"built\"`` (by this run) or ``{commit, run_id}`` (carried over "
              "unchanged from that set; sets written before incremental runs have no ``origin``); ``task`` is the "
              "ploomber task that made it: a product the task declares, a file under a folder product, or the "
