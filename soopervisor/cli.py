@@ -601,11 +601,15 @@ def artifacts_prune(keep: int, project: str | None, storage: str | None, dry_run
 @click.option("--project", metavar="NAME", help="Project name (default: the project in this folder).")
 @click.option("--storage", metavar="URL", help="Storage to read (default: SOOPERVISOR_STORAGE or the data folder).")
 @click.option("--file", "name", metavar="NAME", help="Only this file's diff (its path in the set), in full.")
-@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON, with each changed file's diff.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the comparison as JSON, with each changed file's diff, task and metadata flag (every file).")
+@click.option("--metadata", "show_metadata", is_flag=True,
+              help="List ploomber's .<product>.metadata files like the others (folded into one line by default).")
 @click.option("--exit-code", "exit_code", is_flag=True,
-              help="Exit 1 when the sets differ (with --file: when that file does), as `git diff --exit-code`.")
+              help="Exit 1 when the products differ (with --file: when that file does), as `git diff --exit-code`; "
+                   "ploomber's .metadata files alone do not count: a rebuild rewrites their timestamps.")
 def diff_cmd(a: str, b: str, run_a: str | None, run_b: str | None, mode: str | None, project: str | None,
-             storage: str | None, name: str | None, as_json: bool, exit_code: bool) -> None:
+             storage: str | None, name: str | None, as_json: bool, show_metadata: bool, exit_code: bool) -> None:
     """What changed in the artifacts from commit A to commit B: files added, removed, changed.
 
     A and B are commits (full SHA, unique prefix or `latest`), each its newest
@@ -613,7 +617,10 @@ def diff_cmd(a: str, b: str, run_a: str | None, run_b: str | None, mode: str | N
     set by run id. Files are compared by the sha256 of the two manifests; each
     changed file is fetched from both sets and described: a table's shape,
     changed columns and example rows, a JSON file's changed keys, a text's
-    unified diff, a notebook's cells, an image's sizes.
+    unified diff, a notebook's cells, an image's sizes; each names the task
+    that made it when the manifest says. Ploomber's .<product>.metadata files
+    (a timestamp and the stored source: they differ between any two builds)
+    are folded into one line unless --metadata.
 
     \b
     Examples:
@@ -625,6 +632,8 @@ def diff_cmd(a: str, b: str, run_a: str | None, run_b: str | None, mode: str | N
                                                  two runs of one commit
       soopervisor diff a1b2c3d e4f5a6b --json > diff.json
       soopervisor diff a1b2c3d e4f5a6b --exit-code || echo "outputs differ"
+      soopervisor diff a1b2c3d e4f5a6b --metadata
+                                                 ploomber's metadata files too
     """
     from .artifacts import diff_text, get_artifacts
 
@@ -640,16 +649,17 @@ def diff_cmd(a: str, b: str, run_a: str | None, run_b: str | None, mode: str | N
         else:
             click.echo(diff_text.header(cmp))
             click.echo(f"{'~+-='[('changed', 'added', 'removed', 'unchanged').index(change.status)]} "
-                       f"{diff_text.shown(change.name, 1000)} ({change.kind}) {change.status}")
+                       f"{diff_text.shown(change.name, 1000)} ({change.kind}) {change.status}"
+                       f"{diff_text.task_note(change)}")
             if change.status != "unchanged":
                 for line in cmp.describe(name, max_lines=2000, max_items=1000):
                     click.echo("    " + line)
     else:
-        differ = cmp.differ
+        differ = cmp.outputs_differ  # metadata alone: the same products, built again
         if as_json:
             click.echo(json.dumps(cmp.to_dict(with_diffs=True), indent=2))
         else:
-            for line in diff_text.render(cmp):
+            for line in diff_text.render(cmp, metadata=show_metadata):
                 click.echo(line)
     sys.exit(1 if exit_code and differ else 0)
 

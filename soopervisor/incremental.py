@@ -21,7 +21,7 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class Parent:
     commit: str
     run_id: str
     files: dict[str, str]
+    tasks: dict[str, str] = field(default_factory=dict)  # path -> the task the manifest says made it
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Carried:
     run_id: str
     files: dict[str, str]  # path relative to the project folder -> sha256
     tar: bytes
+    tasks: dict[str, str] = field(default_factory=dict)  # carried path -> its task in the parent's manifest
 
     @property
     def origin(self) -> dict[str, str]:
@@ -111,7 +113,8 @@ def choose_parent(read: Iterable[tuple[Any, dict[str, Any] | None, list[Any], An
                 or summary.run_id is None or summary.mode != mode or manifest.get("env_hash") != env_hash
                 or summary.commit in best):
             continue
-        best[summary.commit] = Parent(summary.commit, summary.run_id, {f.name: f.sha256 for f in files})
+        best[summary.commit] = Parent(summary.commit, summary.run_id, {f.name: f.sha256 for f in files},
+                                      {f.name: f.task for f in files if f.task is not None})
     return next((best[c] for c in history if c in best), None)
 
 
@@ -150,7 +153,8 @@ def fetch(storage: Any, project: str, parent: Parent, subdir: str, skip: set[str
             with open(dest, "rb") as f:
                 tar.addfile(info, f)
             carried[path] = sha
-    return Carried(parent.commit, parent.run_id, carried, buf.getvalue())
+    tasks = {path: parent.tasks[path] for path in carried if path in parent.tasks}
+    return Carried(parent.commit, parent.run_id, carried, buf.getvalue(), tasks)
 
 
 def carry(storage: Any, project: str, repo_root: Path | str, commit: str, subdir: str, mode: str,

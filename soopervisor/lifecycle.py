@@ -226,6 +226,8 @@ class ActiveRun:
         # task events carry this nonce (handed to the pipeline container only); the record
         # follows them a few times a second at most
         self.task_nonce = new_nonce()
+        # task -> its file products in the container, from the finished events: the manifest's files[].task
+        self.task_products: dict[str, list[str]] = {}
         self._progress = RecordWriter(self._record)
         self.log = LogStream(self.redactor, [self._to_file], on_stage=lambda stage: self._record(stage=stage),
                              nonce=self.task_nonce, on_task=self._on_task)
@@ -259,6 +261,8 @@ class ActiveRun:
     def _on_task(self, event: Any) -> None:
         if event.event == "plan" and event.up_to_date is not None:
             self.tasks_up_to_date = event.up_to_date
+        if event.event == "finished" and event.task is not None and event.products is not None:
+            self.task_products[event.task] = event.products
         self._progress.push(**record_changes(event))
 
     # -- control ----------------------------------------------------------------------------
@@ -387,11 +391,11 @@ class ActiveRun:
                 setattr(self.run, k, v)
 
     def _spec(self, **kw: Any) -> ContainerSpec:
-        project, limits = self.prepared.project, self.prepared.limits
+        limits = self.prepared.limits
         remaining = max(1.0, self._deadline - time.monotonic()) if self._deadline else None
         secrets = {name: value.decode("utf-8", "replace") for name, value in self.prepared.secrets.items()}
         base = {
-            "workdir": posixpath.join("/workspace", project.subdir).rstrip("/"),
+            "workdir": self._workdir(),
             "environment": {
                 **secrets,
                 "SOOPERVISOR_COMMIT": self.run.commit,
@@ -648,7 +652,7 @@ class ActiveRun:
         if outcome.status != "failed" or not path:
             return
         try:
-            rel = relative_product(path, posixpath.join("/workspace", self.prepared.project.subdir).rstrip("/"))
+            rel = relative_product(path, self._workdir())
             if rel is None or not (staging / FILES / rel).is_file():
                 return
             run = self.run
@@ -742,6 +746,7 @@ class ActiveRun:
             "carried_from": self.carried.origin if self.carried else None, "tasks_up_to_date": self.tasks_up_to_date,
             "carried": self.carried.files if self.carried else None,  # each file's origin (write_manifest)
             "environment": self.environment,
+            "tasks": self._file_tasks(src),  # each file's task (write_manifest)
         }
         storage = self.prepared.storage
         try:
@@ -764,6 +769,28 @@ class ActiveRun:
                 f"storing the artifacts of run {run.id} failed: {message}",
                 f"the run's artifacts and log are kept in {kept}" + (f"; {hint}" if hint else ""),
             )
+
+    def _workdir(self) -> str:
+        """The project folder in the container: where product paths are relative to."""
+        return posixpath.join("/workspace", self.prepared.project.subdir).rstrip("/")
+
+    def _file_tasks(self, src: Path) -> dict[str, str]:
+        """Stored path -> the task that made it: what the finished events named, else (a file
+        carried over from the parent set) the task the parent's manifest gave it. Never raises."""
+        from .artifacts.owners import claims, owners
+
+        found = dict(self.carried.tasks) if self.carried else {}
+        try:
+            root = src / FILES
+            names = []
+            for dirpath, _dirs, files in os.walk(root):  # as write_manifest lists them: links are not followed
+                names += [(Path(dirpath) / f).relative_to(root).as_posix() for f in files]
+            # stored names are masked like log text (_rename): a product path is masked the same way
+            mask = lambda rel: os.fsdecode(self.redactor.redact_bytes(os.fsencode(rel)))
+            found.update(owners(names, claims(self.task_products, self._workdir(), mask)))
+        except Exception:  # noqa: BLE001 - naming tasks must never cost the run its set (the log is closed by now)
+            return found
+        return found
 
     def _keep_unsaved(self, src: Path, outcome: Outcome, fields: dict[str, Any]) -> Path:
         """Move the set to ``unsaved/<run id>``; its manifest says what really happened (failed)."""

@@ -231,7 +231,8 @@ class LogStream:
         red = self._redactor.redact
         event = TaskEvent(event.event, event.done, event.total,
                           red(event.task) if event.task is not None else None,
-                          red(event.error) if event.error is not None else None, event.at, event.up_to_date)
+                          red(event.error) if event.error is not None else None, event.at, event.up_to_date,
+                          [red(p) for p in event.products] if event.products is not None else None)
         self.progress = event
         if event.event == "failed" and self.task_failure is None:
             self.task_failure = event

@@ -35,6 +35,8 @@ EVENTS = ("plan", "started", "finished", "failed", "skipped")
 WRITES_PER_SECOND = 4
 #: how much of a task name or exception line is kept
 MAX_TEXT = 500
+#: the most product paths a finished event may name (the runner's MAX_PRODUCTS; each at most MAX_TEXT)
+MAX_PRODUCTS = 100
 
 
 def new_nonce() -> str:
@@ -51,6 +53,8 @@ class TaskEvent:
     error: str | None = None  # a failed task's exception line, e.g. "ValueError: boom"
     at: float | None = None  # when the runner reported it (Unix seconds, the container's clock)
     up_to_date: int | None = None  # plan: how many tasks ploomber skips as up to date (not in total)
+    # finished: the task's file products, absolute paths in the container (None: not reported)
+    products: list[str] | None = None
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None},
@@ -84,8 +88,20 @@ def from_json(text: str) -> TaskEvent | None:
     up_to_date = data.get("up_to_date")
     if not isinstance(up_to_date, int) or isinstance(up_to_date, bool) or up_to_date < 0 or data["event"] != "plan":
         up_to_date = None
+    products = data.get("products")
+    if products is not None and not _products_ok(products):
+        return None  # the runner never writes such a list: the whole line is refused, not half believed
+    if data["event"] != "finished":
+        products = None
     return TaskEvent(data["event"], done, total, task[:MAX_TEXT] if task else task,
-                     error[:MAX_TEXT] if error else error, float(at) if at is not None else None, up_to_date)
+                     error[:MAX_TEXT] if error else error, float(at) if at is not None else None, up_to_date,
+                     list(products) if products is not None else None)
+
+
+def _products_ok(products: Any) -> bool:
+    """A list of at most MAX_PRODUCTS paths, each a non-empty string of at most MAX_TEXT, no NUL."""
+    return (isinstance(products, list) and len(products) <= MAX_PRODUCTS
+            and all(isinstance(p, str) and 0 < len(p) <= MAX_TEXT and "\0" not in p for p in products))
 
 
 def parse_line(line: str) -> TaskEvent | None:

@@ -366,3 +366,47 @@ def test_both_themes_read_and_pass_axe(page, theme: str):
         screenshot(page, "compare-view-dark.png", panel_only=False)
     else:
         screenshot(page, "compare-view-light.png", panel_only=False)
+
+
+def test_each_file_names_its_task_and_ploomber_metadata_is_folded(server_root: Path, home: Path):
+    c, d, e = "c" * 40, "d" * 40, "e" * 40
+    tasks = {"out/summary.json": "clean", "out/.summary.json.metadata": "clean", "out/plot.txt": "plots",
+             "out/.plot.txt.metadata": "plots"}
+    meta = lambda t: f'{{"timestamp": {t}, "stored_source_code": "def clean(): ...", "params": {{}}}}'
+    stored_sets.store_set(PROJECT, c, {"out/summary.json": '{"n": 1}', "out/.summary.json.metadata": meta(1),
+                                       "out/plot.txt": "p\n", "out/.plot.txt.metadata": meta(1)},
+                          run_id="runc", finished="2026-11-30T10:00:00+00:00", tasks=tasks)
+    stored_sets.store_set(PROJECT, d, {"out/summary.json": '{"n": 2}', "out/.summary.json.metadata": meta(2),
+                                       "out/plot.txt": "p\n", "out/.plot.txt.metadata": meta(2)},
+                          run_id="rund", finished="2026-12-01T10:00:00+00:00", tasks=tasks)
+    stored_sets.store_set(PROJECT, e, {"out/summary.json": '{"n": 2}', "out/.summary.json.metadata": meta(3),
+                                       "out/plot.txt": "p\n", "out/.plot.txt.metadata": meta(3)},
+                          run_id="rune", finished="2026-12-02T10:00:00+00:00", tasks=tasks)
+    with start_lab(server_root, home, expose_app=True) as server, new_page(console=True) as page:
+        load_lab(page, server.lab_url())
+        page.wait_for_function("() => window.jupyterapp?.commands.hasCommand('soopervisor:compare')", timeout=60_000)
+        compare(page, commit=c, runId="runc", other=d, otherRunId="rund")
+        v = view(page)
+        v.locator(tid("sv-compare-file")).first.wait_for()
+        # the metadata files are folded under the list; the changed product names its task
+        assert listed(page) == [("out/summary.json", "changed")]
+        row = v.locator(f'{tid("sv-compare-file")}[data-name="out/summary.json"]')
+        assert row.locator(tid("sv-compare-task")).inner_text() == "task clean"
+        toggle = v.locator(tid("sv-compare-toggle-metadata"))
+        assert toggle.inner_text() == "Show 2 ploomber metadata files"
+        toggle.click()
+        v.locator(f'{tid("sv-compare-file")}[data-name="out/.plot.txt.metadata"]').wait_for()
+        assert [n for n, _ in listed(page)] == ["out/.plot.txt.metadata", "out/.summary.json.metadata",
+                                                "out/summary.json"]
+        assert v.locator(tid("sv-compare-toggle-metadata")).inner_text() == "Hide 2 ploomber metadata files"
+        # a metadata file is JSON: its changed keys; the head names its task
+        diff = choose(page, "out/.plot.txt.metadata")
+        assert "timestamp" in diff.inner_text()
+        assert "task plots" in v.locator(".sv-diff-head").inner_text()
+        # a build of the same products: only the metadata differs, and the list says so
+        compare(page, commit=d, runId="rund", other=e, otherRunId="rune")
+        note = page.locator(VIEW).locator(tid("sv-compare-no-files"))
+        note.wait_for()
+        assert note.inner_text() == "The products are the same: only ploomber’s metadata differs."
+        assert page.locator(VIEW).locator(tid("sv-compare-toggle-metadata")).inner_text() == \
+            "Show 2 ploomber metadata files"

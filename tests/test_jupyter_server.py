@@ -474,6 +474,30 @@ async def test_log_of_a_growing_run_resumes_mid_run(jp_ws_fetch, tmp_path):
 
 
 @on_loop
+async def test_a_commits_files_and_a_comparison_name_each_files_task(jp_fetch, tmp_path):
+    tasks = {"output/a.csv": "clean", "output/.a.csv.metadata": "clean"}
+    sets.store_set("proj", COMMIT, {"output/a.csv": "1\n", "output/.a.csv.metadata": '{"timestamp": 1}',
+                                    "output/x.txt": "x"}, run_id="r1", tasks=tasks)
+    other = "fedcba9876543210fedcba9876543210fedcba98"
+    await asyncio.sleep(0.01)
+    sets.store_set("proj", other, {"output/a.csv": "2\n", "output/.a.csv.metadata": '{"timestamp": 2}',
+                                   "output/x.txt": "x"}, run_id="r2", tasks=tasks)
+    status, body = await api(jp_fetch, "projects", "proj", "commits", COMMIT)
+    assert status == 200 and {f["name"]: f["task"] for f in body["files"]} == {
+        "output/a.csv": "clean", "output/.a.csv.metadata": "clean", "output/x.txt": None}
+    assert {f["path"]: f["task"] for f in body["manifest"]["files"]}["output/a.csv"] == "clean"
+    status, body = await api(jp_fetch, "projects", "proj", "commits", COMMIT, "compare", other)
+    assert status == 200
+    by = {f["name"]: (f["status"], f["kind"], f["task"], f["metadata"]) for f in body["files"]}
+    assert by == {"output/a.csv": ("changed", "table", "clean", False),
+                  "output/.a.csv.metadata": ("changed", "json", "clean", True),
+                  "output/x.txt": ("unchanged", "text", None, False)}
+    status, body = await api(jp_fetch, "projects", "proj", "commits", COMMIT, "compare", other,
+                             "files", "output/.a.csv.metadata")
+    assert status == 200 and body["diff"]["keys"]["changed"] == [{"key": "timestamp", "a": "1", "b": "2"}]
+
+
+@on_loop
 async def test_commits_files_zip_and_unsafe_names(
     jp_fetch, jp_http_port, jp_base_url, jp_auth_header, tmp_path
 ):

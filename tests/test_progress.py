@@ -7,6 +7,7 @@ lines imitating our events; a variant's last task raises.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -156,6 +157,102 @@ def test_an_event_after_a_progress_bar_on_the_same_line_is_found_and_split_off()
     log.close()
     assert [e.task for e in events] == ["a"]
     assert lines[0] == bar.decode() + "\n" and parse_line(lines[1]).task == "a"
+
+
+def test_a_finished_event_keeps_its_products_redacted_and_a_malformed_list_is_refused():
+    from soopervisor.progress import MAX_PRODUCTS, MAX_TEXT, from_json
+    from soopervisor.script import task_events
+
+    log, lines, events = stream(secrets=["secret-token"])
+    products = ["/workspace/output/a.csv", "/workspace/output/secret-token.txt"]
+    log.write(raw({"event": "finished", "done": 1, "total": 2, "task": "a", "products": products}) + b"\n")
+    log.close()
+    assert events[0].products == ["/workspace/output/a.csv", "/workspace/output/***.txt"]
+    assert parse_line(lines[0]).products == events[0].products and "secret-token" not in lines[0]
+    # the runner's bounds are the reader's
+    assert (task_events.MAX_PRODUCTS, task_events.MAX_PATH) == (MAX_PRODUCTS, MAX_TEXT)
+
+    def event(products) -> str:
+        return json.dumps({"event": "finished", "done": 1, "total": 1, "task": "a", "products": products})
+
+    assert from_json(event([])).products == []
+    assert from_json(event(["/p"] * MAX_PRODUCTS)).products == ["/p"] * MAX_PRODUCTS
+    assert from_json(event("/workspace/output/a.csv")) is None  # not a list
+    assert from_json(event({"a": "/p"})) is None
+    assert from_json(event(["/p", 3])) is None
+    assert from_json(event(["/p", None])) is None
+    assert from_json(event([["/p"]])) is None
+    assert from_json(event([""])) is None
+    assert from_json(event(["/p\u0000x"])) is None
+    assert from_json(event(["/" + "x" * MAX_TEXT])) is None  # longer than the runner ever writes
+    assert from_json(event(["/p"] * (MAX_PRODUCTS + 1))) is None
+    # products belong to a finished event only: elsewhere they are dropped
+    started = from_json(json.dumps({"event": "started", "done": 0, "total": 1, "task": "a", "products": ["/p"]}))
+    assert started is not None and started.products is None
+    assert "products" not in TaskEvent("finished", 1, 1, "a").to_json()
+
+
+def test_the_runner_names_file_products_and_never_fails_on_others(monkeypatch, tmp_path):
+    """``product_paths`` against stand-ins of ploomber's File and MetaProduct (ploomber runs in the container)."""
+    import types
+
+    from soopervisor.script import task_events
+
+    class File:
+        def __init__(self, path):
+            self.path = path
+
+        def __str__(self):
+            return self.path
+
+    class MetaProduct:
+        def __init__(self, products):
+            self.products = products
+
+        def __iter__(self):
+            return iter(self.products)
+
+    class SQLTable:
+        def __str__(self):
+            return "schema.table"
+
+    class Broken(File):
+        def __str__(self):
+            raise RuntimeError("cannot render")
+
+    fake = types.ModuleType("ploomber.products")
+    fake.File, fake.MetaProduct = File, MetaProduct
+    monkeypatch.setitem(sys.modules, "ploomber", types.ModuleType("ploomber"))
+    monkeypatch.setitem(sys.modules, "ploomber.products", fake)
+    monkeypatch.chdir(tmp_path)
+    paths = task_events.product_paths
+    assert paths(File("/workspace/out/a.csv")) == ["/workspace/out/a.csv"]
+    assert paths(File("out/b.csv")) == [str(tmp_path / "out" / "b.csv")]  # relative: where ploomber writes it
+    assert paths(MetaProduct([File("/w/a"), SQLTable(), MetaProduct([File("/w/b")])])) == ["/w/a", "/w/b"]
+    assert paths(SQLTable()) == []
+    assert paths(MetaProduct([File("/w/a"), Broken("/w/x")])) is None  # any error: no products at all
+    assert paths(File("/" + "x" * task_events.MAX_PATH)) == []  # too long to name: left out, never cut
+    assert len(paths(MetaProduct([File(f"/w/{i}") for i in range(300)]))) == task_events.MAX_PRODUCTS
+    # not UTF-8 (a surrogate escape): left out, the others named; many long names: cut by bytes
+    assert paths(MetaProduct([File("/w/\udcff"), File("/w/b")])) == ["/w/b"]
+    long = [File("/w/" + "é" * 240 + str(i)) for i in range(100)]
+    named = paths(MetaProduct(long))
+    assert 0 < len(named) < 100 and sum(len(p.encode()) for p in named) <= task_events.MAX_PRODUCT_BYTES
+
+    out = io.StringIO()
+    reporter = task_events.Reporter("0" * 32, out=out)
+    reporter.total = 3
+    reporter.ended("a", True, product=MetaProduct([File("/w/a"), SQLTable()]))
+    reporter.ended("b", True, product=Broken("/w/b"))
+    reporter.ended("c", False, "ValueError: x", product=File("/w/c"))
+    found = [from_json_line(line) for line in out.getvalue().splitlines() if line.startswith(RAW_PREFIX)]
+    assert [(e.task, e.products) for e in found] == [("a", ["/w/a"]), ("b", None), ("c", None)]
+
+
+def from_json_line(line: str) -> TaskEvent:
+    from soopervisor.progress import from_json
+
+    return from_json(line.split("::", 3)[-1])
 
 
 def test_without_a_nonce_nothing_is_an_event():

@@ -51,6 +51,10 @@ export interface ICompareFile {
   kind: FileKind;
   a: ISide | null;
   b: ISide | null;
+  /** The ploomber task that made the file (B's manifest, else A's); null when unknown. */
+  task?: string | null;
+  /** Whether it is ploomber's `.<product>.metadata` file: folded under the list unless shown. */
+  metadata?: boolean;
 }
 
 export interface ICompareSummary {
@@ -311,6 +315,7 @@ export class CompareView extends Widget {
     this._runB = summary.b.run_id ?? this._args.otherRunId;
     this._summary = summary;
     this._shown = new Set<FileStatus>(['changed', 'added', 'removed']);
+    this._showMetadata = false;
     this._selected = null;
     this._root.replaceChildren(
       this._header(summary),
@@ -324,6 +329,9 @@ export class CompareView extends Widget {
     if (keep && !this._shown.has(keep.status)) {
       this._shown.add(keep.status);
       this._renderCounts();
+    }
+    if (keep && keep.metadata) {
+      this._showMetadata = true;
     }
     this._renderFiles(!keep);
     if (keep) {
@@ -430,7 +438,10 @@ export class CompareView extends Widget {
   private _renderFiles(selectFirst: boolean): void {
     const summary = this._summary!;
     const text = this._nameFilter.value.trim().toLowerCase();
-    const files = summary.files.filter(f => this._shown.has(f.status) && (!text || f.name.toLowerCase().includes(text)));
+    const matching = summary.files.filter(f => this._shown.has(f.status) && (!text || f.name.toLowerCase().includes(text)));
+    // ploomber's metadata files differ between any two builds (a timestamp): folded unless asked for
+    const files = matching.filter(f => this._showMetadata || !f.metadata);
+    const metadata = matching.filter(f => f.metadata).length;
     const focusable = files.some(f => f.name === this._selected) ? this._selected : files[0]?.name;
     this._fileList.replaceChildren(
       ...files.map(f =>
@@ -444,7 +455,7 @@ export class CompareView extends Widget {
             'data-testid': 'sv-compare-file',
             'data-name': f.name,
             'data-status': f.status,
-            title: `${f.name}\n${f.status}, ${f.kind}`,
+            title: `${f.name}\n${f.status}, ${f.kind}${f.task ? `, task ${f.task}` : ''}`,
             onclick: () => this._select(f.name),
             onkeydown: (e: KeyboardEvent) => {
               if (e.key === 'Enter' || e.key === ' ') {
@@ -462,17 +473,36 @@ export class CompareView extends Widget {
           h('span', { class: 'sv-diff-status-sign', 'aria-hidden': 'true' }, STATUS_SIGNS[f.status]),
           h('span', { class: 'sv-file-name sv-grow' }, f.name),
           h('span', { class: 'sv-cmp-sr' }, `, ${f.status}`),
+          f.task ? h('span', { class: 'sv-muted sv-nowrap sv-compare-task', 'data-testid': 'sv-compare-task' }, `task ${f.task}`) : null,
           h('span', { class: 'sv-muted sv-nowrap' }, f.kind)
         )
       )
     );
     const hiddenUnchanged = this._shown.has('unchanged') ? 0 : summary.counts.unchanged ?? 0;
+    const empty =
+      summary.files.length === (summary.counts.unchanged ?? 0) && !text
+        ? 'No differences: every file is unchanged.'
+        : metadata && !this._showMetadata && !text
+          ? 'The products are the same: only ploomber’s metadata differs.'
+          : 'No file matches.';
     this._listNote.replaceChildren(
-      !files.length
+      !files.length ? h('div', { class: 'sv-empty', 'data-testid': 'sv-compare-no-files' }, empty) : '',
+      metadata
         ? h(
-            'div',
-            { class: 'sv-empty', 'data-testid': 'sv-compare-no-files' },
-            summary.files.length === (summary.counts.unchanged ?? 0) && !text ? 'No differences: every file is unchanged.' : 'No file matches.'
+            'button',
+            {
+              class: 'sv-link sv-compare-metadata',
+              'data-testid': 'sv-compare-toggle-metadata',
+              'aria-pressed': String(this._showMetadata),
+              title: 'ploomber’s .<product>.metadata files: the build’s timestamp and the stored source, rewritten by every build',
+              onclick: () => {
+                this._showMetadata = !this._showMetadata;
+                this._renderFiles(false);
+              }
+            },
+            this._showMetadata
+              ? `Hide ${metadata} ploomber metadata file${metadata === 1 ? '' : 's'}`
+              : `Show ${metadata} ploomber metadata file${metadata === 1 ? '' : 's'}`
           )
         : '',
       hiddenUnchanged
@@ -543,7 +573,7 @@ export class CompareView extends Widget {
         file ? h('span', { class: 'sv-diff-status-sign', 'aria-hidden': 'true' }, STATUS_SIGNS[file.status]) : null,
         h('span', { class: 'sv-file-name' }, name)
       ),
-      file ? h('span', { class: 'sv-muted' }, `${file.status} · ${file.kind}`) : null,
+      file ? h('span', { class: 'sv-muted' }, `${file.status} · ${file.kind}${file.task ? ` · task ${file.task}` : ''}`) : null,
       h('span', { class: 'sv-grow' }),
       dl('a', file?.a),
       dl('b', file?.b),
@@ -608,6 +638,8 @@ export class CompareView extends Widget {
   }) as HTMLInputElement;
   private _summary: ICompareSummary | null = null;
   private _shown = new Set<FileStatus>();
+  /** Whether ploomber's metadata files are listed (folded into one button by default). */
+  private _showMetadata = false;
   private _selected: string | null = null;
   /** The file to show again once the next comparison is loaded (after a swap). */
   private _keep: string | null = null;

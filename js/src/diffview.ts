@@ -87,6 +87,10 @@ export interface IFileDiff {
   kind: FileKind;
   a: ISide | null;
   b: ISide | null;
+  /** The ploomber task that made the file (B's manifest, else A's); null when unknown. */
+  task?: string | null;
+  /** Whether it is ploomber's `.<product>.metadata` file (folded in the file list). */
+  metadata?: boolean;
   diff: Record<string, any>;
 }
 

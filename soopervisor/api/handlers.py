@@ -296,7 +296,7 @@ class CommitsHandler(ArtifactsHandler):
 class CommitHandler(ArtifactsHandler):
     async def get(self, project: str, commit: str) -> None:
         arts = await self.artifacts(project, commit)
-        files = [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in arts.files]
+        files = [{"name": f.name, "size": f.size, "sha256": f.sha256, "task": f.task} for f in arts.files]
         self.reply({"commit": arts.commit, "run_id": arts.run_id, "set": arts.summary.to_dict(),
                     "manifest": arts.manifest, "files": files})
 

@@ -46,8 +46,22 @@ _TEXT = {".txt", ".log", ".md", ".rst", ".py", ".r", ".sql", ".sh", ".yaml", ".y
          ".jsonl", ".ndjson", ".html", ".htm", ".xml", ".tsv", ".tex", ".js", ".css", ".ts", ".env"}
 
 
+def is_ploomber_metadata(name: str) -> bool:
+    """Whether ``name`` is ploomber's metadata file of a product: ``dir/.<product>.metadata``.
+
+    Ploomber writes one next to every File product (a JSON object: the build's
+    ``timestamp``, the task's ``stored_source_code``, its ``params``); a rebuilt
+    task rewrites it even when its product's bytes come out the same.
+    """
+    base = name.rsplit("/", 1)[-1]
+    return base.startswith(".") and base.endswith(".metadata") and len(base) > len("..metadata")
+
+
 def kind_of(name: str) -> str:
-    """``text``, ``json``, ``notebook``, ``table``, ``image`` or ``binary``, from the name's extension alone."""
+    """``text``, ``json``, ``notebook``, ``table``, ``image`` or ``binary``, from the name's extension alone
+    (a ploomber metadata file is ``json``: its diff names the keys that changed)."""
+    if is_ploomber_metadata(name):
+        return "json"
     dot = name.rfind(".")
     ext = name[dot:].lower() if dot > name.rfind("/") else ""
     if ext == ".ipynb":
@@ -75,8 +89,19 @@ class FileChange:
     a: ArtifactFile | None
     b: ArtifactFile | None
 
+    @property
+    def task(self) -> str | None:
+        """The task that made the file: B's manifest says, else A's; None when neither does."""
+        return (self.b.task if self.b is not None else None) or (self.a.task if self.a is not None else None)
+
+    @property
+    def metadata(self) -> bool:
+        """Whether it is ploomber's metadata file of a product (folded in ``soopervisor diff``)."""
+        return is_ploomber_metadata(self.name)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "kind": self.kind, "a": _side(self.a), "b": _side(self.b)}
+        return {"name": self.name, "status": self.status, "kind": self.kind, "a": _side(self.a), "b": _side(self.b),
+                "task": self.task, "metadata": self.metadata}
 
 
 def _changes(a: list[ArtifactFile], b: list[ArtifactFile]) -> list[FileChange]:
@@ -126,6 +151,17 @@ class Comparison:
     def differ(self) -> bool:
         """Whether any file was added, removed or changed."""
         return any(c.status != "unchanged" for c in self.files)
+
+    @property
+    def outputs_differ(self) -> bool:
+        """Whether any file other than ploomber's metadata was added, removed or changed
+        (``soopervisor diff --exit-code``: a rebuild that wrote the same products differs only
+        in its metadata timestamps)."""
+        return any(c.status != "unchanged" and not c.metadata for c in self.files)
+
+    def metadata_changes(self) -> list[FileChange]:
+        """The ploomber metadata files that were added, removed or changed."""
+        return [c for c in self.files if c.status != "unchanged" and c.metadata]
 
     def to_dict(self, with_diffs: bool = False) -> dict[str, Any]:
         """The REST answer: ``{project, a, b, counts, files}`` (a and b: the sets' summaries).
@@ -185,7 +221,8 @@ class Comparison:
         e = lambda v: html.escape(printable(str(v)), quote=True)
         c = self.counts
         size = lambda f: e(format_size(f.size)) if f else ""
-        shown = [f for f in self.files if f.status != "unchanged"]
+        # ploomber's metadata files: one row at the end (diff_text.metadata_summary), as in the terminal
+        shown = [f for f in self.files if f.status != "unchanged" and not f.metadata]
         described = {f.name for f in shown if f.status == "changed"}
         described = set(sorted(described)[:HTML_DESCRIBED])
 
@@ -198,15 +235,22 @@ class Comparison:
 
         rows = "".join(
             f"<tr><td style='text-align:left'><code>{e(f.name)}</code></td><td>{e(f.status)}</td>"
-            f"<td>{e(f.kind)}</td><td style='text-align:right'>{size(f.a)}</td>"
+            f"<td>{e(f.kind)}</td><td style='text-align:left'>{e(f.task or '')}</td>"
+            f"<td style='text-align:right'>{size(f.a)}</td>"
             f"<td style='text-align:right'>{size(f.b)}</td><td style='text-align:left'>{about(f)}</td></tr>"
             for f in shown
         )
+        from .diff_text import metadata_summary
+
+        folded = metadata_summary(self, "metadata_changes() lists them")
+        if folded:
+            rows += f"<tr><td colspan='7' style='text-align:left'><i>{e(folded)}</i></td></tr>"
         header = (f"<b>{e(self.a.project)}</b>: <code>{e(self.a.commit[:7])}</code> &rarr; "
                   f"<code>{e(self.b.commit[:7])}</code> &middot; {c['changed']} changed, {c['added']} added, "
                   f"{c['removed']} removed, {c['unchanged']} unchanged")
         return (f"<div class='soopervisor-comparison'><div>{header}</div><table><thead><tr>"
-                "<th style='text-align:left'>name</th><th>status</th><th>kind</th><th>size A</th><th>size B</th>"
+                "<th style='text-align:left'>name</th><th>status</th><th>kind</th>"
+                "<th style='text-align:left'>task</th><th>size A</th><th>size B</th>"
                 "<th style='text-align:left'>what changed</th>"
                 f"</tr></thead><tbody>{rows}</tbody></table></div>")
 

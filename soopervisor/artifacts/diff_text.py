@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from soopervisor.errors import SoopervisorError
+
 from .notebook import format_size, printable
 
 if TYPE_CHECKING:
-    from .compare import Comparison
+    from .compare import Comparison, FileChange
 
 #: lines of one text diff in the summary (``--file`` shows more)
 TEXT_LINES = 40
@@ -201,25 +203,74 @@ def header(cmp: Comparison) -> str:
     return f"{cmp.a.project}: A {set_label(cmp.a)} -> B {set_label(cmp.b)}"
 
 
-def render(cmp: Comparison) -> list[str]:
-    """The terminal output of ``soopervisor diff``: a header, the counts, each changed file described,
-    the added and removed files with their sizes."""
+def task_note(f: FileChange) -> str:
+    """`` (task clean)`` after a file's line: the task that made it; empty when no manifest says."""
+    return f" (task {shown(f.task, 200)})" if f.task else ""
+
+
+#: how ploomber's metadata keys are named in the folded line; other keys by their own name
+METADATA_KEYS = {"timestamp": "timestamps", "stored_source_code": "stored source", "params": "params"}
+#: changed metadata files read to name the keys that changed (each is fetched from both sets)
+METADATA_READ = 50
+_TOP_KEY = re.compile(r"^[^.\[]+")
+
+
+def metadata_summary(cmp: Comparison, hint: str | None = None) -> str | None:
+    """One line for every ploomber metadata file that differs, None when none does:
+    ``ploomber metadata: 4 files changed (timestamps, stored source); --metadata shows them``.
+
+    The keys named are the top-level keys that changed in the first METADATA_READ changed
+    files (a file that cannot be read names none).
+    """
+    changes = cmp.metadata_changes()
+    if not changes:
+        return None
+    by = {s: sum(1 for f in changes if f.status == s) for s in ("changed", "added", "removed")}
+    counted = [(n, status) for status, n in by.items() if n]
+    # "4 files changed, 1 added": the first count names what is counted
+    parts = [f"{n} file{'' if n == 1 else 's'} {status}" if i == 0 else f"{n} {status}"
+             for i, (n, status) in enumerate(counted)]
+    keys: list[str] = []
+    for f in [f for f in changes if f.status == "changed"][:METADATA_READ]:
+        try:
+            found = (cmp.file_diff(f.name).get("diff") or {}).get("keys") or {}
+        except SoopervisorError:
+            continue
+        for entry in (*found.get("changed", ()), *found.get("added", ()), *found.get("removed", ())):
+            m = _TOP_KEY.match(entry["key"])
+            label = METADATA_KEYS.get(m.group(), m.group()) if m else None
+            if label and label not in keys:
+                keys.append(label)
+    line = "ploomber metadata: " + ", ".join(parts) + (f" ({shown(', '.join(keys), 200)})" if keys else "")
+    return line + (f"; {hint}" if hint else "")
+
+
+def render(cmp: Comparison, metadata: bool = False) -> list[str]:
+    """The terminal output of ``soopervisor diff``: a header, the counts, each changed file described
+    (and the task that made it), the added and removed files with their sizes; ploomber's metadata
+    files folded into one line at the end unless ``metadata``."""
     out = [header(cmp)]
     c = cmp.counts
     if not (c["changed"] or c["added"] or c["removed"]):
         same = "the same set" if cmp.a.summary == cmp.b.summary else f"{c['unchanged']} identical files"
         return [*out, f"no differences ({same})"]
     out.append(counts_line(c))
-    for f in cmp.files:
+    listed = [f for f in cmp.files if metadata or not f.metadata]
+    for f in listed:
         if f.status == "changed":
             out.append("")
-            out.append(f"~ {shown(f.name, 1000)} ({f.kind})")
+            out.append(f"~ {shown(f.name, 1000)} ({f.kind}){task_note(f)}")
             out += ["    " + line for line in cmp.describe(f.name)]
     for status, sign in (("added", "+"), ("removed", "-")):
-        names = [f for f in cmp.files if f.status == status]
+        names = [f for f in listed if f.status == status]
         if names:
             out.append("")
             for f in names:
                 side = f.b if status == "added" else f.a
-                out.append(f"{sign} {shown(f.name, 1000)} ({f.kind}, {format_size(side.size)}) {status}")
+                out.append(f"{sign} {shown(f.name, 1000)} ({f.kind}, {format_size(side.size)}) {status}{task_note(f)}")
+    folded = None if metadata else metadata_summary(cmp, "--metadata shows them")
+    if folded:
+        if not cmp.outputs_differ:
+            out += ["", "the products are the same; only ploomber's metadata differs"]
+        out += ["", folded]
     return out

@@ -51,9 +51,12 @@ MANIFEST_FIELDS = {
 }
 #: what write_manifest computes itself, with its meaning
 COMPUTED_FIELDS = {
-    "files": "every product under ``files/``: ``[{path, size, sha256, origin}]``, ``path`` relative to "
+    "files": "every product under ``files/``: ``[{path, size, sha256, origin, task}]``, ``path`` relative to "
              "``files/``; ``origin`` is ``\"built\"`` (by this run) or ``{commit, run_id}`` (carried over "
-             "unchanged from that set; sets written before incremental runs have no ``origin``)",
+             "unchanged from that set; sets written before incremental runs have no ``origin``); ``task`` is the "
+             "ploomber task that made it: a product the task declares, a file under a folder product, or the "
+             "product's ploomber metadata file ``.<name>.metadata``; a carried file keeps the task its set "
+             "named; null when no task claims it (sets written before tasks were recorded have no ``task``)",
     "schema": "the layout version: 2 (per-run sets); 1 is the old one-set-per-commit layout, read only",
 }
 
@@ -65,6 +68,7 @@ class ArtifactFile:
     name: str
     size: int
     sha256: str
+    task: str | None = None  # the ploomber task that made it, when the manifest says
 
 
 # -- writing a manifest ---------------------------------------------------------------
@@ -127,7 +131,8 @@ def _log_entry(folder: Path) -> dict[str, Any] | None:
     return {"path": LOG_NAME, "size": st.st_size, "sha256": sha256_file(log_path)}
 
 
-def write_manifest(folder: Path, *, carried: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
+def write_manifest(folder: Path, *, carried: dict[str, str] | None = None, tasks: dict[str, str] | None = None,
+                   **fields: Any) -> dict[str, Any]:
     """Write ``folder/manifest.json`` describing the set in ``folder``; return it.
 
     ``folder`` is a set as ``Storage.put_set`` takes it: the products under
@@ -138,7 +143,9 @@ def write_manifest(folder: Path, *, carried: dict[str, str] | None = None, **fie
     extra ones are kept; ``log`` is always computed here). ``carried``: the
     files an incremental run started from (path -> sha256), from the set
     ``carried_from`` names; each file's ``origin`` says whether it was built
-    or carried over (see :func:`soopervisor.incremental.origins`).
+    or carried over (see :func:`soopervisor.incremental.origins`). ``tasks``:
+    path -> the task that made it (see :mod:`soopervisor.artifacts.owners`);
+    each file's ``task`` is null when it is not there.
     """
     reserved = {"files", "schema"} & set(fields)
     if reserved:
@@ -161,6 +168,7 @@ def write_manifest(folder: Path, *, carried: dict[str, str] | None = None, **fie
     found = origins({e["path"]: e["sha256"] for e in manifest["files"]}, carried or {}, parent)
     for e in manifest["files"]:
         e["origin"] = found[e["path"]]
+        e["task"] = (tasks or {}).get(e["path"])
     # ensure_ascii: a name holding bytes that are not UTF-8 (surrogate escapes) is written as \udcXX
     text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
     tmp = folder / (MANIFEST + ".part")
@@ -208,7 +216,10 @@ def _file_entry(e: Any, i: int) -> ArtifactFile:
         check_relpath(e["path"])
     except UnsafePath:
         raise _Damaged(f"file entry {i} names a path outside the set") from None
-    return ArtifactFile(e["path"], e["size"], e["sha256"].lower())
+    task = e.get("task")  # absent in manifests written before tasks were recorded
+    if task is not None and not isinstance(task, str):
+        raise _Damaged(f"file entry {i} has a task that is not a string")
+    return ArtifactFile(e["path"], e["size"], e["sha256"].lower(), task)
 
 
 def _checked(manifest: dict[str, Any], old_layout: bool) -> tuple[dict[str, Any], list[ArtifactFile], ArtifactFile | None]:
@@ -258,6 +269,8 @@ def _checked(manifest: dict[str, Any], old_layout: bool) -> tuple[dict[str, Any]
             origin = _origin(e, i)
             if origin is not None:
                 entry["origin"] = origin
+            if "task" in e:
+                entry["task"] = e["task"]
     clean["log"] = (log_name if old_layout else
                     log_file and {"path": log_file.name, "size": log_file.size, "sha256": log_file.sha256})
     return clean, files, log_file

@@ -11,7 +11,8 @@ comes from ``SOOPERVISOR_TASK_EVENTS`` and is removed from the environment befor
 any pipeline code is imported, so a task (and a notebook kernel it starts) cannot
 print a line the host accepts as an event. Events: ``plan`` (total known: the tasks to
 build; ``up_to_date``: those ploomber skips as up to date),
-``started``, ``finished``, ``failed`` (with ``error``, the exception line) and
+``started``, ``finished`` (with ``products``: the task's file products as absolute
+paths, when they can be told), ``failed`` (with ``error``, the exception line) and
 ``skipped`` (not run because an upstream task failed); each says when (``at``).
 
 When the hooks cannot be installed (another ploomber version) or no nonce was
@@ -28,6 +29,13 @@ PREFIX = "::soopervisor-task::"
 NONCE_VARIABLE = "SOOPERVISOR_TASK_EVENTS"
 #: how much of an exception line is kept
 MAX_ERROR = 500
+#: the products a finished event names at most, and the longest path it names (longer ones are
+#: left out, never cut: a cut path names another file); soopervisor.progress checks the same bounds
+MAX_PRODUCTS = 100
+MAX_PATH = 500
+#: the UTF-8 bytes of all the paths of one event at most: the line stays far below the host's
+#: longest line (logstream.MAX_LINE, 64 KiB), past which it would not be read as an event
+MAX_PRODUCT_BYTES = 16 * 1024
 _EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?$")
 
 
@@ -71,6 +79,40 @@ def _trim(text):
     return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
 
 
+def product_paths(product):
+    """A task's file products as absolute paths (a MetaProduct's each); [] for any other product.
+
+    Used for the manifest's ``task`` of each file. SQL tables and other non-file
+    products are left out; anything unexpected (another ploomber, a product that
+    cannot render its path) gives None: the event goes out without ``products``
+    and the build is never affected.
+    """
+    try:
+        from ploomber.products import File, MetaProduct
+
+        out, todo, size = [], [product], 0
+        while todo and len(out) < MAX_PRODUCTS:
+            p = todo.pop(0)
+            if isinstance(p, MetaProduct):
+                todo[:0] = list(p)  # its products, in their order
+            elif isinstance(p, File):
+                # relative paths are relative to where ploomber writes them: the process's folder
+                path = os.path.abspath(str(p))
+                try:
+                    n = len(path.encode("utf-8"))
+                except UnicodeError:
+                    continue  # bytes that are not UTF-8 (surrogate escapes) could not be printed
+                if len(path) > MAX_PATH:
+                    continue
+                if size + n > MAX_PRODUCT_BYTES:
+                    break
+                out.append(path)
+                size += n
+        return out
+    except Exception:  # noqa: BLE001 - naming products must never break the build
+        return None
+
+
 class Reporter:
     """Counts tasks and prints one marked line per event."""
 
@@ -106,13 +148,14 @@ class Reporter:
     def started(self, name):
         self.emit("started", name)
 
-    def ended(self, name, ok, error=None):
+    def ended(self, name, ok, error=None, product=None):
         if name in self.reported:
             return
         self.reported.add(name)
         self.done += 1
         if ok:
-            self.emit("finished", name)
+            paths = product_paths(product) if product is not None else None
+            self.emit("finished", name, **({"products": paths} if paths is not None else {}))
         else:
             self.emit("failed", name, error=error or "")
 
@@ -121,6 +164,13 @@ class Reporter:
             return
         self.reported.add(name)
         self.emit("skipped", name)
+
+
+def _product(task):
+    try:
+        return task.product
+    except Exception:  # noqa: BLE001 - a task without a readable product: no products named
+        return None
 
 
 def install(reporter):
@@ -150,7 +200,7 @@ def install(reporter):
             except BaseException as e:
                 reporter.ended(task.name, False, exception_line(e))
                 raise
-            reporter.ended(task.name, True)
+            reporter.ended(task.name, True, product=_product(task))
             return result
 
         return wrapped
@@ -162,7 +212,7 @@ def install(reporter):
         if value == TaskStatus.Aborted:
             reporter.skipped(self.name)
         elif not state["serial"] and value in (TaskStatus.Executed, TaskStatus.Errored):
-            reporter.ended(self.name, value == TaskStatus.Executed)
+            reporter.ended(self.name, value == TaskStatus.Executed, product=_product(self))
 
     executor_abc.Executor.__call__ = executor_call
     for name, build in serial_builds.items():
