@@ -35,12 +35,6 @@ LOCK_INSTALLERS = ("uv", "pip")
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
-_METADATA = re.compile(r"(^|/)\.[^/]+\.metadata$")
-
-
-def is_ploomber_metadata(name: str) -> bool:
-    """ploomber's record of a product (``dir/.name.metadata``): it holds the build's timestamp."""
-    return bool(_METADATA.search(name))
 
 
 @dataclass(frozen=True)
@@ -112,7 +106,7 @@ class Reproduction:
     def _changes(self, *statuses: str) -> list[Any]:
         if self.comparison is None:
             return []
-        return [c for c in self.comparison.files if c.status in statuses and not is_ploomber_metadata(c.name)]
+        return [c for c in self.comparison.files if c.status in statuses and not c.metadata]
 
     @property
     def identical(self) -> list[str]:
@@ -140,8 +134,7 @@ class Reproduction:
         """
         out: dict[str | None, list[str]] = {}
         for c in self._changes("changed", "added", "removed"):
-            task = getattr(c.b, "task", None) or getattr(c.a, "task", None)
-            out.setdefault(task, []).append(c.name)
+            out.setdefault(c.task, []).append(c.name)
         return out
 
     @property
@@ -161,11 +154,9 @@ class Reproduction:
             "lock": {"packages": self.lock.packages, "hashed": self.lock.hashed},
             "environment_changes": self.environment,
             "identical": self.identical,
-            "differ": [{"path": n, "status": c.status, "task": getattr(c.b, "task", None) or getattr(c.a, "task", None)}
-                       for n, c in changed.items()],
+            "differ": [{"path": n, "status": c.status, "task": c.task} for n, c in changed.items()],
             "tasks": [{"task": t, "files": files} for t, files in self.tasks.items()],
-            "metadata_files": len([c for c in (self.comparison.files if self.comparison else [])
-                                   if is_ploomber_metadata(c.name)]),
+            "metadata_files": len([c for c in (self.comparison.files if self.comparison else []) if c.metadata]),
         }
 
     def lines(self) -> list[str]:
@@ -186,11 +177,10 @@ class Reproduction:
             return out
         out.append(f"  = {len(self.identical)} identical (sha256)")
         for c in self._changes("changed", "added", "removed"):
-            task = getattr(c.b, "task", None) or getattr(c.a, "task", None)
             mark, what = {"changed": ("~", "differs"), "added": ("+", "only in the reproduction"),
                           "removed": ("-", "only in the original")}[c.status]
-            out.append(f"  {mark} {c.name} {what}" + (f" (task {task})" if task else ""))
-        metadata = [c for c in self.comparison.files if is_ploomber_metadata(c.name)]
+            out.append(f"  {mark} {c.name} {what}" + (f" (task {c.task})" if c.task else ""))
+        metadata = [c for c in self.comparison.files if c.metadata]
         if metadata:
             out.append(f"  ploomber's metadata files ({len(metadata)}) are not compared: they hold each build's time")
         if self.same:

@@ -140,7 +140,7 @@ def test_a_deterministic_pipeline_reproduces_identically_from_the_lock(tmp_path,
     proc = cli("reproduce", first.commit, "--run", first.id, "--json", "--exit-code", cwd=project, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(proc.stdout)
-    assert data["same"] is True and data["original_run"] == first.id and data["differ"] == []
+    assert data["same"] is True and data["original_run"] == first.id and data["differ"] == [] and data["tasks"] == []
     assert sorted(data["identical"]) == ["output/clean.csv", "output/stamp.txt", "output/summary.json"]
 
 
@@ -156,13 +156,15 @@ def test_a_task_that_writes_the_time_is_named(tmp_path, engine, home):
     assert repro.differ == ["output/stamp.txt"]
     assert sorted(repro.identical) == ["output/clean.csv", "output/summary.json"]
     assert repro.environment == []
-    assert "~ output/stamp.txt differs" in repr(repro)
-    assert "✗ 1 of 3 products differ" in repr(repro)
+    assert repro.tasks == {"stamp": ["output/stamp.txt"]}
+    assert "~ output/stamp.txt differs (task stamp)" in repr(repro)
+    assert "✗ 1 of 3 products differ: non-deterministic tasks: stamp" in repr(repro)
     assert "output/stamp.txt" in repro._repr_html_()
 
     proc = cli("reproduce", first.commit, "--exit-code", cwd=project, timeout=900)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "~ output/stamp.txt differs" in proc.stdout
+    assert "~ output/stamp.txt differs (task stamp)" in proc.stdout
+    assert "non-deterministic tasks: stamp" in proc.stdout
 
 
 @pytest.mark.docker
