@@ -30,7 +30,11 @@ from .conftest import cli
 from .engines import copy_images, free_port
 from .projects import function_task, make_project
 
-HELLO = function_task("print('HELLO FROM THE REMOTE ENGINE', flush=True)")
+HELLO = function_task(
+    "print('HELLO FROM THE REMOTE ENGINE', flush=True)\n"
+    "ca = os.environ.get('SSL_CERT_FILE') or ''\n"
+    "print('CA BYTES', os.path.getsize(ca) if os.path.isfile(ca) else 0, flush=True)"
+)
 SLEEPER = function_task("print('SLEEPING', flush=True)\nimport time\ntime.sleep(600)")
 
 
@@ -90,9 +94,16 @@ def test_a_run_on_the_tls_engine_streams_stores_and_says_where(tmp_path, engine,
     write_executors(home, {"executors": {"tls-box": tls_entry(tls_engine)}})
     project = make_project(tmp_path, HELLO)
     since = int(time.time()) - 1
-    proc = cli("run", str(project), "--executor", "tls-box", check=0)
+    bundle = tls_engine.pki.ca  # any PEM file: the CA bundle a proxy would need
+    proc = cli("run", str(project), "--executor", "tls-box", "--ca-bundle", str(bundle), check=0)
     out = proc.stdout + proc.stderr
     assert "HELLO FROM THE REMOTE ENGINE" in proc.stdout  # the log streamed from the remote engine
+    # the CA bundle reached the container through a volume of the engine, not a bind mount of our path
+    assert f"CA BYTES {bundle.stat().st_size}" in proc.stdout
+    (volume,) = [v for v in tls_engine.client().volumes.list() if v.name.startswith("soopervisor-ca-")]
+    copied = tls_engine.client().containers.run(
+        remote_env, ["cat", "/ca/ca.crt"], remove=True, volumes={volume.name: {"bind": "/ca", "mode": "ro"}})
+    assert copied == bundle.read_bytes()
     assert f"environment cache hit ({remote_env})" in out  # the copied environment, same hash there
     assert f"on docker at {tls_engine.host}" in out
 

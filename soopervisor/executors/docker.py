@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -197,6 +198,8 @@ class DockerExecutor:
             client = connect(engine)
         self.client = client
         self.engine = engine.name if engine is not None else None
+        # a bind mount names a file on the engine's machine: a remote engine gets the CA bundle in a volume
+        self.remote = engine is not None and engine.scheme in ("tcp", "ssh")
         if engine is not None:
             self.where = engine.where
         else:
@@ -377,7 +380,7 @@ class DockerExecutor:
                 working_dir=spec.workdir,
                 environment=self._environment(spec),
                 labels={LABEL: "1", **spec.labels},
-                mounts=self._mounts(spec),
+                mounts=self._mounts(spec, self._ca_volume(spec) if self.remote and spec.ca_bundle else None),
                 network_mode=None if spec.network == "default" else spec.network,
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
@@ -493,15 +496,56 @@ class DockerExecutor:
         return env
 
     @staticmethod
-    def _mounts(spec: ContainerSpec) -> list:
+    def _mounts(spec: ContainerSpec, ca_volume: str | None = None) -> list:
         # The CA bundle, read-only (corporate proxies), and the named volumes asked for
         # (environment builds' download cache). Mounts, not `volumes=`: docker-py also
         # declares those as image volumes, which a committed environment image would carry.
         Mount = _docker().types.Mount
         mounts = [Mount(path, name, type="volume") for name, path in spec.volumes.items()]
-        if spec.ca_bundle:
+        if ca_volume:
+            mounts.append(Mount(posixpath.dirname(CA_PATH), ca_volume, type="volume", read_only=True))
+        elif spec.ca_bundle:
             mounts.append(Mount(CA_PATH, str(spec.ca_bundle), type="bind", read_only=True))
         return mounts
+
+    def _ca_volume(self, spec: ContainerSpec) -> str:
+        """A volume of the engine holding ``spec.ca_bundle`` as ca.crt, made once per bundle content.
+
+        On a remote engine a bind mount would name a file of the engine's machine, not ours;
+        a volume is never part of a committed (cached environment) image, as the bind mount was not.
+        """
+        import hashlib
+        import io
+        import tarfile
+
+        docker = _docker()
+        data = Path(spec.ca_bundle).read_bytes()
+        name = f"soopervisor-ca-{hashlib.sha256(data).hexdigest()[:16]}"
+        try:
+            self.client.volumes.get(name)
+            return name
+        except docker.errors.NotFound:
+            pass
+        except Exception as e:  # noqa: BLE001 - any failure of the engine
+            raise _lost(e) from None
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(posixpath.basename(CA_PATH))
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+        helper = None
+        try:
+            helper = self.client.containers.create(
+                spec.image, ["true"], labels={LABEL: "1"},
+                mounts=[docker.types.Mount("/ca", name, type="volume", labels={"soopervisor.ca": "1"})])
+            helper.put_archive("/ca", buf.getvalue())
+        except Exception as e:  # noqa: BLE001 - any failure of the engine
+            raise _lost(e) from None
+        finally:
+            if helper is not None:
+                with contextlib.suppress(Exception):
+                    helper.remove(force=True)
+        return name
 
 
 def probe(engine: Engine, timeout: float = 5.0) -> dict:
