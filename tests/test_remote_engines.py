@@ -242,6 +242,38 @@ def test_a_killed_owner_is_reaped_on_the_remote_engine(tmp_path, engine, home, t
     assert not labelled(engine, run_id)
 
 
+@pytest.mark.docker
+@pytest.mark.xdist_group("tls-engine")
+def test_stop_from_another_process_kills_the_container_on_the_remote_engine(tmp_path, engine, home, tls_engine,
+                                                                             remote_env):
+    write_executors(home, {"executors": {"tls-box": tls_entry(tls_engine)}})
+    project = make_project(tmp_path, SLEEPER)
+    remote = tls_engine.client()
+    proc = subprocess.Popen([sys.executable, "-m", "soopervisor", "run", str(project), "--executor", "tls-box"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if "SLEEPING" in line:
+                break
+        run_id = soopervisor.list_runs()[0].id
+        # the owner frozen: it cannot honour the cancel marker, so only the stopper's kill on the
+        # run's engine can end the container
+        proc.send_signal(signal.SIGSTOP)
+        stopping = cli("stop", run_id, "--wait", "1", check=0).stdout
+        assert "is stopping" in stopping, stopping
+        (container,) = labelled(remote, run_id)
+        assert container.status == "exited", container.status
+        proc.send_signal(signal.SIGCONT)
+        rest, _ = proc.communicate(timeout=300)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in rest, rest
+    (run,) = runs_json()
+    assert run["status"] == "cancelled" and run["engine"] == "tls-box", run
+    assert not labelled(remote, run_id) and not labelled(engine, run_id)
+
+
 # -- configurations that are not usable: exit 2, the entry named, before anything runs -----------------
 BAD = {
     "unknown key": ({"executors": {"box": {"type": "docker", "hots": "tcp://h:2376"}}}, "'box'", "unknown key 'hots'"),
