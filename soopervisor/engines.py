@@ -171,6 +171,18 @@ def choose(name: str | None = None) -> Engine:
     return load().pick(name)
 
 
+def check_transport(engine: Engine) -> None:
+    """UsageError when this installation cannot reach ``engine``'s kind of address (ssh:// without paramiko)."""
+    import importlib.util
+
+    if engine.scheme == "ssh" and importlib.util.find_spec("paramiko") is None:
+        raise UsageError(
+            f"executor {engine.name!r} ({engine.host}) needs the ssh transport, which is not installed",
+            "pip install paramiko (or soopervisor's `ssh` extra): docker-py's ssh support needs it, "
+            "even though the connection goes through your own ssh client",
+        )
+
+
 def _lazy(make) -> Engine | UsageError:
     """An engine, or the error that says why it is not usable: raised only when that engine is picked
     (a bad DOCKER_HOST must not keep runs from going to a configured remote engine)."""

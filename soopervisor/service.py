@@ -162,7 +162,7 @@ class RunService:
         if self.executor_factory is None:
             from . import engines
 
-            engines.choose(self.engine)
+            engines.check_transport(engines.choose(self.engine))
 
     def executor_of(self, run: Run) -> Executor:
         """An executor on the engine ``run`` ran on: the one its record names, else this service's."""

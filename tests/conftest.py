@@ -108,6 +108,21 @@ def tls_engine(docker_client, base_image):
         engine.stop()
 
 
+@pytest.fixture(scope="session")
+def ssh_engine(tls_engine):
+    """sshd on 127.0.0.1 whose sessions' docker is the TLS engine's own socket (``ssh://`` engines);
+    put ``ssh_engine.bin`` first on PATH: its ``ssh`` knows the test's key and host key."""
+    import tempfile
+
+    from .engines import start_ssh_engine
+
+    engine = start_ssh_engine(Path(tempfile.mkdtemp(prefix="sv-ssh-", dir="/tmp")), tls_engine.socket)
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600, check: int | None = None):
     """The real console command, in a subprocess, as a user runs it."""
     proc = subprocess.run(

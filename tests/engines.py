@@ -214,3 +214,90 @@ def copy_images(names: list[str], engine: TlsEngine) -> None:
 
 def environment_without(names: tuple[str, ...] = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")) -> dict:
     return {k: v for k, v in os.environ.items() if k not in names}
+
+
+@dataclass
+class SshEngine:
+    """sshd on 127.0.0.1 whose sessions reach ``docker_socket`` (SetEnv DOCKER_HOST), and an ``ssh`` for it.
+
+    ``bin`` holds an ``ssh`` that adds this test's client config (key, known_hosts, batch mode):
+    what a user's ~/.ssh/config does. Put it first on PATH.
+    """
+
+    root: Path
+    port: int
+    user: str
+    process: subprocess.Popen
+
+    @property
+    def host(self) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}"
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "bin"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(30)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_ssh_engine(root: Path, docker_socket: Path, wait: float = 30.0) -> SshEngine:
+    """Debian's sshd on loopback with host and client keys made here; its sessions' docker is ``docker_socket``."""
+    import getpass
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+
+    def keypair(stem: str) -> str:
+        key = ed25519.Ed25519PrivateKey.generate()
+        path = root / stem
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                           serialization.NoEncryption()))
+        path.chmod(0o600)
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH).decode()
+        (root / f"{stem}.pub").write_text(public + "\n")
+        return public
+
+    host_public = keypair("host_key")
+    client_public = keypair("client_key")
+    (root / "authorized_keys").write_text(client_public + "\n")
+    port = free_port()
+    user = getpass.getuser()
+    (root / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/host_key\nPidFile {root}/sshd.pid\n"
+        f"AuthorizedKeysFile {root}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n"
+        f"SetEnv DOCKER_HOST=unix://{docker_socket}\n")
+    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_public}\n")
+    (root / "ssh_config").write_text(
+        f"Host 127.0.0.1\n  IdentityFile {root}/client_key\n  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {root}/known_hosts\n  StrictHostKeyChecking yes\n  BatchMode yes\n")
+    (root / "bin").mkdir()
+    shim = root / "bin" / "ssh"
+    shim.write_text(f"#!/bin/sh\nexec /usr/bin/ssh -F {root}/ssh_config \"$@\"\n")
+    shim.chmod(0o755)
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
+    log = open(root / "sshd.log", "wb")  # noqa: SIM115 - sshd writes it until it stops
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(root / "sshd_config")], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    engine = SshEngine(root=root, port=port, user=user, process=proc)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return engine
+        time.sleep(0.2)
+    tail = (root / "sshd.log").read_text(errors="replace")[-2000:]
+    engine.stop()
+    raise RuntimeError(f"sshd did not listen (exit {proc.poll()}):\n{tail}")

@@ -274,6 +274,29 @@ def test_stop_from_another_process_kills_the_container_on_the_remote_engine(tmp_
     assert not labelled(remote, run_id) and not labelled(engine, run_id)
 
 
+# -- over ssh ----------------------------------------------------------------------------------------
+@pytest.mark.docker
+@pytest.mark.xdist_group("tls-engine")
+def test_a_run_over_ssh(tmp_path, engine, home, tls_engine, ssh_engine, remote_env, monkeypatch):
+    monkeypatch.setenv("PATH", f"{ssh_engine.bin}{os.pathsep}{os.environ['PATH']}")  # the user's ssh config
+    write_executors(home, {"executors": {"lab": {"type": "docker", "host": ssh_engine.host}}, "default": "lab"})
+    report = json.loads(cli("executors", "--json", check=0).stdout)
+    (lab,) = [e for e in report["executors"] if e["name"] == "lab"]
+    assert lab["answers"] is True and lab["default"] is True and lab["where"] == f"docker ({ssh_engine.host})"
+
+    project = make_project(tmp_path, HELLO)
+    since = int(time.time()) - 1
+    proc = cli("run", str(project), check=0)  # the file's default
+    assert "HELLO FROM THE REMOTE ENGINE" in proc.stdout
+    (run,) = runs_json()
+    assert run["status"] == "succeeded" and run["engine"] == "lab", run
+    assert run["executor"] == f"docker ({ssh_engine.host})"
+    remote = tls_engine.client()
+    assert container_events(remote, run["id"], since), "the run did not go through ssh to the engine behind it"
+    assert not container_events(engine, run["id"], since)
+    assert not labelled(remote, run["id"])
+
+
 # -- configurations that are not usable: exit 2, the entry named, before anything runs -----------------
 BAD = {
     "unknown key": ({"executors": {"box": {"type": "docker", "hots": "tcp://h:2376"}}}, "'box'", "unknown key 'hots'"),

@@ -47,6 +47,7 @@ def connect(engine: Engine | None = None, timeout: float = 120, ping_timeout: fl
     from .. import engines
 
     engine = engine or engines.choose()
+    engines.check_transport(engine)
     try:
         client = _client(engine, ping_timeout)
         client.ping()
