@@ -374,3 +374,17 @@ def test_where_a_run_ran_reads_as_the_brief_says():
     assert Engine("l").where == "docker"
     assert Engine("b", host="tcp://127.0.0.1:2376").where == "docker at tcp://127.0.0.1:2376"
     assert Engine("s", host="ssh://user@host").where == "docker (ssh://user@host)"
+
+
+def test_an_ssh_engine_without_paramiko_is_a_usage_error_before_anything_runs(home, monkeypatch):
+    import importlib.util
+
+    from soopervisor.service import RunService
+
+    write_executors(home, {"executors": {"lab": {"host": "ssh://deploy@lab-1"}}})
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "paramiko" else real(name, *a))
+    with pytest.raises(UsageError) as e:
+        RunService(engine="lab").check_engine()
+    assert "executor 'lab' (ssh://deploy@lab-1) needs the ssh transport" in e.value.message
+    assert "pip install paramiko" in e.value.hint
