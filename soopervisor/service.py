@@ -80,9 +80,8 @@ def _docker_executor_on(engine) -> Executor:
 def _docker_executor(engine: str | None = None) -> Executor:
     """An executor on the engine named ``engine`` (None: SOOPERVISOR_EXECUTOR's, else the configured default)."""
     from . import engines
-    from .executors.docker import DockerExecutor
 
-    return DockerExecutor(engine=engines.choose(engine))
+    return _docker_executor_on(engines.choose(engine))
 
 
 # -- the exit hook -----------------------------------------------------------------------------
@@ -165,15 +164,18 @@ class RunService:
             engines.check_transport(engines.choose(self.engine))
 
     def executor_of(self, run: Run) -> Executor:
-        """An executor on the engine ``run`` ran on: the one its record names, else this service's."""
-        if self.executor_factory is not None or not run.engine:
+        """An executor on the engine ``run`` ran on, by the name its record keeps (a record of a
+        soopervisor before engines had names ran on ``local``); EngineUnavailable when that engine
+        is no longer configured or does not answer."""
+        if self.executor_factory is not None:
             return self.make_executor()
         from . import engines
 
+        name = run.engine or engines.LOCAL
         try:
-            engine = engines.load().pick(run.engine)
+            engine = engines.load().pick(name)
         except SoopervisorError as e:
-            raise EngineUnavailable(f"its engine {run.engine!r} is not usable: {e.message}", e.hint) from None
+            raise EngineUnavailable(f"its engine {name!r} is not usable: {e.message}", e.hint) from None
         return _docker_executor_on(engine)
 
     @property
@@ -392,9 +394,10 @@ class RunService:
     def adopt(self) -> list[Run]:
         """After a restart: reap the runs of owners that are gone, and remove what they left.
 
-        Containers carrying the label of a run this store knows as finished,
-        and staging folders of finished or unknown runs, are removed; a run
-        still running elsewhere is left to its owner. Returns the runs reaped.
+        Containers carrying the label of a run this store knows as finished (on this
+        service's engine; a dead owner's run is reaped on the engine it ran on), and
+        staging folders of finished or unknown runs, are removed; a run still running
+        elsewhere is left to its owner. Returns the runs reaped.
         """
         reaped = self.reap()
         with contextlib.suppress(EngineUnavailable):

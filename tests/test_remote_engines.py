@@ -202,12 +202,15 @@ def test_executors_reports_which_engines_answer(tmp_path, home, tls_engine):
     assert re.search(r"^\* tls-box +docker at tcp://127\.0\.0\.1:\d+ +answers: Docker ", text, re.MULTILINE), text
     assert re.search(r"^  dead-box .* does not answer: connection refused$", text, re.MULTILINE), text
 
-    # a client certificate of another CA: the reason says so
+    # a client certificate of another CA, and a CA that did not sign the engine's certificate: the reasons say so
     pki = tls_engine.pki
-    write_executors(home, {"executors": {"rogue-box": tls_entry(tls_engine, pki.rogue_cert, pki.rogue_key)}})
-    (rogue,) = [e for e in json.loads(cli("executors", "--json", check=0).stdout)["executors"]
-                if e["name"] == "rogue-box"]
+    wrong_ca = {**tls_entry(tls_engine), "tls": {**tls_entry(tls_engine)["tls"], "ca": str(pki.rogue_cert)}}
+    write_executors(home, {"executors": {"rogue-box": tls_entry(tls_engine, pki.rogue_cert, pki.rogue_key),
+                                         "wrong-ca": wrong_ca}})
+    by_name = {e["name"]: e for e in json.loads(cli("executors", "--json", check=0).stdout)["executors"]}
+    rogue, other = by_name["rogue-box"], by_name["wrong-ca"]
     assert rogue["answers"] is False and rogue["reason"].startswith("TLS: the engine refused our client certificate")
+    assert other["answers"] is False and other["reason"].startswith("TLS: certificate verify failed"), other
 
 
 # -- the owner killed mid-run -------------------------------------------------------------------------
