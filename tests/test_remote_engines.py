@@ -213,6 +213,26 @@ def test_executors_reports_which_engines_answer(tmp_path, home, tls_engine):
     assert other["answers"] is False and other["reason"].startswith("TLS: certificate verify failed"), other
 
 
+@pytest.mark.docker
+@pytest.mark.xdist_group("tls-engine")
+def test_docker_host_tls_verify_and_cert_path_are_read_as_docker_reads_them(tmp_path, home, tls_engine):
+    import shutil
+
+    certs = tmp_path / "docker-certs"
+    certs.mkdir()
+    pki = tls_engine.pki
+    for source, name in ((pki.ca, "ca.pem"), (pki.cert, "cert.pem"), (pki.key, "key.pem")):
+        shutil.copyfile(source, certs / name)
+    env = {"DOCKER_HOST": tls_engine.host, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(certs)}
+    (local,) = json.loads(cli("executors", "--json", env=env, check=0).stdout)["executors"]
+    assert local["name"] == "local" and local["answers"] is True, local
+    assert local["where"] == f"docker at {tls_engine.host}" and local["tls"]["key"] == str(certs / "key.pem")
+    # without DOCKER_TLS_VERIFY the engine is spoken to in plain HTTP, and says it wants TLS
+    env.pop("DOCKER_TLS_VERIFY")
+    (plain,) = json.loads(cli("executors", "--json", env=env, check=0).stdout)["executors"]
+    assert plain["answers"] is False and plain["reason"].startswith("the engine speaks TLS"), plain
+
+
 # -- the owner killed mid-run -------------------------------------------------------------------------
 @pytest.mark.docker
 @pytest.mark.xdist_group("tls-engine")
