@@ -168,6 +168,7 @@ CLOUD_EXTRAS = {
 GITHUB_EXTRA = ["PyGithub>=2.1"]
 # `soopervisor serve` with a postgresql:// database (several servers on one queue); the binary wheel
 # carries libpq, so nothing else is installed on the machine
+SSH_EXTRA = ["paramiko>=3"]
 POSTGRES_EXTRA = ["psycopg[binary]>=3.2"]
 # the documentation site (scripts/docs), pinned: the build treats warnings as errors, and a new
 # release of these adds warnings, not findings of ours
@@ -231,8 +232,10 @@ setup(
         # ".[github,cloud]" from its own checkout)
         "github": GITHUB_EXTRA,
         "postgres": POSTGRES_EXTRA,
+        # ssh:// engines: docker-py's ssh transport imports paramiko even when it shells out to ssh
+        "ssh": SSH_EXTRA,
         "docs": DOCS_EXTRA,
-        "test": sorted({req for reqs in CLOUD_EXTRAS.values() for req in reqs}) + GITHUB_EXTRA + POSTGRES_EXTRA + [
+        "test": sorted({req for reqs in CLOUD_EXTRAS.values() for req in reqs}) + GITHUB_EXTRA + POSTGRES_EXTRA + SSH_EXTRA + [
             "moto[server]>=5",
             "pytest>=8",
             # the linter .ci/run runs, pinned: a new ruff release adds rules, not our findings

@@ -20,7 +20,7 @@ from .display import CommitsView, ErrorView, ReportView
 USAGE = """\
 %soopervisor validate [PATH] [--entry-point ENTRY]
 %soopervisor run [PATH] [--sample | --full] [--storage URL] [--secret NAME]... [--image IMAGE] [--timeout SECONDS]
-                 [--cpus N] [--memory SIZE] [--network NAME] [--entry-point ENTRY] [--force]
+                 [--cpus N] [--memory SIZE] [--network NAME] [--entry-point ENTRY] [--force] [--executor NAME]
 %soopervisor artifacts [COMMIT] [--run ID] [--mode sample|full] [--project NAME] [--storage URL]"""
 
 
@@ -69,6 +69,8 @@ def _parser() -> _Parser:
     r.add_argument("--entry-point", metavar="ENTRY", help="as ploomber's --entry-point (default: found as ploomber does)")
     r.add_argument("--force", action="store_true", default=None,
                    help="rebuild every task (default: SOOPERVISOR_FORCE, else only what changed since the last set)")
+    r.add_argument("--executor", metavar="NAME",
+                   help="the engine to run on, by its name in the executors file (`soopervisor executors`)")
 
     a = sub.add_parser("artifacts", help="stored commits and runs, or one commit's files")
     a.add_argument("commit", nargs="?", help="full SHA, unique prefix or 'latest': its newest succeeded set")
@@ -104,7 +106,7 @@ class SoopervisorMagics(Magics):
           %soopervisor validate [PATH] [--entry-point ENTRY]
           %soopervisor run [PATH] [--sample | --full] [--storage URL] [--secret NAME]...
                            [--image IMAGE] [--timeout SECONDS] [--cpus N] [--memory SIZE]
-                           [--network NAME] [--entry-point ENTRY] [--force]
+                           [--network NAME] [--entry-point ENTRY] [--force] [--executor NAME]
           %soopervisor artifacts [COMMIT] [--run ID] [--mode sample|full] [--project NAME] [--storage URL]
 
         Examples:
@@ -154,7 +156,7 @@ class SoopervisorMagics(Magics):
             args.path, sample=args.sample, storage=args.storage, image=args.image,
             secrets=args.secrets, on_line=widget.append, wait=False, timeout=args.timeout,
             cpus=args.cpus, memory=args.memory, network=args.network, entry_point=args.entry_point,
-            force=args.force,
+            force=args.force, executor=args.executor,
         )
         widget.attach(run)
         self.widgets[run.id] = widget

@@ -11,7 +11,7 @@ import os
 import threading
 from typing import Any
 
-from traitlets import Enum, Unicode
+from traitlets import Unicode
 from traitlets.config import Configurable
 
 from soopervisor.api.routes import ROUTES, mount
@@ -40,14 +40,16 @@ class Soopervisor(Configurable):
         help="Base image of the server's runs (default: SOOPERVISOR_IMAGE, else python:3.11-slim; "
              "`soopervisor image build` makes one where no registry answers).",
     )
-    executor = Enum(
-        ["docker"], default_value="docker", config=True,
-        help="Where runs execute: 'docker' is the engine DOCKER_HOST names (the local one by default).",
+    executor = Unicode(
+        None, allow_none=True, config=True,
+        help="Where runs execute: the name of an engine in the executors file (`soopervisor executors` lists "
+             "them), e.g. 'build-box'; 'local' (or 'docker', as before engines had names) is the engine "
+             "DOCKER_HOST names. Default: SOOPERVISOR_EXECUTOR, else the file's default, else 'local'.",
     )
 
     def service(self) -> RunService:
         """The one run service every route of this server translates to."""
-        return RunService(storage=self.storage, image=self.image)
+        return RunService(storage=self.storage, image=self.image, engine=self.executor or None)
 
 
 def _adopt(service: RunService, log: Any) -> None:

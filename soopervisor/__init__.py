@@ -52,6 +52,7 @@ def run(
     network: str | None = None,
     entry_point: str | None = None,
     force: bool | None = None,
+    executor: str | None = None,
 ) -> Run:
     """Run the pipeline at ``path`` in a fresh container; store its artifacts as the run's own set.
 
@@ -63,7 +64,9 @@ def run(
     default: SOOPERVISOR_NETWORK, else the engine's default). ``entry_point`` as in
     :func:`validate`. ``force=True`` rebuilds every task; by default (None:
     SOOPERVISOR_FORCE, else False) the run starts from the products of the
-    nearest ancestor commit's set and rebuilds only what changed. Raises ``InvalidProject`` (with the report),
+    nearest ancestor commit's set and rebuilds only what changed. ``executor`` names the engine
+    to run on (an entry of the executors file, see ``soopervisor executors``; default:
+    SOOPERVISOR_EXECUTOR, else the file's default, else DOCKER_HOST's engine). Raises ``InvalidProject`` (with the report),
     ``UsageError``, ``EngineUnavailable`` or ``StorageUnavailable`` before
     anything runs. With ``wait=False`` the run goes on in a thread and the
     returned Run is updated as it goes (its record in ``list_runs`` too).
@@ -77,7 +80,7 @@ def run(
         timeout=timeout, cpus=cpus, memory=memory, on_line=on_line, network=network,
         entry_point=entry_point, force=force,
     )
-    service = RunService(storage=storage, image=image)
+    service = RunService(storage=storage, image=image, engine=executor)
     return service.run(opts) if wait else service.start(opts).run
 
 

@@ -129,6 +129,9 @@ def _run_options(f):
         _mode_option,
         click.option("--storage", metavar="URL", help="Where artifacts go (default: SOOPERVISOR_STORAGE or the data folder)."),
         click.option("--image", help="Base image (default: SOOPERVISOR_IMAGE or python:3.11-slim)."),
+        click.option("--executor", metavar="NAME",
+                     help="The engine to run on, by its name in the executors file (`soopervisor executors` lists "
+                          "them; default: SOOPERVISOR_EXECUTOR, else the file's default, else DOCKER_HOST's engine)."),
         click.option("--secret", "secrets", multiple=True, metavar="NAME",
                      help="Pass the environment variable NAME into the container; its value is redacted everywhere. Repeatable."),
         click.option("--ca-bundle", type=click.Path(dir_okay=False), help="CA bundle to trust inside the container (default: SSL_CERT_FILE, REQUESTS_CA_BUNDLE or PIP_CERT)."),
@@ -406,7 +409,7 @@ class _Terminal:
 def _run(path: str, quiet: bool, verbose: bool = False, **opts) -> None:
     from .service import RunOptions, RunService
 
-    service = RunService(storage=opts.pop("storage"), image=opts.pop("image"))
+    service = RunService(storage=opts.pop("storage"), image=opts.pop("image"), engine=opts.pop("executor"))
     terminal = None if quiet else _Terminal(verbose)
     signals = _CancelOnSignals()  # until the run is recorded, a signal just ends the command
     try:
@@ -806,6 +809,46 @@ def stop_cmd(run_id: str, wait: float) -> None:
     else:
         click.echo(f"run {run.id} is stopping: its owner (pid {run.owner_pid} on {run.owner_host}) "
                    "was asked to stop and is storing what it has; `soopervisor runs` shows when it ended")
+
+
+# -- executors -----------------------------------------------------------------------
+@cli.command("executors")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--timeout", type=click.FloatRange(min=0.5, max=120), default=5, show_default=True, metavar="SECONDS",
+              help="How long to wait for each engine's answer.")
+def executors_cmd(as_json: bool, timeout: float) -> None:
+    """The engines runs can go to, which one is the default, and whether each answers.
+
+    Engines are named in the executors file (SOOPERVISOR_EXECUTORS, else executors.yaml in
+    the config folder); `local` is the engine DOCKER_HOST names. A run picks one with
+    `--executor NAME`. Exits 0 even when an engine does not answer (the report says why),
+    2 when the configuration is not usable.
+
+    \b
+    Example:
+      soopervisor executors
+      soopervisor run --executor build-box
+    """
+    from .engines import report
+
+    found = report(timeout)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    rows = found["executors"]
+    width = max(len("NAME"), *(len(r["name"]) for r in rows))
+    where = max(len("WHERE"), *(len(r["where"]) for r in rows))
+    click.echo(f"  {'NAME':<{width}} {'WHERE':<{where}} STATE")
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        if r["answers"]:
+            n = r["running"]
+            state = f"answers: Docker {r['server_version']}, {n} soopervisor container{'s' if n != 1 else ''} running"
+        else:
+            state = f"does not answer: {r['reason']}"
+        click.echo(f"{mark} {r['name']:<{width}} {r['where']:<{where}} {state}")
+    source = found["file"] if found["file_exists"] else f"{found['file']} (none yet: only the environment's engine)"
+    click.echo(f"\n* the default; executors file: {source}")
 
 
 # -- cache ------------------------------------------------------------------------

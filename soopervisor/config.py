@@ -67,6 +67,22 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+def config_dir() -> Path:
+    """``SOOPERVISOR_CONFIG_DIR`` or the platform's user config folder (credentials, executors.yaml)."""
+    base = os.environ.get("SOOPERVISOR_CONFIG_DIR")
+    if base:
+        return Path(base).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("soopervisor", appauthor=False))
+
+
+def executors_file() -> Path:
+    """``SOOPERVISOR_EXECUTORS`` or ``<config dir>/executors.yaml``: the named engines runs can go to."""
+    named = os.environ.get("SOOPERVISOR_EXECUTORS")
+    return Path(named).expanduser() if named else config_dir() / "executors.yaml"
+
+
 def default_storage_url() -> str:
     """``SOOPERVISOR_STORAGE`` or ``<data dir>/artifacts``."""
     return os.environ.get("SOOPERVISOR_STORAGE") or str(data_dir() / "artifacts")

@@ -47,6 +47,10 @@ ENVIRONMENT_VARIABLES = (
            "and a run whose lease ran out on another machine is marked interrupted", "30"),
     EnvVar("SOOPERVISOR_CONFIG_DIR", "where credentials go when there is no system keyring (a 0600 file)",
            "the platform's user config folder"),
+    EnvVar("SOOPERVISOR_EXECUTORS", "the executors file: the named engines runs can go to (how-to: remote "
+           "engines)", "``executors.yaml`` in ``SOOPERVISOR_CONFIG_DIR``"),
+    EnvVar("SOOPERVISOR_EXECUTOR", "the engine runs go to, by its name in the executors file; ``--executor`` "
+           "wins; ``local`` is DOCKER_HOST's engine", "the file's ``default``, else ``local``"),
     EnvVar("SOOPERVISOR_NO_KEYRING", "any value: never use the system keyring, keep credentials in the file"),
     EnvVar("SOOPERVISOR_SERVER_CONFIG", "the server's configuration file, when ``soopervisor serve`` gets no "
            "``--config`` (the server image sets it to ``/etc/soopervisor/server.yaml``)",
@@ -92,8 +96,9 @@ ENVIRONMENT_VARIABLES = (
     EnvVar("SOOPERVISOR_ONEDRIVE_AUTHORITY", "who signs in to OneDrive: ``consumers`` (personal accounts), "
            "``organizations``, ``common``, a tenant id or domain, or an https URL", "``consumers``",
            group="endpoints"),
-    EnvVar("DOCKER_HOST", "the Docker engine runs go to (docker-py's usual variables: ``DOCKER_TLS_VERIFY``, "
-           "``DOCKER_CERT_PATH``)", "the local engine", group="read from the environment"),
+    EnvVar("DOCKER_HOST", "the Docker engine of the ``local`` executor, read as the docker CLI reads it, with "
+           "``DOCKER_TLS_VERIFY`` (any value: TLS with client certificates) and ``DOCKER_CERT_PATH`` (the folder of "
+           "``ca.pem``, ``cert.pem``, ``key.pem``)", "the local socket", group="read from the environment"),
     EnvVar("ENTRY_POINT", "the pipeline's entry point, as for ``ploomber build``; ``--entry-point`` wins",
            group="read from the environment"),
     EnvVar("SSL_CERT_FILE", "a CA bundle (also ``REQUESTS_CA_BUNDLE``, ``PIP_CERT``) mounted into the "

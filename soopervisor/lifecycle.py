@@ -218,6 +218,7 @@ class ActiveRun:
             owner_started=process_started(os.getpid()),
             lease_until=lease_until(),
             executor=executor.where,
+            engine=getattr(executor, "engine", None),
         )
         log_path = config.ensure_dir(config.logs_dir()) / f"{self.run.id}.log"
         self.run.log_path = str(log_path)

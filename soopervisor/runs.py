@@ -105,6 +105,9 @@ class Run:
     owner_started: str | None = None  # the owner process's start time (pid reuse is detected)
     lease_until: str | None = None
     executor: str | None = None  # where it ran, e.g. "docker" or "docker at tcp://build:2376"
+    # the configured engine it ran on, by name (executors.yaml, or "local"): stop, reap and adopt
+    # find its containers on that engine
+    engine: str | None = None
 
     @property
     def short_commit(self) -> str:

@@ -80,10 +80,17 @@ class RunOptions:
     environment_lock: bytes | None = None
 
 
-def _docker_executor() -> Executor:
+def _docker_executor_on(engine) -> Executor:
     from .executors.docker import DockerExecutor
 
-    return DockerExecutor()
+    return DockerExecutor(engine=engine)
+
+
+def _docker_executor(engine: str | None = None) -> Executor:
+    """An executor on the engine named ``engine`` (None: SOOPERVISOR_EXECUTOR's, else the configured default)."""
+    from . import engines
+
+    return _docker_executor_on(engines.choose(engine))
 
 
 # -- the exit hook -----------------------------------------------------------------------------
@@ -134,7 +141,10 @@ class RunService:
     """One configuration — storage, image, executor, run store — and every operation on runs.
 
     ``executor`` makes the executor of one run (each run has its own: it holds
-    that run's container); the default is the Docker engine of DOCKER_HOST.
+    that run's container); by default it is a Docker executor on the engine named
+    ``engine`` (None: SOOPERVISOR_EXECUTOR's, else the executors file's default, else
+    DOCKER_HOST's). A run's record keeps its engine's name: stopping, reaping and
+    adopting it reach the engine it ran on, whatever this service's engine is.
     """
 
     def __init__(
@@ -143,11 +153,39 @@ class RunService:
         image: str | None = None,
         executor: Callable[[], Executor] | None = None,
         store: RunStore | None = None,
+        engine: str | None = None,
     ) -> None:
         self.storage = storage
         self.image = image
-        self.make_executor = executor or _docker_executor
+        self.engine = engine
+        self.executor_factory = executor
         self._store = store
+
+    def make_executor(self) -> Executor:
+        """An executor on this service's engine (EngineUnavailable when it does not answer)."""
+        return self.executor_factory() if self.executor_factory is not None else _docker_executor(self.engine)
+
+    def check_engine(self) -> None:
+        """UsageError when this service's engine is not configured or its configuration is not usable."""
+        if self.executor_factory is None:
+            from . import engines
+
+            engines.check_transport(engines.choose(self.engine))
+
+    def executor_of(self, run: Run) -> Executor:
+        """An executor on the engine ``run`` ran on, by the name its record keeps (a record of a
+        soopervisor before engines had names ran on ``local``); EngineUnavailable when that engine
+        is no longer configured or does not answer."""
+        if self.executor_factory is not None:
+            return self.make_executor()
+        from . import engines
+
+        name = run.engine or engines.LOCAL
+        try:
+            engine = engines.load().pick(name)
+        except SoopervisorError as e:
+            raise EngineUnavailable(f"its engine {name!r} is not usable: {e.message}", e.hint) from None
+        return _docker_executor_on(engine)
 
     @property
     def store(self) -> RunStore:
@@ -166,6 +204,7 @@ class RunService:
         from .storage import open_storage
 
         limits = check_limits(opts.timeout, opts.cpus, opts.memory)
+        self.check_engine()  # an unknown executor or a bad executors file: said before anything else runs
         opts.network = check_network(opts.network)
         # SOOPERVISOR_INSTALLER and SOOPERVISOR_DOWNLOAD_CACHE: read once, said before anything runs
         installer = installer_setting()
@@ -292,7 +331,7 @@ class RunService:
             # killing (not removing) lets the owner see its container exit, record
             # the cancel and remove the container itself, as it always does
             try:
-                executor = executor or self.make_executor()
+                executor = executor or self.executor_of(run)
                 executor.kill_by_label(run.id)
             except EngineUnavailable:
                 pass  # the marker alone stops it
@@ -329,23 +368,24 @@ class RunService:
     def _clean_up(self, run: Run, why: str) -> Run:
         """After the owner of ``run`` died: containers, staging folder, what can be kept."""
         problems: list[str] = []
-        executor = self._remove_containers(run.id, problems)
+        executor = self._remove_containers(run, problems)
         _append_log(run, f"soopervisor: run {run.id} interrupted: {why}\n")
         kept = self._keep_what_can_be_kept(run, why, problems)
         shutil.rmtree(staging_dir(run.id), ignore_errors=True)
         cancel_marker(run.id).unlink(missing_ok=True)
         if executor is not None:
             # a container whose creation was on its way when the owner died appears late
-            self._remove_containers(run.id, problems, executor)
+            self._remove_containers(run, problems, executor)
         changes: dict[str, Any] = dict(kept)
         if problems:
             changes["error"] = "; ".join([kept.get("error") or run.error or f"interrupted: {why}", *problems])
         return self.store.update(run, **changes) if changes else run
 
-    def _remove_containers(self, run_id: str, problems: list[str], executor: Executor | None = None):
+    def _remove_containers(self, run: Run, problems: list[str], executor: Executor | None = None):
+        """Remove ``run``'s containers on the engine it ran on; the executor used, None when it did not answer."""
         try:
-            executor = executor or self.make_executor()
-            executor.remove_by_label(run_id)
+            executor = executor or self.executor_of(run)
+            executor.remove_by_label(run.id)
             return executor
         except EngineUnavailable as e:
             problems.append(f"its containers could not be removed ({e.message})")
@@ -393,9 +433,10 @@ class RunService:
     def adopt(self) -> list[Run]:
         """After a restart: reap the runs of owners that are gone, and remove what they left.
 
-        Containers carrying the label of a run this store knows as finished,
-        and staging folders of finished or unknown runs, are removed; a run
-        still running elsewhere is left to its owner. Returns the runs reaped.
+        Containers carrying the label of a run this store knows as finished (on this
+        service's engine; a dead owner's run is reaped on the engine it ran on), and
+        staging folders of finished or unknown runs, are removed; a run still running
+        elsewhere is left to its owner. Returns the runs reaped.
         """
         reaped = self.reap()
         with contextlib.suppress(EngineUnavailable):

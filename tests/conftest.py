@@ -87,6 +87,42 @@ def engine(docker_client, base_image, monkeypatch: pytest.MonkeyPatch, home: Pat
         assert not left, f"containers left behind by run {run.id}: {[c.name for c in left]}"
 
 
+@pytest.fixture(scope="session")
+def tls_engine(docker_client, base_image):
+    """A second dockerd on 127.0.0.1 TCP with TLS client certificates (tests/engines.py), holding the
+    base image; started when a test first asks for it, stopped and removed after the session.
+
+    Tests that use it are marked ``xdist_group("tls-engine")``: one worker starts it, once.
+    """
+    import tempfile
+
+    from .engines import copy_images, start_tls_engine
+
+    # short: the engine's unix socket path must fit in 108 bytes
+    root = Path(tempfile.mkdtemp(prefix="sv-engine-", dir="/tmp"))
+    engine = start_tls_engine(root)
+    try:
+        copy_images([base_image], engine)
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def ssh_engine(tls_engine):
+    """sshd on 127.0.0.1 whose sessions' docker is the TLS engine's own socket (``ssh://`` engines);
+    put ``ssh_engine.bin`` first on PATH: its ``ssh`` knows the test's key and host key."""
+    import tempfile
+
+    from .engines import start_ssh_engine
+
+    engine = start_ssh_engine(Path(tempfile.mkdtemp(prefix="sv-ssh-", dir="/tmp")), tls_engine.socket)
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600, check: int | None = None):
     """The real console command, in a subprocess, as a user runs it."""
     proc = subprocess.run(

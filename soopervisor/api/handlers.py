@@ -179,7 +179,7 @@ class RunsHandler(RootedHandler):
             # the same store and engine; this run's own image or storage
             service = RunService(storage=overrides.get("storage", service.storage),
                                  image=overrides.get("image", service.image),
-                                 executor=service.make_executor, store=service.store)
+                                 executor=service.executor_factory, store=service.store, engine=service.engine)
         active = await call(service.start, opts)
         self.reply(run_json(active.run), status=201)
 

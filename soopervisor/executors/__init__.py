@@ -90,6 +90,9 @@ class ImageInfo:
 class Executor(Protocol):
     #: where runs execute, for the run record ("docker", "docker at tcp://host:2376")
     where: str
+    #: the configured engine's name (soopervisor.engines), kept in the run record so that stop,
+    #: reap and adopt find the run's containers on that engine again; None when not configured by name
+    engine: str | None
 
     def resolve_image(self, image: str | None, note: Callable[[str], None]) -> ImageInfo: ...
 

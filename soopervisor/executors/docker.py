@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import config
+from ..engines import Engine
 from ..errors import EngineUnavailable, UsageError
 from . import RUN_LABEL, CollectTo, ContainerSpec, ExecResult, ImageInfo, KeepAs
 
@@ -38,18 +41,97 @@ def _docker():
     return docker
 
 
-def connect():
-    """A docker-py client that has answered a ping, or EngineUnavailable."""
-    docker = _docker()
+def connect(engine: Engine | None = None, timeout: float = 120, ping_timeout: float = 20):
+    """A docker-py client of ``engine`` (default: the one runs would use) that has answered a ping,
+    or EngineUnavailable saying which engine and why (a refused certificate, a refused connection)."""
+    from .. import engines
+
+    engine = engine or engines.choose()
+    engines.check_transport(engine)
     try:
-        client = docker.from_env(timeout=120)
+        client = _client(engine, ping_timeout)
         client.ping()
+        client.api.timeout = timeout
         return client
-    except Exception as e:  # noqa: BLE001 - DockerException, requests' ConnectionError, bad DOCKER_HOST...
-        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    except Exception as e:  # noqa: BLE001 - DockerException, requests' ConnectionError, SSLError...
+        named = "" if engine.name == engines.LOCAL else f" {engine.name!r}"
         raise EngineUnavailable(
-            f"cannot reach the Docker engine at {where}: {_reason(e)}", ENGINE_HINT
-        ) from None
+            f"cannot reach the Docker engine{named} at {engine.host or 'unix:///var/run/docker.sock'}: "
+            f"{engine_reason(e)}", _hint(engine, e)) from None
+
+
+def _client(engine: Engine, timeout: float):
+    """docker-py's client for ``engine``, never trusting the environment's CA bundle for the engine.
+
+    requests lets REQUESTS_CA_BUNDLE (set for proxies: pip's CA) win over the CA docker-py
+    configures for a TLS engine (psf/requests#3829): verification then fails against the
+    wrong CA. The engine's session ignores the environment (as the docker CLI does).
+    """
+    docker = _docker()
+
+    class _Api(docker.APIClient):
+        @property
+        def trust_env(self) -> bool:
+            return False
+
+        @trust_env.setter
+        def trust_env(self, value: bool) -> None:
+            pass
+
+    class _Client(docker.DockerClient):
+        def __init__(self, **kwargs: Any) -> None:
+            self.api = _Api(**kwargs)
+
+    tls = None
+    if engine.tls is not None:
+        t = engine.tls
+        tls = docker.tls.TLSConfig(client_cert=(str(t.cert), str(t.key)) if t.cert else None,
+                                   ca_cert=str(t.ca) if t.ca else None, verify=t.verify)
+    base_url = engine.host or docker.constants.DEFAULT_UNIX_SOCKET  # tcp:// becomes https:// with tls
+    kwargs: dict[str, Any] = {"base_url": base_url, "tls": tls, "timeout": timeout, "version": "auto"}
+    if engine.scheme == "ssh":
+        kwargs["use_ssh_client"] = True  # the user's ssh: their config, agent and known_hosts
+    return _Client(**kwargs)
+
+
+def engine_reason(e: BaseException) -> str:
+    """Why an engine did not answer, in a few words ("TLS: certificate verify failed", "connection refused")."""
+    text = str(e)
+    low = text.lower()
+    if "bad certificate" in low or "unknown ca" in low or "certificate required" in low \
+            or "certificate_required" in low or "handshake failure" in low:
+        return "TLS: the engine refused our client certificate (not signed by a CA it trusts)"
+    if "certificate verify failed" in low:
+        detail = re.search(r"certificate verify failed: ([^(]+)", text)
+        why = f" ({detail.group(1).strip()})" if detail else ""
+        return f"TLS: certificate verify failed{why}: the engine's certificate is not signed by the configured CA"
+    if "client sent an http request to an https server" in low:
+        return "the engine speaks TLS: configure a `tls` block with its CA, client certificate and key"
+    if "wrong version number" in low or "record layer failure" in low:
+        return "TLS: the engine does not speak TLS on that port (remove the `tls` block, or check the port)"
+    if "connection refused" in low:
+        return "connection refused"
+    if "name or service not known" in low or "nodename nor servname" in low or "failed to resolve" in low:
+        return "unknown host"
+    if "timed out" in low or "timeout" in low:
+        return "no answer (timed out)"
+    if "no such file or directory" in low or "filenotfounderror" in low:
+        return "no socket there (no such file)"
+    if "permission denied" in low:
+        return "permission denied"
+    return _reason(e)
+
+
+def _hint(engine: Engine, e: BaseException) -> str:
+    low = str(e).lower()
+    if engine.tls is not None and "certificate" in low:
+        return (f"check the certificates of executor {engine.name!r} ({engine.source}): tls.ca must be the CA "
+                "that signed the engine's certificate, tls.cert and tls.key a client certificate signed by the "
+                "CA the engine trusts (dockerd --tlscacert)")
+    if engine.name == "local":
+        return ENGINE_HINT
+    return (f"check that the engine of executor {engine.name!r} runs and listens at {engine.host} "
+            f"({engine.source}); `soopervisor executors` shows which engines answer")
 
 
 def _reason(e: BaseException) -> str:
@@ -109,10 +191,21 @@ def ca_bundle_from_env(explicit: str | os.PathLike | None = None) -> Path | None
 class DockerExecutor:
     """The Executor protocol on a Docker engine (local, or remote through DOCKER_HOST)."""
 
-    def __init__(self, client=None) -> None:
-        self.client = client or connect()
-        host = os.environ.get("DOCKER_HOST")
-        self.where = f"docker at {host}" if host else "docker"
+    def __init__(self, client=None, engine: Engine | None = None) -> None:
+        if client is None:
+            from .. import engines
+
+            engine = engine or engines.choose()
+            client = connect(engine)
+        self.client = client
+        self.engine = engine.name if engine is not None else None
+        # a bind mount names a file on the engine's machine: a remote engine gets the CA bundle in a volume
+        self.remote = engine is not None and engine.scheme in ("tcp", "ssh")
+        if engine is not None:
+            self.where = engine.where
+        else:
+            host = os.environ.get("DOCKER_HOST")
+            self.where = f"docker at {host}" if host else "docker"
         self._container = None
         self._cancelled = threading.Event()
 
@@ -288,7 +381,7 @@ class DockerExecutor:
                 working_dir=spec.workdir,
                 environment=self._environment(spec),
                 labels={LABEL: "1", **spec.labels},
-                mounts=self._mounts(spec),
+                mounts=self._mounts(spec, self._ca_volume(spec) if self.remote and spec.ca_bundle else None),
                 network_mode=None if spec.network == "default" else spec.network,
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
@@ -404,12 +497,69 @@ class DockerExecutor:
         return env
 
     @staticmethod
-    def _mounts(spec: ContainerSpec) -> list:
+    def _mounts(spec: ContainerSpec, ca_volume: str | None = None) -> list:
         # The CA bundle, read-only (corporate proxies), and the named volumes asked for
         # (environment builds' download cache). Mounts, not `volumes=`: docker-py also
         # declares those as image volumes, which a committed environment image would carry.
         Mount = _docker().types.Mount
         mounts = [Mount(path, name, type="volume") for name, path in spec.volumes.items()]
-        if spec.ca_bundle:
+        if ca_volume:
+            mounts.append(Mount(posixpath.dirname(CA_PATH), ca_volume, type="volume", read_only=True))
+        elif spec.ca_bundle:
             mounts.append(Mount(CA_PATH, str(spec.ca_bundle), type="bind", read_only=True))
         return mounts
+
+    def _ca_volume(self, spec: ContainerSpec) -> str:
+        """A volume of the engine holding ``spec.ca_bundle`` as ca.crt, made once per bundle content.
+
+        On a remote engine a bind mount would name a file of the engine's machine, not ours;
+        a volume is never part of a committed (cached environment) image, as the bind mount was not.
+        """
+        import hashlib
+        import io
+        import tarfile
+
+        docker = _docker()
+        data = Path(spec.ca_bundle).read_bytes()
+        name = f"soopervisor-ca-{hashlib.sha256(data).hexdigest()[:16]}"
+        try:
+            self.client.volumes.get(name)
+            return name
+        except docker.errors.NotFound:
+            pass
+        except Exception as e:  # noqa: BLE001 - any failure of the engine
+            raise _lost(e) from None
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(posixpath.basename(CA_PATH))
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+        helper = None
+        try:
+            helper = self.client.containers.create(
+                spec.image, ["true"], labels={LABEL: "1"},
+                mounts=[docker.types.Mount("/ca", name, type="volume", labels={"soopervisor.ca": "1"})])
+            helper.put_archive("/ca", buf.getvalue())
+        except Exception as e:  # noqa: BLE001 - any failure of the engine
+            raise _lost(e) from None
+        finally:
+            if helper is not None:
+                with contextlib.suppress(Exception):
+                    helper.remove(force=True)
+        return name
+
+
+def probe(engine: Engine, timeout: float = 5.0) -> dict:
+    """Whether ``engine`` answers within ``timeout``: its server version and running soopervisor containers,
+    or the reason it does not ("TLS: certificate verify failed", "connection refused")."""
+    try:
+        client = _client(engine, timeout)
+        try:
+            version = client.version().get("Version")
+            running = client.containers.list(sparse=True, ignore_removed=True,
+                                             filters={"label": RUN_LABEL, "status": "running"})
+            return {"answers": True, "server_version": version, "running": len(running), "reason": None}
+        finally:
+            client.close()
+    except Exception as e:  # noqa: BLE001 - any failure means: it does not answer, and why
+        return {"answers": False, "server_version": None, "running": None, "reason": engine_reason(e)}
