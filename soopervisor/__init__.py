@@ -120,7 +120,8 @@ def get_artifacts(commit: str = "latest", project: str | None = None, storage: s
 def reproduce(commit: str = "latest", *, run: str | None = None, path: str | os.PathLike = ".",
               project: str | None = None, storage: str | None = None, mode: str | None = None,
               image: str | None = None, secrets: Iterable[str] = (),
-              on_line: Callable[[str], None] | None = None, **options) -> Reproduction:
+              on_line: Callable[[str], None] | None = None, executor: str | None = None,
+              **options) -> Reproduction:
     """Run ``commit`` again in an environment rebuilt from its set's recorded lock; compare the products.
 
     The set is the commit's newest succeeded one (full before sample unless
@@ -130,14 +131,14 @@ def reproduce(commit: str = "latest", *, run: str | None = None, path: str | os.
     (``.differ``, ``.added``, ``.removed``), the tasks that made them
     (``.tasks``: the non-deterministic ones) and whether the rebuilt
     environment has the recorded packages (``.environment``: the differences).
-    ``options``: ``timeout``, ``cpus``, ``memory``, ``network``, ``ca_bundle``,
+    ``executor``, ``timeout``, ``cpus``, ``memory``, ``network``, ``ca_bundle``,
     ``entry_point`` as for :func:`run`. Raises ``UsageError`` before anything
     runs when the set recorded no usable lock.
     """
     from .reproduction import reproduce as _reproduce
 
     return _reproduce(commit, run=run, path=path, project=project, storage=storage, mode=mode, image=image,
-                      secrets=secrets, on_line=on_line, **options)
+                      secrets=secrets, on_line=on_line, executor=executor, **options)
 
 
 def load_ipython_extension(ipython) -> None:

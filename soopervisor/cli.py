@@ -682,6 +682,8 @@ def _limit(ctx: object, param: object, value: str | None) -> float | int | None:
               help="The project folder in the repository that holds the commit.")
 @click.option("--storage", metavar="URL", help="Where the sets are (default: SOOPERVISOR_STORAGE or the data folder).")
 @click.option("--image", help="Base image (default: the one the original run asked for).")
+@click.option("--executor", metavar="NAME", help="The engine to run on, by its name in the executors file "
+              "(default as for `soopervisor run`).")
 @click.option("--secret", "secrets", multiple=True, metavar="NAME",
               help="Pass the environment variable NAME into the container; its value is redacted everywhere. Repeatable.")
 @click.option("--timeout", metavar="SECONDS", callback=lambda c, p, v: _limit(c, p, v), help="Stop the run after this long.")
@@ -690,7 +692,8 @@ def _limit(ctx: object, param: object, value: str | None) -> float | int | None:
 @click.option("-q", "--quiet", is_flag=True, help="Do not stream the log; print only the outcome.")
 @click.option("-v", "--verbose", is_flag=True, help="Stream the installers' output too.")
 def reproduce_cmd(commit: str, run_id: str | None, mode: str | None, project: str | None, path: str,
-                  storage: str | None, image: str | None, secrets: tuple[str, ...], timeout: float | None,
+                  storage: str | None, image: str | None, executor: str | None, secrets: tuple[str, ...],
+                  timeout: float | None,
                   as_json: bool, exit_code: bool, quiet: bool, verbose: bool) -> None:
     """Run COMMIT again in an environment rebuilt from its recorded lock; say which products came out the same.
 
@@ -715,7 +718,7 @@ def reproduce_cmd(commit: str, run_id: str | None, mode: str | None, project: st
     signals = _CancelOnSignals()  # until the run is recorded, a signal just ends the command
     try:
         started = repro.start(commit, run=run_id, path=path, project=project, storage=storage, mode=mode,
-                              image=image, secrets=secrets, on_line=terminal, timeout=timeout)
+                              image=image, executor=executor, secrets=secrets, on_line=terminal, timeout=timeout)
         signals.active = started.active
         result = started.active.result()
     finally:

@@ -218,7 +218,7 @@ class Started:
 def start(commit: str = "latest", *, run: str | None = None, path: str | os.PathLike = ".",
           project: str | None = None, storage: str | None = None, mode: str | None = None,
           image: str | None = None, secrets: Iterable[str] = (), on_line: Callable[[str], None] | None = None,
-          **options: Any) -> Started:
+          executor: str | None = None, **options: Any) -> Started:
     """Check everything, then start the run of the set's commit from its lock (see :func:`reproduce`)."""
     from .artifacts import get_artifacts
     from .project import project_name
@@ -231,7 +231,7 @@ def start(commit: str = "latest", *, run: str | None = None, path: str | os.Path
     if original.mode not in ("sample", "full"):
         raise UsageError(f"{where} does not say whether it was a sample or a full run: its manifest is damaged",
                          "pass another run with --run ID")
-    service = RunService(storage=storage, image=image or original.manifest.get("image"))
+    service = RunService(storage=storage, image=image or original.manifest.get("image"), engine=executor)
     opts = RunOptions(path=path, sample=original.mode == "sample", secrets=tuple(secrets), on_line=on_line,
                       force=True, commit=original.commit, environment_lock=lock.text, **options)
     if on_line is not None:
@@ -261,16 +261,18 @@ def finish(started: Started, result: Run, storage: str | None = None) -> Reprodu
 def reproduce(commit: str = "latest", *, run: str | None = None, path: str | os.PathLike = ".",
               project: str | None = None, storage: str | None = None, mode: str | None = None,
               image: str | None = None, secrets: Iterable[str] = (),
-              on_line: Callable[[str], None] | None = None, **options: Any) -> Reproduction:
+              on_line: Callable[[str], None] | None = None, executor: str | None = None,
+              **options: Any) -> Reproduction:
     """Run ``commit``'s set again from its recorded lock and compare the products by sha256.
 
     The set is the commit's newest succeeded one (full before sample unless
     ``mode``), or ``run="ID"``. The new run checks the commit out in a
     temporary worktree of the repository at ``path``, rebuilds every task, and
-    is stored as a new set of that commit. ``options`` are :func:`soopervisor.run`'s
+    is stored as a new set of that commit, run on the engine named ``executor``
+    (default as for :func:`soopervisor.run`). ``options`` are :func:`soopervisor.run`'s
     (``timeout``, ``cpus``, ``memory``, ``network``, ``ca_bundle``, ``entry_point``).
     Raises ``UsageError`` before anything runs when the set has no usable lock.
     """
     started = start(commit, run=run, path=path, project=project, storage=storage, mode=mode, image=image,
-                    secrets=secrets, on_line=on_line, **options)
+                    secrets=secrets, on_line=on_line, executor=executor, **options)
     return finish(started, started.active.result(), storage)
