@@ -6,6 +6,7 @@ one (scripts/setup does it), so a green run always means they ran.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,10 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: f
             f"exit {proc.returncode} != {check}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a test server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import free_port
+
 
 @dataclass
 class Pki:
@@ -111,12 +113,6 @@ def make_pki(folder: Path) -> Pki:
     rogue_cert, rogue_key_path = save(
         _cert("soopervisor client", rogue_key, rogue_ca.subject, rogue_ca_key, client=True), rogue_key, "rogue")
     return Pki(folder, ca, cert, key, server_cert, server_key_path, rogue_cert, rogue_key_path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

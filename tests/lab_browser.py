@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tests.conftest import free_port
 
 if TYPE_CHECKING:
     from typing import Self
@@ -47,12 +48,6 @@ PLUGIN = "soopervisor:plugin"
 def tid(name: str) -> str:
     """The CSS selector of an element by its ``data-testid``."""
     return f'[data-testid="{name}"]'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def labextension_path(into: Path) -> Path:

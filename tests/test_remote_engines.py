@@ -26,8 +26,8 @@ import yaml
 import soopervisor
 from soopervisor.errors import UsageError
 
-from .conftest import cli
-from .engines import copy_images, free_port
+from .conftest import cli, free_port
+from .engines import copy_images
 from .projects import function_task, make_project
 
 HELLO = function_task(

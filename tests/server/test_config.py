@@ -11,6 +11,7 @@ import pytest
 from soopervisor.errors import UsageError
 from soopervisor.server import config as sc
 from soopervisor.server.config import ConfigProblem, InvalidConfig, Repository, SecretRef, ServerConfig
+from tests.conftest import free_port
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"]
 
@@ -32,12 +33,6 @@ def one(tmp_path: Path, text: str) -> ConfigProblem:
     found = problems_of(tmp_path, text)
     assert len(found) == 1, found
     return found[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bare_repo(root: Path, name: str = "sales", branches: tuple[str, ...] = ("main",)) -> Path:

@@ -19,6 +19,7 @@ import pytest
 from soopervisor.server.config import Repository, ServerConfig
 from soopervisor.server.poller import BACKOFF_CAP, CheckoutError, Poller, UnknownRepository
 from soopervisor.server.queue import Queue
+from tests.conftest import free_port
 from tests.projects import commit_all, git, init_repo, write
 from tests.server.helpers import Clock
 
@@ -243,7 +244,7 @@ def test_supersede_is_passed_to_the_queue(tmp_path, remote):
 
 
 def test_an_unreachable_remote_backs_off_and_says_why(tmp_path):
-    port = _free_port()
+    port = free_port()
     clock = Clock()
     url = f"https://robot:s3cr3t-token@127.0.0.1:{port}/acme/sales.git"
     repo = repository(url)
@@ -363,18 +364,12 @@ def test_origin_url_loses_its_credentials(tmp_path):
 # -- git:// ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def daemon(tmp_path: Path):
     """`git daemon` serving tmp_path/git on a free loopback port; yields git://127.0.0.1:port/."""
     base = tmp_path / "git"
     base.mkdir(exist_ok=True)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(["git", "daemon", "--export-all", "--reuseaddr", f"--base-path={base}",
                              "--listen=127.0.0.1", f"--port={port}", str(base)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -22,7 +22,7 @@ import pytest
 from soopervisor.server.config import Repository, ServerConfig
 from soopervisor.server.poller import Poller
 from soopervisor.server.queue import Queue
-from tests.conftest import cli
+from tests.conftest import cli, free_port
 from tests.projects import VALID, commit_all, git, init_repo, write
 from tests.server.helpers import Clock, server_yaml
 
@@ -50,12 +50,6 @@ def _keygen(path: Path, comment: str) -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
                    check=True, capture_output=True)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -89,7 +83,7 @@ def sshd(tmp_path: Path):
     key = _keygen(tmp_path / "deploy_key", "deploy")
     other = _keygen(tmp_path / "other_key", "other")
     (root / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
-    port, user = _free_port(), getpass.getuser()
+    port, user = free_port(), getpass.getuser()
     config = root / "sshd_config"
     config.write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {root}/sshd.pid\n"
