@@ -739,21 +739,23 @@ def reproduce_cmd(commit: str, run_id: str | None, mode: str | None, project: st
     sys.exit(1 if exit_code and not outcome.same else 0)
 
 
-def _end(code: int | str | None) -> None:
+def _end(code: int | str | None, hard: bool = True) -> None:
     """The one way the command ends: ``sys.exit(code)``, or at once when pyarrow was used.
 
     pyarrow's C++ thread pools sometimes abort the interpreter's shutdown
     ("terminate called without an active exception", exit -6: about 1 run in
     100 here, once in CI) after a table was read, although all the output was
     written. When nothing of ours is left to run (no run of this process under
-    way), the process ends without the shutdown that trips it.
+    way), the console command ends without the shutdown that trips it. ``hard``
+    is False when ``main`` was called with arguments, from Python: ending that
+    process is not ours to do.
     """
     if not isinstance(code, int):
         if code is not None:  # sys.exit("message"), as Python does
             click.echo(code, err=True)
         code = 0 if code is None else 1
     lifecycle = sys.modules.get("soopervisor.lifecycle")
-    if "pyarrow" not in sys.modules or (lifecycle is not None and lifecycle.active_runs()):
+    if not hard or "pyarrow" not in sys.modules or (lifecycle is not None and lifecycle.active_runs()):
         sys.exit(code)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed pipe
@@ -1462,33 +1464,33 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="soopervisor", standalone_mode=False)
     except click.exceptions.Exit as e:
-        _end(e.exit_code)
+        _end(hard=argv is None, code=e.exit_code)
     except SystemExit as e:  # a command's own exit code (sys.exit in a command)
-        _end(e.code)
+        _end(hard=argv is None, code=e.code)
     except click.ClickException as e:
         e.message = hide(e.message)
         e.show()
         click.echo(f"more: {topic_url('usage-error')}", err=True)
-        _end(e.exit_code)
+        _end(hard=argv is None, code=e.exit_code)
     except InvalidProject as e:
         click.echo(hide(e.report.format()), err=True)
-        _end(e.exit_code)
+        _end(hard=argv is None, code=e.exit_code)
     except SoopervisorError as e:
         click.secho(f"error: {hide(e.message)}", fg="red", err=True)
         if e.hint:
             click.echo(f"hint: {hide(e.hint)}", err=True)
         click.echo(f"more: {e.docs}", err=True)
-        _end(e.exit_code)
+        _end(hard=argv is None, code=e.exit_code)
     except (KeyboardInterrupt, Cancelled, click.exceptions.Abort):  # click turns Ctrl-C into Abort
         click.echo("\ncancelled (Ctrl-C): nothing was left running; a run's log and set are kept", err=True)
-        _end(130)
+        _end(hard=argv is None, code=130)
     except Exception as e:  # noqa: BLE001 - a bug of ours: a short message here, the traceback in a file
         crash = _write_crash_report(hide)
         click.secho(hide(f"error: internal error: {type(e).__name__}: {e}"), fg="red", err=True)
         click.echo(hide(f"hint: this is a bug in soopervisor; the details are in {crash}"), err=True)
         click.echo(f"more: {topic_url('internal-error')}", err=True)
-        _end(1)
-    _end(0)
+        _end(hard=argv is None, code=1)
+    _end(hard=argv is None, code=0)
 
 
 def _secret_redactor(argv: list[str] | None = None):

@@ -768,6 +768,16 @@ def _main(*argv: str) -> int:
     return e.value.code
 
 
+def test_main_called_from_python_returns_its_exit_code_even_after_pyarrow_was_loaded(tmp_path, capsys):
+    # the console command ends past pyarrow's shutdown abort with os._exit; main() called from Python
+    # (a test runner, a wrapper script) must get SystemExit instead, or its whole process would end here
+    import pyarrow  # noqa: F401 - loaded, as after a table preview or a diff
+
+    assert _main("validate", str(tmp_path / "missing")) == 2  # an invalid project
+    assert _main("--version") == 0
+    assert "does not exist" in capsys.readouterr().out
+
+
 def _login_ci(service: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
               fake, answer) -> tuple[str, dict[str, str], list[tuple[str, bool]]]:
     """``soopervisor login SERVICE --ci`` in this process: the backend's real sign-in, its requests reaching
