@@ -135,45 +135,73 @@ soopervisor_uv_settings() {
   done < <(python -m pip config list 2>/dev/null || true)
 }
 
+# The one way an install tries uv before pip: runs "$@" (a uv command or a
+# function of uv commands) when uv is there and wanted. Returns 0 when it
+# succeeded; stops the stage with its status when it failed and
+# SV_INSTALLER=uv; otherwise returns 1 for the caller's pip, saying why when uv
+# failed (uv refuses a few things pip accepts) and marking SV_UV_FELL_BACK=yes.
+soopervisor_uv_first() {
+  local status
+  if [ ! -x "$SV_UV_DIR/bin/uv" ] || [ "$SV_INSTALLER" = pip ]; then
+    return 1
+  fi
+  soopervisor_uv_settings
+  set +e
+  "$@"
+  status=$?
+  set -e
+  [ "$status" -ne 0 ] || return 0
+  if [ "$SV_INSTALLER" = uv ]; then
+    exit "$status"
+  fi
+  echo "soopervisor: warning: uv failed (exit code $status); trying pip, the reference installer"
+  SV_UV_FELL_BACK=yes
+  return 1
+}
+
+soopervisor_uv() {
+  "$SV_UV_DIR/bin/uv" "$@"
+}
+
+# uv's way for soopervisor_install_spec: the file, ploomber and the installer
+# tools resolved into $SV_ENV_LOCK, and the venv made exactly that lock.
+soopervisor_uv_compile_and_sync() {
+  local file=$1 extra status
+  extra=$(mktemp)
+  printf 'ploomber\npip\nsetuptools\nwheel\n' >"$extra"
+  echo "soopervisor: uv pip compile $file (with ploomber and the installer tools) into $SV_ENV_LOCK"
+  soopervisor_uv pip compile --quiet --no-header --no-annotate --python "$(command -v python)" \
+    -o "$SV_ENV_LOCK" "$file" "$extra" &&
+    echo "soopervisor: uv pip sync $SV_ENV_LOCK ($(grep -c '==' "$SV_ENV_LOCK") packages)" &&
+    soopervisor_uv pip sync --python "$(command -v python)" "$SV_ENV_LOCK"
+  status=$?
+  rm -f -- "$extra"
+  if [ "$status" -ne 0 ]; then
+    rm -f -- "$SV_ENV_LOCK" "$SV_ENV_LOCK.hashes"
+    return "$status"
+  fi
+  # the same pins with the sha256 of their files, for the run's record (not for the sync:
+  # a VCS or local requirement has no hash, and hash-checking would refuse it)
+  soopervisor_uv pip compile --quiet --no-header --no-annotate --generate-hashes \
+    --python "$(command -v python)" -o "$SV_ENV_LOCK.hashes" "$SV_ENV_LOCK" 2>/dev/null ||
+    rm -f -- "$SV_ENV_LOCK.hashes"
+}
+
 # The environment's packages from the requirements file $1. With uv they are
 # resolved into a lock ($SV_ENV_LOCK: the file, ploomber and the installer
 # tools, pinned) and the venv is made exactly that lock (uv pip sync). So an
 # environment built on an earlier one of the same repository (one changed
 # requirement) installs only the difference and holds what a new one would.
 soopervisor_install_spec() {
-  local file=$1 extra status
-  if [ -x "$SV_UV_DIR/bin/uv" ] && [ "$SV_INSTALLER" != pip ]; then
-    soopervisor_uv_settings
-    extra=$(mktemp)
-    printf 'ploomber\npip\nsetuptools\nwheel\n' >"$extra"
-    echo "soopervisor: uv pip compile $file (with ploomber and the installer tools) into $SV_ENV_LOCK"
-    set +e
-    "$SV_UV_DIR/bin/uv" pip compile --quiet --no-header --no-annotate --python "$(command -v python)" \
-      -o "$SV_ENV_LOCK" "$file" "$extra" &&
-      echo "soopervisor: uv pip sync $SV_ENV_LOCK ($(grep -c '==' "$SV_ENV_LOCK") packages)" &&
-      "$SV_UV_DIR/bin/uv" pip sync --python "$(command -v python)" "$SV_ENV_LOCK"
-    status=$?
-    set -e
-    rm -f -- "$extra"
-    if [ "$status" -eq 0 ]; then
-      # the same pins with the sha256 of their files, for the run's record (not for the sync:
-      # a VCS or local requirement has no hash, and hash-checking would refuse it)
-      "$SV_UV_DIR/bin/uv" pip compile --quiet --no-header --no-annotate --generate-hashes \
-        --python "$(command -v python)" -o "$SV_ENV_LOCK.hashes" "$SV_ENV_LOCK" 2>/dev/null ||
-        rm -f -- "$SV_ENV_LOCK.hashes"
-      return 0
-    fi
-    rm -f -- "$SV_ENV_LOCK" "$SV_ENV_LOCK.hashes"
-    if [ "$SV_INSTALLER" = uv ]; then
-      return "$status"
-    fi
-    echo "soopervisor: warning: uv failed (exit code $status); trying pip, the reference installer"
-    if [ "${SV_VENV_REUSED:-no}" = yes ]; then
-      # pip cannot make a venv exactly a lock: it starts from an empty one
-      echo "soopervisor: pip fills a new venv (the earlier environment this build started from is left out)"
-      rm -rf -- "$SV_VENV"
-      python3 -m venv --system-site-packages --upgrade-deps "$SV_VENV"
-    fi
+  local file=$1
+  if soopervisor_uv_first soopervisor_uv_compile_and_sync "$file"; then
+    return 0
+  fi
+  if [ "${SV_UV_FELL_BACK:-no}" = yes ] && [ "${SV_VENV_REUSED:-no}" = yes ]; then
+    # pip cannot make a venv exactly a lock: it starts from an empty one
+    echo "soopervisor: pip fills a new venv (the earlier environment this build started from is left out)"
+    rm -rf -- "$SV_VENV"
+    python3 -m venv --system-site-packages --upgrade-deps "$SV_VENV"
   fi
   soopervisor_pip_install -r "$file"
 }
@@ -184,46 +212,32 @@ soopervisor_install_spec() {
 # the file has any. The lock and its hashes are kept where a resolved build
 # keeps them, so the new environment describes itself the same way.
 soopervisor_install_lock() {
-  local file=$1 status
+  local file=$1
   sed -e 's/ --hash=[^ ]*//g' -- "$file" >"$SV_ENV_LOCK"
-  if [ -x "$SV_UV_DIR/bin/uv" ] && [ "$SV_INSTALLER" != pip ]; then
-    soopervisor_uv_settings
-    echo "soopervisor: uv pip sync $SV_ENV_FILE (the recorded lock: $(grep -c '==' "$file") packages, nothing resolved)"
-    set +e
-    "$SV_UV_DIR/bin/uv" pip sync --python "$(command -v python)" "$file"
-    status=$?
-    set -e
-    if [ "$status" -eq 0 ]; then
-      if grep -q -- '--hash=' "$file"; then cp -- "$file" "$SV_ENV_LOCK.hashes"; fi
-      return 0
-    fi
-    if [ "$SV_INSTALLER" = uv ]; then
-      return "$status"
-    fi
-    echo "soopervisor: warning: uv failed (exit code $status); trying pip, the reference installer"
+  if soopervisor_uv_first soopervisor_uv_sync_lock "$file"; then
+    if grep -q -- '--hash=' "$file"; then cp -- "$file" "$SV_ENV_LOCK.hashes"; fi
+    return 0
   fi
   soopervisor_pip_install --no-deps -r "$file"
 }
 
+soopervisor_uv_sync_lock() {
+  echo "soopervisor: uv pip sync $SV_ENV_FILE (the recorded lock: $(grep -c '==' "$1") packages, nothing resolved)"
+  soopervisor_uv pip sync --python "$(command -v python)" "$1"
+}
+
 # Install into the active environment: with uv when setup env put it there,
-# else pip. With SV_INSTALLER=auto a failure of uv is retried once with pip
-# (uv refuses a few things pip accepts), and the log says so.
+# else pip.
 soopervisor_install() {
-  local status
-  if [ -x "$SV_UV_DIR/bin/uv" ] && [ "$SV_INSTALLER" != pip ]; then
-    soopervisor_uv_settings
-    echo "soopervisor: uv pip install $*"
-    set +e
-    "$SV_UV_DIR/bin/uv" pip install --python "$(command -v python)" "$@"
-    status=$?
-    set -e
-    [ "$status" -ne 0 ] || return 0
-    if [ "$SV_INSTALLER" = uv ]; then
-      return "$status"
-    fi
-    echo "soopervisor: warning: uv failed (exit code $status); trying pip, the reference installer"
+  if soopervisor_uv_first soopervisor_uv_install "$@"; then
+    return 0
   fi
   soopervisor_pip_install "$@"
+}
+
+soopervisor_uv_install() {
+  echo "soopervisor: uv pip install $*"
+  soopervisor_uv pip install --python "$(command -v python)" "$@"
 }
 
 # ---------------------------------------------------------------------------
