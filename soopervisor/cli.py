@@ -10,12 +10,16 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from . import __version__
 from .errors import Cancelled, InvalidProject, SoopervisorError, UsageError
+from .options import limit_callback as _limit
+from .options import network_callback as _network
 from .troubleshooting import run_topic, topic_url
 
 CLOUD_FLAGS = ("dropbox", "gdrive", "onedrive", "box", "s3")
@@ -122,9 +126,6 @@ def script(path: str, sample: bool, entry_point: str | None) -> None:
 
 # -- run -------------------------------------------------------------------
 def _run_options(f):
-    from .options import limit_callback as _limit
-    from .options import network_callback as _network
-
     for opt in reversed([
         _mode_option,
         click.option("--storage", metavar="URL", help="Where artifacts go (default: SOOPERVISOR_STORAGE or the data folder)."),
@@ -410,21 +411,41 @@ def _run(path: str, quiet: bool, verbose: bool = False, **opts) -> None:
     from .service import RunOptions, RunService
 
     service = RunService(storage=opts.pop("storage"), image=opts.pop("image"), engine=opts.pop("executor"))
-    terminal = None if quiet else _Terminal(verbose)
-    signals = _CancelOnSignals()  # until the run is recorded, a signal just ends the command
-    try:
+    with _following(quiet, verbose) as (terminal, signals):
         signals.active = service.start(RunOptions(path=path, on_line=terminal, **opts))
         result = signals.active.result()
+    if result.ok:
+        _say(f"✓ run {result.id} succeeded in {result.duration:.0f}s{_skipped(result)}; artifacts: {_where(result)}",
+             fg="green")
+        return
+    _failed(result, streamed=terminal is not None)
+
+
+@contextlib.contextmanager
+def _following(quiet: bool, verbose: bool) -> Iterator[tuple[_Terminal | None, _CancelOnSignals]]:
+    """The terminal that streams a run's log (None when quiet) and the signal handlers that cancel it.
+
+    The caller sets ``signals.active`` once the run is recorded; until then a
+    signal just ends the command.
+    """
+    terminal = None if quiet else _Terminal(verbose)
+    signals = _CancelOnSignals()
+    try:
+        yield terminal, signals
     finally:
         signals.restore()
         if terminal is not None:
             terminal.close()
-    where = f"{(result.storage_url or '').rstrip('/')}/{result.project}/{result.commit}/{result.id}"
-    if result.ok:
-        _say(f"✓ run {result.id} succeeded in {result.duration:.0f}s{_skipped(result)}; artifacts: {where}",
-             fg="green")
-        return
-    _report_failure(result, where, streamed=terminal is not None)
+
+
+def _where(result) -> str:
+    return f"{(result.storage_url or '').rstrip('/')}/{result.project}/{result.commit}/{result.id}"
+
+
+def _failed(result, streamed: bool, report: bool = True) -> NoReturn:
+    """A run that did not succeed: its failure report (unless ``report`` is off), exit 130 when cancelled, else 1."""
+    if report:
+        _report_failure(result, _where(result), streamed=streamed)
     sys.exit(130 if result.status == "cancelled" else 1)
 
 
@@ -667,12 +688,6 @@ def diff_cmd(a: str, b: str, run_a: str | None, run_b: str | None, mode: str | N
     sys.exit(1 if exit_code and differ else 0)
 
 
-def _limit(ctx: object, param: object, value: str | None) -> float | int | None:
-    from .options import limit_callback
-
-    return limit_callback(ctx, param, value)
-
-
 @cli.command("reproduce")
 @click.argument("commit", default="latest")
 @click.option("--run", "run_id", metavar="ID", help="Reproduce that run's set (default: the commit's newest succeeded one).")
@@ -686,7 +701,7 @@ def _limit(ctx: object, param: object, value: str | None) -> float | int | None:
               "(default as for `soopervisor run`).")
 @click.option("--secret", "secrets", multiple=True, metavar="NAME",
               help="Pass the environment variable NAME into the container; its value is redacted everywhere. Repeatable.")
-@click.option("--timeout", metavar="SECONDS", callback=lambda c, p, v: _limit(c, p, v), help="Stop the run after this long.")
+@click.option("--timeout", metavar="SECONDS", callback=_limit, help="Stop the run after this long.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (the log is not streamed).")
 @click.option("--exit-code", "exit_code", is_flag=True, help="Exit 1 when a product differs from the recorded one.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not stream the log; print only the outcome.")
@@ -714,17 +729,11 @@ def reproduce_cmd(commit: str, run_id: str | None, mode: str | None, project: st
     """
     from . import reproduction as repro
 
-    terminal = None if (quiet or as_json) else _Terminal(verbose)
-    signals = _CancelOnSignals()  # until the run is recorded, a signal just ends the command
-    try:
+    with _following(quiet or as_json, verbose) as (terminal, signals):
         started = repro.start(commit, run=run_id, path=path, project=project, storage=storage, mode=mode,
                               image=image, executor=executor, secrets=secrets, on_line=terminal, timeout=timeout)
         signals.active = started.active
         result = started.active.result()
-    finally:
-        signals.restore()
-        if terminal is not None:
-            terminal.close()
     outcome = repro.finish(started, result, storage)
     if as_json:
         click.echo(json.dumps(outcome.to_dict(), indent=2))
@@ -732,10 +741,7 @@ def reproduce_cmd(commit: str, run_id: str | None, mode: str | None, project: st
         for line in outcome.lines():
             _say(line, fg="green" if line.startswith("✓") else "red" if line.startswith("✗") else None)
     if not result.ok:
-        where = f"{(result.storage_url or '').rstrip('/')}/{result.project}/{result.commit}/{result.id}"
-        if not as_json:
-            _report_failure(result, where, streamed=terminal is not None)
-        sys.exit(130 if result.status == "cancelled" else 1)
+        _failed(result, streamed=terminal is not None, report=not as_json)
     sys.exit(1 if exit_code and not outcome.same else 0)
 
 
