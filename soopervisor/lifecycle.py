@@ -366,6 +366,8 @@ class ActiveRun:
             note(f"soopervisor: warning: {w.what}")
         run = self.run
         note(f"soopervisor: run {run.id} of {run.project} at {run.commit[:7]} ({run.mode}) on {run.executor}")
+        for line in self.opts.notes:
+            note(f"soopervisor: {line}")
         staging = staging_dir(run.id)
         outcome = Outcome()
         try:

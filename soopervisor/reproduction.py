@@ -232,12 +232,11 @@ def start(commit: str = "latest", *, run: str | None = None, path: str | os.Path
         raise UsageError(f"{where} does not say whether it was a sample or a full run: its manifest is damaged",
                          "pass another run with --run ID")
     service = RunService(storage=storage, image=image or original.manifest.get("image"), engine=executor)
+    hashes = ", each file's sha256 checked" if lock.hashed else " (no hashes recorded: pip resolved it)"
+    said = (f"reproducing {where} ({original.mode}): its environment from the recorded lock, "
+            f"{lock.packages} packages{hashes}; every task rebuilt")
     opts = RunOptions(path=path, sample=original.mode == "sample", secrets=tuple(secrets), on_line=on_line,
-                      force=True, commit=original.commit, environment_lock=lock.text, **options)
-    if on_line is not None:
-        hashes = ", each file's sha256 checked" if lock.hashed else " (no hashes recorded: pip resolved it)"
-        on_line(f"soopervisor: reproducing {where} ({original.mode}): its environment from the recorded lock, "
-                f"{lock.packages} packages{hashes}; every task rebuilt\n")
+                      force=True, commit=original.commit, environment_lock=lock.text, notes=(said,), **options)
     return Started(original, lock, service.start(opts))
 
 

@@ -78,6 +78,9 @@ class RunOptions:
     #: a recorded lock (pinned requirements, with hashes) installed instead of the project's
     #: environment spec, nothing resolved again: ``soopervisor reproduce``
     environment_lock: bytes | None = None
+    #: lines the run's log starts with, after its own first line (what a caller such as
+    #: ``reproduce`` says about this run); they pass the redactor like every line
+    notes: tuple[str, ...] = ()
 
 
 def _docker_executor_on(engine) -> Executor:
