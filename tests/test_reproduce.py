@@ -127,6 +127,8 @@ def test_a_deterministic_pipeline_reproduces_identically_from_the_lock(tmp_path,
     log = log_of(runs[0])
     assert again["image"] == own_image  # the base image the original run asked for
     assert "uv pip sync .soopervisor-lock.txt (the recorded lock:" in log
+    # what is reproduced is said in the run's own log, right after its first line
+    assert log.splitlines()[1].startswith(f"soopervisor: reproducing run {first.id} of {first.commit[:7]} (sample)"), log
     assert "uv pip compile" not in log  # nothing resolved again
     assert {f["path"]: f["sha256"] for f in again["files"] if "/." not in f["path"]} == \
            {f["path"]: f["sha256"] for f in original["files"] if "/." not in f["path"]}
