@@ -243,11 +243,11 @@ class RunService:
     def _inspect(self, opts: RunOptions) -> Report:
         """The project at ``opts.path``; at ``opts.commit`` when asked, inspected in a clean checkout of it."""
         from .project import inspect
-        from .project.git_facts import _toplevel_and_origin
+        from .project.git_facts import toplevel_and_origin
 
         if opts.commit is None:
             return inspect(opts.path, entry_point=opts.entry_point, image=self.image)
-        found = _toplevel_and_origin(Path(os.fspath(opts.path)).expanduser())
+        found = toplevel_and_origin(Path(os.fspath(opts.path)).expanduser())
         if found is None:
             return inspect(opts.path, entry_point=opts.entry_point, image=self.image)  # says what is wrong
         top, subdir = Path(found[0]), found[1]

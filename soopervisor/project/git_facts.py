@@ -106,7 +106,7 @@ def _not_in_head(xy: str) -> bool:
     return xy == "??" or "A" in xy or xy[0] in "RC"
 
 
-def _toplevel_and_origin(folder: Path) -> tuple[str, str, str | None] | None:
+def toplevel_and_origin(folder: Path) -> tuple[str, str, str | None] | None:
     """(top-level, prefix, origin's URL) from two git calls started together; None outside a
     repository (or when git cannot run). No status: naming a project needs no more."""
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}

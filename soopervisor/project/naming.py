@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from .git_facts import _toplevel_and_origin
+from .git_facts import toplevel_and_origin
 from .yaml_files import MAX_SPEC_BYTES
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -68,7 +68,7 @@ def project_names(path: str | os.PathLike = ".") -> tuple[str, str | None]:
     """
     from ..errors import UsageError
 
-    found = _toplevel_and_origin(Path(os.fspath(path)).expanduser())
+    found = toplevel_and_origin(Path(os.fspath(path)).expanduser())
     if found is None:
         raise UsageError(
             f"no project at {os.path.abspath(path)}: the folder is not in a git repository",
