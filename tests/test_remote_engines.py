@@ -38,6 +38,20 @@ HELLO = function_task(
 SLEEPER = function_task("print('SLEEPING', flush=True)\nimport time\ntime.sleep(600)")
 
 
+def start_sleeper(tmp_path: Path, executor: str) -> tuple[subprocess.Popen, str]:
+    """``soopervisor run`` of a task that sleeps, on ``executor``, until the task has started: (process, run id)."""
+    project = make_project(tmp_path, SLEEPER)
+    proc = subprocess.Popen([sys.executable, "-m", "soopervisor", "run", str(project), "--executor", executor],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "SLEEPING" in line:
+            return proc, soopervisor.list_runs()[0].id
+    proc.wait(60)
+    pytest.fail("the run ended before its task started:\n" + "".join(seen[-40:]))
+
+
 def write_executors(home: Path, data: dict | str) -> Path:
     """The user's executors file (SOOPERVISOR_CONFIG_DIR is the test's own, see conftest's ``home``)."""
     folder = Path(os.environ["SOOPERVISOR_CONFIG_DIR"])
@@ -238,19 +252,9 @@ def test_docker_host_tls_verify_and_cert_path_are_read_as_docker_reads_them(tmp_
 @pytest.mark.xdist_group("tls-engine")
 def test_a_killed_owner_is_reaped_on_the_remote_engine(tmp_path, engine, home, tls_engine, remote_env):
     write_executors(home, {"executors": {"tls-box": tls_entry(tls_engine)}})
-    project = make_project(tmp_path, SLEEPER)
     remote = tls_engine.client()
-    proc = subprocess.Popen([sys.executable, "-m", "soopervisor", "run", str(project), "--executor", "tls-box"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, run_id = start_sleeper(tmp_path, "tls-box")
     try:
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if "SLEEPING" in line:
-                break
-        else:
-            pytest.fail("the run ended before its task started:\n" + "".join(seen[-40:]))
-        run_id = soopervisor.list_runs()[0].id
         assert [c.status for c in labelled(remote, run_id)] == ["running"]
         proc.send_signal(signal.SIGKILL)
         proc.wait(60)
@@ -270,15 +274,9 @@ def test_a_killed_owner_is_reaped_on_the_remote_engine(tmp_path, engine, home, t
 def test_stop_from_another_process_kills_the_container_on_the_remote_engine(tmp_path, engine, home, tls_engine,
                                                                              remote_env):
     write_executors(home, {"executors": {"tls-box": tls_entry(tls_engine)}})
-    project = make_project(tmp_path, SLEEPER)
     remote = tls_engine.client()
-    proc = subprocess.Popen([sys.executable, "-m", "soopervisor", "run", str(project), "--executor", "tls-box"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, run_id = start_sleeper(tmp_path, "tls-box")
     try:
-        for line in proc.stdout:
-            if "SLEEPING" in line:
-                break
-        run_id = soopervisor.list_runs()[0].id
         # the owner frozen: it cannot honour the cancel marker, so only the stopper's kill on the
         # run's engine can end the container
         proc.send_signal(signal.SIGSTOP)
