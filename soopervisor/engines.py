@@ -34,9 +34,13 @@ from .errors import UsageError
 LOCAL = "local"
 #: what c.Soopervisor.executor was before engines had names: the same engine as LOCAL
 LEGACY_LOCAL = "docker"
-TYPES = ("docker",)
-PLANNED_TYPES = ("swarm", "kubernetes")
+TYPES = ("docker", "kubernetes")
+PLANNED_TYPES = ("swarm",)
 ENTRY_KEYS = ("type", "host", "tls", "slots")
+# -- kubernetes entries (their own keys; `registry` and `exchange_address` are shared with swarm)
+KUBERNETES_KEYS = ("type", "kubeconfig", "context", "namespace", "build", "registry", "exchange_address",
+                   "slots", "service_account")
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 TLS_KEYS = ("ca", "cert", "key", "verify")
 SCHEMES = ("unix", "tcp", "ssh")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -62,6 +66,22 @@ def _str(path: Path | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class KubernetesSettings:
+    """Where a kubernetes engine's Jobs go: the cluster (kubeconfig + context), the namespace,
+    the Docker engine that builds environments (`build`) and the service account of the pods."""
+
+    kubeconfig: Path | None = None  # None: KUBECONFIG, else ~/.kube/config (as kubectl)
+    context: str | None = None  # None: the kubeconfig's current context
+    namespace: str = "default"
+    build: str = LOCAL
+    service_account: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kubeconfig": _str(self.kubeconfig), "context": self.context, "namespace": self.namespace,
+                "build": self.build, "service_account": self.service_account}
+
+
+@dataclass(frozen=True)
 class Engine:
     """One configured engine: its name, kind and address; what the executor connects to."""
 
@@ -73,10 +93,19 @@ class Engine:
     slots: int = 1
     #: where it was configured: the executors file, or "the environment" (DOCKER_HOST...)
     source: str = "the environment"
+    #: the registry kept environment images are pushed to (engines that run off the local engine)
+    registry: str | None = None
+    #: the address runs off the node reach this host's artifact exchange at
+    exchange_address: str | None = None
+    #: a kubernetes engine's cluster, namespace, build engine
+    kubernetes: KubernetesSettings | None = None
 
     @property
     def where(self) -> str:
         """What a run record says about where it ran."""
+        if self.kubernetes is not None:
+            k = self.kubernetes
+            return f"kubernetes ({k.context or 'current context'}, namespace {k.namespace})"
         if not self.host or self.host in ("unix:///var/run/docker.sock", "unix:///run/docker.sock"):
             return self.type
         if self.host.startswith("ssh://"):
@@ -89,7 +118,9 @@ class Engine:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "host": self.host, "where": self.where,
-                "tls": self.tls.to_dict() if self.tls else None, "slots": self.slots, "source": self.source}
+                "tls": self.tls.to_dict() if self.tls else None, "slots": self.slots, "source": self.source,
+                "registry": self.registry, "exchange_address": self.exchange_address,
+                "kubernetes": self.kubernetes.to_dict() if self.kubernetes else None}
 
 
 @dataclass(frozen=True)
@@ -156,6 +187,9 @@ def load(path: Path | None = None) -> Engines:
     engines = {LOCAL: local}
     for name, entry in entries.items():
         engines[str(name)] = _entry(path, name, entry)
+    for name, engine in list(engines.items()):
+        if isinstance(engine, Engine) and engine.kubernetes is not None:
+            engines[name] = _check_build(path, engine, engines)
     default = data.get("default")
     if default is None:
         default = LOCAL
@@ -202,6 +236,8 @@ def _entry(path: Path, name: Any, entry: Any) -> Engine | UsageError:
         entry = {}
     if not isinstance(entry, dict):
         raise bad("expected a mapping such as {type: docker, host: \"tcp://host:2376\", tls: {...}}")
+    if entry.get("type") == "kubernetes":
+        return _kubernetes_entry(path, name, entry, bad)
     unknown = sorted(set(map(str, entry)) - set(ENTRY_KEYS))
     if unknown:
         raise bad(f"unknown key {unknown[0]!r} (an entry has {', '.join(ENTRY_KEYS)})")
@@ -232,6 +268,67 @@ def _entry(path: Path, name: Any, entry: Any) -> Engine | UsageError:
                   ("through the socket's file permissions" if scheme == "unix" else "through ssh's own keys") +
                   f"), or use host: tcp://HOST:2376 in {path}")
     return Engine(name=name, type=kind, host=host, tls=tls, slots=slots, source=str(path))
+
+
+def _check_build(path: Path, engine: Engine, engines: dict[str, Engine | UsageError]) -> Engine | UsageError:
+    """A kubernetes engine's `build` must name a docker engine of the same file (or `local`)."""
+    build = engine.kubernetes.build if engine.kubernetes else LOCAL
+    other = engines.get(build)
+    if isinstance(other, Engine) and other.type == "docker":
+        return engine
+    if isinstance(other, UsageError):
+        return other  # the build engine's own error says what to fix
+    docker = sorted(n for n, e in engines.items() if isinstance(e, Engine) and e.type == "docker")
+    what = "names no executor" if other is None else f"names a {other.type} engine"
+    return UsageError(f"{path}: executor {engine.name!r}: `build: {build}` {what}: it must name a docker engine "
+                      f"(one of {', '.join(docker)})", CONFIG_HINT.format(path=path))
+
+
+def _kubernetes_entry(path: Path, name: str, entry: dict, bad) -> Engine:
+    """A ``type: kubernetes`` entry: checked here; the cluster is reached only when a run uses it."""
+    unknown = sorted(set(map(str, entry)) - set(KUBERNETES_KEYS))
+    if unknown:
+        raise bad(f"unknown key {unknown[0]!r} (a kubernetes entry has {', '.join(KUBERNETES_KEYS)})")
+    slots = entry.get("slots", 1)
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        raise bad(f"slots must be a whole number of at least 1, not {slots!r}")
+
+    def text(key: str, example: str, required: bool = False) -> str | None:
+        value = entry.get(key)
+        if value is None:
+            if required:
+                raise bad(f"`{key}` is missing", f"add `{key}: {example}` to the entry in {path}")
+            return None
+        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+            raise bad(f"`{key}` must be one word such as {example}, not {value!r}")
+        return value.strip()
+
+    kubeconfig = text("kubeconfig", "~/.kube/config")
+    config_path = None
+    if kubeconfig is not None:
+        config_path = Path(kubeconfig).expanduser()
+        config_path = config_path if config_path.is_absolute() else path.parent / config_path
+        if not config_path.is_file():
+            raise bad(f"kubeconfig: no file at {config_path}",
+                      f"point `kubeconfig` at the cluster's kubeconfig (relative paths are relative to {path.parent}),"
+                      " or leave it out to use KUBECONFIG or ~/.kube/config")
+    namespace = text("namespace", "default") or "default"
+    account = text("service_account", "soopervisor-runner")
+    for key, value in (("namespace", namespace), ("service_account", account)):
+        if value is not None and not _K8S_NAME.match(value):
+            raise bad(f"`{key}: {value}` is not a Kubernetes name (lower-case letters, digits and '-', at most 63)")
+    registry = text("registry", "registry.example:5000", required=True)
+    if "://" in registry or registry.endswith("/"):
+        raise bad(f"`registry: {registry}` must be HOST[:PORT][/PATH], without a scheme",
+                  "e.g. registry: registry.example:5000 (the cluster pulls the pipeline's image from there)")
+    address = text("exchange_address", "10.0.0.4", required=True)
+    build = text("build", LOCAL) or LOCAL
+    if build == name:
+        raise bad("`build` names this entry: it must name a docker engine (it builds and pushes the images)")
+    settings = KubernetesSettings(kubeconfig=config_path, context=text("context", "my-cluster"),
+                                  namespace=namespace, build=build, service_account=account)
+    return Engine(name=name, type="kubernetes", slots=slots, source=str(path), registry=registry,
+                  exchange_address=address, kubernetes=settings)
 
 
 def _check_host(host: Any, bad) -> str:
