@@ -203,6 +203,7 @@ class _Lines:
         self.on_output = on_output
         self.last = -1  # the newest timestamp delivered
         self.at_last = 0  # how many lines carried it
+        self.count = 0  # lines delivered
         self._skip = 0  # lines of ``last`` still to skip after a reconnect
         self._partial = b""
 
@@ -240,6 +241,7 @@ class _Lines:
             self.at_last += 1
         else:
             self.last, self.at_last, self._skip = ts, 1, 0
+        self.count += 1
         self.on_output(text + end)
 
 
@@ -391,26 +393,29 @@ class KubernetesExecutor:
                     self.core.delete_namespaced_secret(secret, self.namespace)
 
     def _follow(self, name: str, on_output: Callable[[bytes], None]) -> int | None:
-        """Follow the Job's pod (and the pod replacing it after a disruption) to its end; its exit code.
+        """Follow the Job's pod (and the pods replacing it after disruptions, in turn) to its end; its exit code.
 
         None: the Job or its pod went away under us (cancel, timeout, deleted by someone).
         """
-        followed: set[str] = set()
+        done: set[str] = set()
         said: set[str] = set()
         while True:
-            pod = self._pod(name)
+            pod = self._pod(name, done)
             if pod is None:
-                if self._stopped() or not self._job_exists(name):
-                    if not self._stopped():
-                        raise EngineUnavailable(f"the Job {name} was deleted in namespace {self.namespace} "
-                                                "while the run was going on", ENGINE_HINT)
+                if self._stopped():
+                    return None
+                if not self._job_exists(name):
+                    # stopped from elsewhere (kill_by_label, kubectl delete): like a killed container
+                    on_output(f"soopervisor: the Job {name} was deleted while the run was going on\n".encode())
                     return None
                 self._wait()
                 continue
             pod_name = pod.metadata.name
-            if pod_name not in followed and followed:
-                on_output(f"soopervisor: the Job replaced its pod with {pod_name}\n".encode())
-            followed.add(pod_name)
+            if done:
+                text = f"soopervisor: the Job replaced its pod with {pod_name}"
+                if text not in said:
+                    said.add(text)
+                    on_output(text.encode() + b"\n")
             waiting = self._waiting(pod)
             if waiting is not None:
                 reason, message = waiting
@@ -424,27 +429,31 @@ class KubernetesExecutor:
                 if text not in said:
                     said.add(text)
                     on_output(text.encode() + b"\n")
-            phase = pod.status.phase if pod.status else None
-            if phase in ("Running", "Succeeded", "Failed") and self._started(pod):
+            if self._started(pod):
                 self._stream(pod_name, on_output)
                 pod = self._terminated(pod_name)
                 if pod is None:
                     if self._stopped():
                         return None
+                    done.add(pod_name)
                     continue  # deleted: the Job may have replaced it
                 if _disrupted(pod):
+                    done.add(pod_name)
                     on_output(f"soopervisor: pod {pod_name} was disrupted ({_disruption(pod)}); "
                               "the Job starts another\n".encode())
                     continue
                 return _exit_code(pod)
-            if phase == "Failed" and _disrupted(pod):
-                continue  # evicted before it started: the Job starts another
+            if _disrupted(pod):
+                done.add(pod_name)  # evicted before it started: the Job starts another
+                continue
             self._wait()
 
     def _stream(self, pod: str, on_output: Callable[[bytes], None]) -> None:
         """The pod's log to ``on_output`` until its container ends, reconnecting where a watch timed out."""
         lines = _Lines(on_output)
+        ended = False  # the container had ended before this read began: it reads to the log's end
         while not self._stopped():
+            before = lines.count
             since = lines.reconnect()
             query = [("container", CONTAINER), ("follow", "true"), ("timestamps", "true")]
             if since is not None:
@@ -465,62 +474,62 @@ class KubernetesExecutor:
                     return
                 if _status(e) is None and not self._reachable():
                     raise EngineUnavailable(f"lost the cluster during the run: {_short(e)}", ENGINE_HINT) from None
+                self._wait()
+            if ended and lines.count == before:
+                lines.finish()  # nothing more came: what is left is an unfinished last line
+                return
             current = self._read_pod(pod)
-            if current is None or _container_state(current, "terminated") is not None:
+            if current is None:
                 lines.finish()
                 return
-            # the container runs on: the API server ended the follow (a watch timeout); resume after the last line
+            # the API server may end a follow before the log's end (a timeout), the container having
+            # ended or not: read again after the last line until a read after the end brings nothing new
+            ended = _container_state(current, "terminated") is not None
 
     # -- the API, with errors named ---------------------------------------------------------------
-    def _api(self, fn: Callable[..., Any], *args: Any, secrets: dict[str, str] | None = None) -> Any:
+    def _api(self, fn: Callable[..., Any], *args: Any, secrets: dict[str, str] | None = None,
+             missing_ok: bool = False, **kwargs: Any) -> Any:
+        """One API call; its failure named (UsageError for what the user fixes, EngineUnavailable otherwise).
+
+        ``missing_ok``: None for a 404 (the object is gone). No secret value is ever part of a message.
+        """
         k = _k8s()
+        what = fn.__name__.replace("_namespaced", "").replace("_", " ")
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except k.client.ApiException as e:
             message = _api_message(e, secrets or {})
+            if e.status == 404 and missing_ok and "namespaces" not in message:
+                return None
             if e.status in (401, 403):
-                raise UsageError(f"the cluster refused {fn.__name__} in namespace {self.namespace}: {message}",
-                                 f"give the credentials of executor {self.engine!r} the rights to create and "
-                                 "delete jobs and secrets and read pods and pod logs there (a Role)") from None
-            if e.status == 404 and "namespace" in message.lower():
+                raise UsageError(f"the cluster of executor {self.engine!r} refused to {what} in namespace "
+                                 f"{self.namespace}: {message}",
+                                 "check the credentials of its kubeconfig/context, and give them the rights to "
+                                 "create, list and delete jobs and secrets and to read pods and pod logs there "
+                                 "(a Role and RoleBinding)") from None
+            if e.status == 404 and "namespaces" in message:
                 raise UsageError(f"the cluster has no namespace {self.namespace!r}: {message}",
-                                 f"create it (`kubectl create namespace {self.namespace}`) or fix `namespace`") \
-                    from None
+                                 f"create it (`kubectl create namespace {self.namespace}`) or fix `namespace` "
+                                 f"of executor {self.engine!r}") from None
             if e.status == 422:
-                raise UsageError(f"the cluster rejected {fn.__name__}: {message}",
-                                 f"check the executor entry {self.engine!r} (service_account, namespace)") from None
-            raise EngineUnavailable(f"the cluster failed {fn.__name__}: {message}", ENGINE_HINT) from None
+                raise UsageError(f"the cluster refused to {what}: {message}",
+                                 f"check the executor entry {self.engine!r} (service_account, namespace) and the "
+                                 "cluster's version (1.31 or newer)") from None
+            raise EngineUnavailable(f"the cluster failed to {what}: {message}", ENGINE_HINT) from None
         except Exception as e:  # noqa: BLE001 - urllib3's connection errors
             raise EngineUnavailable(f"cannot reach the cluster of executor {self.engine!r}: {_short(e)}",
                                     ENGINE_HINT) from None
 
-    def _pod(self, job: str):
-        pods = self._list_pods(f"job-name={job}")
+    def _pod(self, job: str, done: set[str]):
+        """The Job's pod to follow now: a disrupted one not yet read first (its replacement comes after)."""
+        pods = self._api(self.core.list_namespaced_pod, self.namespace, label_selector=f"job-name={job}").items
+        pods = [p for p in pods if p.metadata.name not in done]
         if not pods:
             return None
-        # the newest: after a disruption the Job's replacement
-        return max(pods, key=lambda p: (p.metadata.creation_timestamp or 0, p.metadata.name))
-
-    def _list_pods(self, selector: str) -> list:
-        k = _k8s()
-        try:
-            return list(self.core.list_namespaced_pod(self.namespace, label_selector=selector).items)
-        except k.client.ApiException as e:
-            raise EngineUnavailable(f"the cluster failed to list pods: {_api_message(e, {})}", ENGINE_HINT) from None
-        except Exception as e:  # noqa: BLE001 - urllib3's connection errors
-            raise EngineUnavailable(f"lost the cluster during the run: {_short(e)}", ENGINE_HINT) from None
+        return min(pods, key=lambda p: (not _disrupted(p), p.metadata.creation_timestamp or 0, p.metadata.name))
 
     def _read_pod(self, name: str):
-        k = _k8s()
-        try:
-            return self.core.read_namespaced_pod(name, self.namespace)
-        except k.client.ApiException as e:
-            if e.status == 404:
-                return None
-            raise EngineUnavailable(f"the cluster failed to read pod {name}: {_api_message(e, {})}",
-                                    ENGINE_HINT) from None
-        except Exception as e:  # noqa: BLE001 - urllib3's connection errors
-            raise EngineUnavailable(f"lost the cluster during the run: {_short(e)}", ENGINE_HINT) from None
+        return self._api(self.core.read_namespaced_pod, name, self.namespace, missing_ok=True)
 
     def _terminated(self, name: str):
         """The pod once its container's end is recorded (the log can end a moment before the status)."""
@@ -535,17 +544,7 @@ class KubernetesExecutor:
         raise EngineUnavailable(f"pod {name}'s log ended but its container did not (for 60 s)", ENGINE_HINT)
 
     def _job_exists(self, name: str) -> bool:
-        k = _k8s()
-        try:
-            self.batch.read_namespaced_job(name, self.namespace)
-            return True
-        except k.client.ApiException as e:
-            if e.status == 404:
-                return False
-            raise EngineUnavailable(f"the cluster failed to read Job {name}: {_api_message(e, {})}",
-                                    ENGINE_HINT) from None
-        except Exception as e:  # noqa: BLE001 - urllib3's connection errors
-            raise EngineUnavailable(f"lost the cluster during the run: {_short(e)}", ENGINE_HINT) from None
+        return self._api(self.batch.read_namespaced_job, name, self.namespace, missing_ok=True) is not None
 
     def _reachable(self) -> bool:
         try:
@@ -586,14 +585,7 @@ class KubernetesExecutor:
     # -- a run's Jobs, found by label from any process ---------------------------------------------
     def _labelled(self, run_id: str | None) -> list:
         selector = f"{RUN_LABEL}={run_id}" if run_id is not None else RUN_LABEL
-        k = _k8s()
-        try:
-            return list(self.batch.list_namespaced_job(self.namespace, label_selector=selector).items)
-        except k.client.ApiException as e:
-            raise EngineUnavailable(f"the cluster failed to list jobs: {_api_message(e, {})}", ENGINE_HINT) from None
-        except Exception as e:  # noqa: BLE001 - urllib3's connection errors
-            raise EngineUnavailable(f"cannot reach the cluster of executor {self.engine!r}: {_short(e)}",
-                                    ENGINE_HINT) from None
+        return list(self._api(self.batch.list_namespaced_job, self.namespace, label_selector=selector).items)
 
     def kill_by_label(self, run_id: str) -> int:
         """Delete the Jobs of ``run_id`` (their pods go with them; the owner sees the run end); how many."""
