@@ -155,7 +155,7 @@ def test_manifests_follow_the_openapi_schema_and_keep_secrets_out_of_the_pod_spe
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     s = spec(ca_bundle=ca, network="host")
-    command = offnode.bootstrap_command(s.command, collect_path=s.collect_path, user=k8s.PIPELINE_UID)
+    command = k8s.pod_command(s)
     job = k8s.job_manifest("sv-r-1-abc123", s, image=s.image, command=command, secret="sv-r-1-abc123-secret",
                            service_account="soopervisor-runner")
     secret = k8s.secret_manifest("sv-r-1-abc123-secret", s, "http://10.0.0.4:4567", "tok",
@@ -195,7 +195,8 @@ def test_manifests_follow_the_openapi_schema_and_keep_secrets_out_of_the_pod_spe
     assert job["metadata"]["labels"][RUN_LABEL] == "r-1"
     assert job["spec"]["template"]["metadata"]["labels"][RUN_LABEL] == "r-1"
     assert secret["metadata"]["ownerReferences"][0]["kind"] == "Job"
-    assert c["command"][:2] == ["python3", "-c"] and c["command"][-2:] == s.command
+    assert c["command"][:2] == ["python3", "-c"] and c["command"][-4:] == ["env", "--chdir=/workspace", *s.command]
+    assert "workingDir" not in c  # it arrives with the inputs: a runtime may refuse a missing one
 
 
 def test_log_timestamps_are_parsed_to_the_nanosecond():

@@ -140,7 +140,6 @@ def job_manifest(name: str, spec: ContainerSpec, *, image: str, command: list[st
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": command,
-        "workingDir": spec.workdir,
         "env": env,
         "volumeMounts": mounts,
         "securityContext": {
@@ -177,6 +176,18 @@ def job_manifest(name: str, spec: ContainerSpec, *, image: str, command: list[st
         job_spec["activeDeadlineSeconds"] = max(1, math.ceil(spec.timeout))
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": labels},
             "spec": job_spec}
+
+
+def pod_command(spec: ContainerSpec) -> list[str]:
+    """The container's command: the bootstrap around ``spec.command``, run in ``spec.workdir``.
+
+    No ``workingDir`` in the manifest: the folder arrives with the inputs, after the start, and a
+    runtime that does not create a missing working directory (podman) refuses to start the container.
+    """
+    from .offnode import bootstrap_command
+
+    inner = ["env", f"--chdir={spec.workdir}", *spec.command] if spec.workdir not in ("", "/") else spec.command
+    return bootstrap_command(inner, collect_path=spec.collect_path, user=PIPELINE_UID)
 
 
 # -- log timestamps -----------------------------------------------------------------------------
@@ -346,7 +357,7 @@ class KubernetesExecutor:
         if keep_as is not None:
             # committing a file system is the build engine's job; the cluster only runs pipelines
             return self.build.execute(spec, on_output, collect_to=collect_to, keep_as=keep_as)
-        from .offnode import Exchange, bootstrap_command
+        from .offnode import Exchange
 
         image = self.publish(spec.image, lambda text: on_output(text.encode() + b"\n"))
         name = job_name(spec.labels.get(RUN_LABEL, "run"))
@@ -359,9 +370,7 @@ class KubernetesExecutor:
                 body = secret_manifest(secret, spec, exchange.url, exchange.token)
                 self._api(self.core.create_namespaced_secret, self.namespace, body, secrets=spec.environment)
                 job = job_manifest(name, spec, image=image, secret=secret,
-                                   service_account=self.settings.service_account,
-                                   command=bootstrap_command(spec.command, collect_path=spec.collect_path,
-                                                             user=PIPELINE_UID))
+                                   service_account=self.settings.service_account, command=pod_command(spec))
                 with self._lock:
                     if self._cancelled.is_set():
                         return ExecResult(exit_code=130, cancelled=True)
