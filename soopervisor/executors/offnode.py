@@ -364,14 +364,19 @@ def upload(url, token, path):
     t.join()
     if resp.status != 200:
         raise OSError("the exchange answered %%d" %% resp.status)
+def end(marker):
+    if marker:
+        sys.stderr.flush()
+        print(marker, flush=True)
 def main():
-    collect, uid, inner = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    collect, uid, marker, inner = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
     try:
         with open(EXCHANGE) as f:
             url, token = f.read().split("\n")[:2]
         fetch(url, token)
     except Exception as e:
         say("could not fetch the run's inputs from the exchange: %%s" %% type(e).__name__ + (": %%s" %% e if isinstance(e, OSError) else ""))
+        end(marker)
         return INPUTS_FAILED
     env = dict(os.environ)
     if os.path.exists(ENVFILE):
@@ -395,20 +400,25 @@ def main():
             upload(url, token, collect)
         except Exception as e:
             say("could not upload the artifacts to the exchange: %%s" %% type(e).__name__ + (": %%s" %% e if isinstance(e, OSError) else ""))
+            end(marker)
             return code or UPLOAD_FAILED
+    end(marker)
     return code
 sys.exit(main())
 '''
 
 
-def bootstrap_command(inner: list[str], *, collect_path: str, user: int = PIPELINE_USER) -> list[str]:
+def bootstrap_command(inner: list[str], *, collect_path: str, user: int = PIPELINE_USER,
+                      end_marker: str = "") -> list[str]:
     """The container's command: fetch the inputs, run ``inner`` as ``user``, upload ``collect_path``.
 
     Runs as root (it reads the root-only exchange file, extracts at ``/``, chowns the
     workspace and drops to ``user`` with setpriv). Exits with ``inner``'s exit code;
     INPUTS_FAILED when the inputs could not be fetched, UPLOAD_FAILED when ``inner``
     succeeded but its artifacts could not be uploaded (each with a clear line in the log).
+    ``end_marker``, when given, is its last line on stdout: a log follower that sees it
+    knows it has every line (Swarm's service logs never end by themselves).
     """
     script = BOOTSTRAP % {"exchange": EXCHANGE_PATH, "envfile": ENV_PATH, "inputs": INPUTS_FAILED,
                           "upload": UPLOAD_FAILED}
-    return ["python3", "-c", script, collect_path, str(int(user)), *inner]
+    return ["python3", "-c", script, collect_path, str(int(user)), end_marker, *inner]
