@@ -5,6 +5,8 @@
       build-box: {type: docker, host: "tcp://10.0.0.5:2376", tls: {ca: ca.pem, cert: cert.pem, key: key.pem}, slots: 2}
       laptop: {type: docker}                  # the local engine (DOCKER_HOST or the socket)
       lab: {type: docker, host: "ssh://user@lab-1"}
+      swarm-a: {type: swarm, host: "unix:///run/manager.sock", registry: "127.0.0.1:5000", network: host,
+                exchange_address: "127.0.0.1", slots: 6, constraints: ["node.role==worker"]}
     default: laptop
 
 A run picks its engine by name: ``--executor NAME``, else ``SOOPERVISOR_EXECUTOR``,
@@ -34,9 +36,13 @@ from .errors import UsageError
 LOCAL = "local"
 #: what c.Soopervisor.executor was before engines had names: the same engine as LOCAL
 LEGACY_LOCAL = "docker"
-TYPES = ("docker",)
-PLANNED_TYPES = ("swarm", "kubernetes")
+TYPES = ("docker", "swarm")
+PLANNED_TYPES = ("kubernetes",)
 ENTRY_KEYS = ("type", "host", "tls", "slots")
+#: what an engine that runs off this machine's engine adds: where images go, how runs reach the host
+OFFNODE_KEYS = ("registry", "exchange_address", "network", "constraints")
+#: the keys of an entry, by type
+TYPE_KEYS = {"docker": ENTRY_KEYS, "swarm": ENTRY_KEYS + OFFNODE_KEYS}
 TLS_KEYS = ("ca", "cert", "key", "verify")
 SCHEMES = ("unix", "tcp", "ssh")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -73,6 +79,14 @@ class Engine:
     slots: int = 1
     #: where it was configured: the executors file, or "the environment" (DOCKER_HOST...)
     source: str = "the environment"
+    #: swarm: the registry the nodes pull run images from ("127.0.0.1:5000"); None: images are on the nodes
+    registry: str | None = None
+    #: swarm: the address of this machine that the nodes' containers reach (the run's exchange)
+    exchange_address: str | None = None
+    #: swarm: the network of run containers ("host", an attachable network); None: the engine's default
+    network: str | None = None
+    #: swarm: placement constraints of every run ("node.role==worker")
+    constraints: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
@@ -88,8 +102,12 @@ class Engine:
         return urlsplit(self.host).scheme if self.host else "unix"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "host": self.host, "where": self.where,
+        data = {"name": self.name, "type": self.type, "host": self.host, "where": self.where,
                 "tls": self.tls.to_dict() if self.tls else None, "slots": self.slots, "source": self.source}
+        if self.type == "swarm":
+            data.update(registry=self.registry, exchange_address=self.exchange_address, network=self.network,
+                        constraints=list(self.constraints))
+        return data
 
 
 @dataclass(frozen=True)
@@ -202,14 +220,16 @@ def _entry(path: Path, name: Any, entry: Any) -> Engine | UsageError:
         entry = {}
     if not isinstance(entry, dict):
         raise bad("expected a mapping such as {type: docker, host: \"tcp://host:2376\", tls: {...}}")
-    unknown = sorted(set(map(str, entry)) - set(ENTRY_KEYS))
-    if unknown:
-        raise bad(f"unknown key {unknown[0]!r} (an entry has {', '.join(ENTRY_KEYS)})")
     kind = entry.get("type", "docker")
     if kind in PLANNED_TYPES:
-        raise bad(f"type {kind!r} is not supported yet (only docker)")
+        raise bad(f"type {kind!r} is not supported yet (one of: {', '.join(TYPES)})")
     if kind not in TYPES:
         raise bad(f"unknown type {kind!r} (one of: {', '.join(TYPES)})")
+    keys = TYPE_KEYS[kind]
+    unknown = sorted(set(map(str, entry)) - set(keys))
+    if unknown:
+        raise bad(f"unknown key {unknown[0]!r} (a {kind} entry has {', '.join(keys)})")
+    offnode = _offnode(entry, bad) if kind == "swarm" else {}
     slots = entry.get("slots", 1)
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
         raise bad(f"slots must be a whole number of at least 1, not {slots!r}")
@@ -222,7 +242,7 @@ def _entry(path: Path, name: Any, entry: Any) -> Engine | UsageError:
         env = _lazy(_from_environment)
         if isinstance(env, UsageError):
             return env
-        return Engine(name=name, type=kind, host=env.host, tls=env.tls, slots=slots, source=str(path))
+        return Engine(name=name, type=kind, host=env.host, tls=env.tls, slots=slots, source=str(path), **offnode)
     host = _check_host(host, bad)
     tls = _tls(entry.get("tls"), path.parent, bad)
     if tls is not None and not host.startswith("tcp://"):
@@ -231,7 +251,43 @@ def _entry(path: Path, name: Any, entry: Any) -> Engine | UsageError:
                   f"remove the `tls` block (a {scheme}:// engine is reached " +
                   ("through the socket's file permissions" if scheme == "unix" else "through ssh's own keys") +
                   f"), or use host: tcp://HOST:2376 in {path}")
-    return Engine(name=name, type=kind, host=host, tls=tls, slots=slots, source=str(path))
+    return Engine(name=name, type=kind, host=host, tls=tls, slots=slots, source=str(path), **offnode)
+
+
+_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[a-z0-9._/-]+)?$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.-]+$|^\[?[0-9A-Fa-f:]+\]?$")
+_NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CONSTRAINT = re.compile(r"^\s*[A-Za-z0-9_.-]+\s*(==|!=)\s*\S.*$")
+
+
+def _offnode(entry: dict, bad) -> dict[str, Any]:
+    """The keys of an engine whose runs happen off this machine's engine (swarm), checked."""
+    found: dict[str, Any] = {}
+    registry = entry.get("registry")
+    if registry is not None:
+        if not isinstance(registry, str) or "://" in registry or not _REGISTRY.match(registry.strip()):
+            raise bad(f"`registry: {registry}` must be a registry address such as 127.0.0.1:5000 or "
+                      "registry.example.com/team (no scheme)")
+        found["registry"] = registry.strip().rstrip("/")
+    address = entry.get("exchange_address", "127.0.0.1")
+    if not isinstance(address, str) or not _ADDRESS.match(address.strip()):
+        raise bad(f"`exchange_address: {address}` must be an address of this machine that the nodes reach "
+                  "(an IP address or a host name, no port)")
+    found["exchange_address"] = address.strip().strip("[]")
+    network = entry.get("network")
+    if network is not None:
+        if not isinstance(network, str) or not _NETWORK.match(network):
+            raise bad(f"`network: {network}` must be a network name such as host or an attachable overlay network")
+        found["network"] = network
+    constraints = entry.get("constraints") or []
+    if isinstance(constraints, str):
+        constraints = [constraints]
+    if not isinstance(constraints, list) or not all(isinstance(c, str) and _CONSTRAINT.match(c)
+                                                    for c in constraints):
+        raise bad("`constraints` must be a list of placement constraints such as [\"node.role==worker\", "
+                  "\"node.labels.gpu==true\"]")
+    found["constraints"] = tuple(c.strip() for c in constraints)
+    return found
 
 
 def _check_host(host: Any, bad) -> str:
