@@ -509,6 +509,10 @@ def report(timeout: float = 5.0) -> dict[str, Any]:
 
 
 def _probe(engine: Engine, timeout: float) -> dict[str, Any]:
+    if engine.type == "kubernetes":
+        from .executors.kubernetes import probe as cluster_probe
+
+        return cluster_probe(engine, timeout)
     from .executors.docker import probe
 
     return probe(engine, timeout)

@@ -417,3 +417,24 @@ def test_kind_cluster(tmp_path):
     assert result.exit_code == 0 and result.collected, log
     assert "tasks: []" in log and collected.names() == ["artifacts", "artifacts/uid"]
     assert executor.labelled() == {}, f"left behind after {time.monotonic() - started:.0f} s"
+
+
+def test_executors_reports_whether_the_cluster_answers(fake, cluster, tmp_path, home):
+    from .conftest import cli
+
+    folder = Path(os.environ["SOOPERVISOR_CONFIG_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = (f'{{type: kubernetes, kubeconfig: "{cluster[1]}", namespace: runs, registry: "127.0.0.1:5000", '
+             'exchange_address: 127.0.0.1, slots: 4}')
+    write_executors(folder, f"executors:\n  k8s: {entry}\n  gone: {entry.replace('runs', 'nope')}\n")
+    bad = tmp_path / "bad-config"
+    bad.write_text(cluster[1].read_text().replace(TOKEN, "wrong"))
+    write_executors(folder, (folder / "executors.yaml").read_text() +
+                    f"  denied: {entry.replace(str(cluster[1]), str(bad))}\n")
+    report = {e["name"]: e for e in json.loads(cli("executors", "--json").stdout)["executors"]}
+    assert report["k8s"]["answers"] is True and report["k8s"]["server_version"] == "v1.31.0-fake"
+    assert report["k8s"]["where"] == "kubernetes (current context, namespace runs)" and report["k8s"]["slots"] == 4
+    assert report["k8s"]["running"] == 0
+    assert report["gone"]["answers"] is False and "404" in report["gone"]["reason"]
+    assert report["denied"]["answers"] is False and "401" in report["denied"]["reason"]
+    assert TOKEN not in json.dumps(report) and "wrong" not in json.dumps(report)

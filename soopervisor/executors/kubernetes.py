@@ -636,6 +636,28 @@ def connect(engine: Engine):
                          "(`kubectl config get-contexts` lists the contexts)") from None
 
 
+def probe(engine: Engine, timeout: float = 5.0) -> dict:
+    """Whether ``engine``'s cluster answers within ``timeout``: its version and running soopervisor Jobs,
+    or the reason it does not (as the Docker probe reports an engine)."""
+    try:
+        api = connect(engine)
+        k = _k8s()
+        try:
+            version = k.client.VersionApi(api).get_code(_request_timeout=timeout).git_version
+            jobs = k.client.BatchV1Api(api).list_namespaced_job(
+                engine.kubernetes.namespace, label_selector=RUN_LABEL, _request_timeout=timeout).items
+            running = sum(1 for j in jobs if (j.status and j.status.active))
+            return {"answers": True, "server_version": version, "running": running, "reason": None}
+        finally:
+            api.close()
+    except UsageError as e:
+        return {"answers": False, "server_version": None, "running": None, "reason": e.message}
+    except Exception as e:  # noqa: BLE001 - any failure means: it does not answer, and why
+        status = getattr(e, "status", None)
+        reason = f"the API answered {status} {getattr(e, 'reason', '')}".strip() if status else _short(e)
+        return {"answers": False, "server_version": None, "running": None, "reason": reason}
+
+
 def _delete(batch, name: str, namespace: str) -> bool:
     """Delete a Job and (Foreground) its pods first; False when it was gone already."""
     try:

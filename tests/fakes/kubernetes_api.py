@@ -205,6 +205,10 @@ class FakeKubernetes:
         if h.headers.get("Authorization") != f"Bearer {self.token}":
             return self._send(h, 401, _status(401, "Unauthorized", "Unauthorized"))
         parts = url.path.strip("/").split("/")
+        if parts == ["version"]:
+            return self._send(h, 200, {"major": "1", "minor": "31", "gitVersion": "v1.31.0-fake", "gitCommit": "",
+                                       "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                                       "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"})
         try:
             if parts[:2] == ["api", "v1"] and len(parts) >= 5 and parts[2] == "namespaces":
                 ns, kind, rest = parts[3], parts[4], parts[5:]
