@@ -279,6 +279,7 @@ class KubernetesExecutor:
         self._poll = poll
         self._cancelled = threading.Event()
         self._job: str | None = None
+        self._building = False
         self._lock = threading.Lock()
 
     # -- images: the build engine's ---------------------------------------------------------
@@ -342,8 +343,10 @@ class KubernetesExecutor:
 
     # -- running ----------------------------------------------------------------------------
     def cancel(self) -> None:
-        """Delete the running Job (from any thread); ``execute`` then returns."""
+        """Stop what ``execute`` runs (from any thread): the build's container, or the run's Job."""
         self._cancelled.set()
+        if self._building:
+            self.build.cancel()
         self._delete_job()
 
     def execute(
@@ -356,7 +359,11 @@ class KubernetesExecutor:
         """Build on the build engine (``keep_as``), or run ``spec`` as a Job: stream, collect, always delete."""
         if keep_as is not None:
             # committing a file system is the build engine's job; the cluster only runs pipelines
-            return self.build.execute(spec, on_output, collect_to=collect_to, keep_as=keep_as)
+            self._building = True
+            try:
+                return self.build.execute(spec, on_output, collect_to=collect_to, keep_as=keep_as)
+            finally:
+                self._building = False
         from .offnode import Exchange
 
         image = self.publish(spec.image, lambda text: on_output(text.encode() + b"\n"))
@@ -597,27 +604,36 @@ class KubernetesExecutor:
         return list(self._api(self.batch.list_namespaced_job, self.namespace, label_selector=selector).items)
 
     def kill_by_label(self, run_id: str) -> int:
-        """Delete the Jobs of ``run_id`` (their pods go with them; the owner sees the run end); how many."""
-        return self.remove_by_label(run_id)
+        """Delete the Jobs of ``run_id`` (their pods go with them; the owner sees the run end), and kill its
+        environment build on the build engine; how many."""
+        return self._each(run_id, kill=True)
 
     def remove_by_label(self, run_id: str) -> int:
-        """Delete the Jobs and Secrets of ``run_id``, running or not; how many Jobs."""
+        """Delete the Jobs and Secrets of ``run_id``, running or not, and its build containers; how many."""
+        return self._each(run_id, kill=False)
+
+    def _each(self, run_id: str, kill: bool) -> int:
         if not run_id:
-            return 0
+            return 0  # "" is the label of kept environment images: never a run
         done = sum(1 for job in self._labelled(run_id) if _delete(self.batch, job.metadata.name, self.namespace))
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # the Job's owner reference removes them too, in time
             for secret in self.core.list_namespaced_secret(
                     self.namespace, label_selector=f"{RUN_LABEL}={run_id}").items:
                 self.core.delete_namespaced_secret(secret.metadata.name, self.namespace)
+        with contextlib.suppress(Exception):  # a build engine that does not answer has nothing to stop now
+            done += self.build.kill_by_label(run_id) if kill else self.build.remove_by_label(run_id)
         return done
 
     def labelled(self) -> dict[str, int]:
-        """Run id -> number of Jobs, for every Job with a run label in the namespace."""
+        """Run id -> number of Jobs (and build containers), for every one with a run label."""
         counts: dict[str, int] = {}
         for job in self._labelled(None):
             run_id = (job.metadata.labels or {}).get(RUN_LABEL)
             if run_id:
                 counts[run_id] = counts.get(run_id, 0) + 1
+        with contextlib.suppress(Exception):
+            for run_id, n in self.build.labelled().items():
+                counts[run_id] = counts.get(run_id, 0) + n
         return counts
 
 

@@ -133,6 +133,8 @@ class FakeKubernetes:
         self.posted: list[dict] = []  # every object created, as sent (for schema checks)
         self.requests: list[tuple[str, str]] = []
         self.program: Program = lambda c: 0
+        #: images the nodes cannot pull (the kubelet reports ErrImagePull)
+        self.unpullable: set[str] = set()
         #: close a follow stream once, after this many lines (a watch timeout of the API server)
         self.drop_follow_after: int | None = None
         self.follows = 0
@@ -193,6 +195,7 @@ class FakeKubernetes:
             self.posted.clear()
             self.requests.clear()
             self.program = lambda c: 0
+            self.unpullable = set()
             self.drop_follow_after = None
             self.follows = 0
 
@@ -337,6 +340,10 @@ class FakeKubernetes:
 
     def _kubelet(self, ns: str, pod: Pod) -> None:
         container = pod.spec["containers"][0]
+        if container["image"] in self.unpullable:
+            message = f'failed to pull image "{container["image"]}": connection refused'
+            self._set(pod, state={"waiting": {"reason": "ErrImagePull", "message": message}})
+            return
         env: dict[str, str] = {}
         files: dict[str, bytes] = {}
         try:
