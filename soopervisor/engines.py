@@ -370,8 +370,10 @@ def _kubernetes_entry(path: Path, name: str, entry: dict, bad) -> Engine:
     for key, value in (("namespace", namespace), ("service_account", account)):
         if value is not None and not _K8S_NAME.match(value):
             raise bad(f"`{key}: {value}` is not a Kubernetes name (lower-case letters, digits and '-', at most 63)")
-    registry = text("registry", "registry.example:5000", required=True)
-    if "://" in registry or not _REGISTRY.match(registry):
+    # none: the nodes run the build engine's images as they are (a one-node cluster on that engine:
+    # Docker Desktop's, minikube's docker driver; kind after `kind load docker-image`)
+    registry = text("registry", "registry.example:5000")
+    if registry is not None and ("://" in registry or not _REGISTRY.match(registry)):
         raise bad(f"`registry: {registry}` must be HOST[:PORT][/PATH], without a scheme",
                   "e.g. registry: registry.example:5000 (the cluster pulls the pipeline's image from there)")
     # required, unlike swarm's: a pod is never on this machine, so 127.0.0.1 is no default here

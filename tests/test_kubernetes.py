@@ -9,6 +9,7 @@ test_kind_cluster runs against a real cluster when KUBECONFIG names one.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -375,6 +376,84 @@ def test_the_secret_is_owned_by_the_job(fake, executor):
     assert owners["ref"]["kind"] == "Job" and owners["ref"]["uid"] == owners["uid"]
 
 
+# -- a whole run, through the run service --------------------------------------------------------------
+
+def kill_when_gone(c, container) -> None:
+    """The pod deleted (cancel, timeout) or evicted: its container is killed, as the kubelet does."""
+    if c.wait_gone(3600):
+        with contextlib.suppress(Exception):  # it ended and was removed meanwhile
+            container.kill()
+
+
+def docker_kubelet(client):
+    """A "kubelet" whose runtime is the main Docker engine: the pod's container for real, from the
+    manifest's image, command, env, mounted files and capabilities (host network: the node's)."""
+    def program(c) -> int:
+        spec = c.spec["containers"][0]
+        caps = spec["securityContext"]["capabilities"]
+        container = client.containers.create(
+            spec["image"], spec["command"], environment=c.env, network_mode="host", user="0",
+            cap_drop=caps["drop"], cap_add=caps["add"], security_opt=["no-new-privileges"],
+            labels={"soopervisor.test-kubelet": c.pod.name})
+        try:
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                for path, data in c.files.items():
+                    info = tarfile.TarInfo(path.lstrip("/"))
+                    info.size, info.mode = len(data), 0o400 if path == EXCHANGE_FILE else 0o444
+                    tar.addfile(info, io.BytesIO(data))
+            container.put_archive("/", buf.getvalue())
+            container.start()
+            threading.Thread(target=kill_when_gone, args=(c, container), daemon=True).start()
+            rest = b""
+            for chunk in container.logs(stream=True, follow=True):
+                *lines, rest = (rest + chunk).split(b"\n")
+                for line in lines:
+                    c.write(line.decode("utf-8", "replace"))
+            if rest:
+                c.write(rest.decode("utf-8", "replace"))
+            return container.wait()["StatusCode"]
+        finally:
+            container.remove(force=True)
+    return program
+
+
+@pytest.mark.docker
+def test_a_run_through_the_run_service_on_kubernetes(tmp_path, engine, home, cluster, fake, monkeypatch):
+    """soopervisor.run with a kubernetes engine: environment built on the build engine, the pipeline as a Job
+    (the fake API's pod run for real on the main engine): log streamed and redacted, artifacts stored."""
+    import soopervisor
+
+    from .projects import function_task, make_project
+
+    folder = Path(os.environ["SOOPERVISOR_CONFIG_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    write_executors(folder, f"""executors:
+  k8s: {{type: kubernetes, kubeconfig: "{cluster[1]}", namespace: runs, exchange_address: 127.0.0.1, build: local}}
+""")
+    token = "k8s-run-token-5f2e9a"
+    monkeypatch.setenv("K8S_TEST_TOKEN", token)
+    fake.program = docker_kubelet(engine)
+    project = make_project(tmp_path, function_task(
+        "print('HELLO FROM KUBERNETES uid', os.getuid(), flush=True)\n"
+        "print('the token is', os.environ['K8S_TEST_TOKEN'], flush=True)"))
+    lines: list[str] = []
+    run = soopervisor.run(project, executor="k8s", secrets=["K8S_TEST_TOKEN"], on_line=lines.append)
+    log = Path(run.log_path).read_text()
+    assert run.status == "succeeded", log[-3000:]
+    assert run.engine == "k8s" and run.executor == "kubernetes (current context, namespace runs)"
+    assert "HELLO FROM KUBERNETES uid 1000" in log and "the token is ***" in log
+    assert token not in log and token not in "\n".join(lines)
+    manifest = json.loads((Path(run.storage_url) / run.project / run.commit / run.id / "manifest.json").read_text())
+    assert manifest["status"] == "succeeded" and "output/emitted.txt" in {f["path"] for f in manifest["files"]}
+    (job,) = [o for o in fake.posted if o["kind"] == "Job"]
+    assert token not in json.dumps(job) and job["metadata"]["labels"][RUN_LABEL] == run.id
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["K8S_TEST_TOKEN"]["valueFrom"]["secretKeyRef"]["name"].startswith("sv-")
+    nothing_left(fake)
+    assert not engine.containers.list(all=True, filters={"label": "soopervisor.test-kubelet"})
+
+
 # -- configuration and errors ------------------------------------------------------------------------
 
 def test_a_namespace_the_cluster_lacks_is_a_usage_error_naming_the_fix(fake, cluster):
@@ -424,12 +503,12 @@ default: k8s
     assert e.where == "kubernetes (fake, namespace runs)"
 
     bad = {
-        "registry: \"127.0.0.1:5000\", ": ("`registry` is missing", "add `registry:"),
+        "exchange_address: 127.0.0.1,": ("`exchange_address` is missing", "add `exchange_address:"),
         "build: laptop,": ("`build: lap` names no executor", "fix the entry"),
         "namespace: runs,": ("`namespace: Runs_1` is not a Kubernetes name", "fix the entry"),
         "slots: 10,": ("unknown key 'slot'", "fix the entry"),
     }
-    replacement = {"registry: \"127.0.0.1:5000\", ": "", "build: laptop,": "build: lap,",
+    replacement = {"exchange_address: 127.0.0.1,": "", "build: laptop,": "build: lap,",
                    "namespace: runs,": "namespace: Runs_1,", "slots: 10,": "slot: 10,"}
     text = path.read_text()
     for old, (message, hint) in bad.items():

@@ -101,7 +101,7 @@ class Container:
         with self.pod.changed:
             if self.pod.gone:
                 raise Evicted()
-            for line in text.splitlines():
+            for line in text.splitlines() or [""]:
                 stamp = self.api.clock()
                 self.pod.log.append((stamp, line.encode()))
             self.pod.changed.notify_all()
