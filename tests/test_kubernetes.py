@@ -343,11 +343,12 @@ def test_an_image_the_nodes_cannot_pull_is_a_usage_error_naming_the_registry(fak
                kubernetes=KubernetesSettings(kubeconfig=cluster[1], namespace="runs"))
     s = spec()
     fake.unpullable.add(s.image)
-    executor = k8s.KubernetesExecutor(e, poll=0.05)
+    executor = k8s.KubernetesExecutor(e, poll=0.05, grace=0.5)  # (60 s by default: the kubelet retries)
     executor.publish = lambda image, note=None: image  # the push itself: test_kubernetes_podman.py
     with pytest.raises(UsageError) as err:
         executor.execute(s, lambda b: None, collect_to=Collected())
     assert "cannot pull the pipeline's image: ErrImagePull" in err.value.message
+    assert "connection refused" in err.value.message
     assert "registry.test" in err.value.hint
     nothing_left(fake)
 

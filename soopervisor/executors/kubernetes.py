@@ -262,7 +262,7 @@ class KubernetesExecutor:
     """The Executor protocol on a Kubernetes cluster: one Job per run, images from the build engine."""
 
     def __init__(self, engine: Engine, *, api_client: Any = None, build: Any = None,
-                 poll: float = 0.25) -> None:
+                 poll: float = 0.25, grace: float = 60.0) -> None:
         if engine.kubernetes is None:
             raise UsageError(f"executor {engine.name!r} is not a kubernetes engine", "pick a `type: kubernetes` entry")
         self.engine = engine.name
@@ -277,6 +277,8 @@ class KubernetesExecutor:
         self.core = k.client.CoreV1Api(self.api_client)
         self._build = build
         self._poll = poll
+        #: how long a pull failure or a pod config error may last before it fails the run
+        self.grace = grace
         self._cancelled = threading.Event()
         self._job: str | None = None
         self._building = False
@@ -415,6 +417,7 @@ class KubernetesExecutor:
         """
         done: set[str] = set()
         said: set[str] = set()
+        first: dict[str, float] = {}  # when a waiting reason was first seen
         while True:
             pod = self._pod(name, done)
             if pod is None:
@@ -435,11 +438,14 @@ class KubernetesExecutor:
             waiting = self._waiting(pod)
             if waiting is not None:
                 reason, message = waiting
-                if reason in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+                # the kubelet retries both: a registry's hiccup or a Secret its cache has not seen yet
+                # clear up within the grace; past it they are the cause
+                lasting = time.monotonic() - first.setdefault(reason, time.monotonic()) >= self.grace
+                if reason == "InvalidImageName" or lasting and reason in ("ErrImagePull", "ImagePullBackOff"):
                     raise UsageError(f"the cluster cannot pull the pipeline's image: {reason}: {message[:300]}",
                                      f"check that the nodes reach the registry {self.registry} of executor "
                                      f"{self.engine!r} (and trust it, for an HTTP registry)")
-                if reason == "CreateContainerConfigError":
+                if reason == "CreateContainerConfigError" and lasting:
                     raise EngineUnavailable(f"the cluster cannot start the pod: {message[:300]}", ENGINE_HINT)
                 text = f"soopervisor: waiting for the pod: {reason}" + (f" ({message[:200]})" if message else "")
                 if text not in said:
@@ -462,6 +468,10 @@ class KubernetesExecutor:
             if _disrupted(pod):
                 done.add(pod_name)  # evicted before it started: the Job starts another
                 continue
+            if pod.status and pod.status.phase == "Failed":  # before its container started (a node lost...)
+                on_output(f"soopervisor: pod {pod_name} failed before it started: "
+                          f"{pod.status.reason or ''} {pod.status.message or ''}".rstrip().encode() + b"\n")
+                return _exit_code(pod)
             self._wait()
 
     def _stream(self, pod: str, on_output: Callable[[bytes], None]) -> None:
