@@ -458,9 +458,8 @@ def test_a_run_through_the_run_service_on_kubernetes(tmp_path, engine, home, clu
 # -- configuration and errors ------------------------------------------------------------------------
 
 def test_a_namespace_the_cluster_lacks_is_a_usage_error_naming_the_fix(fake, cluster):
-    executor = k8s.KubernetesExecutor(engine(cluster[1], namespace="nope"))
-    with pytest.raises(UsageError) as e:
-        executor.execute(spec(), lambda b: None, collect_to=Collected())
+    with pytest.raises(UsageError) as e:  # when the executor is made: before any environment is built
+        k8s.KubernetesExecutor(engine(cluster[1], namespace="nope"))
     assert "no namespace 'nope'" in e.value.message and "kubectl create namespace nope" in e.value.hint
     assert SECRET not in e.value.message + e.value.hint
     assert fake.jobs == {} and fake.secrets == {}

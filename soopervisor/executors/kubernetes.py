@@ -276,6 +276,9 @@ class KubernetesExecutor:
         self.batch = k.client.BatchV1Api(self.api_client)
         self.core = k.client.CoreV1Api(self.api_client)
         self._build = build
+        if api_client is None:
+            # before anything is built: credentials, namespace and reachability (exit 2 or 3, named)
+            self._api(self.batch.list_namespaced_job, self.namespace, limit=1, _request_timeout=20)
         self._poll = poll
         #: how long a pull failure or a pod config error may last before it fails the run
         self.grace = grace
