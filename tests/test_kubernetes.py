@@ -432,6 +432,8 @@ def test_a_run_through_the_run_service_on_kubernetes(tmp_path, engine, home, clu
     write_executors(folder, f"""executors:
   k8s: {{type: kubernetes, kubeconfig: "{cluster[1]}", namespace: runs, exchange_address: 127.0.0.1, build: local}}
 """)
+    for left in engine.containers.list(all=True, filters={"label": "soopervisor.test-kubelet"}):
+        left.remove(force=True)  # a crashed session's pod container
     token = "k8s-run-token-5f2e9a"
     monkeypatch.setenv("K8S_TEST_TOKEN", token)
     fake.program = docker_kubelet(engine)
