@@ -271,6 +271,16 @@ def test_a_failed_pipeline_is_its_exit_code_and_never_a_second_pod(fake, executo
     nothing_left(fake)
 
 
+def test_a_pod_that_cannot_reach_the_exchange_says_which_setting_to_fix(fake, executor):
+    fake.program = lambda c: (c.write("soopervisor: could not fetch the run's inputs from the exchange"),
+                              offnode.INPUTS_FAILED)[-1]
+    result, log = run(executor, spec(), Collected())
+    assert result.exit_code == offnode.INPUTS_FAILED and not result.collected
+    assert "the pod never reached this machine's exchange at http://127.0.0.1:" in log
+    assert "check `exchange_address` of executor 'k8s'" in log
+    nothing_left(fake)
+
+
 def test_cancel_deletes_the_job_and_its_pod(fake, executor):
     started = threading.Event()
 

@@ -369,7 +369,7 @@ class KubernetesExecutor:
                 return self.build.execute(spec, on_output, collect_to=collect_to, keep_as=keep_as)
             finally:
                 self._building = False
-        from .offnode import Exchange
+        from .offnode import INPUTS_FAILED, Exchange
 
         image = self.publish(spec.image, lambda text: on_output(text.encode() + b"\n"))
         name = job_name(spec.labels.get(RUN_LABEL, "run"))
@@ -404,6 +404,10 @@ class KubernetesExecutor:
                     code = KILLED
                 if exchange.error and not stopped:
                     on_output(f"soopervisor: the artifact exchange: {exchange.error}\n".encode())
+                if code == INPUTS_FAILED and not exchange.served:
+                    on_output(f"soopervisor: the pod never reached this machine's exchange at {exchange.url}: "
+                              f"check `exchange_address` of executor {self.engine!r} (the pods must reach it)\n"
+                              .encode())
                 return ExecResult(exit_code=code, timed_out=timed_out.is_set(), cancelled=self._cancelled.is_set(),
                                   collected=bool(exchange.collected) and not stopped)
             finally:
