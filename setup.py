@@ -170,6 +170,8 @@ GITHUB_EXTRA = ["PyGithub>=2.1"]
 # carries libpq, so nothing else is installed on the machine
 SSH_EXTRA = ["paramiko>=3"]
 POSTGRES_EXTRA = ["psycopg[binary]>=3.2"]
+# kubernetes engines; 37 needs python-dateutil>=3, which botocore (the s3 extra) refuses
+KUBERNETES_EXTRA = ["kubernetes>=33,<37"]
 # the documentation site (scripts/docs), pinned: the build treats warnings as errors, and a new
 # release of these adds warnings, not findings of ours
 DOCS_EXTRA = [
@@ -234,6 +236,7 @@ setup(
         "postgres": POSTGRES_EXTRA,
         # ssh:// engines: docker-py's ssh transport imports paramiko even when it shells out to ssh
         "ssh": SSH_EXTRA,
+        "kubernetes": KUBERNETES_EXTRA,
         "docs": DOCS_EXTRA,
         "test": sorted({req for reqs in CLOUD_EXTRAS.values() for req in reqs}) + GITHUB_EXTRA + POSTGRES_EXTRA + SSH_EXTRA + [
             "moto[server]>=5",
@@ -252,6 +255,8 @@ setup(
             "pyarrow>=14",
             "playwright>=1.40",
             "openapi-spec-validator>=0.7",
+            "kubernetes>=33,<37",  # = KUBERNETES_EXTRA
+            "kubernetes-validate>=1.31",  # the Kubernetes OpenAPI schemas the k8s manifests are checked against
         ],
     },
     entry_points={"console_scripts": ["soopervisor = soopervisor.cli:main"]},

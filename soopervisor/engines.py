@@ -5,6 +5,8 @@
       build-box: {type: docker, host: "tcp://10.0.0.5:2376", tls: {ca: ca.pem, cert: cert.pem, key: key.pem}, slots: 2}
       laptop: {type: docker}                  # the local engine (DOCKER_HOST or the socket)
       lab: {type: docker, host: "ssh://user@lab-1"}
+      swarm-a: {type: swarm, host: "unix:///run/manager.sock", registry: "127.0.0.1:5000", network: host,
+                exchange_address: "127.0.0.1", slots: 6, constraints: ["node.role==worker"]}
     default: laptop
 
 A run picks its engine by name: ``--executor NAME``, else ``SOOPERVISOR_EXECUTOR``,
@@ -34,9 +36,17 @@ from .errors import UsageError
 LOCAL = "local"
 #: what c.Soopervisor.executor was before engines had names: the same engine as LOCAL
 LEGACY_LOCAL = "docker"
-TYPES = ("docker",)
-PLANNED_TYPES = ("swarm", "kubernetes")
+TYPES = ("docker", "swarm", "kubernetes")
+PLANNED_TYPES: tuple[str, ...] = ()
 ENTRY_KEYS = ("type", "host", "tls", "slots")
+#: what an engine that runs off this machine's engine adds: where images go, how runs reach the host
+OFFNODE_KEYS = ("registry", "exchange_address", "network", "constraints")
+#: the keys of an entry, by type (kubernetes entries are read by _kubernetes_entry)
+TYPE_KEYS = {"docker": ENTRY_KEYS, "swarm": ENTRY_KEYS + OFFNODE_KEYS}
+# -- kubernetes entries (their own keys; `registry` and `exchange_address` are shared with swarm)
+KUBERNETES_KEYS = ("type", "kubeconfig", "context", "namespace", "build", "registry", "exchange_address",
+                   "slots", "service_account")
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 TLS_KEYS = ("ca", "cert", "key", "verify")
 SCHEMES = ("unix", "tcp", "ssh")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -62,6 +72,22 @@ def _str(path: Path | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class KubernetesSettings:
+    """Where a kubernetes engine's Jobs go: the cluster (kubeconfig + context), the namespace,
+    the Docker engine that builds environments (`build`) and the service account of the pods."""
+
+    kubeconfig: Path | None = None  # None: KUBECONFIG, else ~/.kube/config (as kubectl)
+    context: str | None = None  # None: the kubeconfig's current context
+    namespace: str = "default"
+    build: str = LOCAL
+    service_account: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kubeconfig": _str(self.kubeconfig), "context": self.context, "namespace": self.namespace,
+                "build": self.build, "service_account": self.service_account}
+
+
+@dataclass(frozen=True)
 class Engine:
     """One configured engine: its name, kind and address; what the executor connects to."""
 
@@ -73,10 +99,23 @@ class Engine:
     slots: int = 1
     #: where it was configured: the executors file, or "the environment" (DOCKER_HOST...)
     source: str = "the environment"
+    #: swarm: the registry the nodes pull run images from ("127.0.0.1:5000"); None: images are on the nodes
+    registry: str | None = None
+    #: swarm: the address of this machine that the nodes' containers reach (the run's exchange)
+    exchange_address: str | None = None
+    #: swarm: the network of run containers ("host", an attachable network); None: the engine's default
+    network: str | None = None
+    #: swarm: placement constraints of every run ("node.role==worker")
+    constraints: tuple[str, ...] = ()
+    #: kubernetes: the cluster, namespace, build engine and service account
+    kubernetes: KubernetesSettings | None = None
 
     @property
     def where(self) -> str:
         """What a run record says about where it ran."""
+        if self.kubernetes is not None:
+            k = self.kubernetes
+            return f"kubernetes ({k.context or 'current context'}, namespace {k.namespace})"
         if not self.host or self.host in ("unix:///var/run/docker.sock", "unix:///run/docker.sock"):
             return self.type
         if self.host.startswith("ssh://"):
@@ -88,8 +127,15 @@ class Engine:
         return urlsplit(self.host).scheme if self.host else "unix"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "host": self.host, "where": self.where,
+        data = {"name": self.name, "type": self.type, "host": self.host, "where": self.where,
                 "tls": self.tls.to_dict() if self.tls else None, "slots": self.slots, "source": self.source}
+        if self.type == "swarm":
+            data.update(registry=self.registry, exchange_address=self.exchange_address, network=self.network,
+                        constraints=list(self.constraints))
+        if self.kubernetes is not None:
+            data.update(registry=self.registry, exchange_address=self.exchange_address,
+                        kubernetes=self.kubernetes.to_dict())
+        return data
 
 
 @dataclass(frozen=True)
@@ -156,6 +202,9 @@ def load(path: Path | None = None) -> Engines:
     engines = {LOCAL: local}
     for name, entry in entries.items():
         engines[str(name)] = _entry(path, name, entry)
+    for name, engine in list(engines.items()):
+        if isinstance(engine, Engine) and engine.kubernetes is not None:
+            engines[name] = _check_build(path, engine, engines)
     default = data.get("default")
     if default is None:
         default = LOCAL
@@ -202,14 +251,18 @@ def _entry(path: Path, name: Any, entry: Any) -> Engine | UsageError:
         entry = {}
     if not isinstance(entry, dict):
         raise bad("expected a mapping such as {type: docker, host: \"tcp://host:2376\", tls: {...}}")
-    unknown = sorted(set(map(str, entry)) - set(ENTRY_KEYS))
-    if unknown:
-        raise bad(f"unknown key {unknown[0]!r} (an entry has {', '.join(ENTRY_KEYS)})")
+    if entry.get("type") == "kubernetes":
+        return _kubernetes_entry(path, name, entry, bad)
     kind = entry.get("type", "docker")
     if kind in PLANNED_TYPES:
-        raise bad(f"type {kind!r} is not supported yet (only docker)")
+        raise bad(f"type {kind!r} is not supported yet (one of: {', '.join(TYPES)})")
     if kind not in TYPES:
         raise bad(f"unknown type {kind!r} (one of: {', '.join(TYPES)})")
+    keys = TYPE_KEYS[kind]
+    unknown = sorted(set(map(str, entry)) - set(keys))
+    if unknown:
+        raise bad(f"unknown key {unknown[0]!r} (a {kind} entry has {', '.join(keys)})")
+    offnode = _offnode(entry, bad) if kind == "swarm" else {}
     slots = entry.get("slots", 1)
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
         raise bad(f"slots must be a whole number of at least 1, not {slots!r}")
@@ -222,7 +275,7 @@ def _entry(path: Path, name: Any, entry: Any) -> Engine | UsageError:
         env = _lazy(_from_environment)
         if isinstance(env, UsageError):
             return env
-        return Engine(name=name, type=kind, host=env.host, tls=env.tls, slots=slots, source=str(path))
+        return Engine(name=name, type=kind, host=env.host, tls=env.tls, slots=slots, source=str(path), **offnode)
     host = _check_host(host, bad)
     tls = _tls(entry.get("tls"), path.parent, bad)
     if tls is not None and not host.startswith("tcp://"):
@@ -231,7 +284,111 @@ def _entry(path: Path, name: Any, entry: Any) -> Engine | UsageError:
                   f"remove the `tls` block (a {scheme}:// engine is reached " +
                   ("through the socket's file permissions" if scheme == "unix" else "through ssh's own keys") +
                   f"), or use host: tcp://HOST:2376 in {path}")
-    return Engine(name=name, type=kind, host=host, tls=tls, slots=slots, source=str(path))
+    return Engine(name=name, type=kind, host=host, tls=tls, slots=slots, source=str(path), **offnode)
+
+
+_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[a-z0-9._/-]+)?$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.-]+$|^\[?[0-9A-Fa-f:]+\]?$")
+_NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CONSTRAINT = re.compile(r"^\s*[A-Za-z0-9_.-]+\s*(==|!=)\s*\S.*$")
+
+
+def _offnode(entry: dict, bad) -> dict[str, Any]:
+    """The keys of an engine whose runs happen off this machine's engine (swarm), checked."""
+    found: dict[str, Any] = {}
+    registry = entry.get("registry")
+    if registry is not None:
+        if not isinstance(registry, str) or "://" in registry or not _REGISTRY.match(registry.strip()):
+            raise bad(f"`registry: {registry}` must be a registry address such as 127.0.0.1:5000 or "
+                      "registry.example.com/team (no scheme)")
+        found["registry"] = registry.strip().rstrip("/")
+    address = entry.get("exchange_address", "127.0.0.1")
+    if not isinstance(address, str) or not _ADDRESS.match(address.strip()):
+        raise bad(f"`exchange_address: {address}` must be an address of this machine that the nodes reach "
+                  "(an IP address or a host name, no port)")
+    found["exchange_address"] = address.strip().strip("[]")
+    network = entry.get("network")
+    if network is not None:
+        if not isinstance(network, str) or not _NETWORK.match(network):
+            raise bad(f"`network: {network}` must be a network name such as host or an attachable overlay network")
+        found["network"] = network
+    constraints = entry.get("constraints") or []
+    if isinstance(constraints, str):
+        constraints = [constraints]
+    if not isinstance(constraints, list) or not all(isinstance(c, str) and _CONSTRAINT.match(c)
+                                                    for c in constraints):
+        raise bad("`constraints` must be a list of placement constraints such as [\"node.role==worker\", "
+                  "\"node.labels.gpu==true\"]")
+    found["constraints"] = tuple(c.strip() for c in constraints)
+    return found
+
+
+def _check_build(path: Path, engine: Engine, engines: dict[str, Engine | UsageError]) -> Engine | UsageError:
+    """A kubernetes engine's `build` must name a docker engine of the same file (or `local`)."""
+    build = engine.kubernetes.build if engine.kubernetes else LOCAL
+    other = engines.get(build)
+    if isinstance(other, Engine) and other.type == "docker":
+        return engine
+    if isinstance(other, UsageError):
+        return other  # the build engine's own error says what to fix
+    docker = sorted(n for n, e in engines.items() if isinstance(e, Engine) and e.type == "docker")
+    what = "names no executor" if other is None else f"names a {other.type} engine"
+    return UsageError(f"{path}: executor {engine.name!r}: `build: {build}` {what}: it must name a docker engine "
+                      f"(one of {', '.join(docker)})", CONFIG_HINT.format(path=path))
+
+
+def _kubernetes_entry(path: Path, name: str, entry: dict, bad) -> Engine:
+    """A ``type: kubernetes`` entry: checked here; the cluster is reached only when a run uses it."""
+    unknown = sorted(set(map(str, entry)) - set(KUBERNETES_KEYS))
+    if unknown:
+        raise bad(f"unknown key {unknown[0]!r} (a kubernetes entry has {', '.join(KUBERNETES_KEYS)})")
+    slots = entry.get("slots", 1)
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        raise bad(f"slots must be a whole number of at least 1, not {slots!r}")
+
+    def text(key: str, example: str, required: bool = False) -> str | None:
+        value = entry.get(key)
+        if value is None:
+            if required:
+                raise bad(f"`{key}` is missing", f"add `{key}: {example}` to the entry in {path}")
+            return None
+        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+            raise bad(f"`{key}` must be one word such as {example}, not {value!r}")
+        return value.strip()
+
+    kubeconfig = text("kubeconfig", "~/.kube/config")
+    config_path = None
+    if kubeconfig is not None:
+        config_path = Path(kubeconfig).expanduser()
+        config_path = config_path if config_path.is_absolute() else path.parent / config_path
+        if not config_path.is_file():
+            raise bad(f"kubeconfig: no file at {config_path}",
+                      f"point `kubeconfig` at the cluster's kubeconfig (relative paths are relative to {path.parent}),"
+                      " or leave it out to use KUBECONFIG or ~/.kube/config")
+    namespace = text("namespace", "default") or "default"
+    account = text("service_account", "soopervisor-runner")
+    for key, value in (("namespace", namespace), ("service_account", account)):
+        if value is not None and not _K8S_NAME.match(value):
+            raise bad(f"`{key}: {value}` is not a Kubernetes name (lower-case letters, digits and '-', at most 63)")
+    # none: the nodes run the build engine's images as they are (a one-node cluster on that engine:
+    # Docker Desktop's, minikube's docker driver; kind after `kind load docker-image`)
+    registry = text("registry", "registry.example:5000")
+    if registry is not None and ("://" in registry or not _REGISTRY.match(registry)):
+        raise bad(f"`registry: {registry}` must be HOST[:PORT][/PATH], without a scheme",
+                  "e.g. registry: registry.example:5000 (the cluster pulls the pipeline's image from there)")
+    # required, unlike swarm's: a pod is never on this machine, so 127.0.0.1 is no default here
+    address = text("exchange_address", "10.0.0.4", required=True)
+    if not _ADDRESS.match(address):
+        raise bad(f"`exchange_address: {address}` must be an address of this machine that the pods reach "
+                  "(an IP address or a host name, no port)")
+    address = address.strip("[]")
+    build = text("build", LOCAL) or LOCAL
+    if build == name:
+        raise bad("`build` names this entry: it must name a docker engine (it builds and pushes the images)")
+    settings = KubernetesSettings(kubeconfig=config_path, context=text("context", "my-cluster"),
+                                  namespace=namespace, build=build, service_account=account)
+    return Engine(name=name, type="kubernetes", slots=slots, source=str(path), registry=registry,
+                  exchange_address=address, kubernetes=settings)
 
 
 def _check_host(host: Any, bad) -> str:
@@ -354,6 +511,10 @@ def report(timeout: float = 5.0) -> dict[str, Any]:
 
 
 def _probe(engine: Engine, timeout: float) -> dict[str, Any]:
+    if engine.type == "kubernetes":
+        from .executors.kubernetes import probe as cluster_probe
+
+        return cluster_probe(engine, timeout)
     from .executors.docker import probe
 
     return probe(engine, timeout)

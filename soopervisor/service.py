@@ -84,9 +84,9 @@ class RunOptions:
 
 
 def _docker_executor_on(engine) -> Executor:
-    from .executors.docker import DockerExecutor
+    from .executors import for_engine
 
-    return DockerExecutor(engine=engine)
+    return for_engine(engine)
 
 
 def _docker_executor(engine: str | None = None) -> Executor:

@@ -322,7 +322,8 @@ def test_a_run_over_ssh(tmp_path, engine, home, tls_engine, ssh_engine, remote_e
 BAD = {
     "unknown key": ({"executors": {"box": {"type": "docker", "hots": "tcp://h:2376"}}}, "'box'", "unknown key 'hots'"),
     "unknown type": ({"executors": {"box": {"type": "nomad"}}}, "'box'", "unknown type 'nomad'"),
-    "planned type": ({"executors": {"box": {"type": "kubernetes"}}}, "'box'", "not supported yet"),
+    "kubernetes without an exchange address": ({"executors": {"box": {"type": "kubernetes"}}}, "'box'",
+                                               "`exchange_address` is missing"),
     "bad scheme": ({"executors": {"box": {"host": "ftp://h:21"}}}, "'box'", "the scheme must be one of"),
     "no port": ({"executors": {"box": {"host": "tcp://10.0.0.5"}}}, "'box'", "has no port"),
     "bad port": ({"executors": {"box": {"host": "tcp://10.0.0.5:99999"}}}, "'box'", "not a valid URL"),

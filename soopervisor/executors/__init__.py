@@ -18,7 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..engines import Engine
 
 #: the label every container of a run carries: ``soopervisor.run=<run id>``
 RUN_LABEL = "soopervisor.run"
@@ -117,3 +120,29 @@ class Executor(Protocol):
     def remove_by_label(self, run_id: str) -> int: ...
 
     def labelled(self) -> dict[str, int]: ...
+
+
+def for_engine(engine: Engine) -> Executor:
+    """The executor of a configured engine, whatever its type (connected: EngineUnavailable when it
+    does not answer; UsageError for a type this installation cannot run)."""
+    from ..errors import UsageError
+
+    if engine.type == "docker":
+        from .docker import DockerExecutor
+
+        return DockerExecutor(engine=engine)
+    if engine.type == "swarm":
+        from .swarm import SwarmExecutor
+
+        return SwarmExecutor(engine)
+    if engine.type == "kubernetes":
+        import importlib.util
+
+        if importlib.util.find_spec("kubernetes") is None:
+            raise UsageError(f"executor {engine.name!r} is a kubernetes engine, and the kubernetes client is not "
+                             "installed", "pip install 'soopervisor[kubernetes]' (or: pip install kubernetes)")
+        from .kubernetes import KubernetesExecutor
+
+        return KubernetesExecutor(engine)
+    raise UsageError(f"executor {engine.name!r}: type {engine.type!r} cannot run here",
+                     f"fix the entry in {engine.source}")
