@@ -27,6 +27,9 @@ import soopervisor
 REPO = Path(__file__).resolve().parents[1]
 LABEXT = Path("jupyter_ext/labextension/package.json")
 DASHBOARD = Path("soopervisor/server/dashboard/index.html")
+# one worker: the wheel (a sidebar build) and the user's venv are module fixtures, built
+# once per worker that runs a test of this module (two builds cost CI a minute)
+pytestmark = pytest.mark.xdist_group("packaging")
 
 
 def plain(proc: subprocess.CompletedProcess) -> str:
