@@ -129,7 +129,7 @@ class ServerState:
                         self.say(f"work: claiming nothing until this is over: {waiting}")
                 break
             job, engine = claimed
-            self.say(f"job {job.id} {_what(job)}: starting on engine {engine.name} ({engine.where})")
+            self.say(f"engine {engine.name}: runs job {job.id} {_what(job)} ({engine.where})")
             thread = threading.Thread(target=self._run_job, args=(job, engine), name=f"soopervisor-job-{job.id}",
                                       daemon=True)
             with self._lock:

@@ -171,8 +171,8 @@ def test_two_engines_run_two_commits_at_once_and_a_restart_adopts_on_both(tmp_pa
     assert [c.status for c in labelled(remote, by_engine["tls"])] == ["running"]
     assert not labelled(engine, by_engine["tls"]) and not labelled(remote, by_engine["main"])
     assert runs(home)[by_engine["tls"]]["executor"] == f"docker at tcp://127.0.0.1:{relay.port}"
-    assert sum("starting on engine main" in line for line in server.lines) == 1
-    assert sum("starting on engine tls" in line for line in server.lines) == 1
+    assert sum(line.startswith("engine main: runs job ") for line in server.lines) == 1
+    assert sum(line.startswith("engine tls: runs job ") for line in server.lines) == 1
 
     # the API, the metrics and readiness say each engine's busy slots
     found = {e["name"]: e for e in api(server, "/soopervisor/api/engines", token)["engines"]}

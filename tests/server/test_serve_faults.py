@@ -179,7 +179,7 @@ def servers():
 # -- the Docker engine out of reach ----------------------------------------------------------------
 
 
-def test_docker_down_releases_the_job_and_the_commit_runs_once_when_it_is_back(tmp_path, engine, servers):
+def test_docker_down_keeps_the_job_queued_and_the_commit_runs_once_when_it_is_back(tmp_path, engine, servers):
     remote = Remote(tmp_path, "sales", VALID)
     config = server_yaml(tmp_path, [repo_entry(remote)], max_attempts=5)
     db, storage = tmp_path / "server.sqlite", tmp_path / "artifacts"
