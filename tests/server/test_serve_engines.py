@@ -81,6 +81,9 @@ class Relay:
 
     def cut(self) -> None:
         if self._server is not None:
+            # shut down first: a close alone leaves the socket listening while the accept thread waits in it
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
             self._server.close()
             self._server = None
         with self._lock:
