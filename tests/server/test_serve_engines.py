@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import socket
 import subprocess
@@ -30,7 +31,7 @@ from tests.server.test_serve_faults import Remote, Server, jobs, read_db, repo_e
 pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("tls-engine")]
 
 SLEEPER = function_task("print('SLEEPING', flush=True)\nimport time\ntime.sleep(600)")
-SHORT = function_task("print('SLEEPING', flush=True)\nimport time\ntime.sleep(12)\nprint('WOKE', flush=True)")
+SHORT = function_task("print('SLEEPING', flush=True)\nimport time\ntime.sleep(8)\nprint('WOKE', flush=True)")
 
 
 class Relay:
@@ -266,3 +267,36 @@ def servers():
     for server in started:
         if server.proc.poll() is None:
             server.kill()
+
+
+def test_cache_and_image_commands_look_into_the_engine_named(tmp_path, engine, home, tls_engine, remote_env):
+    import uuid
+
+    from tests.conftest import cli
+
+    folder = Path(os.environ["SOOPERVISOR_CONFIG_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    pki = tls_engine.pki
+    (folder / "executors.yaml").write_text(yaml.safe_dump({"executors": {"tls-box": {
+        "host": tls_engine.host, "tls": {"ca": str(pki.ca), "cert": str(pki.cert), "key": str(pki.key)}}}}))
+    tag = f"tls-only-{uuid.uuid4().hex[:8]}"
+    only_there = f"soopervisor-env:{tag}"  # an image the TLS engine has, not the main one
+    remote = tls_engine.client()
+    assert remote.images.get(remote_env).tag("soopervisor-env", tag)
+    try:
+        def listed(*args: str, env: dict | None = None) -> set[str]:
+            return {e["image"] for e in json.loads(cli("cache", "list", "--json", *args, env=env, check=0).stdout)}
+
+        assert only_there in listed("--executor", "tls-box")
+        assert only_there not in listed()  # the default engine: the main one
+        assert only_there in listed(env={"SOOPERVISOR_EXECUTOR": "tls-box"})  # the configured default
+        shown = json.loads(cli("image", "show", "--image", only_there, "--executor", "tls-box", "--json",
+                               check=0).stdout)
+        assert shown["in_engine"] is True
+        assert json.loads(cli("image", "show", "--image", only_there, "--json", check=0).stdout)["in_engine"] is False
+        dry = cli("cache", "prune", "--executor", "tls-box", "--dry-run", check=0).stdout
+        assert f"would remove {only_there}" in dry
+        bad = cli("cache", "list", "--executor", "nope", check=2)
+        assert "no executor named 'nope' (--executor)" in bad.stderr and "Traceback" not in bad.stderr
+    finally:
+        remote.images.remove(only_there)
