@@ -463,6 +463,11 @@ class RunService:
                 self._sweep(_docker_executor_on(self._pick(name)))
         return reaped
 
+    def sweep(self, engine: str) -> None:
+        """Remove what finished runs left on the engine named ``engine`` (containers by label) and the
+        staging folders of finished runs; EngineUnavailable when it does not answer."""
+        self._sweep(_docker_executor_on(self._pick(engine)))
+
     def _sweep(self, executor: Executor) -> None:
         try:
             labelled = executor.labelled()

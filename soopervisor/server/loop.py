@@ -47,7 +47,7 @@ class ServerState:
         self.wake = threading.Event()  # a poll was asked for (webhook, API): poll now
         self.work = threading.Event()  # a job was queued (poll, retry) or a slot freed: claim now
         _, engines = server_engines(config)
-        self.pool = EnginePool(engines, say=say, on_back=self.work.set)
+        self.pool = EnginePool(engines, say=say, on_back=self._engine_back)
         self.worker = Worker(config, self.queue, self.poller, pool=self.pool)
         # the service the API reads and stops runs through: the worker's storage, image and engines, the
         # same run store; a run the API starts goes to the first engine
@@ -60,6 +60,13 @@ class ServerState:
         self._ran = 0  # jobs run to an outcome
         self._lock = threading.Lock()
         self._adopted = False
+
+    def _engine_back(self, engine) -> None:
+        """A held engine answers again: claim for its slots now, and remove what runs that ended while it
+        was away left there (a run cut off from its engine could not remove its container)."""
+        self.work.set()
+        threading.Thread(target=self._guarded, args=(f"engine {engine.name}", lambda: self.runs.sweep(engine.name)),
+                         name=f"soopervisor-sweep-{engine.name}", daemon=True).start()
 
     # -- what the API asks for ---------------------------------------------------------------
 

@@ -62,7 +62,7 @@ class EnginePool:
     """The server's engines and their busy slots; safe to use from any thread."""
 
     def __init__(self, engines: Sequence[Engine], *, probe: Callable[[Engine], str | None] = probe,
-                 say: Callable[[str], None] | None = None, on_back: Callable[[], None] | None = None,
+                 say: Callable[[str], None] | None = None, on_back: Callable[[Engine], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not engines:
             raise ValueError("a pool needs at least one engine")
@@ -147,7 +147,7 @@ class EnginePool:
             if self._say is not None:
                 self._say(f"engine {s.engine.name}: answers again; it takes jobs")
             if self._on_back is not None:
-                self._on_back()
+                self._on_back(s.engine)
 
         threading.Thread(target=ask, name=f"probe-{s.engine.name}", daemon=True).start()
 

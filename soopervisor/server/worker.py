@@ -42,7 +42,7 @@ from ..runs import this_host
 from .config import Repository, ServerConfig, resolve_secrets
 from .poller import Poller
 from .pool import EnginePool
-from .queue import Job, Queue
+from .queue import REAPED, Job, Queue
 
 #: run states that end a job as they are; "interrupted" is the machine's fault: the job is released
 _FINAL = ("succeeded", "failed", "cancelled")
@@ -235,8 +235,11 @@ class Worker:
 
     def _ended_before(self, job: Job) -> Outcome | None:
         """A job claimed again whose previous attempt's run did end (the server died after the run stored
-        its set, before the job was finished): the job ends as that run did, rather than run twice."""
-        if not job.run_id:
+        its set, before the job was finished): the job ends as that run did, rather than run twice.
+
+        Only after a reaped lease: a job a worker released had a run that ended for the machine's fault
+        (its engine lost mid-run, recorded ``failed`` with that reason), which is run again."""
+        if not job.run_id or not (job.error or "").startswith(REAPED):
             return None
         try:  # find() reaps first: a dead owner's run takes the outcome of the set it stored, if any
             run = self.service().find(job.run_id)

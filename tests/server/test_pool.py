@@ -42,7 +42,7 @@ def test_a_held_engine_takes_no_job_until_it_answers(monkeypatch):
     answers, said = Answers(), []
     a, b = Engine("a", slots=1), Engine("b", slots=1)
     back = threading.Event()
-    pool = EnginePool([a, b], probe=answers, say=said.append, on_back=back.set)
+    pool = EnginePool([a, b], probe=answers, say=said.append, on_back=lambda engine: back.set())
     answers.down["a"] = "connection refused"
     assert pool.acquire().name == "b"  # a is asked, held, skipped
     assert said == ["engine a (docker): held, it does not answer: connection refused"]

@@ -5,8 +5,10 @@ The TLS engine is reached through a TCP relay of the test's own, so that the tes
 stop answering (connection refused, every open connection cut) and answer again, while the
 daemon and its containers go on as a real engine that lost its network would. The engines
 have one slot each: two commits queued run at the same time, one on each; with the TLS engine
-down its slot takes no job (no attempt spent) and the main engine keeps running the queue; a
-server killed mid-run and started again reaps (adopts) the runs on both engines, and only there.
+down its slot takes no job (no attempt spent) and the main engine keeps running the queue; lost
+in the middle of a run, the job goes back to the queue and runs on the main engine, and what the
+cut-off run left on the TLS engine is removed once it answers again; a server killed mid-run and
+started again reaps (adopts) the runs on both engines, and only there.
 """
 from __future__ import annotations
 
@@ -215,7 +217,7 @@ def test_two_engines_run_two_commits_at_once_and_a_restart_adopts_on_both(tmp_pa
     assert left["status"] == "interrupted", left
 
 
-def test_an_engine_down_takes_no_job_while_the_other_runs_the_queue(tmp_path, engine, home, tls_engine, remote_env,
+def test_an_engine_down_or_lost_takes_no_job_while_the_other_runs_the_queue(tmp_path, engine, home, tls_engine, remote_env,
                                                                     relay, servers):
     a, b = Remote(tmp_path, "alpha", SHORT), Remote(tmp_path, "beta", SHORT)
     # tls first: on a tie it would get the first job, had it answered
@@ -248,15 +250,33 @@ def test_an_engine_down_takes_no_job_while_the_other_runs_the_queue(tmp_path, en
     def job(j: dict) -> dict:
         return next(x for x in jobs(db) if x["id"] == j["id"])
 
+    def sleeping(run_id: str | None) -> bool:
+        log = (runs(home).get(run_id) or {}).get("log_path") if run_id else None
+        return bool(log) and Path(log).is_file() and "SLEEPING" in Path(log).read_text()
+
+    server.wait_for("the waiting job running on the engine that came back", lambda: sleeping(job(second)["run_id"]),
+                    timeout=180)
+    cut_off = runs(home)[job(second)["run_id"]]
+    assert cut_off["engine"] == "tls" and job(second)["attempts"] == 1, cut_off
+    assert any(re.search(r"^engine tls: answers again", line) for line in server.lines), server.output
+    assert labelled(tls_engine.client(), cut_off["id"])
+
+    # lost in the middle of that run: the engine is held again, the job queued again and run on the other one
+    relay.cut()
     server.wait_for("both jobs' ends", lambda: [job(first)["state"], job(second)["state"]] == ["succeeded"] * 2,
                     timeout=180)
-    first_run, second_run = runs(home)[job(first)["run_id"]], runs(home)[job(second)["run_id"]]
-    assert second_run["engine"] == "tls" and job(second)["attempts"] == 1, second_run
-    assert second_run["started_at"] < first_run["finished_at"]  # beside the first, not after it
-    assert any(re.search(r"^engine tls: answers again", line) for line in server.lines), server.output
+    first_run, cut_off = runs(home)[job(first)["run_id"]], runs(home)[cut_off["id"]]
+    assert cut_off["started_at"] < first_run["finished_at"]  # it ran beside the first, not after it
+    assert cut_off["status"] == "failed" and "engine" in cut_off["error"], cut_off
+    again = runs(home)[job(second)["run_id"]]
+    assert again["id"] != cut_off["id"] and again["engine"] == "main" and job(second)["attempts"] == 2, again
+    assert sum(bool(re.search(r"^engine tls \(.*\): held", line)) for line in server.lines) == 2, server.output
+    # back once more: what the cut-off run left there (it could not remove its container) is removed
+    relay.restore()
+    server.wait_for("the cut-off run's container removed", lambda: not labelled(tls_engine.client(), cut_off["id"]),
+                    timeout=60)
     assert server.stop() == 0
     assert "Traceback" not in server.output
-    assert not labelled(tls_engine.client(), second_run["id"])
 
 
 @pytest.fixture
