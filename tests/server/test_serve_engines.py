@@ -127,7 +127,8 @@ def runs(home: Path) -> dict[str, dict]:
 
 
 def labelled(client, run_id: str) -> list:
-    return client.containers.list(all=True, filters={"label": f"soopervisor.run={run_id}"})
+    # ignore_removed: a container the server removes between the list and its inspection is gone, not an error
+    return client.containers.list(all=True, filters={"label": f"soopervisor.run={run_id}"}, ignore_removed=True)
 
 
 def api(server: Server, path: str, token: str):
