@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..engines import Engine
 from .config import Repository, ServerConfig
 from .poller import Poller
 from .pool import EnginePool
-from .queue import Queue
+from .queue import Job, Queue
 from .worker import Outcome, Worker, server_engines
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class ServerState:
         self._lock = threading.Lock()
         self._adopted = False
 
-    def _engine_back(self, engine) -> None:
+    def _engine_back(self, engine: Engine) -> None:
         """A held engine answers again: claim for its slots now, and remove what runs that ended while it
         was away left there (a run cut off from its engine could not remove its container)."""
         self.work.set()
@@ -145,7 +146,7 @@ class ServerState:
             started += 1
         return started
 
-    def _run_job(self, job, engine) -> None:
+    def _run_job(self, job: Job, engine: Engine) -> None:
         try:
             outcome: Outcome | None = None
 
@@ -228,7 +229,7 @@ class ServerState:
             thread.join(timeout)
 
 
-def _what(job) -> str:
+def _what(job: Job) -> str:
     return f"{job.repository}@{job.commit[:12]} {job.project} {job.mode}"
 
 

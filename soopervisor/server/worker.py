@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..engines import Engine, Engines
 from ..errors import EngineUnavailable, InvalidProject, SoopervisorError, StorageUnavailable
@@ -43,6 +44,9 @@ from .config import Repository, ServerConfig, resolve_secrets
 from .poller import Poller
 from .pool import EnginePool
 from .queue import REAPED, Job, Queue
+
+if TYPE_CHECKING:
+    from ..service import RunService
 
 #: run states that end a job as they are; "interrupted" is the machine's fault: the job is released
 _FINAL = ("succeeded", "failed", "cancelled")
@@ -92,7 +96,7 @@ class Worker:
         #: why the worker claims nothing now (the storage is down, every engine is held, ...); None when it claims
         self.waiting: str | None = None
 
-    def service(self, engine: str | None = None):
+    def service(self, engine: str | None = None) -> RunService:
         """A run service of this server: its storage and image, on ``engine``, reaping only on its engines."""
         from ..service import RunService
 
