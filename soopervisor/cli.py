@@ -875,10 +875,26 @@ def cache_group() -> None:
 _BASE_HELP = "Only the images built from this base image (as runs named it with --image)."
 
 
+def _engine_option(f):
+    """--executor NAME for the commands that look into an engine (caches, images): the engine runs use by default."""
+    return click.option("--executor", metavar="NAME",
+                        help="The engine to look into, by its name in the executors file (default: SOOPERVISOR_EXECUTOR, "
+                             "else the file's default, else DOCKER_HOST's engine).")(f)
+
+
+def _engine_client(executor: str | None):
+    """A client of the engine ``executor`` names (None: the default one); UsageError or EngineUnavailable."""
+    from .engines import choose
+    from .executors.docker import connect
+
+    return connect(choose(executor))
+
+
 @cache_group.command("list")
 @click.option("--base", metavar="IMAGE", help=_BASE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the images as JSON.")
-def cache_list(base: str | None, as_json: bool) -> None:
+@_engine_option
+def cache_list(base: str | None, as_json: bool, executor: str | None) -> None:
     """The cached environment images, most recently used first.
 
     SIZE is what an image adds to its base image (the base's layers are shared).
@@ -886,7 +902,7 @@ def cache_list(base: str | None, as_json: bool) -> None:
     from . import cache
     from .artifacts import format_size
 
-    images = cache.list_images(base=base)
+    images = cache.list_images(_engine_client(executor), base=base)
     if as_json:
         click.echo(json.dumps([e.to_dict() for e in images], indent=2))
         return
@@ -908,7 +924,9 @@ def cache_list(base: str | None, as_json: bool) -> None:
 @click.option("--max-size", metavar="SIZE", help="Remove the least recently used until the rest take at most SIZE (e.g. 20g).")
 @click.option("--base", metavar="IMAGE", help=_BASE_HELP)
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
-def cache_prune(keep: int | None, max_size: str | None, base: str | None, dry_run: bool) -> None:
+@_engine_option
+def cache_prune(keep: int | None, max_size: str | None, base: str | None, dry_run: bool,
+                executor: str | None) -> None:
     """Remove environment images, least recently used first; never one a container uses.
 
     With neither --keep nor --max-size, every image not in use is removed
@@ -918,7 +936,8 @@ def cache_prune(keep: int | None, max_size: str | None, base: str | None, dry_ru
     from .artifacts import format_size
 
     limit = cache.parse_size(max_size, "--max-size") if max_size is not None else None
-    images = cache.list_images(base=base)
+    client = _engine_client(executor)
+    images = cache.list_images(client, base=base)
     doomed = cache.prune_plan(images, keep=keep, max_size=limit)
     verb = "would remove" if dry_run else "removed"
 
@@ -933,7 +952,7 @@ def cache_prune(keep: int | None, max_size: str | None, base: str | None, dry_ru
             said(e)
         removed = doomed
     else:
-        removed = cache.remove(doomed, on_removed=said, on_skipped=refused)
+        removed = cache.remove(doomed, client, on_removed=said, on_skipped=refused)
     in_use = sum(1 for e in images if e.in_use)
     kept = f"; {in_use} in use kept" if in_use else ""
     click.echo(f"{verb} {len(removed)} image{'s' if len(removed) != 1 else ''}, "
@@ -945,7 +964,8 @@ def cache_prune(keep: int | None, max_size: str | None, base: str | None, dry_ru
               help="Only the cache of the repository at PATH.")
 @click.option("--clear", is_flag=True, help="Remove the caches shown (never one a build is using).")
 @click.option("--json", "as_json", is_flag=True, help="Print the caches as JSON.")
-def cache_downloads(repository: str | None, clear: bool, as_json: bool) -> None:
+@_engine_option
+def cache_downloads(repository: str | None, clear: bool, as_json: bool, executor: str | None) -> None:
     """The download caches of environment builds (Docker volumes), and clearing them.
 
     \b
@@ -960,12 +980,13 @@ def cache_downloads(repository: str | None, clear: bool, as_json: bool) -> None:
     from . import downloads
     from .artifacts import format_size
 
-    caches = downloads.list_caches()
+    client = _engine_client(executor)
+    caches = downloads.list_caches(client)
     if repository is not None:
         name = downloads.volume_name(repository)
         caches = [c for c in caches if c.volume == name]
     if clear:
-        removed, kept = downloads.clear(caches)
+        removed, kept = downloads.clear(caches, client)
         if as_json:
             click.echo(json.dumps({"removed": [c.to_dict() for c in removed],
                                    "kept": [{**c.to_dict(), "why": why} for c, why in kept]}, indent=2))
@@ -1032,12 +1053,13 @@ def image_build(tag: str | None, python: str, offline: bool, force: bool, mirror
 @image_group.command("show")
 @click.option("--image", "flag", metavar="NAME", help="The image a run given this --image would use.")
 @click.option("--json", "as_json", is_flag=True, help="Print it as JSON.")
-def image_show(flag: str | None, as_json: bool) -> None:
+@_engine_option
+def image_show(flag: str | None, as_json: bool, executor: str | None) -> None:
     """Which image runs would use, where that setting came from, and whether the engine has it."""
-    from . import image
+    from . import engines, image
 
     lines: list[str] = []
-    info = image.describe(image.choose(flag), say=lines.append)
+    info = image.describe(image.choose(flag), say=lines.append, engine=engines.choose(executor))
     click.echo(json.dumps(info, indent=2) if as_json else "\n".join(lines))
 
 

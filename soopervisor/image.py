@@ -15,8 +15,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import config
+
+if TYPE_CHECKING:
+    from .engines import Engine
 from .errors import SoopervisorError, UsageError
 
 #: the Debian release whose python3 is that version: the offline image's Python follows the suite
@@ -51,10 +55,10 @@ def choose(flag: str | None = None) -> Choice:
     return Choice(config.DEFAULT_IMAGE, "default")
 
 
-def _client():
+def _client(engine: Engine | None = None):
     from .executors.docker import connect
 
-    return connect()
+    return connect(engine)  # None: the engine runs use (SOOPERVISOR_EXECUTOR, the file's default, DOCKER_HOST)
 
 
 def has_image(client, name: str) -> bool:
@@ -207,8 +211,9 @@ def _debootstrap_image(target: str, suite: str, mirror: str, say: Callable[[str]
         shutil.rmtree(rootfs, ignore_errors=True)
 
 
-def describe(choice: Choice, say: Callable[[str], None]) -> dict:
-    """Print which image runs would use, where that came from, and whether the engine has it."""
+def describe(choice: Choice, say: Callable[[str], None], engine: Engine | None = None) -> dict:
+    """Print which image runs would use, where that came from, and whether ``engine`` (default: the one
+    runs use) has it."""
     from .errors import EngineUnavailable
 
     came = {"--image": "the --image flag", "SOOPERVISOR_IMAGE": "the SOOPERVISOR_IMAGE environment variable",
@@ -217,7 +222,7 @@ def describe(choice: Choice, say: Callable[[str], None]) -> dict:
     say(f"image: {choice.name}")
     say(f"from: {came}")
     try:
-        client = _client()
+        client = _client(engine)
     except EngineUnavailable as e:
         say(f"in the engine: unknown ({e.message})")
         return info

@@ -50,6 +50,7 @@ from .logtail import LogTail
 from .runs import Run, RunStore, now_iso, owner_gone, this_host
 
 if TYPE_CHECKING:
+    from .engines import Engine, Engines
     from .project import Report
 
 
@@ -87,13 +88,6 @@ def _docker_executor_on(engine) -> Executor:
     from .executors import for_engine
 
     return for_engine(engine)
-
-
-def _docker_executor(engine: str | None = None) -> Executor:
-    """An executor on the engine named ``engine`` (None: SOOPERVISOR_EXECUTOR's, else the configured default)."""
-    from . import engines
-
-    return _docker_executor_on(engines.choose(engine))
 
 
 # -- the exit hook -----------------------------------------------------------------------------
@@ -157,23 +151,42 @@ class RunService:
         executor: Callable[[], Executor] | None = None,
         store: RunStore | None = None,
         engine: str | None = None,
+        engines: Engines | None = None,
+        scope: Iterable[str] | None = None,
     ) -> None:
         self.storage = storage
         self.image = image
         self.engine = engine
         self.executor_factory = executor
         self._store = store
+        #: the configured engines names are picked from (None: the executors file, read when needed)
+        self.engines = engines
+        #: reap and adopt only runs that ran on these engines (a server's); None: runs on any engine
+        self.scope = tuple(scope) if scope is not None else None
+
+    def _pick(self, name: str | None) -> Engine:
+        from . import engines
+
+        return (self.engines or engines.load()).pick(name)
 
     def make_executor(self) -> Executor:
         """An executor on this service's engine (EngineUnavailable when it does not answer)."""
-        return self.executor_factory() if self.executor_factory is not None else _docker_executor(self.engine)
+        if self.executor_factory is not None:
+            return self.executor_factory()
+        return _docker_executor_on(self._pick(self.engine))
 
     def check_engine(self) -> None:
         """UsageError when this service's engine is not configured or its configuration is not usable."""
         if self.executor_factory is None:
             from . import engines
 
-            engines.check_transport(engines.choose(self.engine))
+            engines.check_transport(self._pick(self.engine))
+
+    def in_scope(self, run: Run) -> bool:
+        """Whether ``run`` ran on an engine this service reaps and adopts on."""
+        from . import engines
+
+        return self.scope is None or (run.engine or engines.LOCAL) in self.scope
 
     def executor_of(self, run: Run) -> Executor:
         """An executor on the engine ``run`` ran on, by the name its record keeps (a record of a
@@ -185,7 +198,7 @@ class RunService:
 
         name = run.engine or engines.LOCAL
         try:
-            engine = engines.load().pick(name)
+            engine = self._pick(name)
         except SoopervisorError as e:
             raise EngineUnavailable(f"its engine {name!r} is not usable: {e.message}", e.hint) from None
         return _docker_executor_on(engine)
@@ -355,6 +368,8 @@ class RunService:
         """
         host, reaped = this_host(), []
         for run in self.store.running():
+            if not self.in_scope(run):  # another engine's run: left to whoever uses that engine
+                continue
             ours = active_run(run.id) is not None
             why = None if ours else owner_gone(run, host)
             if why is None:
@@ -442,9 +457,19 @@ class RunService:
         elsewhere is left to its owner. Returns the runs reaped.
         """
         reaped = self.reap()
-        with contextlib.suppress(EngineUnavailable):
-            self._sweep(self.make_executor())
+        if self.scope is None or self.executor_factory is not None:
+            with contextlib.suppress(EngineUnavailable):
+                self._sweep(self.make_executor())
+            return reaped
+        for name in self.scope:  # a server: each engine it runs on, and no other
+            with contextlib.suppress(SoopervisorError):
+                self._sweep(_docker_executor_on(self._pick(name)))
         return reaped
+
+    def sweep(self, engine: str) -> None:
+        """Remove what finished runs left on the engine named ``engine`` (containers by label) and the
+        staging folders of finished runs; EngineUnavailable when it does not answer."""
+        self._sweep(_docker_executor_on(self._pick(engine)))
 
     def _sweep(self, executor: Executor) -> None:
         try:

@@ -110,6 +110,34 @@ def tls_engine(docker_client, base_image):
 
 
 @pytest.fixture(scope="session")
+def remote_env(tls_engine, base_image):
+    """The environment image of the test projects (requirements.txt without packages), built on the
+    main engine and copied into the TLS engine; the name of the image. Shared by every test file
+    of the xdist group "tls-engine" (tests/test_remote_engines.py, tests/server/test_serve_engines.py)."""
+    import re
+    import tempfile
+
+    from .engines import copy_images
+    from .projects import function_task, make_project
+
+    with tempfile.TemporaryDirectory(prefix="sv-remote-env-") as tmp:
+        # the environment depends on requirements.txt (the same in every test project), not on the tasks
+        project = make_project(Path(tmp), function_task("print('hello', flush=True)"))
+        env = {**os.environ, "SOOPERVISOR_HOME": f"{tmp}/home", "SOOPERVISOR_CONFIG_DIR": f"{tmp}/config",
+               "SOOPERVISOR_IMAGE": base_image, "SOOPERVISOR_DOWNLOAD_CACHE": "machine",
+               "SOOPERVISOR_NO_KEYRING": "1"}
+        env.pop("SOOPERVISOR_EXECUTOR", None)
+        env.pop("SOOPERVISOR_STORAGE", None)
+        proc = subprocess.run([sys.executable, "-m", "soopervisor", "run", str(project)], env=env,
+                              capture_output=True, text=True, timeout=900, check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        found = re.search(r"(soopervisor-env:[0-9a-f]{20})", proc.stdout + proc.stderr)
+        assert found, proc.stdout[-3000:]
+    copy_images([found.group(1)], tls_engine)
+    return found.group(1)
+
+
+@pytest.fixture(scope="session")
 def ssh_engine(tls_engine):
     """sshd on 127.0.0.1 whose sessions' docker is the TLS engine's own socket (``ssh://`` engines);
     put ``ssh_engine.bin`` first on PATH: its ``ssh`` knows the test's key and host key."""

@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +26,6 @@ import soopervisor
 from soopervisor.errors import UsageError
 
 from .conftest import cli, free_port
-from .engines import copy_images
 from .projects import function_task, make_project
 
 HELLO = function_task(
@@ -79,26 +77,6 @@ def container_events(client, run_id: str, since: int) -> list[dict]:
     """The engine's container events of ``run_id`` since ``since`` (what ran there, even once removed)."""
     return list(client.events(since=since, until=int(time.time()) + 1, decode=True,
                               filters={"type": "container", "label": f"soopervisor.run={run_id}"}))
-
-
-@pytest.fixture(scope="session")
-def remote_env(tls_engine, base_image):
-    """The environment image of the test projects (requirements.txt without packages), built on the
-    main engine and copied into the TLS engine; the name of the image."""
-    with tempfile.TemporaryDirectory(prefix="sv-remote-env-") as tmp:
-        project = make_project(Path(tmp), HELLO)
-        env = {**os.environ, "SOOPERVISOR_HOME": f"{tmp}/home", "SOOPERVISOR_CONFIG_DIR": f"{tmp}/config",
-               "SOOPERVISOR_IMAGE": base_image, "SOOPERVISOR_DOWNLOAD_CACHE": "machine",
-               "SOOPERVISOR_NO_KEYRING": "1"}
-        env.pop("SOOPERVISOR_EXECUTOR", None)
-        env.pop("SOOPERVISOR_STORAGE", None)
-        proc = subprocess.run([sys.executable, "-m", "soopervisor", "run", str(project)], env=env,
-                              capture_output=True, text=True, timeout=900, check=False)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        found = re.search(r"(soopervisor-env:[0-9a-f]{20})", proc.stdout + proc.stderr)
-        assert found, proc.stdout[-3000:]
-    copy_images([found.group(1)], tls_engine)
-    return found.group(1)
 
 
 # -- a full run on the TLS engine ------------------------------------------------------------

@@ -54,6 +54,27 @@ export interface IRepository {
   jobs: IJob[];
 }
 
+/** One engine the queue runs on: its slots and whether it takes jobs (GET /engines, pool.EnginePool.status()). */
+export interface IEngine {
+  name: string;
+  type: string;
+  /** "docker at tcp://10.0.0.5:2376" */
+  where: string;
+  slots: number;
+  /** slots running a job now */
+  busy: number;
+  free: number;
+  /** it did not answer: its slots take no job until it does */
+  held: boolean;
+  reason: string | null;
+  hint?: string | null;
+  held_since?: number | null;
+}
+
+export function listEngines(client: ApiClient): Promise<IEngine[]> {
+  return client.request<{ engines: IEngine[] }>('engines').then(a => a.engines);
+}
+
 export interface IQueueFilter {
   state?: JobState;
   repository?: string;

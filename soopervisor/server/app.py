@@ -233,6 +233,13 @@ class JobActionHandler(ServerHandler):
         self.reply({"job": (await self.job_call(queue.get, job_id)).to_dict()})
 
 
+class EnginesHandler(ServerHandler):
+    """The server's engines: slots, busy slots, and whether each is held (it did not answer) and why."""
+
+    async def get(self) -> None:
+        self.reply({"engines": self.state.pool.status()})
+
+
 class CancelHandler(JobActionHandler):
     action = "cancel"
 
@@ -249,6 +256,7 @@ SERVER_ROUTES: list[tuple[str, type]] = [
     ("/repositories/{repository}/resume", ResumeHandler),
     ("/repositories/{repository}/poll", PollHandler),
     ("/queue", QueueHandler),
+    ("/engines", EnginesHandler),
     ("/queue/{job_id}/cancel", CancelHandler),
     ("/queue/{job_id}/retry", RetryHandler),
     ("/webhook/{repository}", WebhookHandler),
@@ -271,25 +279,32 @@ def stale_after(config: ServerConfig) -> float:
     return max(10 * IDLE, 3 * config.poll_interval, 2 * GIT_TIMEOUT)
 
 
-def _docker_check() -> None:
-    import docker
+def engines_check(state: ServerState) -> dict[str, Any]:
+    """Each of the server's engines asked at once (its slots, busy ones, whether it answers and why
+    not); ok when at least one answers: the server can run jobs (blocking: call it off the IO loop)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    from ..errors import EngineUnavailable
+    from .pool import HELD_HINT, probe
 
-    try:
-        client = docker.from_env(timeout=5)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as e:  # noqa: BLE001 - any failure means: no engine
-        raise EngineUnavailable(f"the Docker engine does not answer ({type(e).__name__})",
-                                "start it (systemctl start docker) or check DOCKER_HOST") from None
+    status = state.pool.status()
+    with ThreadPoolExecutor(max_workers=min(8, len(status))) as threads:
+        reasons = list(threads.map(probe, state.pool.engines))
+    engines = [{**s, "answers": why is None, "reason": why or s["reason"]} for s, why in zip(status, reasons,
+                                                                                           strict=True)]
+    check: dict[str, Any] = {"ok": any(e["answers"] for e in engines), "engines": engines}
+    down = [e for e in engines if not e["answers"]]
+    if down:
+        said = "; ".join(f"{e['name']}: {e['reason']}" for e in down)
+        check["error"] = (f"no engine of the server answers ({said})" if not check["ok"]
+                          else f"engines that do not answer (their slots take no job): {said}")
+        check["hint"] = HELD_HINT
+    return check
 
 
 class ReadyHandler(web.RequestHandler):
-    """200 only when the database answers, the poll thread went round recently, Docker answers and
-    the worker is not holding off after an infrastructure failure; else 503 naming the checks that failed (for a readiness probe or a load balancer)."""
+    """200 only when the database answers, the poll thread went round recently, one of the server's
+    engines answers and the worker is not holding off after an infrastructure failure; else 503
+    naming the checks that failed (for a readiness probe or a load balancer)."""
 
     async def get(self) -> None:
         state: ServerState = self.settings["soopervisor_state"]
@@ -307,11 +322,7 @@ class ReadyHandler(web.RequestHandler):
             checks["loop"] = {"ok": ago <= limit, "seconds_since_tick": round(ago, 3)}
             if ago > limit:
                 checks["loop"]["error"] = f"the poll loop has not gone round for {ago:.0f} s (limit {limit:.0f} s)"
-        try:
-            await call(_docker_check)
-            checks["docker"] = {"ok": True}
-        except ApiError as e:
-            checks["docker"] = {"ok": False, "error": e.error, "hint": e.hint}
+        checks["engines"] = await call(engines_check, state)
         # the worker holds off after an infrastructure failure (its storage down, say) although
         # the checks above pass: not ready, so a balancer sends pushes' webhooks elsewhere meanwhile
         waiting = state.worker.waiting

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from soopervisor import config as soopervisor_config
+from soopervisor.engines import Engine
 from soopervisor.errors import SoopervisorError, UsageError
 from soopervisor.redact import CREDENTIALS
 
@@ -142,6 +143,12 @@ class ServerConfig:
     notify: Notify | None = None
     #: the file it was read from (None: the embedded default)
     source: str | None = None
+    #: ``executors:`` as written: the names of the engines the queue runs on (empty: the default engine)
+    executors: tuple[str, ...] = ()
+    #: ``executors_file:``: the executors file those names come from (None: the user's, as for `soopervisor run`)
+    executors_file: str | None = None
+    #: the engines the queue runs on, in the configured order, checked when the file was read
+    engines: tuple[Engine, ...] = ()
 
     def repository(self, name: str) -> Repository:
         """The repository called ``name``; KeyError when there is none."""
@@ -301,7 +308,7 @@ def _check_depth(data: bytes) -> None:
 
 # -- validating ------------------------------------------------------------------------
 _TOP = ("storage", "poll_interval", "database", "database_password", "mirrors", "image", "concurrency",
-        "per_repository", "max_attempts", "supersede", "notify", "repositories")
+        "per_repository", "max_attempts", "supersede", "notify", "repositories", "executors", "executors_file")
 _REPO_KEYS = ("url", "name", "branches", "projects", "mode", "secrets", "deploy_key", "known_hosts", "first_sight",
               "notify", "webhook_secret")
 #: (low, high) of the numbers
@@ -311,7 +318,7 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 _RANGE_HINTS = {
     "poll_interval": "seconds between two polls of a repository; 60 is usual, 10 for a busy team",
-    "concurrency": "how many runs at once on this server; about the CPU cores divided by a run's needs",
+    "concurrency": "how many runs at once on this server (default: the slots of its executors added up)",
     "per_repository": "how many runs of one repository at once; 1 keeps a repository's commits in order",
     "max_attempts": "how often a run cut short by an infrastructure failure is tried; 3 is usual",
 }
@@ -390,6 +397,10 @@ def _build(doc: dict, base: Path, source: str | None, problems: list[ConfigProbl
     numbers = {key: _number(doc, key, default, key != "poll_interval", problems)
                for key, default in (("poll_interval", 60.0), ("concurrency", 1), ("per_repository", 1),
                                     ("max_attempts", 3))}
+    names, executors_file, engines = _executors(doc, base, problems)
+    if doc.get("concurrency") is None and engines:
+        # unset: every slot of every engine may take a job (one server); set: the bound across the queue
+        numbers["concurrency"] = min(sum(e.slots for e in engines), int(_RANGES["concurrency"][1]))
     notify = _notify_settings(doc.get("notify"), "notify", base, problems)
     repositories = _repositories(doc.get("repositories"), base, problems, notify)
     data = None
@@ -405,8 +416,78 @@ def _build(doc: dict, base: Path, source: str | None, problems: list[ConfigProbl
         repositories=repositories,
         notify=_notify_default(notify),
         source=source,
+        executors=names,
+        executors_file=executors_file,
+        engines=engines,
         **numbers,
     )
+
+
+_EXECUTORS_HINT = ("executors: [NAME, ...] names engines of the executors file (`soopervisor executors` lists "
+                   "them); each gives the server its `slots`")
+
+
+def _executors(doc: dict, base: Path, problems: list[ConfigProblem]) -> tuple[tuple[str, ...], str | None,
+                                                                               tuple[Engine, ...]]:
+    """``executors:`` and ``executors_file:``: the names as written, the file, and the engines they name.
+
+    Without ``executors:`` the queue runs on the engine `soopervisor run` would use (SOOPERVISOR_EXECUTOR,
+    else the file's default, else the local one). Only plain data is read here: no engine is asked.
+    """
+    from soopervisor import engines as engines_mod
+
+    file_value = _text(doc, "executors_file", "executors_file", problems,
+                       "the path of an executors file (executors.yaml, see the remote engines how-to)")
+    file = Path(_path(file_value, base)) if file_value else None
+    if file is not None and not file.is_file():
+        problems.append(ConfigProblem("executors_file", f"no executors file at {file}",
+                                      "point it at an executors.yaml (relative paths are relative to server.yaml), "
+                                      "or remove it to use the user's executors file"))
+        return (), str(file), ()
+    raw = doc.get("executors")
+    names: list[str] = []
+    if raw is not None:
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not raw:
+            problems.append(ConfigProblem("executors", f"must be a list of executor names, not {_kind(raw)}"
+                                          if not isinstance(raw, list) else "is empty", _EXECUTORS_HINT))
+            return (), _str_or_none(file), ()
+        for i, name in enumerate(raw):
+            if not isinstance(name, str) or not name.strip():
+                problems.append(ConfigProblem(f"executors[{i}]", f"must be an executor's name, not {_kind(name)}",
+                                              _EXECUTORS_HINT))
+            elif name in names:
+                problems.append(ConfigProblem(f"executors[{i}]", f"names {name!r} twice",
+                                              "list each engine once: its `slots` say how many runs it takes"))
+            else:
+                names.append(name)
+        if len(names) != len(raw):
+            return tuple(names), _str_or_none(file), ()
+    try:
+        found = engines_mod.load(file)
+    except UsageError as e:
+        problems.append(ConfigProblem("executors_file" if file is not None else "executors",
+                                      e.message, e.hint or _EXECUTORS_HINT))
+        return tuple(names), _str_or_none(file), ()
+    picked: list[Engine] = []
+    for i, name in enumerate(names or [None]):
+        where = f"executors[{i}]" if name is not None else "executors"
+        try:
+            picked.append(found.pick(name))
+        except UsageError as e:
+            what = e.message if name is not None else f"(not set: the default engine) {e.message}"
+            if name is not None and name not in found.engines:
+                what = (f"no executor named {name!r} in {found.path} "
+                        f"(the configured ones are {', '.join(sorted(found.engines))})")
+            problems.append(ConfigProblem(where, what, e.hint or _EXECUTORS_HINT))
+    if len(picked) != len(names or [None]):
+        return tuple(names), _str_or_none(file), ()
+    return tuple(names), _str_or_none(file), tuple(picked)
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
 
 
 _DB_PASSWORD_HINT = ("the password by reference: PGPASSWORD or PGPASSFILE in the server's environment, "

@@ -85,6 +85,7 @@ class _StateCollector:
         for state, n in counts.items():
             jobs.add_metric([state], n)
         yield jobs
+        yield from _engines(self.state)
         runs = _runs_by_status(self.state)
         if runs is not None:
             family = GaugeMetricFamily("soopervisor_runs", "Runs in the server's run store by status",
@@ -92,6 +93,23 @@ class _StateCollector:
             for status, n in sorted(runs.items()):
                 family.add_metric([status], n)
             yield family
+
+
+def _engines(state: ServerState) -> Iterator[GaugeMetricFamily]:
+    """Each engine's slots, busy slots and whether it is held (it did not answer): from this process."""
+    status = state.pool.status()
+    families = {
+        "slots": GaugeMetricFamily("soopervisor_engine_slots", "Runs an engine of the server takes at once",
+                                   labels=["engine"]),
+        "busy": GaugeMetricFamily("soopervisor_engine_busy", "Slots of an engine running a job now",
+                                  labels=["engine"]),
+        "held": GaugeMetricFamily("soopervisor_engine_held", "1 while an engine takes no job: it did not answer",
+                                  labels=["engine"]),
+    }
+    for s in status:
+        for key, family in families.items():
+            family.add_metric([s["name"]], int(s[key]))
+    yield from families.values()
 
 
 def _runs_by_status(state: ServerState) -> dict[str, int] | None:

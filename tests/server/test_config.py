@@ -706,3 +706,50 @@ def test_the_documented_example_notifies_github_repositories_and_the_webhook():
     assert local.notify.github is None and local.notify.webhook.url_ref.env == "SLACK_WEBHOOK_URL"
     assert forecast.notify.github.repository == "analytics/forecast"
     assert ml.notify.github.repository == "acme/ml" and ml.notify.webhook is None
+
+
+# -- executors: the engines the queue runs on ------------------------------------------
+ENGINES = ("executors:\n  box-a: {type: docker, slots: 2}\n  box-b: {host: \"tcp://10.0.0.9:2376\", slots: 3}\n"
+           "default: box-b\n")
+
+
+def test_executors_name_engines_of_the_executors_file_and_add_up_their_slots(tmp_path: Path, home: Path):
+    (tmp_path / "engines.yaml").write_text(ENGINES)
+    config = sc.load(write(tmp_path, "executors: [box-b, box-a]\nexecutors_file: engines.yaml\n"))
+    assert config.executors == ("box-b", "box-a") and config.executors_file == str(tmp_path / "engines.yaml")
+    assert [(e.name, e.slots) for e in config.engines] == [("box-b", 3), ("box-a", 2)]  # the configured order
+    assert config.concurrency == 5  # unset: every slot of every engine may take a job
+    assert sc.load(write(tmp_path, "executors: box-a\nexecutors_file: engines.yaml\nconcurrency: 1\n")).concurrency == 1
+    # no executors: the engine `soopervisor run` would use (here the file's default), and its slots
+    default = sc.load(write(tmp_path, "executors_file: engines.yaml\n"))
+    assert default.executors == () and [e.name for e in default.engines] == ["box-b"] and default.concurrency == 3
+    plain = sc.load(None)  # no executors file at all: the local engine, one slot, as before
+    assert [e.name for e in plain.engines] == ["local"] and plain.concurrency == 1
+
+
+@pytest.mark.parametrize("text, where, what", [
+    ("executors: [box-a, nope]\n", "executors[1]", ("no executor named 'nope' in {file} (the configured ones are "
+                                                   "box-a, box-b, local)")),
+    ("executors: []\n", "executors", "is empty"),
+    ("executors: {box-a: 1}\n", "executors", "must be a list of executor names, not mapping"),
+    ("executors: [box-a, 3]\n", "executors[1]", "must be an executor's name, not number"),
+    ("executors: [box-a, box-a]\n", "executors[1]", "names 'box-a' twice"),
+])
+def test_bad_executors_are_named_by_their_entry(tmp_path: Path, home: Path, text: str, where: str, what: str):
+    (tmp_path / "engines.yaml").write_text(ENGINES)
+    problem = one(tmp_path, text + "executors_file: engines.yaml\n")
+    assert problem.where == where and problem.what == what.format(file=tmp_path / "engines.yaml"), problem
+
+
+def test_a_bad_executors_file_is_a_problem_of_server_yaml_exit_2(tmp_path: Path, home: Path):
+    from tests.conftest import cli
+
+    problem = one(tmp_path, "executors: [box-a]\nexecutors_file: missing.yaml\n")
+    assert problem.where == "executors_file" and problem.what == f"no executors file at {tmp_path / 'missing.yaml'}"
+    (tmp_path / "engines.yaml").write_text("executors:\n  box-a: {type: docker, slots: 0}\n")
+    problem = one(tmp_path, "executors: [box-a]\nexecutors_file: engines.yaml\n")
+    assert problem.where == "executors_file" and "executor 'box-a': slots must be" in problem.what, problem
+    for args in (["--check"], ["--once"], []):
+        proc = cli("serve", "--config", str(tmp_path / "server.yaml"), *args, check=2)
+        assert "server.yaml has 1 problem" in proc.stderr and "executors_file (line 2)" in proc.stderr, proc.stderr
+        assert "slots must be a whole number" in proc.stderr and "Traceback" not in proc.stderr

@@ -147,6 +147,11 @@ def test_sign_in_follow_the_run_and_download_its_artifact(tmp_path, engine, remo
     repo.wait_for()
     repo.locator(f'li[data-branch="main"] code[title="{commit}"]').wait_for()
     assert repo.get_by_role("button", name="Pause").is_visible()  # an admin token has the buttons
+    # the engine the queue runs on (no executors: the local one) and its slots, busy or not by now
+    engine_row = page.locator(f'{tid("svd-engine-row")}[data-engine="local"]')
+    engine_row.wait_for()
+    assert engine_row.get_attribute("data-held") == "false"
+    assert engine_row.locator(tid("svd-engine-busy")).inner_text() in ("0 of 1", "1 of 1")
 
     # the run the server started for it: select it from the keyboard, follow it to the end
     run_row = page.locator(tid("svd-run-row")).first

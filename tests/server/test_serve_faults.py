@@ -179,7 +179,7 @@ def servers():
 # -- the Docker engine out of reach ----------------------------------------------------------------
 
 
-def test_docker_down_releases_the_job_and_the_commit_runs_once_when_it_is_back(tmp_path, engine, servers):
+def test_docker_down_keeps_the_job_queued_and_the_commit_runs_once_when_it_is_back(tmp_path, engine, servers):
     remote = Remote(tmp_path, "sales", VALID)
     config = server_yaml(tmp_path, [repo_entry(remote)], max_attempts=5)
     db, storage = tmp_path / "server.sqlite", tmp_path / "artifacts"
@@ -188,16 +188,18 @@ def test_docker_down_releases_the_job_and_the_commit_runs_once_when_it_is_back(t
     once = cli("serve", "--config", str(config), "--once", env=down, check=0, timeout=300)
     assert "Traceback" not in once.stdout + once.stderr
     (job,) = jobs(db)
-    assert job["state"] == "queued" and job["attempts"] == 1, job  # released: not the commit's failure
-    assert f"cannot reach the Docker engine at unix://{tmp_path}/no-engine/docker.sock" in job["error"]
-    assert "(hint: start the Docker engine" in job["error"]
-    assert f"job {job['id']}" in once.stdout and ": queued: cannot reach the Docker engine" in once.stdout
+    # the engine is asked before a job is claimed: the job waits, no attempt is spent on an engine that is down
+    assert job["state"] == "queued" and job["attempts"] == 0 and job["error"] is None, job
+    where = f"docker at unix://{tmp_path}/no-engine/docker.sock"
+    assert f"engine local ({where}): held, it does not answer: no socket there" in once.stdout, once.stdout
+    assert "work: claiming nothing until this is over: engine local does not answer" in once.stdout
+    assert f"job {job['id']}" not in once.stdout
     assert stored_sets(storage, remote.head) == []
 
-    # served for good while the engine is away: one more attempt, then it waits for the engine
+    # served for good while the engine is away: it waits for the engine, still without an attempt
     server = Server(config, env=down)
     servers.append(server)
-    server.wait_for("the job's second attempt", lambda: jobs(db)[0]["attempts"] == 2)
+    server.wait_for("the engine held", lambda: any("held, it does not answer" in line for line in server.lines))
     polls: set[float] = set()
 
     def polled_three_more_times() -> bool:  # each round polls (interval 1 s) and could claim
@@ -206,17 +208,19 @@ def test_docker_down_releases_the_job_and_the_commit_runs_once_when_it_is_back(t
 
     server.wait_for("three more rounds", polled_three_more_times)
     (job,) = jobs(db)
-    assert job["state"] == "queued" and job["attempts"] == 2, job
+    assert job["state"] == "queued" and job["attempts"] == 0, job
     status, ready = readyz(server)  # a balancer must see it: the engine is down and the worker waits for it
-    assert status == 503 and {"docker", "worker"} <= set(ready["failed"]), ready
+    assert status == 503 and {"engines", "worker"} <= set(ready["failed"]), ready
     assert ready["checks"]["worker"]["error"].startswith("the worker claims no job: "), ready
+    (local,) = ready["checks"]["engines"]["engines"]
+    assert local["name"] == "local" and local["answers"] is False and local["held"] is True, local
     assert server.stop() == 0
     assert "Traceback" not in server.output
 
     # the engine back (the server restarted with the real DOCKER_HOST): the commit runs, once
     again = cli("serve", "--config", str(config), "--once", check=0, timeout=600)
     (job,) = jobs(db)
-    assert job["state"] == "succeeded" and job["attempts"] == 3 and job["error"] is None, (job, again.stdout)
+    assert job["state"] == "succeeded" and job["attempts"] == 1 and job["error"] is None, (job, again.stdout)
     assert statuses(storage, remote.head) == ["succeeded"]
     assert cli("serve", "--config", str(config), "--once", check=0).stdout.count("job ") == 0
 

@@ -8,16 +8,36 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { ApiClient, ApiError, ICommitDetail, ICommitSummary, IRun, enc, isRunning } from '../api';
 import { LogStream } from '../logstream';
 import { Load, Loop, SetCache } from '../model';
-import { IJob, IRepository, jobAction, listQueue, listRepositories, probeAdmin, repositoryAction } from '../serverapi';
+import {
+  IEngine,
+  IJob,
+  IRepository,
+  jobAction,
+  listEngines,
+  listQueue,
+  listRepositories,
+  probeAdmin,
+  repositoryAction
+} from '../serverapi';
 
 const REPOSITORIES_EVERY_MS = 5_000;
 const QUEUE_EVERY_MS = 5_000;
+const ENGINES_EVERY_MS = 5_000;
 const RUNS_BUSY_MS = 2_000;
 const RUNS_IDLE_MS = 10_000;
 const COMMITS_EVERY_MS = 10_000;
 
 /** What changed: the view redraws that part only. */
-export type Change = 'version' | 'repositories' | 'queue' | 'runs' | 'selection' | 'commits' | 'action' | 'auth';
+export type Change =
+  | 'version'
+  | 'repositories'
+  | 'queue'
+  | 'engines'
+  | 'runs'
+  | 'selection'
+  | 'commits'
+  | 'action'
+  | 'auth';
 
 export class DashboardModel {
   constructor(readonly client: ApiClient) {}
@@ -25,6 +45,8 @@ export class DashboardModel {
   version: string | null = null;
   repositories: Load<IRepository[]> = { state: 'loading' };
   jobs: Load<IJob[]> = { state: 'loading' };
+  /** The engines the queue runs on: busy and free slots, held ones and why. */
+  engines: Load<IEngine[]> = { state: 'loading' };
   runs: Load<IRun[]> = { state: 'loading' };
   /** The project whose commits are shown: the selected run's. */
   project: string | null = null;
@@ -171,6 +193,12 @@ export class DashboardModel {
       next => this._set('jobs', next, 'queue')
     );
 
+  private _doEngines = () =>
+    this._load(
+      () => listEngines(this.client),
+      next => this._set('engines', next)
+    );
+
   private _doRuns = () =>
     this._load(
       () => this.client.request<{ runs: IRun[] }>('runs?limit=100').then(a => a.runs),
@@ -182,6 +210,7 @@ export class DashboardModel {
           this._commitsLoop.refresh();
           this._queueLoop.refresh();
           this._reposLoop.refresh();
+          this._enginesLoop.refresh();
         }
         if (this.project === null && next.state === 'ready' && next.value.length) {
           this.selectProject(next.value[0].project);
@@ -211,7 +240,7 @@ export class DashboardModel {
   };
 
   /** Set a part and emit it when it changed: identical polls touch no DOM. */
-  private _set<K extends 'repositories' | 'jobs' | 'runs' | 'commits'>(key: K, next: this[K], change?: Change): void {
+  private _set<K extends 'repositories' | 'jobs' | 'engines' | 'runs' | 'commits'>(key: K, next: this[K], change?: Change): void {
     if (JSON.stringify(next) !== JSON.stringify(this[key])) {
       this[key] = next;
       this._emit(change ?? (key as Change));
@@ -265,5 +294,6 @@ export class DashboardModel {
   private _queueLoop = new Loop(this._doQueue, () => QUEUE_EVERY_MS);
   private _runsLoop = new Loop(this._doRuns, () => (this._runningIds().length ? RUNS_BUSY_MS : RUNS_IDLE_MS));
   private _commitsLoop = new Loop(this._doCommits, () => COMMITS_EVERY_MS);
-  private _loops = [this._reposLoop, this._queueLoop, this._runsLoop, this._commitsLoop];
+  private _enginesLoop = new Loop(this._doEngines, () => ENGINES_EVERY_MS);
+  private _loops = [this._reposLoop, this._queueLoop, this._enginesLoop, this._runsLoop, this._commitsLoop];
 }

@@ -97,6 +97,7 @@ export class DashboardView {
           'div',
           { class: 'svd-col' },
           section('Repositories', 'repositories', this._repos),
+          section('Engines', 'engines', this._engines),
           section('Queue', 'queue', this._queue)
         ),
         h(
@@ -109,7 +110,7 @@ export class DashboardView {
       )
     );
     model.changed.connect((_, what) => this._render(what), this);
-    for (const what of ['version', 'repositories', 'queue', 'runs', 'selection', 'commits', 'action'] as Change[]) {
+    for (const what of ['version', 'repositories', 'engines', 'queue', 'runs', 'selection', 'commits', 'action'] as Change[]) {
       this._render(what);
     }
     this._ticker = window.setInterval(() => this._tick(), 1000);
@@ -131,6 +132,8 @@ export class DashboardView {
         return this._renderRepos();
       case 'queue':
         return this._renderQueue();
+      case 'engines':
+        return this._renderEngines();
       case 'runs':
         this._renderRuns();
         this._renderProjects();
@@ -304,6 +307,37 @@ export class DashboardView {
             h('tr', {}, ...['Job', 'Commit', 'State', 'Updated', ''].map(t => h('th', { scope: 'col' }, t)))
           ),
           h('tbody', {}, ...jobs.map(j => this._jobRow(j)))
+        )
+      )
+    );
+  }
+
+  private _renderEngines(): void {
+    this._engines.replaceChildren(
+      ...loaded(this.model.engines, 'the engines', 'No engine: the server runs nothing.', engines =>
+        h(
+          'table',
+          { class: 'svd-table', 'data-testid': 'svd-engines' },
+          h('thead', {}, h('tr', {}, ...['Engine', 'Busy', 'State'].map(t => h('th', { scope: 'col' }, t)))),
+          h(
+            'tbody',
+            {},
+            ...engines.map(e =>
+              h(
+                'tr',
+                { 'data-testid': 'svd-engine-row', 'data-engine': e.name, 'data-held': String(e.held) },
+                h('th', { scope: 'row' }, h('div', {}, e.name), h('div', { class: 'sv-muted svd-small' }, e.where)),
+                h('td', { 'data-testid': 'svd-engine-busy' }, `${e.busy} of ${e.slots}`),
+                h(
+                  'td',
+                  {},
+                  e.held
+                    ? h('span', { title: e.hint ?? '' }, `held: ${e.reason ?? 'it does not answer'}`)
+                    : h('span', { class: 'sv-muted' }, e.free ? `${e.free} free` : 'full')
+                )
+              )
+            )
+          )
         )
       )
     );
@@ -534,6 +568,7 @@ export class DashboardView {
   private _action = h('div', { class: 'sv-banner', hidden: true, role: 'alert' });
   private _repos = h('div', { class: 'svd-box', 'data-testid': 'svd-repositories' });
   private _queue = h('div', { class: 'svd-box' });
+  private _engines = h('div', { class: 'svd-box' });
   private _runs = h('div', { class: 'svd-box' });
   private _detail = h('section', {
     class: 'sv-section svd-section sv-detail',
