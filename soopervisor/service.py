@@ -84,7 +84,7 @@ class RunOptions:
     notes: tuple[str, ...] = ()
 
 
-def _docker_executor_on(engine) -> Executor:
+def _executor_on(engine) -> Executor:
     from .executors import for_engine
 
     return for_engine(engine)
@@ -173,7 +173,7 @@ class RunService:
         """An executor on this service's engine (EngineUnavailable when it does not answer)."""
         if self.executor_factory is not None:
             return self.executor_factory()
-        return _docker_executor_on(self._pick(self.engine))
+        return _executor_on(self._pick(self.engine))
 
     def check_engine(self) -> None:
         """UsageError when this service's engine is not configured or its configuration is not usable."""
@@ -201,7 +201,7 @@ class RunService:
             engine = self._pick(name)
         except SoopervisorError as e:
             raise EngineUnavailable(f"its engine {name!r} is not usable: {e.message}", e.hint) from None
-        return _docker_executor_on(engine)
+        return _executor_on(engine)
 
     @property
     def store(self) -> RunStore:
@@ -463,13 +463,13 @@ class RunService:
             return reaped
         for name in self.scope:  # a server: each engine it runs on, and no other
             with contextlib.suppress(SoopervisorError):
-                self._sweep(_docker_executor_on(self._pick(name)))
+                self._sweep(_executor_on(self._pick(name)))
         return reaped
 
     def sweep(self, engine: str) -> None:
         """Remove what finished runs left on the engine named ``engine`` (containers by label) and the
         staging folders of finished runs; EngineUnavailable when it does not answer."""
-        self._sweep(_docker_executor_on(self._pick(engine)))
+        self._sweep(_executor_on(self._pick(engine)))
 
     def _sweep(self, executor: Executor) -> None:
         try:
