@@ -55,6 +55,10 @@ def _docker():
     return docker
 
 
+class _Gone(Exception):
+    """What was asked about is no longer in the swarm (a removed service)."""
+
+
 class _Manager(Exception):
     """The manager did not answer (a restart, a network hiccup); the caller decides how long to wait."""
 
@@ -73,8 +77,10 @@ class SwarmExecutor:
         self._building = False
         self._service: str | None = None
         self._lock = threading.Lock()
-        #: what the run said to the log about itself (second task, node down): for tests and the report
+        #: what the run said to the log about itself (its node, a second task, a node down)
         self.notes: list[str] = []
+        #: the swarm node id the last run's task was placed on
+        self.node: str | None = None
 
     # -- images: the manager's engine ---------------------------------------------------------
     def resolve_image(self, image: str | None, note: Callable[[str], None]) -> ImageInfo:
@@ -368,6 +374,8 @@ class _Run:
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except _docker().errors.NotFound:
+            raise _Gone from None
         except Exception as e:  # noqa: BLE001 - requests' errors, APIError: the caller tolerates a while
             raise _Manager(_reason(e)) from None
 
@@ -377,10 +385,13 @@ class _Run:
         lost_since: float | None = None
         waiting_said = False
         node_checked = 0.0
+        placed = False
         while True:
             try:
                 tasks = self._call(self.api.tasks, filters={"service": sid})
                 lost_since = None
+            except _Gone:
+                return None, None  # removed: cancel, timeout or a stop from another process
             except _Manager as e:
                 if self.ex._cancelled.is_set() or self.timed_out.is_set():
                     return None, None
@@ -409,9 +420,16 @@ class _Run:
             if state in _TERMINAL:
                 return self._ended(task, state, status)
             node = task.get("NodeID")
+            if node and not placed and state in ("starting", "running"):
+                placed = True
+                self.ex.node = node
+                with contextlib.suppress(_Manager, _Gone):
+                    info = self._call(self.api.inspect_node, node)
+                    name = (info.get("Description") or {}).get("Hostname") or "?"
+                    self.note(f"running on swarm node {node[:12]} ({name})")
             if node and state == "running" and time.monotonic() - node_checked > 1:
                 node_checked = time.monotonic()
-                with contextlib.suppress(_Manager):
+                with contextlib.suppress(_Manager, _Gone):
                     info = self._call(self.api.inspect_node, node)
                     if (info.get("Status") or {}).get("State") == "down":
                         self.ex._remove_service()
