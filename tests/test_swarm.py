@@ -194,6 +194,24 @@ def test_runs_spread_over_the_nodes_and_are_found_and_stopped_by_label(swarm, ba
     assert other.labelled() == {} and leftovers(swarm) == ([], [])
 
 
+# -- a second task for one run (moby#42741): the service is removed, the run fails saying so ------------------
+@pytest.mark.docker
+def test_a_second_task_removes_the_service_and_fails_the_run(swarm, base_image):
+    from soopervisor.errors import EngineUnavailable
+
+    ex = for_engine(engine_of(swarm))
+    run = Running(ex, script_spec(base_image, "twice-1", "echo STARTED; sleep 120\n"))
+    run.wait_for(b"STARTED")
+    api = swarm.manager.client().api
+    (service,) = api.services(filters={"label": "soopervisor.run=twice-1"})
+    # a forced update of a job starts it again: the swarm makes a second task for the same run
+    swarm.manager.docker("service", "update", "--force", "--detach", service["ID"])
+    run.join(60)
+    assert isinstance(run.error, EngineUnavailable), (run.error, run.result, run.output)
+    assert "second task" in run.error.message and "moby#42741" in run.error.message
+    assert leftovers(swarm) == ([], [])
+
+
 # -- the manager restarts mid-run: the run goes on, every line arrives once -----------------------------------
 @pytest.mark.docker
 def test_a_manager_restart_mid_run_loses_and_repeats_no_line(swarm, base_image):
