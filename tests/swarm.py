@@ -106,6 +106,8 @@ class Node:
     index: int
     process: subprocess.Popen | None = None
     swarm_port: int = 0
+    #: tells apart the bridges and exec roots of two harnesses on one machine (tests, a benchmark)
+    tag: str = "sw"
 
     @property
     def socket(self) -> Path:
@@ -117,11 +119,11 @@ class Node:
 
     @property
     def bridge(self) -> str:
-        return f"svbsw{self.name}"  # at most 15 characters
+        return f"svb{self.tag}{self.name}"  # at most 15 characters
 
     @property
     def exec_root(self) -> str:
-        return f"/run/svsw-{self.name}"  # short: it is part of every container's runtime socket path
+        return f"/run/sv{self.tag}-{self.name}"  # short: it is part of every container's runtime socket path
 
     def client(self, timeout: int = 120):
         import docker
@@ -141,7 +143,7 @@ class Node:
         (self.root / "bridge").write_text(self.bridge)
         (self.root / "exec-root").write_text(self.exec_root)
         if subprocess.run(["ip", "link", "show", self.bridge], capture_output=True, check=False).returncode:
-            subnet = f"10.199.{10 + self.index}.1/24"
+            subnet = f"10.199.{10 + self.index + 10 * (sum(map(ord, self.tag)) % 20)}.1/24"
             for args in (["link", "add", self.bridge, "type", "bridge"], ["addr", "add", subnet, "dev", self.bridge],
                          ["link", "set", self.bridge, "up"]):
                 subprocess.run(["ip", *args], check=True, capture_output=True)
@@ -276,6 +278,9 @@ class Swarm:
         node.start()
         self.wait_ready()
 
+    def nodes_by_id(self) -> dict[str, Node]:
+        return {node_id: node for node, node_id in zip(self.nodes, self.node_ids().values(), strict=True)}
+
     def stop(self) -> None:
         # in parallel: each dockerd takes seconds to stop its containers
         threads = [threading.Thread(target=node.stop) for node in self.nodes]
@@ -287,12 +292,17 @@ class Swarm:
         sweep(self.root)
 
 
-def start_swarm(root: Path = ROOT, heartbeat: str = "1s") -> Swarm:
-    """Sweep ``root``, start the registry and three dockerd, make them one swarm (the workers joined)."""
+def start_swarm(root: Path = ROOT, heartbeat: str = "1s", tag: str = "sw",
+                data_path_port: int = DATA_PATH_PORT) -> Swarm:
+    """Sweep ``root``, start the registry and three dockerd, make them one swarm (the workers joined).
+
+    Another harness on the same machine (a benchmark beside the tests) needs its own ``root``,
+    ``tag`` (two letters) and ``data_path_port``.
+    """
     sweep(root)
     root.mkdir(parents=True)
-    manager = Node("m", root / "m", 0)
-    workers = [Node(name, root / name, i) for i, name in enumerate(NODES[1:], start=1)]
+    manager = Node("m", root / "m", 0, tag=tag)
+    workers = [Node(name, root / name, i, tag=tag) for i, name in enumerate(NODES[1:], start=1)]
     swarm = Swarm(root, manager, workers, Registry(root / "registry", free_port()))
     try:
         swarm.registry.start()
@@ -302,7 +312,7 @@ def start_swarm(root: Path = ROOT, heartbeat: str = "1s") -> Swarm:
         addr = f"127.0.0.1:{manager.swarm_port}"
         # a short heartbeat: a node that dies is seen down within seconds (the default is 5 s)
         manager.docker("swarm", "init", "--listen-addr", addr, "--advertise-addr", addr,
-                       "--data-path-port", str(DATA_PATH_PORT), "--dispatcher-heartbeat", heartbeat)
+                       "--data-path-port", str(data_path_port), "--dispatcher-heartbeat", heartbeat)
         token = manager.docker("swarm", "join-token", "-q", "worker")
         for node in workers:
             node.swarm_port = free_port()
