@@ -83,7 +83,7 @@ class Exchange:
 
     @property
     def url(self) -> str:
-        """What the container connects to: ``http://<advertise or bind>:<port>``."""
+        """The address the container connects to, ``http://<advertise or bind>:<port>``."""
         host = self.advertise or self.bind
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"  # an IPv6 address
