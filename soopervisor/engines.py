@@ -410,6 +410,10 @@ def report(timeout: float = 5.0) -> dict[str, Any]:
 
 
 def _probe(engine: Engine, timeout: float) -> dict[str, Any]:
+    if engine.type == "swarm":
+        from .executors.swarm import probe as swarm_probe
+
+        return swarm_probe(engine, timeout)
     from .executors.docker import probe
 
     return probe(engine, timeout)

@@ -68,6 +68,31 @@ def _end(pid: int, wait: float = 30.0) -> None:
         os.waitpid(pid, 0)
 
 
+def _container_pids(socket: Path) -> list[int]:
+    """The main processes of the running containers of the dockerd at ``socket`` (none when it is gone)."""
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=f"unix://{socket}", timeout=10)
+        return [c.attrs["State"]["Pid"] for c in client.containers.list() if c.attrs["State"].get("Pid")]
+    except Exception:  # noqa: BLE001 - no daemon there
+        return []
+
+
+def _remove_containers(socket: Path) -> None:
+    """Remove every container of the dockerd at ``socket`` (SIGKILL: nothing in them is worth a grace period)."""
+    import docker
+
+    with contextlib.suppress(Exception):
+        client = docker.DockerClient(base_url=f"unix://{socket}", timeout=30)
+        with contextlib.suppress(Exception):
+            for service in client.api.services():
+                client.api.remove_service(service["ID"])
+        for c in client.containers.list(all=True):
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+
+
 def sweep(root: Path = ROOT) -> None:
     """End the daemons a previous session left under ``root`` (by their pidfiles), unmount, remove."""
     if not root.exists():
@@ -77,6 +102,8 @@ def sweep(root: Path = ROOT) -> None:
             pid = int(pidfile.read_text().strip())
             # only a process of ours: its command line names this folder
             if pid > 1 and _alive(pid) and str(root) in _cmdline(pid):
+                if "dockerd" in _cmdline(pid):
+                    _remove_containers(pidfile.parent / "docker.sock")
                 _end(pid)
     # a node killed with SIGKILL leaves its containerd and shims: they name the node's exec root
     exec_roots = [p.read_text().strip() for p in root.glob("*/exec-root") if p.is_file()]
@@ -84,7 +111,7 @@ def sweep(root: Path = ROOT) -> None:
         if proc.name.isdigit() and int(proc.name) != os.getpid():
             line = _cmdline(int(proc.name))
             if any(f"{r}/" in line for r in exec_roots):
-                _end(int(proc.name), 10)
+                _end(int(proc.name), 0)  # leftovers: no grace
     for bridge_file in root.glob("*/bridge"):
         with contextlib.suppress(OSError):
             subprocess.run(["ip", "link", "delete", bridge_file.read_text().strip()], capture_output=True,
@@ -96,6 +123,13 @@ def sweep(root: Path = ROOT) -> None:
             shutil.rmtree(target, ignore_errors=True)
     for data in root.glob("*/data"):
         subprocess.run(["umount", "-R", str(data)], capture_output=True, check=False)
+    # each node's data root holds its own copy of the images: deleted side by side
+    parts = [p for p in root.iterdir() if p.is_dir()]
+    threads = [threading.Thread(target=shutil.rmtree, args=(p,), kwargs={"ignore_errors": True}) for p in parts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -165,13 +199,28 @@ class Node:
         raise RuntimeError(f"dockerd of swarm node {self.name} did not answer (exit {self.process.poll()}):\n{tail}")
 
     def kill(self) -> None:
-        """SIGKILL the daemon (a node dying); its containers' shims keep running until swept."""
+        """A node dying: SIGKILL to its dockerd, its containerd, its shims and its containers at once."""
+        doomed = _container_pids(self.socket)
+        doomed += [int(p.name) for p in Path("/proc").iterdir()
+                   if p.name.isdigit() and f"{self.exec_root}/" in _cmdline(int(p.name))]
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            doomed.append(self.process.pid)
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.process is not None:
             self.process.wait(30)
+        # a killed containerd may linger as a zombie nobody reaps: its pidfile would make the next
+        # dockerd wait for it instead of starting its own
+        for pidfile in Path(self.exec_root).glob("containerd/*.pid"):
+            pidfile.unlink(missing_ok=True)
 
-    def stop(self) -> None:
+    def stop(self, clear: bool = False) -> None:
+        """Stop the daemon (SIGTERM); ``clear``: remove its services and containers first (the end of a
+        session: a dockerd with no container left stops at once)."""
         if self.process is not None and self.process.poll() is None:
+            if clear:
+                _remove_containers(self.socket)
             _end(self.process.pid, 60)
 
 
@@ -241,8 +290,9 @@ class Swarm:
                 "network": "host", "exchange_address": "127.0.0.1", "slots": 6, **extra}
 
     def push(self, name: str, *, into_manager: bool = True) -> str:
-        """Push the main engine's image ``name`` to the registry (and pull it into the manager under
-        the same name, where environment builds run and images are looked up); its registry name."""
+        """Push the main engine's image ``name`` to the registry and pull it onto every node (into the
+        manager also under the same name: environment builds run and images are looked up there);
+        its registry name."""
         if name in self.pushed:
             return self.pushed[name]
         remote = f"{self.registry.address}/{name.split('/', 1)[-1] if '/' in name else name}"
@@ -251,8 +301,23 @@ class Swarm:
             if proc.returncode:
                 raise RuntimeError(f"docker {' '.join(args)}: {proc.stderr[-2000:]}")
         subprocess.run(["docker", "rmi", remote], capture_output=True, check=False)
+        # onto every node at once, so that no run pays for a pull
+        errors: list[BaseException] = []
+
+        def pull(node: Node) -> None:
+            try:
+                node.docker("pull", "-q", remote, timeout=600)
+            except BaseException as e:  # noqa: BLE001 - raised below, in the caller's thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=pull, args=(n,)) for n in (self.nodes if into_manager else self.workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
         if into_manager:
-            self.manager.docker("pull", "-q", remote, timeout=600)
             self.manager.docker("tag", remote, name)
         self.pushed[name] = remote
         return remote
@@ -283,7 +348,7 @@ class Swarm:
 
     def stop(self) -> None:
         # in parallel: each dockerd takes seconds to stop its containers
-        threads = [threading.Thread(target=node.stop) for node in self.nodes]
+        threads = [threading.Thread(target=node.stop, kwargs={"clear": True}) for node in self.nodes]
         for t in threads:
             t.start()
         for t in threads:

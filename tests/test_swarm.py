@@ -165,6 +165,10 @@ def test_a_run_on_the_swarm_streams_redacts_stores_and_leaves_nothing(tmp_path, 
     assert not list(engine.events(since=since, until=int(time.time()) + 1, decode=True,
                                   filters={"type": "container", "label": f"soopervisor.run={run['id']}"}))
     assert leftovers(swarm) == ([], [])
+    report = json.loads(cli("executors", "--json", check=0).stdout)
+    (entry,) = [e for e in report["executors"] if e["name"] == "swarm-a"]
+    assert entry["answers"] and entry["nodes_ready"] == 3 and entry["running"] == 0, entry
+    assert entry["registry"] == swarm.registry.address and entry["constraints"] == ["node.role==worker"]
 
 
 # -- several runs at once: spread over the nodes; stop by label, cancel, adoption -------------------------

@@ -94,6 +94,9 @@ class Exchange:
         return f"{self.url}\n{self.token}\n".encode()
 
     def open(self) -> Exchange:
+        """Start serving (once: opening an open exchange changes nothing)."""
+        if self._server is not None:
+            return self
         handler = _handler(self)
         family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
 
