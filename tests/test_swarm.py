@@ -39,6 +39,8 @@ PROBE = function_task(
     "except OSError as e:\n"
     "    print('EXCHANGE TOKEN UNREADABLE', type(e).__name__, flush=True)\n"
     "print('THE SECRET IS', os.environ.get('MY_TOKEN'), flush=True)\n"
+    "ca = os.environ.get('SSL_CERT_FILE') or ''\n"
+    "print('CA BYTES', os.path.getsize(ca) if os.path.isfile(ca) else 0, flush=True)\n"
 )
 SLEEPER = function_task("print('SLEEPING', flush=True)\nimport time\ntime.sleep(600)")
 
@@ -84,9 +86,10 @@ def engine_of(swarm, **extra) -> Engine:
 
 
 def leftovers(swarm) -> tuple[list, list]:
-    """Services and secrets of soopervisor runs still in the swarm."""
+    """Services, and secrets and configs, of soopervisor runs still in the swarm."""
     api = swarm.manager.client().api
-    return api.services(filters={"label": "soopervisor.run"}), api.secrets(filters={"label": "soopervisor.run"})
+    label = {"label": "soopervisor.run"}
+    return api.services(filters=label), api.secrets(filters=label) + api.configs(filters=label)
 
 
 def tar(files: dict[str, tuple[bytes, int]]) -> bytes:
@@ -142,13 +145,16 @@ def test_a_run_on_the_swarm_streams_redacts_stores_and_leaves_nothing(tmp_path, 
     project = make_project(tmp_path, PROBE)
     secret = "sw4rm-S3cret-Zq"
     since = int(time.time()) - 1
-    proc = cli("run", str(project), "--executor", "swarm-a", "--secret", "MY_TOKEN", env={"MY_TOKEN": secret},
-               check=0)
+    bundle = tmp_path / "proxy-ca.pem"  # any PEM file: the CA bundle a proxy would need
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    proc = cli("run", str(project), "--executor", "swarm-a", "--secret", "MY_TOKEN", "--ca-bundle", str(bundle),
+               env={"MY_TOKEN": secret}, check=0)
     out = proc.stdout + proc.stderr
     assert "HELLO FROM THE SWARM uid 1000" in proc.stdout  # streamed from the node; the pipeline is not root
     assert "EXCHANGE TOKEN UNREADABLE PermissionError" in proc.stdout
     assert "THE SECRET IS" in proc.stdout and secret not in out  # it reached the pipeline, masked in the log
     assert f"environment cache hit ({swarm_env})" in out
+    assert f"CA BYTES {bundle.stat().st_size}" in proc.stdout  # a Swarm config at the CA path
     placed = re.findall(r"running on swarm node ([0-9a-z]{12})", out)
     workers = {v[:12] for k, v in swarm.node_ids().items() if k != "m"}
     assert len(placed) == 1 and placed[0] in workers, out[-3000:]
