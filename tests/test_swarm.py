@@ -182,9 +182,23 @@ def test_a_run_on_the_swarm_streams_redacts_stores_and_leaves_nothing(tmp_path, 
 def test_runs_spread_over_the_nodes_and_are_found_and_stopped_by_label(swarm, base_image):
     executors = [for_engine(engine_of(swarm)) for _ in range(3)]
     script = "echo STARTED; sleep 120\n"
-    runs = [Running(ex, script_spec(base_image, f"spread-{i}", script)) for i, ex in enumerate(executors)]
+    secret = "never-in-the-spec-7Q"
+    runs = [Running(ex, script_spec(base_image, f"spread-{i}", script, cpus=0.1, memory=64 << 20,
+                                    environment={"API_TOKEN": secret}))
+            for i, ex in enumerate(executors)]
     for r in runs:
         r.wait_for(b"STARTED")
+    # what the manager holds of a run: limits and reservations; secrets as root-only Swarm secrets only
+    (service,) = swarm.manager.client().api.services(filters={"label": "soopervisor.run=spread-0"})
+    template = service["Spec"]["TaskTemplate"]
+    assert template["Resources"]["Limits"] == {"NanoCPUs": 100_000_000, "MemoryBytes": 64 << 20}
+    assert template["Resources"]["Reservations"] == {"NanoCPUs": 100_000_000, "MemoryBytes": 64 << 20}
+    assert template["RestartPolicy"]["Condition"] == "none"
+    assert service["Spec"]["Mode"] == {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}
+    refs = template["ContainerSpec"]["Secrets"]
+    assert {r["File"]["Name"] for r in refs} == {"soopervisor-exchange", "soopervisor-env"}
+    assert all((r["File"]["UID"], r["File"]["Mode"]) == ("0", 0o400) for r in refs)
+    assert secret not in json.dumps(service) and "API_TOKEN" not in json.dumps(service)
     # the scheduler put each on its own node
     assert len({ex.node for ex in executors}) == 3, [ex.node for ex in executors]
     assert set(swarm.node_ids().values()) == {ex.node for ex in executors}
