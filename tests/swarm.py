@@ -364,6 +364,8 @@ def start_swarm(root: Path = ROOT, heartbeat: str = "1s", tag: str = "sw",
     Another harness on the same machine (a benchmark beside the tests) needs its own ``root``,
     ``tag`` (two letters) and ``data_path_port``.
     """
+    if not Path(REGISTRY_BIN).is_file():
+        raise RuntimeError(f"{REGISTRY_BIN} is missing: run scripts/setup (it installs Debian's docker-registry)")
     sweep(root)
     root.mkdir(parents=True)
     manager = Node("m", root / "m", 0, tag=tag)
