@@ -37,7 +37,6 @@ LOCAL = "local"
 #: what c.Soopervisor.executor was before engines had names: the same engine as LOCAL
 LEGACY_LOCAL = "docker"
 TYPES = ("docker", "swarm", "kubernetes")
-PLANNED_TYPES: tuple[str, ...] = ()
 ENTRY_KEYS = ("type", "host", "tls", "slots")
 #: what an engine that runs off this machine's engine adds: where images go, how runs reach the host
 OFFNODE_KEYS = ("registry", "exchange_address", "network", "constraints")
@@ -254,8 +253,6 @@ def _entry(path: Path, name: Any, entry: Any) -> Engine | UsageError:
     if entry.get("type") == "kubernetes":
         return _kubernetes_entry(path, name, entry, bad)
     kind = entry.get("type", "docker")
-    if kind in PLANNED_TYPES:
-        raise bad(f"type {kind!r} is not supported yet (one of: {', '.join(TYPES)})")
     if kind not in TYPES:
         raise bad(f"unknown type {kind!r} (one of: {', '.join(TYPES)})")
     keys = TYPE_KEYS[kind]
@@ -515,6 +512,10 @@ def _probe(engine: Engine, timeout: float) -> dict[str, Any]:
         from .executors.kubernetes import probe as cluster_probe
 
         return cluster_probe(engine, timeout)
+    if engine.type == "swarm":
+        from .executors.swarm import probe as swarm_probe
+
+        return swarm_probe(engine, timeout)
     from .executors.docker import probe
 
     return probe(engine, timeout)

@@ -83,7 +83,7 @@ class Exchange:
 
     @property
     def url(self) -> str:
-        """What the container connects to: ``http://<advertise or bind>:<port>``."""
+        """The address the container connects to, ``http://<advertise or bind>:<port>``."""
         host = self.advertise or self.bind
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"  # an IPv6 address
@@ -94,6 +94,9 @@ class Exchange:
         return f"{self.url}\n{self.token}\n".encode()
 
     def open(self) -> Exchange:
+        """Start serving (once: opening an open exchange changes nothing)."""
+        if self._server is not None:
+            return self
         handler = _handler(self)
         family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
 

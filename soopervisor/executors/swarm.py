@@ -34,7 +34,7 @@ from typing import Any
 from ..engines import Engine
 from ..errors import EngineUnavailable, UsageError
 from . import RUN_LABEL, CollectTo, ContainerSpec, ExecResult, ImageInfo, KeepAs
-from .docker import CA_PATH, CA_VARIABLES, LABEL, DockerExecutor, _reason, connect
+from .docker import CA_PATH, CA_VARIABLES, LABEL, DockerExecutor, _client, _reason, connect, engine_reason
 from .offnode import Exchange, bootstrap_command
 
 #: the capabilities the bootstrap needs as root (extract and chown the tree, drop to the user, read
@@ -55,6 +55,10 @@ def _docker():
     return docker
 
 
+class _Gone(Exception):
+    """What was asked about is no longer in the swarm (a removed service)."""
+
+
 class _Manager(Exception):
     """The manager did not answer (a restart, a network hiccup); the caller decides how long to wait."""
 
@@ -73,8 +77,10 @@ class SwarmExecutor:
         self._building = False
         self._service: str | None = None
         self._lock = threading.Lock()
-        #: what the run said to the log about itself (second task, node down): for tests and the report
+        #: what the run said to the log about itself (its node, a second task, a node down)
         self.notes: list[str] = []
+        #: the swarm node id the last run's task was placed on
+        self.node: str | None = None
 
     # -- images: the manager's engine ---------------------------------------------------------
     def resolve_image(self, image: str | None, note: Callable[[str], None]) -> ImageInfo:
@@ -210,15 +216,28 @@ def _repository(image: str, image_id: str) -> str:
     return re.sub(r"[^a-z0-9._/-]", "-", name.lower()) or "soopervisor-image"
 
 
-def _remove_objects(client: Any, run_id: str) -> None:
-    """The secrets and configs of ``run_id`` (gone with its service: no longer in use)."""
+def _remove_objects(client: Any, run_id: str, tries: int = 1) -> None:
+    """The secrets and configs of ``run_id`` (gone with its service: no longer in use); ``tries`` times,
+    a second apart, while the manager does not answer (a reap by label removes them later)."""
     value = f"{RUN_LABEL}={run_id}"
-    for listing, remove in ((client.api.secrets, client.api.remove_secret),
-                            (client.api.configs, client.api.remove_config)):
-        with contextlib.suppress(Exception):
-            for item in listing(filters={"label": value}):
-                with contextlib.suppress(Exception):
+    for attempt in range(tries):
+        left = False
+        for listing, remove in ((client.api.secrets, client.api.remove_secret),
+                                (client.api.configs, client.api.remove_config)):
+            try:
+                items = listing(filters={"label": value})
+            except Exception:  # noqa: BLE001 - the manager does not answer
+                left = True
+                continue
+            for item in items:
+                try:
                     remove(item["ID"])
+                except Exception:  # noqa: BLE001 - still in use for a moment, or the manager went away
+                    left = True
+        if not left:
+            return
+        if attempt + 1 < tries:
+            time.sleep(1)
 
 
 def _stamp(text: bytes) -> tuple[int, int] | None:
@@ -261,13 +280,11 @@ class _Run:
         if ex._cancelled.is_set():
             return ExecResult(exit_code=130, cancelled=True)
         image = ex.distribute(spec.image)
-        config = ex.config
-        exchange = Exchange(spec.archives, self.collect_to, bind=config.exchange_address or "127.0.0.1",
-                            advertise=config.exchange_address)
+        exchange = self._exchange()
         timer = None
         follower = None
         try:
-            with exchange:
+            with exchange:  # opened by _exchange(); closed on the way out
                 refs = self._secrets(exchange)
                 self._create(image, refs)
                 if ex._cancelled.is_set():
@@ -300,6 +317,18 @@ class _Run:
             self._cleanup()
             if follower is not None:
                 follower.join(10)
+
+    def _exchange(self) -> Exchange:
+        """The run's exchange, on ``exchange_address`` when it is this machine's; else on every interface
+        (an address the nodes see through NAT is not one this machine has): the token guards it."""
+        address = self.ex.config.exchange_address or "127.0.0.1"
+        exchange = Exchange(self.spec.archives, self.collect_to, bind=address, advertise=address)
+        try:
+            exchange.open()
+        except OSError:
+            exchange = Exchange(self.spec.archives, self.collect_to, bind="0.0.0.0", advertise=address)
+            exchange.open()
+        return exchange
 
     def _secrets(self, exchange: Exchange) -> list:
         """The run's Swarm secrets (exchange file, environment) and CA config, as references for the spec."""
@@ -368,6 +397,8 @@ class _Run:
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except _docker().errors.NotFound:
+            raise _Gone from None
         except Exception as e:  # noqa: BLE001 - requests' errors, APIError: the caller tolerates a while
             raise _Manager(_reason(e)) from None
 
@@ -377,10 +408,13 @@ class _Run:
         lost_since: float | None = None
         waiting_said = False
         node_checked = 0.0
+        placed = False
         while True:
             try:
                 tasks = self._call(self.api.tasks, filters={"service": sid})
                 lost_since = None
+            except _Gone:
+                return None, None  # removed: cancel, timeout or a stop from another process
             except _Manager as e:
                 if self.ex._cancelled.is_set() or self.timed_out.is_set():
                     return None, None
@@ -409,9 +443,16 @@ class _Run:
             if state in _TERMINAL:
                 return self._ended(task, state, status)
             node = task.get("NodeID")
+            if node and not placed and state in ("starting", "running"):
+                placed = True
+                self.ex.node = node
+                with contextlib.suppress(_Manager, _Gone):
+                    info = self._call(self.api.inspect_node, node)
+                    name = (info.get("Description") or {}).get("Hostname") or "?"
+                    self.note(f"running on swarm node {node[:12]} ({name})")
             if node and state == "running" and time.monotonic() - node_checked > 1:
                 node_checked = time.monotonic()
-                with contextlib.suppress(_Manager):
+                with contextlib.suppress(_Manager, _Gone):
                     info = self._call(self.api.inspect_node, node)
                     if (info.get("Status") or {}).get("State") == "down":
                         self.ex._remove_service()
@@ -466,6 +507,8 @@ class _Run:
                     stamp_text, _, message = frame.partition(b" ")
                     stamp = _stamp(stamp_text)
                     if stamp is None:
+                        if frame.startswith(b"Error grabbing logs"):
+                            continue  # the daemon's own words when the manager went away: we reconnect
                         stamp, message = last or (0, 0), frame
                     if last is not None and stamp < last:
                         continue  # before where we were: sent before the reconnect
@@ -506,4 +549,22 @@ class _Run:
         self.ex._remove_service()
         with self.ex._lock:
             self.ex._service = None
-        _remove_objects(self.client, self.run_id)
+        _remove_objects(self.client, self.run_id, tries=10)
+
+
+def probe(engine: Engine, timeout: float = 5.0) -> dict:
+    """Whether the swarm's manager answers within ``timeout``: its version, the runs (services) it holds
+    and how many nodes are ready, or the reason it does not answer."""
+    try:
+        client = _client(engine, timeout)
+        try:
+            version = client.version().get("Version")
+            running = client.api.services(filters={"label": RUN_LABEL})
+            nodes = client.api.nodes()
+            ready = sum((n.get("Status") or {}).get("State") == "ready" for n in nodes)
+            return {"answers": True, "server_version": version, "running": len(running), "reason": None,
+                    "nodes": len(nodes), "nodes_ready": ready}
+        finally:
+            client.close()
+    except Exception as e:  # noqa: BLE001 - any failure means: it does not answer, and why
+        return {"answers": False, "server_version": None, "running": None, "reason": engine_reason(e)}
