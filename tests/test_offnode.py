@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import io
 import tarfile
+import threading
 import time
 
 import pytest
@@ -154,6 +155,32 @@ def test_bootstrap_with_a_wrong_token_fails_clearly(docker_client, base_image):
         assert "could not fetch the run's inputs" in logs and "401" in logs
         assert "SHOULD NOT RUN" not in logs and "wrong-token" not in logs and ex.served == 0
         assert time.monotonic() - started < 20  # a refusal is not retried
+
+
+def test_what_the_pipeline_left_running_is_killed_before_the_upload(docker_client, base_image):
+    """A process of the pipeline's user alive during the upload could swap a file for a symlink under
+    root's tar (to the token, say): every one is killed before root reads the artifacts."""
+    uploading, release = threading.Event(), threading.Event()
+
+    def collect(stream) -> None:
+        uploading.set()
+        release.wait(60)  # the upload holds here while the test looks at the container's processes
+        b"".join(stream)
+
+    script = b"sleep 1000 &\necho LEFT RUNNING\n"
+    with Exchange([tar({"soopervisor/run.sh": (script, 0o755)})], collect) as ex:
+        c = _container(docker_client, base_image, ex)
+        try:
+            c.start()
+            assert uploading.wait(120), c.logs().decode()
+            processes = [" ".join(row) for row in c.top()["Processes"]]
+            release.set()
+            assert c.wait(timeout=120)["StatusCode"] == 0
+        finally:
+            release.set()
+            c.remove(force=True)
+    assert ex.collected
+    assert not [p for p in processes if "sleep 1000" in p], processes
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -367,6 +367,21 @@ def upload(url, token, path):
     t.join()
     if resp.status != 200:
         raise OSError("the exchange answered %%d" %% resp.status)
+def kill_user(uid):
+    # what the pipeline left running (a daemon, a background job) could change the artifacts
+    # while root reads them for the upload (a symlink swapped under tar): every process of the
+    # pipeline's user is killed first, by a child that becomes that user (kill(-1) reaches them all)
+    for _ in range(3):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgid(uid)
+                os.setuid(uid)
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+            os._exit(0)
+        os.waitpid(pid, 0)
 def end(marker):
     if marker:
         sys.stderr.flush()
@@ -398,6 +413,7 @@ def main():
         signal.signal(sig, lambda s, _f: child.send_signal(s))
     code = child.wait()
     code = code if code >= 0 else 128 - code
+    kill_user(uid)
     if os.path.isdir(collect):
         try:
             upload(url, token, collect)
