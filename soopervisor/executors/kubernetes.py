@@ -39,7 +39,7 @@ from typing import Any
 
 from ..engines import Engine
 from ..errors import EngineUnavailable, UsageError
-from . import RUN_LABEL, CollectTo, ContainerSpec, ExecResult, ImageInfo, KeepAs
+from . import RUN_LABEL, CollectTo, ContainerSpec, ExecResult, ImageInfo, KeepAs, registry
 
 CONTAINER = "run"
 #: the pipeline's user: the bootstrap drops to it before running the script
@@ -314,37 +314,8 @@ class KubernetesExecutor:
         """Push ``image`` from the build engine to the registry; the reference the cluster pulls (by digest)."""
         if not self.registry:
             return image
-        client = self.build.client
-        try:
-            img = client.images.get(image)
-        except Exception as e:  # noqa: BLE001 - ImageNotFound or the engine failing
-            raise UsageError(f"image {image!r} is not in the build engine {self.settings.build!r}: {_short(e)}",
-                             "build it there first (`soopervisor run` does), or check the entry's `build`") from None
-        name = image.split("@", 1)[0]
-        if name.startswith("sha256:") or name == img.id:
-            repo, tag = "soopervisor-image", img.id.split(":")[-1][:32]
-        else:
-            repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
-        if repo.startswith(self.registry + "/"):
-            repo = repo[len(self.registry) + 1:]
-        target = f"{self.registry}/{repo}"
-        if note is not None:
-            note(f"soopervisor: pushing the image to {target}:{tag}")
-        digest = None
-        try:
-            img.tag(target, tag)
-            for event in client.api.push(target, tag=tag, stream=True, decode=True):
-                if event.get("error"):
-                    raise UsageError(f"cannot push {target}:{tag} to {self.registry}: {event['error'][:300]}",
-                                     f"check that the registry {self.registry} of executor {self.engine!r} "
-                                     "runs and takes pushes from the build engine (insecure-registries for HTTP)")
-                digest = (event.get("aux") or {}).get("Digest") or digest
-        except UsageError:
-            raise
-        except Exception as e:  # noqa: BLE001 - the engine or the registry failing
-            raise EngineUnavailable(f"cannot push {target}:{tag}: {_short(e)}",
-                                    f"check the registry {self.registry} and the build engine") from None
-        return f"{target}@{digest}" if digest else f"{target}:{tag}"
+        return registry.push(self.build.client, image, self.registry,
+                             builder=f"the build engine {self.settings.build!r} of {self.engine!r}", note=note)
 
     # -- running ----------------------------------------------------------------------------
     def cancel(self) -> None:

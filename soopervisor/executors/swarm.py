@@ -33,7 +33,7 @@ from typing import Any
 
 from ..engines import Engine
 from ..errors import EngineUnavailable, UsageError
-from . import RUN_LABEL, CollectTo, ContainerSpec, ExecResult, ImageInfo, KeepAs
+from . import RUN_LABEL, CollectTo, ContainerSpec, ExecResult, ImageInfo, KeepAs, registry
 from .docker import CA_PATH, CA_VARIABLES, LABEL, DockerExecutor, _client, _reason, connect, engine_reason
 from .offnode import Exchange, bootstrap_command
 
@@ -98,42 +98,9 @@ class SwarmExecutor:
     def distribute(self, image: str) -> str:
         """The name nodes pull ``image`` by: pushed to the registry, ``registry/repo@digest``
         (the image itself when the entry names no registry: then it must be on every node)."""
-        registry = self.config.registry
-        if not registry:
+        if not self.config.registry:
             return image
-        docker = _docker()
-        try:
-            img = self.client.images.get(image)
-        except docker.errors.ImageNotFound:
-            raise UsageError(f"image {image!r} is not in the swarm manager's engine",
-                             "check --image; environment images are built there") from None
-        except Exception as e:  # noqa: BLE001 - any failure of the engine
-            raise EngineUnavailable(f"the swarm manager failed: {_reason(e)}") from None
-        repo = _repository(image, img.id)
-        tag = "sv-" + img.id.split(":")[-1][:20]
-        remote = f"{registry}/{repo}"
-        for digest in img.attrs.get("RepoDigests") or []:
-            if digest.startswith(remote + "@"):
-                return digest  # pushed before (by this or another run)
-        try:
-            img.tag(remote, tag)
-            digest = None
-            error = None
-            for event in self.client.api.push(remote, tag=tag, stream=True, decode=True):
-                if event.get("error"):
-                    error = event.get("error")
-                digest = (event.get("aux") or {}).get("Digest") or digest
-            with contextlib.suppress(Exception):
-                self.client.images.remove(f"{remote}:{tag}", noprune=True)
-        except Exception as e:  # noqa: BLE001 - any failure of the engine or the registry
-            raise EngineUnavailable(f"pushing {image} to the registry {registry} failed: {_reason(e)}",
-                                    f"check that {registry} answers from the swarm manager "
-                                    f"({self.config.source}: `registry:`)") from None
-        if error or not digest:
-            raise EngineUnavailable(f"pushing {image} to the registry {registry} failed: {error or 'no digest'}",
-                                    f"check that {registry} answers from the swarm manager "
-                                    f"({self.config.source}: `registry:`)")
-        return f"{remote}@{digest}"
+        return registry.push(self.client, image, self.config.registry, builder=f"the swarm manager of {self.engine!r}")
 
     # -- running ------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -200,20 +167,6 @@ class SwarmExecutor:
             if run_id:
                 counts[run_id] = counts.get(run_id, 0) + 1
         return counts
-
-
-def _repository(image: str, image_id: str) -> str:
-    """A registry repository name for ``image`` (its own name without registry or tag)."""
-    if image.startswith("sha256:") or re.fullmatch(r"[0-9a-f]{12,64}", image):
-        return "soopervisor-image"
-    name = image.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
-    first, _, rest = name.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        name = rest  # drop the registry it came from
-    return re.sub(r"[^a-z0-9._/-]", "-", name.lower()) or "soopervisor-image"
 
 
 def _remove_objects(client: Any, run_id: str, tries: int = 1) -> None:

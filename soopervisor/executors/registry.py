@@ -1,0 +1,71 @@
+"""Images to the nodes: push an image of a Docker engine to a registry and name it by digest.
+
+Engines that run a pipeline on other machines (Swarm nodes, Kubernetes pods) build its
+environment on a Docker engine that can commit, then let the nodes pull it from the
+engine entry's ``registry``. A digest, not a tag, is what the run names: what the nodes
+pull is exactly what was built.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import EngineUnavailable, UsageError
+
+
+def push(client: Any, image: str, registry: str, *, builder: str,
+         note: Callable[[str], None] | None = None) -> str:
+    """``image`` of ``client``'s engine pushed to ``registry``: ``registry/repo@sha256:…``.
+
+    ``builder`` names that engine in errors. An image pushed there before (by this or
+    another run) is not pushed again. Not in the engine → UsageError; the engine or the
+    registry failing → EngineUnavailable (a server holds the engine, the queue retries).
+    """
+    hint = (f"check that the registry {registry} answers from {builder} and takes its pushes "
+            "(an HTTP registry must be in the engine's insecure-registries)")
+    try:
+        img = client.images.get(image)
+    except Exception as e:  # noqa: BLE001 - ImageNotFound or the engine failing
+        if type(e).__name__ == "ImageNotFound":
+            raise UsageError(f"image {image!r} is not in the build engine ({builder})",
+                             "build it there first (`soopervisor run` does), or check the entry's `build`") from None
+        raise EngineUnavailable(f"{builder} failed: {type(e).__name__}: {str(e)[:300]}") from None
+    repo, tag = repository_and_tag(image, img.id)
+    remote = f"{registry}/{repo}"
+    for digest in img.attrs.get("RepoDigests") or []:
+        if digest.startswith(remote + "@"):
+            return digest
+    if note is not None:
+        note(f"soopervisor: pushing the image to {remote}:{tag}")
+    digest = error = None
+    try:
+        img.tag(remote, tag)
+        for event in client.api.push(remote, tag=tag, stream=True, decode=True):
+            error = event.get("error") or error
+            digest = (event.get("aux") or {}).get("Digest") or digest
+    except Exception as e:  # noqa: BLE001 - the engine or the registry failing
+        error = f"{type(e).__name__}: {str(e)[:300]}"
+    if error or not digest:
+        raise EngineUnavailable(f"pushing {image} to the registry {registry} failed: "
+                                f"{str(error)[:300] if error else 'no digest came back'}", hint)
+    return f"{remote}@{digest}"
+
+
+def repository_and_tag(image: str, image_id: str) -> tuple[str, str]:
+    """The repository (without the registry it came from) and tag ``image`` is pushed as.
+
+    An image known only by its id gets ``soopervisor-image`` and a tag from the id.
+    """
+    by_id = "sv-" + image_id.split(":")[-1][:20]
+    if image.startswith("sha256:") or re.fullmatch(r"[0-9a-f]{12,64}", image):
+        return "soopervisor-image", by_id
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    tag = by_id
+    if ":" in last:
+        name, tag = name[: len(name) - len(last)] + last.split(":", 1)[0], last.split(":", 1)[1]
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        name = rest  # drop the registry it came from
+    return re.sub(r"[^a-z0-9._/-]", "-", name.lower()) or "soopervisor-image", tag
