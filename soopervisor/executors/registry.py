@@ -7,8 +7,13 @@ pull is exactly what was built.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import re
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from ..errors import EngineUnavailable, UsageError
@@ -33,9 +38,31 @@ def push(client: Any, image: str, registry: str, *, builder: str,
         raise EngineUnavailable(f"{builder} failed: {type(e).__name__}: {str(e)[:300]}") from None
     repo, tag = repository_and_tag(image, img.id)
     remote = f"{registry}/{repo}"
-    for digest in img.attrs.get("RepoDigests") or []:
-        if digest.startswith(remote + "@"):
-            return digest
+    # runs starting together push the same image: one at a time (a registry answers concurrent
+    # uploads of one repository with 500s), and a push done meanwhile is not repeated
+    with _pushing(f"{remote}:{img.id}"):
+        with contextlib.suppress(Exception):
+            img.reload()
+        for digest in img.attrs.get("RepoDigests") or []:
+            if digest.startswith(remote + "@"):
+                return digest
+        return _push(client, img, image, remote, tag, registry, hint, note)
+
+
+@contextlib.contextmanager
+def _pushing(key: str) -> Iterator[None]:
+    """Held while ``key`` is pushed, by any thread or process of this machine (flock on a file per key)."""
+    path = Path(tempfile.gettempdir()) / f"soopervisor-push-{hashlib.sha256(key.encode()).hexdigest()[:24]}.lock"
+    with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _push(client: Any, img: Any, image: str, remote: str, tag: str, registry: str, hint: str,
+          note: Callable[[str], None] | None) -> str:
     if note is not None:
         note(f"soopervisor: pushing the image to {remote}:{tag}")
     digest = error = None

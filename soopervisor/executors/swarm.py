@@ -44,6 +44,8 @@ CAPABILITIES = ["CHOWN", "SETUID", "SETGID", "DAC_OVERRIDE", "FOWNER"]
 POLL = 0.25
 #: how long the manager may not answer (a restart) before the run fails
 MANAGER_GRACE = 120.0
+#: how long the node of a running task must be seen down, without a break, before the run is lost
+NODE_GRACE = 10.0
 #: how long logs may lag behind a finished task (they travel node -> manager) before we stop waiting
 LOG_GRACE = 15.0
 _TERMINAL = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
@@ -361,6 +363,7 @@ class _Run:
         lost_since: float | None = None
         waiting_said = False
         node_checked = 0.0
+        down_since: float | None = None
         placed = False
         while True:
             try:
@@ -407,7 +410,11 @@ class _Run:
                 node_checked = time.monotonic()
                 with contextlib.suppress(_Manager, _Gone):
                     info = self._call(self.api.inspect_node, node)
-                    if (info.get("Status") or {}).get("State") == "down":
+                    down = (info.get("Status") or {}).get("State") == "down"
+                    down_since = (down_since or time.monotonic()) if down else None
+                    # a manager that just restarted sees every node down until its heartbeats come
+                    # in again: only a node down for NODE_GRACE seconds in a row is lost
+                    if down_since is not None and time.monotonic() - down_since >= NODE_GRACE:
                         self.ex._remove_service()
                         name = (info.get("Description") or {}).get("Hostname") or ""
                         return None, (f"the swarm node {node[:12]} ({name}) running this run went down "

@@ -20,6 +20,9 @@ exec 2>&1
 export PLOOMBER_STATS_ENABLED=false
 export PYTHONUNBUFFERED=1
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+# a network that drops a name lookup or a connection now and then: more tries than the
+# installers' defaults (pip 5, uv 3) before an environment build fails; the image's own settings win
+export PIP_RETRIES="${PIP_RETRIES:-8}" UV_HTTP_RETRIES="${UV_HTTP_RETRIES:-8}"
 # the uv that environment builds install (SOOPERVISOR_INSTALLER=auto|uv|pip)
 readonly SV_UV_REQUIREMENT='uv>=0.9,<1'
 
