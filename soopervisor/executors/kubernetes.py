@@ -39,7 +39,7 @@ from typing import Any
 
 from ..engines import Engine
 from ..errors import EngineUnavailable, UsageError
-from . import RUN_LABEL, CollectTo, ContainerSpec, ExecResult, ImageInfo, KeepAs, registry
+from . import RUN_LABEL, CollectTo, ContainerSpec, ExecResult, KeepAs, registry
 
 CONTAINER = "run"
 #: the pipeline's user: the bootstrap drops to it before running the script
@@ -258,7 +258,7 @@ class _Lines:
 
 # -- the executor ---------------------------------------------------------------------------------
 
-class KubernetesExecutor:
+class KubernetesExecutor(registry.BuildsOnDocker):
     """The Executor protocol on a Kubernetes cluster: one Job per run, images from the build engine."""
 
     def __init__(self, engine: Engine, *, api_client: Any = None, build: Any = None,
@@ -275,7 +275,7 @@ class KubernetesExecutor:
         k = _k8s()
         self.batch = k.client.BatchV1Api(self.api_client)
         self.core = k.client.CoreV1Api(self.api_client)
-        self._build = build
+        self._builder = build
         if api_client is None:
             # before anything is built: credentials, namespace and reachability (exit 2 or 3, named)
             self._api(self.batch.list_namespaced_job, self.namespace, limit=1, _request_timeout=20)
@@ -284,45 +284,27 @@ class KubernetesExecutor:
         self.grace = grace
         self._cancelled = threading.Event()
         self._job: str | None = None
-        self._building = False
         self._lock = threading.Lock()
 
     # -- images: the build engine's ---------------------------------------------------------
     @property
-    def build(self):
+    def builder(self):
         """The Docker executor of the entry's ``build`` engine (environments are committed there)."""
-        if self._build is None:
+        if self._builder is None:
             from .. import engines
             from .docker import DockerExecutor
 
-            self._build = DockerExecutor(engine=engines.load().pick(self.settings.build))
-        return self._build
-
-    def resolve_image(self, image: str | None, note: Callable[[str], None]) -> ImageInfo:
-        return self.build.resolve_image(image, note)
-
-    def has_image(self, name: str) -> bool:
-        return self.build.has_image(name)
-
-    def latest_image(self, repository: str, labels: dict[str, str]) -> ImageInfo | None:
-        return self.build.latest_image(repository, labels)
-
-    def read_file(self, image: str, path: str) -> bytes | None:
-        return self.build.read_file(image, path)
+            self._builder = DockerExecutor(engine=engines.load().pick(self.settings.build))
+        return self._builder
 
     def publish(self, image: str, note: Callable[[str], None] | None = None) -> str:
         """Push ``image`` from the build engine to the registry; the reference the cluster pulls (by digest)."""
-        if not self.registry:
-            return image
-        return registry.push(self.build.client, image, self.registry,
-                             builder=f"the build engine {self.settings.build!r} of {self.engine!r}", note=note)
+        return self.to_registry(image, f"the build engine {self.settings.build!r} of {self.engine!r}", note)
 
     # -- running ----------------------------------------------------------------------------
     def cancel(self) -> None:
         """Stop what ``execute`` runs (from any thread): the build's container, or the run's Job."""
-        self._cancelled.set()
-        if self._building:
-            self.build.cancel()
+        self._cancel_build()
         self._delete_job()
 
     def execute(
@@ -334,12 +316,7 @@ class KubernetesExecutor:
     ) -> ExecResult:
         """Build on the build engine (``keep_as``), or run ``spec`` as a Job: stream, collect, always delete."""
         if keep_as is not None:
-            # committing a file system is the build engine's job; the cluster only runs pipelines
-            self._building = True
-            try:
-                return self.build.execute(spec, on_output, collect_to=collect_to, keep_as=keep_as)
-            finally:
-                self._building = False
+            return self._build(spec, on_output, collect_to, keep_as)
         from .offnode import INPUTS_FAILED, Exchange
 
         image = self.publish(spec.image, lambda text: on_output(text.encode() + b"\n"))
@@ -609,7 +586,7 @@ class KubernetesExecutor:
                     self.namespace, label_selector=f"{RUN_LABEL}={run_id}").items:
                 self.core.delete_namespaced_secret(secret.metadata.name, self.namespace)
         with contextlib.suppress(Exception):  # a build engine that does not answer has nothing to stop now
-            done += self.build.kill_by_label(run_id) if kill else self.build.remove_by_label(run_id)
+            done += self.builder.kill_by_label(run_id) if kill else self.builder.remove_by_label(run_id)
         return done
 
     def labelled(self) -> dict[str, int]:
@@ -620,7 +597,7 @@ class KubernetesExecutor:
             if run_id:
                 counts[run_id] = counts.get(run_id, 0) + 1
         with contextlib.suppress(Exception):
-            for run_id, n in self.build.labelled().items():
+            for run_id, n in self.builder.labelled().items():
                 counts[run_id] = counts.get(run_id, 0) + n
         return counts
 

@@ -12,11 +12,13 @@ import fcntl
 import hashlib
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import EngineUnavailable, UsageError
+from . import CollectTo, ContainerSpec, ExecResult, ImageInfo, KeepAs
 
 
 def push(client: Any, image: str, registry: str, *, builder: str,
@@ -96,3 +98,53 @@ def repository_and_tag(image: str, image_id: str) -> tuple[str, str]:
     if rest and ("." in first or ":" in first or first == "localhost"):
         name = rest  # drop the registry it came from
     return re.sub(r"[^a-z0-9._/-]", "-", name.lower()) or "soopervisor-image", tag
+
+
+class BuildsOnDocker:
+    """The image side of an executor whose pipelines run on other machines (Swarm, Kubernetes).
+
+    Images and environment builds (``execute`` with ``keep_as``: a container committed as
+    an image) live on a Docker engine that can commit, ``builder``; :meth:`to_registry`
+    brings an image from there to the nodes. Subclasses set ``builder``, ``registry``,
+    ``engine`` and ``_cancelled``, and run pipelines their own way.
+    """
+
+    builder: Any  # a DockerExecutor
+    registry: str | None
+    engine: str | None
+    _cancelled: threading.Event
+    _building: bool = False
+
+    def resolve_image(self, image: str | None, note: Callable[[str], None]) -> ImageInfo:
+        return self.builder.resolve_image(image, note)
+
+    def has_image(self, name: str) -> bool:
+        return self.builder.has_image(name)
+
+    def latest_image(self, repository: str, labels: dict[str, str]) -> ImageInfo | None:
+        return self.builder.latest_image(repository, labels)
+
+    def read_file(self, image: str, path: str) -> bytes | None:
+        return self.builder.read_file(image, path)
+
+    def to_registry(self, image: str, builder: str, note: Callable[[str], None] | None = None) -> str:
+        """What the nodes pull ``image`` by (``registry/repo@digest``); the image itself without a registry."""
+        if not self.registry:
+            return image
+        return push(self.builder.client, image, self.registry, builder=builder, note=note)
+
+    def _build(self, spec: ContainerSpec, on_output: Callable[[bytes], None], collect_to: CollectTo | None,
+               keep_as: KeepAs) -> ExecResult:
+        """An environment build on ``builder`` (committing a file system is its job, not the nodes')."""
+        self._building = True
+        try:
+            if self._cancelled.is_set():
+                return ExecResult(exit_code=130, cancelled=True)
+            return self.builder.execute(spec, on_output, collect_to=collect_to, keep_as=keep_as)
+        finally:
+            self._building = False
+
+    def _cancel_build(self) -> None:
+        self._cancelled.set()
+        if self._building:
+            self.builder.cancel()

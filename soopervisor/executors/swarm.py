@@ -33,7 +33,7 @@ from typing import Any
 
 from ..engines import Engine
 from ..errors import EngineUnavailable, UsageError
-from . import RUN_LABEL, CollectTo, ContainerSpec, ExecResult, ImageInfo, KeepAs, registry
+from . import RUN_LABEL, CollectTo, ContainerSpec, ExecResult, KeepAs, registry
 from .docker import CA_PATH, CA_VARIABLES, LABEL, DockerExecutor, _client, _reason, connect, engine_reason
 from .offnode import Exchange, bootstrap_command
 
@@ -65,7 +65,7 @@ class _Manager(Exception):
     """The manager did not answer (a restart, a network hiccup); the caller decides how long to wait."""
 
 
-class SwarmExecutor:
+class SwarmExecutor(registry.BuildsOnDocker):
     """The Executor protocol on a Docker Swarm (the engine entry's ``host`` is a manager)."""
 
     def __init__(self, engine: Engine, client: Any = None) -> None:
@@ -75,8 +75,8 @@ class SwarmExecutor:
         self.client = client if client is not None else connect(engine)
         # images and environment builds: the manager's own engine
         self.builder = DockerExecutor(client=self.client, engine=engine)
+        self.registry = engine.registry
         self._cancelled = threading.Event()
-        self._building = False
         self._service: str | None = None
         self._lock = threading.Lock()
         #: what the run said to the log about itself (its node, a second task, a node down)
@@ -84,32 +84,15 @@ class SwarmExecutor:
         #: the swarm node id the last run's task was placed on
         self.node: str | None = None
 
-    # -- images: the manager's engine ---------------------------------------------------------
-    def resolve_image(self, image: str | None, note: Callable[[str], None]) -> ImageInfo:
-        return self.builder.resolve_image(image, note)
-
-    def has_image(self, name: str) -> bool:
-        return self.builder.has_image(name)
-
-    def latest_image(self, repository: str, labels: dict[str, str]) -> ImageInfo | None:
-        return self.builder.latest_image(repository, labels)
-
-    def read_file(self, image: str, path: str) -> bytes | None:
-        return self.builder.read_file(image, path)
-
     def distribute(self, image: str) -> str:
         """The name nodes pull ``image`` by: pushed to the registry, ``registry/repo@digest``
         (the image itself when the entry names no registry: then it must be on every node)."""
-        if not self.config.registry:
-            return image
-        return registry.push(self.client, image, self.config.registry, builder=f"the swarm manager of {self.engine!r}")
+        return self.to_registry(image, builder=f"the swarm manager of {self.engine!r}")
 
     # -- running ------------------------------------------------------------------------------
     def cancel(self) -> None:
         """Stop what ``execute`` runs (from any thread): the build's container, or the run's service."""
-        self._cancelled.set()
-        if self._building:
-            self.builder.cancel()
+        self._cancel_build()
         self._remove_service()
 
     def execute(
@@ -121,13 +104,7 @@ class SwarmExecutor:
     ) -> ExecResult:
         """An environment build (``keep_as``) on the manager's engine; a pipeline run as a service."""
         if keep_as is not None:
-            self._building = True
-            try:
-                if self._cancelled.is_set():
-                    return ExecResult(exit_code=130, cancelled=True)
-                return self.builder.execute(spec, on_output, collect_to=collect_to, keep_as=keep_as)
-            finally:
-                self._building = False
+            return self._build(spec, on_output, collect_to, keep_as)
         return _Run(self, spec, on_output, collect_to).run()
 
     def _remove_service(self) -> None:
