@@ -249,6 +249,7 @@ def _handler(exchange: Exchange) -> type[http.server.BaseHTTPRequestHandler]:
         do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = do_POST
 
         def _sized(self, length: int) -> Iterator[bytes]:
+            """Exactly ``length`` bytes of the body, in chunks; _Cut when the peer leaves first."""
             left = length
             while left > 0:
                 chunk = self.rfile.read(min(_CHUNK, left))
@@ -270,13 +271,7 @@ def _handler(exchange: Exchange) -> type[http.server.BaseHTTPRequestHandler]:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return
-                left = size
-                while left > 0:
-                    chunk = self.rfile.read(min(_CHUNK, left))
-                    if not chunk:
-                        raise _Cut("the upload ended early (the container went away)")
-                    left -= len(chunk)
-                    yield chunk
+                yield from self._sized(size)
                 self.rfile.readline(16)  # the CRLF after a chunk
 
     return Handler
