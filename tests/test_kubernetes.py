@@ -281,7 +281,9 @@ def test_a_pod_that_cannot_reach_the_exchange_says_which_setting_to_fix(fake, ex
     nothing_left(fake)
 
 
-def test_cancel_deletes_the_job_and_its_pod(fake, executor):
+def start_working(fake, executor, run_spec) -> tuple[threading.Thread, dict]:
+    """A run whose pod prints "working" and waits to be deleted, started in a thread until it prints;
+    the thread puts (result, log) into the dict under "r"."""
     started = threading.Event()
 
     def program(c):
@@ -290,10 +292,15 @@ def test_cancel_deletes_the_job_and_its_pod(fake, executor):
         return 0
 
     fake.program = program
-    box = {}
-    t = threading.Thread(target=lambda: box.update(r=run(executor, spec(), Collected(), (b"working", started))))
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.update(r=run(executor, run_spec, Collected(), (b"working", started))))
     t.start()
     assert started.wait(30)
+    return t, box
+
+
+def test_cancel_deletes_the_job_and_its_pod(fake, executor):
+    t, box = start_working(fake, executor, spec())
     executor.cancel()
     t.join(30)
     result, log = box["r"]
@@ -303,18 +310,7 @@ def test_cancel_deletes_the_job_and_its_pod(fake, executor):
 
 
 def test_another_process_finds_the_run_by_label_and_stops_it(fake, cluster, executor):
-    started = threading.Event()
-
-    def program(c):
-        c.write("working")
-        c.wait_gone(60)
-        return 0
-
-    fake.program = program
-    box = {}
-    t = threading.Thread(target=lambda: box.update(r=run(executor, spec("r-77"), Collected(), (b"working", started))))
-    t.start()
-    assert started.wait(30)
+    t, box = start_working(fake, executor, spec("r-77"))
     other = k8s.KubernetesExecutor(engine(cluster[1]), poll=0.05)  # as after a restart: a new client
     assert other.labelled().get("r-77") == 1  # (the build engine's labelled containers count too)
     assert other.kill_by_label("r-77") == 1

@@ -27,6 +27,7 @@ from soopervisor.executors import ContainerSpec, ExecResult, for_engine
 
 from .conftest import cli
 from .projects import function_task, make_project
+from .test_offnode import tar
 from .test_remote_engines import runs_json, write_executors
 
 pytestmark = pytest.mark.xdist_group("swarm")
@@ -90,16 +91,6 @@ def leftovers(swarm) -> tuple[list, list]:
     api = swarm.manager.client().api
     label = {"label": "soopervisor.run"}
     return api.services(filters=label), api.secrets(filters=label) + api.configs(filters=label)
-
-
-def tar(files: dict[str, tuple[bytes, int]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        for name, (data, mode) in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def script_spec(image: str, run_id: str, script: str, **kw) -> ContainerSpec:
