@@ -22,7 +22,7 @@ import posixpath
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +61,9 @@ class RunOptions:
     path: str | os.PathLike = "."
     sample: bool = True
     secrets: Iterable[str] = ()
+    #: secret values given by the caller instead of named host variables (the server's secrets of a
+    #: repository, from files or its own environment): redacted like ``secrets``; never put in os.environ
+    secret_values: Mapping[str, bytes] | None = None
     ca_bundle: str | os.PathLike | None = None
     timeout: float | str | None = None
     cpus: float | str | None = None
@@ -231,7 +234,7 @@ class RunService:
         if not report.ok:
             raise InvalidProject(report)
         project = report.project
-        secrets = secret_bytes(opts.secrets)
+        secrets = {**secret_bytes(opts.secrets), **(opts.secret_values or {})}
         ca = ca_bundle_from_env(opts.ca_bundle)
         storage = open_storage(self.storage)
         storage.check_writable()

@@ -53,8 +53,6 @@ _FINAL = ("succeeded", "failed", "cancelled")
 #: seconds the worker waits before claiming again after an infrastructure failure with no probe
 #: (a checkout that failed): doubled per failure in a row, up to HOLD_CAP
 HOLD_FIRST, HOLD_CAP = 2.0, 120.0
-#: held while a job's secrets are put in the environment and its run starts (reads them)
-_START = threading.Lock()
 
 
 @dataclass
@@ -205,14 +203,9 @@ class Worker:
             return self._release(job, f"cannot check out {job.commit[:12]}: {e.message}", cause=e)
         service = self.service(engine.name)
         # forced for now: a polled commit rebuilds every task (incremental runs: CLI, API, Jupyter)
-        opts = RunOptions(path=tree / job.project, sample=job.mode == "sample", secrets=sorted(secrets), force=True)
+        opts = RunOptions(path=tree / job.project, sample=job.mode == "sample", secret_values=secrets, force=True)
         try:
-            with _START:
-                # the run service reads secret values from the environment by name (when it starts): file
-                # secrets are put there, one start at a time, so that two repositories' secrets of one
-                # name never cross
-                os.environ.update({name: value.decode("utf-8", "surrogateescape") for name, value in secrets.items()})
-                active = service.start(opts)
+            active = service.start(opts)
         except InvalidProject as e:
             first = e.report.errors[0].what if e.report.errors else e.message
             error = f"the project is not valid: {first}"

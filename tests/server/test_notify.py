@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import threading
 from datetime import UTC, datetime, timedelta
@@ -373,3 +374,5 @@ def test_real_runs_tell_github_and_the_webhook_with_no_secret(tmp_path, engine, 
     sent = [json.dumps(c.body) for c in github.log] + [b.decode() for b in hook.bodies]
     assert all(SECRET not in text for text in sent)
     assert hook.payloads[-1]["failed_task"] == "emit"
+    # a file secret goes to its run only: never into the server's own environment (jobs run at once)
+    assert "KEY" not in os.environ
