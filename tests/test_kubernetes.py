@@ -487,6 +487,15 @@ def test_a_missing_kubeconfig_is_exit_2(tmp_path):
     assert e.value.exit_code == 2 and "cannot load the kubeconfig" in e.value.message
 
 
+def test_a_kubeconfig_that_is_not_yaml_is_exit_2_without_its_content(tmp_path):
+    broken = tmp_path / "kubeconfig"
+    broken.write_text('token: "s3cr3t-kube-token\n  : [x\n')
+    with pytest.raises(UsageError) as e:
+        k8s.KubernetesExecutor(engine(broken))
+    assert e.value.exit_code == 2 and "cannot load the kubeconfig" in e.value.message
+    assert "s3cr3t" not in e.value.message + (e.value.hint or "")
+
+
 def write_executors(folder: Path, text: str) -> Path:
     path = folder / "executors.yaml"
     path.write_text(text)

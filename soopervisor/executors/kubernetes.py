@@ -610,7 +610,7 @@ def connect(engine: Engine):
     try:
         return k.config.new_client_from_config(config_file=path, context=settings.context if settings else None,
                                                persist_config=False)
-    except (k.config.ConfigException, OSError, TypeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - ConfigException, OSError, a YAML error: the file is not usable
         where = path or "KUBECONFIG / ~/.kube/config"
         raise UsageError(f"executor {engine.name!r}: cannot load the kubeconfig {where}: {_short(e)}",
                          f"fix `kubeconfig`/`context` of the entry in {engine.source} "
