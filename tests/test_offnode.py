@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import io
+import socket
+import struct
 import tarfile
 import threading
 import time
@@ -60,6 +62,20 @@ def test_inputs_need_the_token_and_are_the_concatenated_tars():
             assert t.getnames() == ["workspace/a.txt", "soopervisor/run.sh"]
         # no collect_to: nothing may be uploaded
         assert request(ex, "PUT", "/artifacts", ex.token, body=b"x")[0] == 404
+
+
+def test_a_peer_that_hangs_up_prints_nothing(capsys):
+    """A container killed mid-request resets its connection: the exchange goes on, and no
+    traceback of socketserver's reaches the host's terminal."""
+    with Exchange([tar({"a": (b"A", 0o644)})], lambda s: None) as ex:
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", ex.port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            s.sendall(f"GET /nowhere HTTP/1.1\r\nAuthorization: Bearer {ex.token}\r\n\r\n".encode())
+            s.close()
+        time.sleep(0.5)
+        assert request(ex, "GET", "/inputs", ex.token)[0] == 200  # it still serves
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_upload_is_streamed_capped_and_taken_once():

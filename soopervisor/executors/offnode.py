@@ -105,6 +105,12 @@ class Exchange:
             daemon_threads = True
             block_on_close = False
 
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # a peer that resets the connection (a container killed mid-request, a probe that
+                # hangs up): the request is lost, not our bug; socketserver would print a
+                # traceback into the host's terminal
+                pass
+
         self._server = _Server((self.bind, 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="soopervisor-exchange", daemon=True)
