@@ -194,6 +194,7 @@ ROUTES = [
     ("POST", "runs"),
     ("GET", "runs/abc"),
     ("POST", "runs/abc/stop"),
+    ("GET", "remotes"),
     ("GET", "projects/proj/commits"),
     ("GET", "projects/proj/commits/latest"),
     ("GET", "projects/proj/commits/latest/files/a.txt"),
