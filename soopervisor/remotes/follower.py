@@ -46,11 +46,19 @@ def owner_left(run: Run, host: str | None = None) -> str | None:
 
 
 def lines_in(path: str) -> int:
-    """How many whole lines the log file has (a follower resumes after them)."""
-    count = 0
-    with contextlib.suppress(OSError), open(path, "rb") as f:
+    """How many whole lines the log file has; a line cut short (its writer died mid-line) is
+    removed, so that the follower's next line starts a line of its own."""
+    count, end = 0, 0
+    with contextlib.suppress(OSError), open(path, "rb+") as f:
+        offset = 0
         for block in iter(lambda: f.read(1 << 20), b""):
             count += block.count(b"\n")
+            last = block.rfind(b"\n")
+            if last >= 0:
+                end = offset + last + 1
+            offset += len(block)
+        if end < offset:
+            f.truncate(end)
     return count
 
 
@@ -67,7 +75,10 @@ class ActiveRemote:
         self.error: BaseException | None = None
         self.cancel_reason: str | None = None
         self._cancel_sent = False
-        self._start = lines_in(run.log_path) if run.log_path else 0
+        self._ref_lock = threading.Lock()
+        # the remote's lines this log has: its lines, less the notes of ours among them (counted in the handle)
+        self._notes = int(run.ref.get("notes", 0) or 0)
+        self._start = max(0, (lines_in(run.log_path) if run.log_path else 0) - self._notes)
         self._sinks: list[_Sink] = []
         if on_line is not None:
             self._sinks.append(_Sink(on_line, self._to_file))
@@ -97,8 +108,9 @@ class ActiveRemote:
             self._record(**changes)
 
     def ref(self, **changes: Any) -> None:
-        merged = {**self.run.ref, **changes}
-        self._record(remote_ref=json.dumps(merged, sort_keys=True))
+        with self._ref_lock:  # the follower and the watcher (a note) both merge into it
+            merged = {**self.run.ref, **changes}
+            self._record(remote_ref=json.dumps(merged, sort_keys=True))
 
     def _record(self, **changes: Any) -> None:
         """Write ``changes`` while the record is ours; a record another process took means let go."""
@@ -118,7 +130,10 @@ class ActiveRemote:
             f.write(line)
 
     def note(self, text: str) -> None:
-        """A line of ours in the log (and the terminal), not the remote's."""
+        """A line of ours in the log (and the terminal), not the remote's: counted in the handle
+        first, so that a follower started later knows which lines were the remote's."""
+        self._notes += 1
+        self.ref(notes=self._notes)
         line = CREDENTIALS.redact(f"soopervisor: {text}\n")
         self._to_file(line)
         for sink in self._sinks:
