@@ -30,15 +30,12 @@ LIMIT_DEFAULT, LIMIT_MAX = 100, 1000
 
 
 def run_json(run: Any) -> dict[str, Any]:
-    """Run JSON: ``Run.to_dict()`` without ``log_path`` and ``remote_ref``, plus duration and short_commit.
-
-    ``remote`` names the remote a run went to (null: this machine's engines); its handle there
-    (``remote_ref``) stays out: ``executor`` says where in words.
-    """
+    """Run JSON: ``Run.to_dict()`` without ``log_path`` and ``remote_ref``, plus duration, short_commit
+    and where (the remote's name, else the engine's)."""
     d = run.to_dict()
     d.pop("log_path", None)
-    d.pop("remote_ref", None)
-    d["remote"] = getattr(run, "remote", None)
+    d.pop("remote_ref", None)  # the remote's handle: this machine's business, not a client's
+    d["where"] = run.where
     d["duration"] = run.duration
     d["short_commit"] = run.short_commit
     topic = run_topic(run)
