@@ -66,6 +66,8 @@ export interface IRun {
   engine?: string | null;
   /** the remote it ran on, by name (GET /remotes); null: this machine's engine */
   remote?: string | null;
+  /** where it ran, in a word: the remote's name, else the engine's ("local") */
+  where?: string;
 }
 
 /** A place runs may be sent to (`soopervisor remote add`): never a token. */
@@ -134,7 +136,7 @@ export function isRunning(run: IRun): boolean {
 
 /** Where a run ran, in a word: the remote's name, else the engine's ("local"). */
 export function runPlace(run: IRun): string {
-  return run.remote || run.engine || 'local';
+  return run.where || run.remote || run.engine || 'local';
 }
 
 /** How requests reach the server. `endpoint` is relative to <base>/soopervisor/api,

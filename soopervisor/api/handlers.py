@@ -228,8 +228,9 @@ class RunsHandler(RootedHandler):
         opts = RunOptions(path=path, sample=sample, secrets=secrets, force=parse_force(body))
         service = self.service
         if remote is not None:
-            # the remote runs the pushed commit; this process keeps its record and follows it
-            active = await call(service.start_remote, opts, remote=remote)
+            # the remote runs the pushed commit with its own image, storage and engine: the home's
+            # (c.Soopervisor) are for runs here; this process keeps the record and follows it
+            active = await call(RunService(store=service.store).start_remote, opts, remote=remote)
             self.reply(run_json(active.run), status=201)
             return
         if overrides:
