@@ -103,6 +103,7 @@ export class SoopervisorPanel extends Widget {
       case 'commits':
         return this._renderCommits();
       case 'remotes':
+        this._renderActions(); // the buttons say where they run
         return this._renderRunOn();
       case 'settings':
         // the default mode moves the accent; hidden patterns change the open file lists
