@@ -400,10 +400,12 @@ async def test_run_json_says_where_a_run_ran_and_keeps_the_remote_handle_out(jp_
     status, body = await api(jp_fetch, "runs", remote.id)
     assert status == 200 and body["remote"] == "ci" and body["where"] == "ci", body
     assert body["executor"] == "server ci (https://ci.example.com:8008)"
-    assert "remote_ref" not in body and "abc123" not in json.dumps(body), body
+    assert "remote_ref" not in body and handle["url"] not in json.dumps(body), body
+    assert body["set_id"] == "abc123"  # the set is stored under the remote's run id
     status, body = await api(jp_fetch, "runs")
     where = {r["id"]: (r["remote"], r["where"]) for r in body["runs"]}
     assert where == {remote.id: ("ci", "ci"), here.id: (None, "local")}
+    assert {r["id"]: r["set_id"] for r in body["runs"]} == {remote.id: "abc123", here.id: here.id}
     assert all("remote_ref" not in r for r in body["runs"])
 
 

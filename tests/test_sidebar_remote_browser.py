@@ -33,6 +33,7 @@ from soopervisor.runs import Run, RunStore, now_iso
 from soopervisor.service import RunOptions, RunService
 from tests.lab_browser import REPO, JupyterLab, new_page, open_panel, start_lab, tid, widen_sidebar
 from tests.projects import make_project
+from tests.sets import store_set
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -42,7 +43,8 @@ ENDED = ("succeeded", "failed", "cancelled", "interrupted")
 
 class LoopbackRemote:
     """A team server as the run service sees it (soopervisor/remotes/base.py's Remote), in this process:
-    ``outbox`` takes what the server would send (a list of log lines, or a dict of record fields)."""
+    ``outbox`` takes what the server would send (a list of log lines, a dict of record fields, or
+    ``{"ref": {...}}``: what the follower learns late, such as the server's own run id)."""
 
     kind = "server"
 
@@ -69,6 +71,8 @@ class LoopbackRemote:
                 continue
             if isinstance(item, list):
                 sink.lines(item)
+            elif "ref" in item:
+                sink.ref(**item["ref"])
             else:
                 sink.update(**item)
                 if item.get("status") in ENDED:
@@ -91,7 +95,7 @@ def api_path(url: str, tail: str) -> bool:
 
 
 def test_run_on_lists_the_remotes_and_a_remote_run_shows_marked_with_its_remote(
-    lab: JupyterLab, server_root: Path, monkeypatch
+    lab: JupyterLab, server_root: Path, tmp_path: Path, monkeypatch
 ):
     project = make_project(server_root)
     remotes.add("ci", "http://127.0.0.1:9/", token=TOKEN)
@@ -185,6 +189,27 @@ def test_run_on_lists_the_remotes_and_a_remote_run_shows_marked_with_its_remote(
             assert page.locator(tid("sv-run-stop")).count() == 0
             recorded = soopervisor.get_run(run_id)
             assert (recorded.status, recorded.remote, recorded.where) == ("cancelled", "ci", "ci")
+
+            # a run that succeeds at the remote: its files are read from the remote's storage, under
+            # the remote's own run id (what the follower learnt), in the run view
+            ci.cancelled.clear()
+            page.locator(tid("sv-run-full")).click()
+            page.locator(f'{tid("sv-run-row")}.sv-run--selected:not([data-run-id="{run_id}"])').wait_for()
+            second = started[1].run.id
+            ci_storage = tmp_path / "ci-storage"
+            store_set("proj", commit, {"output/data.csv": "a,b\n1,2\n"}, run_id="srv-run-2", storage=str(ci_storage))
+            ci.outbox.put({"ref": {"run": "srv-run-2"}})
+            ci.outbox.put({"status": "succeeded", "exit_code": 0, "storage_url": str(ci_storage)})
+            page.locator(f'{tid("sv-run-row")}[data-run-id="{second}"][data-status="succeeded"]').wait_for()
+            page.locator(tid("sv-run-open-view")).click()
+            view = page.locator(f'{tid("sv-runview")}[data-run-id="{second}"]')
+            assert view.locator(tid("sv-rv-where")).inner_text() == "ci"
+            file_row = view.locator(f'{tid("sv-rv-file")}[data-name="output/data.csv"]')
+            file_row.wait_for()
+            with page.expect_download() as info:
+                file_row.locator(".sv-download").click()
+            assert Path(info.value.path()).read_bytes() == b"a,b\n1,2\n"
+            assert view.locator(tid("sv-rv-open-commit")).count() == 0  # the commit view reads the settings' storage
 
             # a token never reaches the page
             assert TOKEN not in page.content()

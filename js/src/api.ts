@@ -68,6 +68,8 @@ export interface IRun {
   remote?: string | null;
   /** where it ran, in a word: the remote's name, else the engine's ("local") */
   where?: string;
+  /** the run id its artifact set is stored under: its own, or a remote's run id (in `storage_url`) */
+  set_id?: string;
 }
 
 /** A place runs may be sent to (`soopervisor remote add`): never a token. */

@@ -383,12 +383,17 @@ export class SoopervisorModel {
 
   /** One set's files, fetched once (a stored set never changes). `runId` names the set the
    *  commit list shows (every run keeps its own); null: the commit's set of the old layout.
-   *  Read from the storage of the settings (the server's own when empty). */
-  commitDetail(commit: string, runId: string | null = null, project = this.project): Promise<ICommitDetail> {
+   *  Read from `storage`: by default the storage of the settings (the server's own when empty). */
+  commitDetail(
+    commit: string,
+    runId: string | null = null,
+    project = this.project,
+    storage: string = this.settings.storage
+  ): Promise<ICommitDetail> {
     if (!project) {
       return Promise.reject(new ApiError('no project', 0));
     }
-    return this._sets.get(project, commit, runId, this.settings.storage);
+    return this._sets.get(project, commit, runId, storage);
   }
 
   private async _checkVersion(): Promise<void> {

@@ -14,7 +14,7 @@ import { moveFocus } from './commits';
 import { errorBox, fmtDuration, fmtSize, fmtWhen, h } from './dom';
 import { ITaskEvent, LogView, parseTaskLine } from './logview';
 import { LogStream } from './logstream';
-import { Loop } from './model';
+import { Loop, setQuery } from './model';
 import { failureBanner, runDuration, runHeaderLine, shownKey } from './rundetail';
 import { IViewContext } from './viewcontext';
 
@@ -118,6 +118,15 @@ class Outline {
     }
     return undefined;
   }
+}
+
+/** Where a run's set is: a run here, under its id in the storage of the settings; a remote run, under
+ *  the remote's run id in the remote's storage (`storage_url`). */
+function setOf(run: IRun): { setId: string; storage: string | undefined } {
+  if (!run.remote) {
+    return { setId: run.id, storage: undefined };
+  }
+  return { setId: run.set_id || run.id, storage: run.storage_url ?? undefined };
 }
 
 function short(value: unknown, n: number): string {
@@ -537,7 +546,8 @@ export class RunView extends Widget {
     }
     this._manifestFor = run.id;
     this._manifest.replaceChildren(h('div', { class: 'sv-muted' }, 'Loading the files…'));
-    this._ctx.model.commitDetail(run.commit, run.id, run.project).then(
+    const { setId, storage } = setOf(run);
+    this._ctx.model.commitDetail(run.commit, setId, run.project, storage).then(
       detail => this._showFiles(run, detail),
       (err: ApiError) =>
         this._manifest.replaceChildren(
@@ -575,7 +585,8 @@ export class RunView extends Widget {
           `Show ${hidden.length} hidden (settings)`
         )
       : null;
-    const openCommit = h(
+    // the commit view and the file tabs read the storage of the settings: a remote's set is downloaded
+    const openCommit = run.remote ? null : h(
       'button',
       {
         type: 'button',
@@ -626,10 +637,12 @@ export class RunView extends Widget {
 
   private _fileRow(run: IRun, detail: ICommitDetail, f: IArtifactFile): HTMLElement {
     const ctx = this._ctx;
-    const endpoint = `projects/${enc(run.project)}/commits/${enc(detail.commit)}/files/${enc(f.name)}${runQuery(run.id)}`;
+    const { setId, storage } = setOf(run);
+    const query = run.remote ? setQuery(setId, storage ?? '') : runQuery(run.id);
+    const endpoint = `projects/${enc(run.project)}/commits/${enc(detail.commit)}/files/${enc(f.name)}${query}`;
     const href = ctx.client.link(endpoint);
     const problem = h('div');
-    const name = ctx.opener.canOpen(f.name)
+    const name = !run.remote && ctx.opener.canOpen(f.name)
       ? h(
           'button',
           {

@@ -36,6 +36,7 @@ def run_json(run: Any) -> dict[str, Any]:
     d.pop("log_path", None)
     d.pop("remote_ref", None)  # the remote's handle: this machine's business, not a client's
     d["where"] = run.where
+    d["set_id"] = run.set_id  # the id its artifact set is stored under (a remote's own run id)
     d["duration"] = run.duration
     d["short_commit"] = run.short_commit
     topic = run_topic(run)
