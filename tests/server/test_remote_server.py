@@ -9,6 +9,7 @@ when the server is down. The sink here records what a run record would get.
 """
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -318,3 +319,16 @@ def test_urls_compare_without_scheme_user_or_git_suffix(tmp_path):
     assert normalize_url(f"file://{bare}") == normalize_url(str(tmp_path / "link.git")) == normalize_url(
         "../sales.git", str(tmp_path / "work"))
     assert normalize_url("https://github.com/acme/other") != normalize_url(same[0])
+
+
+def test_token_create_takes_a_name_and_a_scope_and_refuses_contradictions(config):
+    def listed() -> list[dict]:
+        return json.loads(cli("serve", "--config", str(config), "token", "list", "--json", check=0).stdout)
+
+    run_token(config, "alice")
+    cli("serve", "--config", str(config), "token", "create", "--name", "ops", "--admin", check=0)
+    assert {(t["name"], t["scope"]) for t in listed()} == {("alice", "run"), ("ops", "admin")}
+    for args, said in ((["alice", "--name", "bob"], "two names"), (["--admin", "--scope", "read"], "disagree")):
+        proc = cli("serve", "--config", str(config), "token", "create", *args, check=2)
+        assert said in proc.stderr and "Traceback" not in proc.stderr and "sv_" not in proc.stdout
+    assert len(listed()) == 2
