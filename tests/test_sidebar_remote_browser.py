@@ -220,3 +220,55 @@ def test_run_on_lists_the_remotes_and_a_remote_run_shows_marked_with_its_remote(
             for active in started:
                 active.detach()
                 active.wait(30)
+
+
+# -- against a real team server ---------------------------------------------------------------------
+
+
+@pytest.mark.docker
+@pytest.mark.xdist_group("serve")
+def test_a_sample_run_on_the_team_server_from_the_sidebar(tmp_path: Path, home: Path):
+    """All real: `soopervisor serve` on loopback running the pushed commit in Docker, the remote added
+    by `soopervisor remote add`, JupyterLab's POST /runs starting it and following it in its process."""
+    from tests.conftest import cli
+    from tests.projects import VALID
+    from tests.server.test_app import Remote, Served
+    from tests.server.test_remote_server import SECRET, run_token, served_config, task
+
+    remote = Remote(tmp_path, {**VALID, **task()})
+    config_file = served_config(tmp_path, remote)
+    server = Served(config_file, env={"DB_PASSWORD": SECRET, "SOOPERVISOR_HOME": str(tmp_path / "server-home")})
+    token = run_token(config_file)
+    try:
+        cli("remote", "add", "team", server.url, "--token-stdin", check=0, input=token + "\n")
+        with start_lab(tmp_path, home) as lab, new_page(console=True) as page:
+            open_panel(page, lab, remote.work.name)
+            page.locator(tid("sv-validation-ok")).wait_for()
+            choice = page.locator(tid("sv-run-on"))
+            page.wait_for_function("() => document.querySelectorAll('[data-testid=sv-run-on] option').length === 3")
+            choice.select_option("team")
+            page.locator(tid("sv-run-sample")).click()
+
+            row = page.locator(f'{tid("sv-run-row")}.sv-run--selected[data-where="team"]')
+            row.wait_for()
+            run_id = row.get_attribute("data-run-id")
+            assert row.locator(tid("sv-run-where")).inner_text() == "on team"
+            page.locator(f'{tid("sv-run-row")}[data-run-id="{run_id}"][data-status="succeeded"]').wait_for(
+                timeout=600_000)
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=sv-log]')?.innerText.includes('done')")
+            shown = page.locator(f'{tid("sv-log")} .sv-log-line').all_inner_texts()
+            assert [line for line in shown if line.startswith("line ")] == [f"line {i}" for i in range(5)], shown
+            assert "the password is ***" in shown
+            assert SECRET not in page.content() and token not in page.content()
+
+            run = soopervisor.get_run(run_id)
+            assert (run.remote, run.status, run.commit) == ("team", "succeeded", remote.head())
+            # the run view reads its files from the server's storage, under the server's run id
+            page.locator(tid("sv-run-open-view")).click()
+            view = page.locator(f'{tid("sv-runview")}[data-run-id="{run_id}"]')
+            view.locator(tid("sv-rv-files")).wait_for()
+            assert view.locator(tid("sv-rv-where")).inner_text() == "team"
+            assert view.locator(tid("sv-rv-file")).count() >= 1
+    finally:
+        server.stop()
