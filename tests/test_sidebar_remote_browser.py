@@ -5,13 +5,13 @@ remotes file), the run buttons send the chosen one in POST /runs, and a remote r
 shows in the runs list marked with where it runs, its log streaming in the same log
 view (the Jupyter server's websocket over the run's log file) with the same Stop.
 
-What happens behind POST /runs and the Stop of a remote run is the run service's
-(``RunService.start_remote`` and ``stop``, real), the remote's transport is not:
-the clients of a team server and of GitHub (soopervisor/remotes/server.py and
-github.py) come with their own tests, and until they are on this branch the test
-answers those two requests in its own process, where ``LoopbackRemote`` stands for
-the remote: the record and the log are written by the real follower
-(soopervisor/remotes/follower.py) exactly as for a server's run.
+The first test controls what the remote sends, line by line: it answers POST /runs
+and the Stop in its own process with the real run service (``start_remote``,
+``stop``) over ``LoopbackRemote``, which stands for the remote's transport; the
+record and the log are written by the real follower (soopervisor/remotes/follower.py)
+exactly as for a server's run. The last ones are real end to end: `soopervisor serve`
+on loopback running the pushed commit in Docker, JupyterLab starting, following and
+stopping the run in its own process.
 """
 from __future__ import annotations
 
@@ -225,50 +225,73 @@ def test_run_on_lists_the_remotes_and_a_remote_run_shows_marked_with_its_remote(
 # -- against a real team server ---------------------------------------------------------------------
 
 
-@pytest.mark.docker
-@pytest.mark.xdist_group("serve")
-def test_a_sample_run_on_the_team_server_from_the_sidebar(tmp_path: Path, home: Path):
-    """All real: `soopervisor serve` on loopback running the pushed commit in Docker, the remote added
-    by `soopervisor remote add`, JupyterLab's POST /runs starting it and following it in its process."""
+@pytest.fixture
+def team(tmp_path: Path, home: Path, request):
+    """A served repository (its pipeline pauses ``request.param`` seconds at the end), the remote
+    `team` added by the real command, and JupyterLab on the folder of the work clone."""
     from tests.conftest import cli
     from tests.projects import VALID
     from tests.server.test_app import Remote, Served
     from tests.server.test_remote_server import SECRET, run_token, served_config, task
 
-    remote = Remote(tmp_path, {**VALID, **task()})
+    remote = Remote(tmp_path, {**VALID, **task(pause=getattr(request, "param", 0))})
     config_file = served_config(tmp_path, remote)
     server = Served(config_file, env={"DB_PASSWORD": SECRET, "SOOPERVISOR_HOME": str(tmp_path / "server-home")})
     token = run_token(config_file)
     try:
         cli("remote", "add", "team", server.url, "--token-stdin", check=0, input=token + "\n")
         with start_lab(tmp_path, home) as lab, new_page(console=True) as page:
-            open_panel(page, lab, remote.work.name)
-            page.locator(tid("sv-validation-ok")).wait_for()
-            choice = page.locator(tid("sv-run-on"))
-            page.wait_for_function("() => document.querySelectorAll('[data-testid=sv-run-on] option').length === 3")
-            choice.select_option("team")
-            page.locator(tid("sv-run-sample")).click()
-
-            row = page.locator(f'{tid("sv-run-row")}.sv-run--selected[data-where="team"]')
-            row.wait_for()
-            run_id = row.get_attribute("data-run-id")
-            assert row.locator(tid("sv-run-where")).inner_text() == "on team"
-            page.locator(f'{tid("sv-run-row")}[data-run-id="{run_id}"][data-status="succeeded"]').wait_for(
-                timeout=600_000)
-            page.wait_for_function(
-                "() => document.querySelector('[data-testid=sv-log]')?.innerText.includes('done')")
-            shown = page.locator(f'{tid("sv-log")} .sv-log-line').all_inner_texts()
-            assert [line for line in shown if line.startswith("line ")] == [f"line {i}" for i in range(5)], shown
-            assert "the password is ***" in shown
-            assert SECRET not in page.content() and token not in page.content()
-
-            run = soopervisor.get_run(run_id)
-            assert (run.remote, run.status, run.commit) == ("team", "succeeded", remote.head())
-            # the run view reads its files from the server's storage, under the server's run id
-            page.locator(tid("sv-run-open-view")).click()
-            view = page.locator(f'{tid("sv-runview")}[data-run-id="{run_id}"]')
-            view.locator(tid("sv-rv-files")).wait_for()
-            assert view.locator(tid("sv-rv-where")).inner_text() == "team"
-            assert view.locator(tid("sv-rv-file")).count() >= 1
+            yield remote, lab, page, token, SECRET
     finally:
         server.stop()
+
+
+def start_on_team(page, lab: JupyterLab, remote, mode: str = "sample") -> str:
+    """Open the panel on the work clone, choose `team`, start a run; its id."""
+    open_panel(page, lab, remote.work.name)
+    page.locator(tid("sv-validation-ok")).wait_for()
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=sv-run-on] option').length === 3")
+    page.locator(tid("sv-run-on")).select_option("team")
+    page.locator(tid(f"sv-run-{mode}")).click()
+    row = page.locator(f'{tid("sv-run-row")}.sv-run--selected[data-where="team"]')
+    row.wait_for()
+    assert row.locator(tid("sv-run-where")).inner_text() == "on team"
+    return row.get_attribute("data-run-id")
+
+
+@pytest.mark.docker
+@pytest.mark.xdist_group("serve")
+def test_a_sample_run_on_the_team_server_from_the_sidebar(team):
+    remote, lab, page, token, secret = team
+    run_id = start_on_team(page, lab, remote)
+    page.locator(f'{tid("sv-run-row")}[data-run-id="{run_id}"][data-status="succeeded"]').wait_for(timeout=600_000)
+    page.wait_for_function("() => document.querySelector('[data-testid=sv-log]')?.innerText.includes('done')")
+    shown = page.locator(f'{tid("sv-log")} .sv-log-line').all_inner_texts()
+    assert [line for line in shown if line.startswith("line ")] == [f"line {i}" for i in range(5)], shown
+    assert "the password is ***" in shown
+    assert secret not in page.content() and token not in page.content()
+
+    run = soopervisor.get_run(run_id)
+    assert (run.remote, run.status, run.commit) == ("team", "succeeded", remote.head())
+    # the run view reads its files from the server's storage, under the server's run id
+    page.locator(tid("sv-run-open-view")).click()
+    view = page.locator(f'{tid("sv-runview")}[data-run-id="{run_id}"]')
+    view.locator(tid("sv-rv-files")).wait_for()
+    assert view.locator(tid("sv-rv-where")).inner_text() == "team"
+    assert view.locator(tid("sv-rv-file")).count() >= 1
+
+
+@pytest.mark.docker
+@pytest.mark.xdist_group("serve")
+@pytest.mark.parametrize("team", [600], indirect=True)
+def test_stop_in_the_sidebar_cancels_the_run_at_the_team_server(team):
+    remote, lab, page, _token, _secret = team
+    run_id = start_on_team(page, lab, remote, "full")
+    page.wait_for_function("() => document.querySelector('[data-testid=sv-log]')?.innerText.includes('line 4')",
+                           timeout=600_000)
+    page.locator(tid("sv-run-stop")).click()
+    page.locator(f'{tid("sv-run-row")}[data-run-id="{run_id}"][data-status="cancelled"]').wait_for(timeout=120_000)
+    assert page.locator(tid("sv-run-stop")).count() == 0
+    run = soopervisor.get_run(run_id)
+    assert (run.remote, run.status) == ("team", "cancelled")
+    assert "done" not in Path(run.log_path).read_text().splitlines()
