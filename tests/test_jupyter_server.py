@@ -386,6 +386,23 @@ async def test_a_run_on_a_remote_it_cannot_have_is_a_400_and_records_nothing(jp_
         status, body = await api(jp_fetch, "runs", method="POST", body={"path": "proj", "remote": "ci", **extra})
         assert status == 400 and said in body["error"] and body["hint"], (extra, body)
     assert SERVER_TOKEN not in json.dumps(body)
+
+    # a commit not pushed: said with the push command (never pushed for you)
+    status, body = await api(jp_fetch, "runs", method="POST", body={"path": "proj", "remote": "ci"})
+    assert status == 400 and "git push" in body["hint"], body
+
+    # pushed, to a server that does not answer (nothing listens on its port): 503, with what to check
+    from tests.conftest import free_port
+    from tests.projects import git
+
+    bare = jp_root_dir.parent / "origin.git"
+    git(jp_root_dir.parent, "clone", "-q", "--bare", str(jp_root_dir / "proj"), str(bare))
+    git(jp_root_dir / "proj", "remote", "add", "origin", str(bare))
+    git(jp_root_dir / "proj", "fetch", "-q", "origin")
+    remotes.add("down", f"http://127.0.0.1:{free_port()}", token=SERVER_TOKEN)
+    status, body = await api(jp_fetch, "runs", method="POST", body={"path": "proj", "remote": "down"})
+    assert status == 503 and body["hint"], body
+    assert SERVER_TOKEN not in json.dumps(body)
     assert await api(jp_fetch, "runs") == (200, {"runs": []})  # refused before anything was recorded
 
 
