@@ -412,7 +412,9 @@ async def test_run_json_says_where_a_run_ran_and_keeps_the_remote_handle_out(jp_
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("one\n")
     handle = {"job": 7, "run": "abc123", "url": "https://ci.example.com:8008/soopervisor/api/runs/abc123"}
-    remote = fake_run("running", log, remote="ci", remote_ref=json.dumps(handle), executor="server ci (https://ci.example.com:8008)")
+    # ended: a running remote record nobody follows would be followed by the server (from this process)
+    remote = fake_run("succeeded", log, remote="ci", remote_ref=json.dumps(handle),
+                      executor="server ci (https://ci.example.com:8008)")
     here = fake_run("succeeded", log, engine="local", executor="docker")
     status, body = await api(jp_fetch, "runs", remote.id)
     assert status == 200 and body["remote"] == "ci" and body["where"] == "ci", body

@@ -28,7 +28,7 @@ import soopervisor
 from soopervisor import config
 from soopervisor.api.handlers import run_json
 from soopervisor.remotes import config as remotes
-from soopervisor.remotes.base import Submitted
+from soopervisor.remotes.base import RemoteUnavailable, Submitted
 from soopervisor.runs import Run, RunStore, now_iso
 from soopervisor.service import RunOptions, RunService
 from tests.lab_browser import REPO, JupyterLab, new_page, open_panel, start_lab, tid, widen_sidebar
@@ -56,9 +56,13 @@ class LoopbackRemote:
 
     def submit(self, *, repo_root: str, project: str, commit: str, mode: str) -> Submitted:
         self.submitted.append({"project": project, "commit": commit, "mode": mode})
-        return Submitted(ref={"job": len(self.submitted)}, describe=f"server {self.name} ({self.url})")
+        ref = {"job": len(self.submitted), "loopback": id(self)}
+        return Submitted(ref=ref, describe=f"server {self.name} ({self.url})")
 
     def follow(self, ref: dict, start: int, sink, stop: threading.Event) -> bool:
+        if ref.get("loopback") != id(self):
+            # a run it did not queue (another follower of this process found one): never its lines
+            raise RemoteUnavailable(f"job {ref.get('job')} is not one of this test's")
         sink.update(status="running")
         while not stop.is_set():
             if self.cancelled.is_set():
