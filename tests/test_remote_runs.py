@@ -82,7 +82,9 @@ def test_stop_cancels_the_run_at_the_server(team):
 def execute(client, code: str) -> dict:
     outputs: list[dict] = []
     reply = client.execute_interactive(code, timeout=600, output_hook=outputs.append)
-    assert reply["content"]["status"] == "ok", (reply["content"], outputs)
+    said = [m["content"].get("text") or m["content"].get("data", {}).get("text/plain") or m["content"].get("traceback")
+            for m in outputs]
+    assert reply["content"]["status"] == "ok", (reply["content"].get("evalue"), said)
     return {"stdout": "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")}
 
 
