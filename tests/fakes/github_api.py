@@ -446,13 +446,19 @@ class FakeGitHub:
             step = self._job(run_id).steps[number - 1]
             step.status, step.started_at = "in_progress", _now()
 
-    def finish_step(self, run_id: int, number: int, log: str = "", *, conclusion: str = "success") -> None:
-        """The step ends (started first if it was not); ``log`` is what it printed."""
+    def finish_step(self, run_id: int, number: int, log: str = "", *, conclusion: str = "success",
+                    took: int | None = None) -> None:
+        """The step ends (started first if it was not); ``log`` is what it printed; ``took``: its
+        ``completed_at`` that many seconds after its ``started_at`` (else now)."""
         with self._lock:
             step = self._job(run_id).steps[number - 1]
             if step.status == "queued":
                 step.started_at = _now()
-            step.status, step.conclusion, step.completed_at = "completed", conclusion, _now()
+            end = _now()
+            if took is not None:
+                start = datetime.fromisoformat(step.started_at or end)
+                end = datetime.fromtimestamp(start.timestamp() + took, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            step.status, step.conclusion, step.completed_at = "completed", conclusion, end
             step.log += [f"{_log_time()} {line}" for line in log.splitlines()]
 
     def conclude(self, run_id: int, conclusion: str = "success", *, log_ready: bool = True) -> None:
