@@ -7,13 +7,15 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from requests.adapters import HTTPAdapter
 
 from soopervisor.github import workflow
-from soopervisor.remotes.base import RemoteRefused
+from soopervisor.remotes.base import RemoteRefused, RemoteUnavailable
 from soopervisor.remotes.github import GitHubRemote, repository_from_url
 from tests.fakes.github_api import FakeGitHub
 
@@ -450,3 +452,59 @@ def test_the_run_is_found_late_by_the_follower(fake, repo):
     fake.conclude(f.sink.refs["run_id"])
     assert f.join() is True
     assert f.sink.lines_[-1] == "found\n"
+
+
+def test_a_dispatch_github_failed_is_not_sent_twice(fake, repo):
+    fake.fail_next(502, "Server Error", method="POST", path="/dispatches")
+    with pytest.raises(RemoteUnavailable) as e:
+        submit(remote(fake), repo)
+    assert e.value.exit_code == 3 and "502" in e.value.message
+    assert sum(1 for c in fake.log if c.path.endswith("/dispatches")) == 1
+
+
+def test_an_answer_that_is_not_the_api_is_said_so(repo):
+    class Portal(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>Sign in to the proxy</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        gh = GitHubRemote("github", f"http://127.0.0.1:{server.server_address[1]}", TOKEN)
+        with pytest.raises(RemoteUnavailable) as e:
+            submit(gh, repo)
+        assert "did not answer as the GitHub API does" in e.value.message and "api/v3" in e.value.hint
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_enterprise_origin_with_the_github_com_remote_is_pointed_to_its_api_url(fake, repo):
+    git(repo, "remote", "set-url", "origin", f"https://ghe.corp.example/{REPO}.git")
+    fake.workflows.clear()
+    gh = remote(fake)
+    gh.url = "https://api.github.com"  # as configured; the fake stands in for it below
+    gh._http().mount("https://api.github.com", _Rewrite(fake.api_url))
+    with pytest.raises(RemoteRefused) as e:
+        submit(gh, repo)
+    assert "--api-url https://ghe.corp.example/api/v3" in e.value.hint
+
+
+class _Rewrite(HTTPAdapter):
+    """Sends https://api.github.com/... to the fake on loopback."""
+
+    def __init__(self, to: str) -> None:
+        super().__init__()
+        self.to = to
+
+    def send(self, request, **kw):  # type: ignore[no-untyped-def]
+        request.url = request.url.replace("https://api.github.com", self.to, 1)
+        return super().send(request, **kw)

@@ -82,12 +82,18 @@ class GitHubRemote:
         repository = self.repository or repository_of(root)
         owner_repo = quote_repo(repository)
         storage_url = self._check_local_workflow(root, commit, project)
+        elsewhere = ""
+        origin_host = _host(_git(root, "remote", "get-url", "origin") or "")
+        if self.url == "https://api.github.com" and origin_host and "." in origin_host and \
+                origin_host != "github.com":
+            elsewhere = (f"; origin is on {origin_host}: for GitHub Enterprise, add a remote with "
+                         f"`soopervisor remote add NAME --github --api-url https://{origin_host}/api/v3`")
 
         wf = self._json("GET", f"/repos/{owner_repo}/actions/workflows/{quote(Path(WORKFLOW).name)}",
                         what=f"looking for {WORKFLOW} in {repository}", permission="actions: read",
                         not_found=(f"{repository} on GitHub has no {WORKFLOW}",
                                    ("run `soopervisor github init`, commit the workflow and push it "
-                                    f"(a 404 also means the token cannot see {repository})")))
+                                    f"(a 404 also means the token cannot see {repository}){elsewhere}")))
         if wf.get("state") not in (None, "active"):
             raise RemoteRefused(f"the soopervisor workflow of {repository} is {wf.get('state')}",
                                 hint="enable it in the repository's Actions tab (or `gh workflow enable soopervisor.yml`)")
@@ -98,7 +104,7 @@ class GitHubRemote:
         dispatched = datetime.now(UTC)
         self._request("POST", f"/repos/{owner_repo}/actions/workflows/{quote(Path(WORKFLOW).name)}/dispatches",
                       json={"ref": branch, "inputs": {"mode": mode}}, expect=(204,),
-                      what=f"starting the workflow on {branch}", permission="actions: write",
+                      what=f"starting the workflow on {branch}", permission="actions: write", retry=False,
                       unprocessable=lambda m: _dispatch_refused(m, repository, branch))
         ref: dict[str, Any] = {"repository": repository, "run_id": None, "html_url": None, "commit": commit,
                                "branch": branch, "steps_sent": 0, "log_sent": 0,
@@ -316,13 +322,21 @@ class GitHubRemote:
         return self._session
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
-        return self._request(method, path, **kw).json()
+        answer = self._request(method, path, **kw)
+        try:
+            return answer.json()
+        except ValueError:  # a proxy's or a captive portal's page, not GitHub
+            raise RemoteUnavailable(f"{self.url} did not answer as the GitHub API does while {kw['what']}",
+                                    hint="check the API URL (GitHub Enterprise: https://HOST/api/v3) "
+                                         "and the proxy") from None
 
     def _request(self, method: str, path: str, *, what: str, permission: str, params: dict[str, Any] | None = None,
                  json: Any = None, expect: tuple[int, ...] = (200,), not_found: tuple[str, str] | None = None,
-                 unprocessable: Any = None, redirect: bool = True, stop: threading.Event | None = None) -> Any:
+                 unprocessable: Any = None, redirect: bool = True, stop: threading.Event | None = None,
+                 retry: bool = True) -> Any:
         """One API call; rate limits waited out (a follower as long as it takes, ``submit`` a minute),
-        network failures and 5xx retried for ``unreachable_after`` s; any other failure is an error."""
+        network failures and 5xx retried for ``unreachable_after`` s (unless ``retry`` is False: a
+        dispatch GitHub may have done is not sent twice); any other failure is an error."""
         import requests
 
         from ..github.api import rate_limit_wait
@@ -353,7 +367,7 @@ class GitHubRemote:
                 continue
             now = time.monotonic()
             trouble_since = trouble_since or now
-            if now - trouble_since >= self.unreachable_after:
+            if not retry or now - trouble_since >= self.unreachable_after:
                 raise RemoteUnavailable(f"GitHub at {self.url} does not answer while {what} ({reason})",
                                         hint="check the network and proxy (https://www.githubstatus.com for "
                                              "github.com); GitHub Enterprise's API URL is https://HOST/api/v3")
@@ -481,6 +495,13 @@ def repository_from_url(url: str) -> str | None:
     if len(parts) != 2 or not all(re.fullmatch(r"[A-Za-z0-9_.-]+", p) for p in parts):
         return None
     return "/".join(parts)
+
+
+def _host(url: str) -> str | None:
+    """The host of a clone URL (https, ssh or scp-like), lowercased; None when there is none."""
+    m = re.fullmatch(r"(?:https?|ssh|git)://(?:[^@/]+@)?([^/:]+)(?::\d+)?/.*", url.strip()) or \
+        re.fullmatch(r"[^@/:]+@([^/:]+):.*", url.strip())
+    return m.group(1).lower() if m else None
 
 
 def quote_repo(repository: str) -> str:
