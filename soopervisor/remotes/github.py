@@ -131,8 +131,9 @@ class GitHubRemote:
                     return False
             ref.update(run_id=run["id"], html_url=run.get("html_url"))
             sink.ref(run_id=run["id"], html_url=run.get("html_url"))
-        # the lines sent so far: the cursor kept in the ref, unless the local log has fewer (lost)
-        sent = min(start, int(ref.get("steps_sent") or 0) + int(ref.get("log_sent") or 0))
+        # the lines of ours the local log has (the run service counts them, its own notes left out);
+        # steps_sent/log_sent in the ref say the same, per kind, for whoever reads the record
+        sent = max(0, start)
         logs: dict[int, list[str]] = {}  # job id -> its log lines, once read
         waited_since: dict[int, float] = {}  # job id -> when its log was first missing after it completed
         shown: dict[str, Any] = {}
