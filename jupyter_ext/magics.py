@@ -21,6 +21,8 @@ USAGE = """\
 %soopervisor validate [PATH] [--entry-point ENTRY]
 %soopervisor run [PATH] [--sample | --full] [--storage URL] [--secret NAME]... [--image IMAGE] [--timeout SECONDS]
                  [--cpus N] [--memory SIZE] [--network NAME] [--entry-point ENTRY] [--force] [--executor NAME]
+                 [--remote NAME]
+%soopervisor attach RUN_ID
 %soopervisor artifacts [COMMIT] [--run ID] [--mode sample|full] [--project NAME] [--storage URL]"""
 
 
@@ -46,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> _Parser:
     parser = _Parser(prog="%soopervisor", usage=USAGE.replace("%", "%%"), add_help=True)
-    sub = parser.add_subparsers(dest="command", metavar="{validate,run,artifacts}", parser_class=_Parser,
+    sub = parser.add_subparsers(dest="command", metavar="{validate,run,attach,artifacts}", parser_class=_Parser,
                                 prog="%soopervisor")
 
     v = sub.add_parser("validate", help="check the project without running anything")
@@ -69,8 +71,13 @@ def _parser() -> _Parser:
     r.add_argument("--entry-point", metavar="ENTRY", help="as ploomber's --entry-point (default: found as ploomber does)")
     r.add_argument("--force", action="store_true", default=None,
                    help="rebuild every task (default: SOOPERVISOR_FORCE, else only what changed since the last set)")
+    r.add_argument("--remote", metavar="NAME",
+                   help="run the pushed commit on a remote (a team's server, github); see `soopervisor remote list`")
     r.add_argument("--executor", metavar="NAME",
                    help="the engine to run on, by its name in the executors file (`soopervisor executors`)")
+
+    t = sub.add_parser("attach", help="a run's live log and status by its id (a remote run after a kernel restart)")
+    t.add_argument("run_id", metavar="RUN_ID")
 
     a = sub.add_parser("artifacts", help="stored commits and runs, or one commit's files")
     a.add_argument("commit", nargs="?", help="full SHA, unique prefix or 'latest': its newest succeeded set")
@@ -107,6 +114,8 @@ class SoopervisorMagics(Magics):
           %soopervisor run [PATH] [--sample | --full] [--storage URL] [--secret NAME]...
                            [--image IMAGE] [--timeout SECONDS] [--cpus N] [--memory SIZE]
                            [--network NAME] [--entry-point ENTRY] [--force] [--executor NAME]
+          %soopervisor run [PATH] --remote NAME [--sample | --full]
+          %soopervisor attach RUN_ID
           %soopervisor artifacts [COMMIT] [--run ID] [--mode sample|full] [--project NAME] [--storage URL]
 
         Examples:
@@ -114,6 +123,8 @@ class SoopervisorMagics(Magics):
           run = %soopervisor run --sample        sample run; a live log with a Stop button
           %soopervisor run ../sales --full --secret DB_PASSWORD
           %soopervisor run --force               rebuild every task, not only what changed
+          %soopervisor run --remote ci --full    the pushed commit on the team's server, followed here
+          %soopervisor attach 0f3e9a1c2b4d       a run's log and status again (after a kernel restart)
           %soopervisor artifacts                 stored commits and recent runs
           %soopervisor artifacts a1b2c3d         the files of one commit's newest succeeded set
           %soopervisor artifacts a1b2c3d --run 0f3e9a1c2b4d   the set of one run (a failed one too)
@@ -156,8 +167,20 @@ class SoopervisorMagics(Magics):
             args.path, sample=args.sample, storage=args.storage, image=args.image,
             secrets=args.secrets, on_line=widget.append, wait=False, timeout=args.timeout,
             cpus=args.cpus, memory=args.memory, network=args.network, entry_point=args.entry_point,
-            force=args.force, executor=args.executor,
+            force=args.force, executor=args.executor, remote=args.remote,
         )
+        widget.attach(run)
+        self.widgets[run.id] = widget
+        display(widget)
+        return run
+
+    def _attach(self, args: argparse.Namespace) -> Any:
+        import soopervisor
+
+        from .widget import LogWidget
+
+        widget = LogWidget()
+        run = soopervisor.attach(args.run_id, on_line=widget.append)
         widget.attach(run)
         self.widgets[run.id] = widget
         display(widget)

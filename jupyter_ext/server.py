@@ -63,12 +63,29 @@ def _adopt(service: RunService, log: Any) -> None:
         log.info("soopervisor: %d run(s) of a previous process marked interrupted", len(reaped))
 
 
+#: how often the server looks for remote runs nobody follows (their kernel restarted or exited)
+FOLLOW_EVERY = 2.0
+
+
+def _follow_remotes(service: RunService, log: Any) -> None:
+    """Follow, from this long-lived process, every remote run whose follower left: the sidebar
+    and a restarted kernel's widget see it move on without anyone attaching by hand."""
+    while True:
+        try:
+            for run in service.attach_all():
+                log.info("soopervisor: following remote run %s on %s again", run.id, run.remote)
+        except SoopervisorError as e:
+            log.warning("soopervisor: could not look for remote runs to follow: %s", e.message)
+        threading.Event().wait(FOLLOW_EVERY)
+
+
 def setup_handlers(serverapp: Any) -> None:
     """Add the routes under ``<base_url>soopervisor/api``; paths resolve inside root_dir."""
     web_app = serverapp.web_app
     service = Soopervisor(config=getattr(serverapp, "config", None)).service()
     log = getattr(serverapp, "log", logging.getLogger("soopervisor"))
     threading.Thread(target=_adopt, args=(service, log), name="soopervisor-adopt", daemon=True).start()
+    threading.Thread(target=_follow_remotes, args=(service, log), name="soopervisor-remotes", daemon=True).start()
     root = getattr(serverapp, "root_dir", None) or serverapp.contents_manager.root_dir
     # realpath once: every path parameter is compared against the real root
     settings = {"soopervisor_service": service, "soopervisor_root": os.path.realpath(os.path.expanduser(root)),

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .reproduction import Reproduction
     from .runs import Run
 
-__all__ = ["__version__", "get_artifacts", "get_run", "list_runs", "reproduce", "run", "stop_run", "validate"]
+__all__ = ["__version__", "attach", "get_artifacts", "get_run", "list_runs", "reproduce", "run", "stop_run", "validate"]
 
 
 def validate(path: str | os.PathLike = ".", entry_point: str | None = None) -> Report:
@@ -53,8 +53,14 @@ def run(
     entry_point: str | None = None,
     force: bool | None = None,
     executor: str | None = None,
+    remote: str | None = None,
 ) -> Run:
     """Run the pipeline at ``path`` in a fresh container; store its artifacts as the run's own set.
+
+    ``remote="NAME"`` runs the current commit on a remote instead (a team's ``soopervisor serve``
+    or ``"github"``, see ``soopervisor remote list``): the commit must be pushed; the run is
+    recorded here like any run and its log follows live. Ctrl-C while waiting only stops
+    following it there; ``stop_run`` stops it, ``attach(run_id)`` follows it again.
 
     ``secrets`` are names of environment variables passed into the container
     and redacted from every output. ``on_line`` gets each redacted log line
@@ -81,7 +87,22 @@ def run(
         entry_point=entry_point, force=force,
     )
     service = RunService(storage=storage, image=image, engine=executor)
+    if remote is not None:
+        active = service.start_remote(opts, remote)
+        return active.result() if wait else active.run
     return service.run(opts) if wait else service.start(opts).run
+
+
+def attach(run_id: str, on_line: Callable[[str], None] | None = None) -> Run:
+    """A run by id, followed live from here: ``on_line`` gets its log from the first line, then each
+    new one; the returned Run is kept up to date until it ends. For a remote run nobody follows
+    any more (a kernel restarted), this process follows it at the remote again."""
+    from .service import RunService
+    from .watch import watch
+
+    service = RunService()
+    service.attach(run_id)
+    return watch(service.get(run_id), on_line)
 
 
 def get_run(run_id: str) -> Run:

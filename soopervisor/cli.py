@@ -162,7 +162,10 @@ def _run_options(f):
 @cli.command()
 @click.argument("path", default=".", type=click.Path(file_okay=False))
 @_run_options
-def run(path: str, **opts) -> None:
+@click.option("--remote", metavar="NAME",
+              help="Run the pushed commit on a remote instead: a team's soopervisor serve or `github` "
+                   "(`soopervisor remote list`); its log follows here.")
+def run(path: str, remote: str | None, **opts) -> None:
     """Run the pipeline at PATH in a fresh container and store its artifacts.
 
     \b
@@ -171,8 +174,42 @@ def run(path: str, **opts) -> None:
       soopervisor run pipelines/churn --full --storage /mnt/artifacts
       soopervisor run --secret DB_PASSWORD --timeout 3600
       soopervisor run --force               rebuild every task, not only what changed
+      soopervisor run --remote ci --full    the pushed commit on the team's server, followed here
+      soopervisor run --remote github       the repository's workflow on GitHub Actions
     """
+    if remote is not None:
+        _run_remote(path, remote, **opts)
+        return
     _run(path, **opts)
+
+
+def _run_remote(path: str, remote: str, quiet: bool, verbose: bool = False, **opts) -> None:
+    """A run on a remote, followed here until it ends; Ctrl-C stops following (the run goes on)."""
+    from .service import RunOptions, RunService
+
+    service = RunService(storage=opts.pop("storage"), image=opts.pop("image"), engine=opts.pop("executor"))
+    terminal = None if quiet else _Terminal(verbose)
+    active = service.start_remote(RunOptions(path=path, on_line=terminal, **opts), remote)
+    try:
+        result = active.result()
+    except KeyboardInterrupt:
+        _say(f"\nsoopervisor: stopped following run {active.run.id}; it goes on at {remote}: "
+             f"`soopervisor attach {active.run.id}` follows it again, `soopervisor stop {active.run.id}` stops it",
+             err=True)
+        sys.exit(130)
+    finally:
+        if terminal is not None:
+            terminal.close()
+    _ended(result, streamed=terminal is not None)
+
+
+def _ended(result, streamed: bool) -> None:
+    """The outcome line of a run followed to its end; exits non-zero unless it succeeded."""
+    if result.ok:
+        _say(f"✓ run {result.id} succeeded in {result.duration:.0f}s{_skipped(result)}; artifacts: {_where(result)}",
+             fg="green")
+        return
+    _failed(result, streamed=streamed)
 
 
 @cli.command("legacy", hidden=True)
@@ -414,11 +451,7 @@ def _run(path: str, quiet: bool, verbose: bool = False, **opts) -> None:
     with _following(quiet, verbose) as (terminal, signals):
         signals.active = service.start(RunOptions(path=path, on_line=terminal, **opts))
         result = signals.active.result()
-    if result.ok:
-        _say(f"✓ run {result.id} succeeded in {result.duration:.0f}s{_skipped(result)}; artifacts: {_where(result)}",
-             fg="green")
-        return
-    _failed(result, streamed=terminal is not None)
+    _ended(result, streamed=terminal is not None)
 
 
 @contextlib.contextmanager
@@ -439,7 +472,9 @@ def _following(quiet: bool, verbose: bool) -> Iterator[tuple[_Terminal | None, _
 
 
 def _where(result) -> str:
-    return f"{(result.storage_url or '').rstrip('/')}/{result.project}/{result.commit}/{result.id}"
+    if not result.storage_url:
+        return "not known here (the remote keeps them; its log says where)"
+    return f"{result.storage_url.rstrip('/')}/{result.project}/{result.commit}/{result.set_id}"
 
 
 def _failed(result, streamed: bool, report: bool = True) -> NoReturn:
@@ -780,6 +815,7 @@ def runs_cmd(project: str | None, limit: int, as_json: bool) -> None:
     A running run whose owner is gone (its process died, its lease expired)
     is marked interrupted here, and its containers removed.
     """
+    from .remotes.follower import owner_left
     from .service import RunService
 
     runs = RunService().list(project=project, limit=limit)
@@ -791,13 +827,16 @@ def runs_cmd(project: str | None, limit: int, as_json: bool) -> None:
         return
     # whole project names: the pipelines of one repository differ only at the end
     width = max(len("PROJECT"), *(len(r.project) for r in runs))
-    click.echo(f"{'RUN':<12} {'PROJECT':<{width}} {'COMMIT':<8} {'MODE':<7} {'STATUS':<11} {'STARTED (UTC)':<20} {'TOOK':>6}")
+    where = max(len("WHERE"), *(len(r.where) for r in runs))
+    click.echo(f"{'RUN':<12} {'PROJECT':<{width}} {'COMMIT':<8} {'MODE':<7} {'STATUS':<11} {'WHERE':<{where}} "
+               f"{'STARTED (UTC)':<20} {'TOOK':>6}")
     for r in runs:
         took = f"{r.duration:.0f}s" if r.duration is not None else "-"
         when = (r.started_at or "")[:19].replace("T", " ")
-        click.echo(
-            f"{r.id:<12} {r.project:<{width}} {r.short_commit:<8} {r.mode:<7} {r.status:<11} {when:<20} {took:>6}"
-        )
+        click.echo(f"{r.id:<12} {r.project:<{width}} {r.short_commit:<8} {r.mode:<7} {r.status:<11} "
+                   f"{r.where:<{where}} {when:<20} {took:>6}")
+    if any(r.remote and not r.finished and owner_left(r) for r in runs):
+        click.echo("\nremote runs nobody follows show their last known state: `soopervisor attach ID` follows one")
 
 
 @cli.command("stop")
@@ -820,6 +859,113 @@ def stop_cmd(run_id: str, wait: float) -> None:
     else:
         click.echo(f"run {run.id} is stopping: its owner (pid {run.owner_pid} on {run.owner_host}) "
                    "was asked to stop and is storing what it has; `soopervisor runs` shows when it ended")
+
+
+@cli.command("attach")
+@click.argument("run_id")
+@click.option("-q", "--quiet", is_flag=True, help="Do not print the log; wait and print only the outcome.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the installers' output too (as `run -v`).")
+def attach_cmd(run_id: str, quiet: bool, verbose: bool) -> None:
+    """Follow a run by its id: its log from the start, then live, until it ends.
+
+    A remote run that nobody follows any more (its notebook's kernel restarted,
+    the terminal that started it was closed) is followed from here again, at the
+    line where its log stopped. Ctrl-C stops following; the run goes on.
+
+    \b
+    Example:
+      soopervisor runs                  # the RUN column has the ids
+      soopervisor attach 3f2a9c1b7d0e
+    """
+    import time
+
+    import soopervisor
+
+    terminal = None if quiet else _Terminal(verbose)
+    run = soopervisor.attach(run_id, on_line=terminal)
+    try:
+        while not run.finished:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        _say(f"\nsoopervisor: stopped following run {run_id}; `soopervisor stop {run_id}` stops it", err=True)
+        sys.exit(130)
+    finally:
+        if terminal is not None:
+            terminal.close()
+    _ended(run, streamed=terminal is not None)
+
+
+# -- remotes ----------------------------------------------------------------------------
+@cli.group("remote")
+def remote_group() -> None:
+    """Name the remotes runs can go to: a team's `soopervisor serve`, GitHub Actions.
+
+    \b
+    Examples:
+      soopervisor remote add ci https://ci.example.com:8008     # asks for the server's token
+      echo "$TOKEN" | soopervisor remote add ci https://ci.example.com:8008 --token-stdin
+      soopervisor remote add ghe https://ghe.example.com/api/v3 --github
+      soopervisor remote list
+      soopervisor run --remote ci --full
+    """
+
+
+@remote_group.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--github", "is_github", is_flag=True,
+              help="URL is a GitHub API (GitHub Enterprise: https://HOST/api/v3) running the repository's workflow.")
+@click.option("--token-stdin", is_flag=True, help="Read the token from standard input instead of asking for it.")
+@click.option("--no-token", is_flag=True,
+              help="Store no token (it comes from SOOPERVISOR_REMOTE_<NAME>_TOKEN, or GITHUB_TOKEN for GitHub).")
+def remote_add(name: str, url: str, is_github: bool, token_stdin: bool, no_token: bool) -> None:
+    """Name a remote (replacing one of that name) and keep its token with your credentials.
+
+    A server's token is an API token of that server with the `run` scope (its admin
+    makes one: `soopervisor serve --config server.yaml token create NAME --scope run`).
+    A GitHub token needs `actions: write` and `contents: read` on the repository.
+    """
+    from .remotes import config as remotes
+
+    token = None
+    if token_stdin:
+        token = sys.stdin.readline().strip()
+    elif not no_token:
+        token = click.prompt(f"token for {name}", hide_input=True, default="", show_default=False).strip()
+    if not token and not no_token:
+        raise UsageError("no token was given", "paste the token, or pass --no-token to take it from the environment")
+    entry, where = remotes.add(name, url, kind="github" if is_github else "server", token=token)
+    _say(f"remote {entry.name}: {entry.kind} at {entry.url}" + (f"; its token is kept in {where}" if where else ""))
+
+
+@remote_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the remotes as JSON.")
+def remote_list(as_json: bool) -> None:
+    """The remotes runs can go to (`soopervisor run --remote NAME`), and whether each has a token."""
+    from .remotes import config as remotes
+
+    found = remotes.listed()
+    for r in found:
+        r["token"] = remotes.token(remotes.get(r["name"])) is not None
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    width = max(len(r["name"]) for r in found)
+    for r in found:
+        click.echo(f"{r['name']:<{width}}  {r['kind']:<6}  {r['url']}{'' if r['token'] else '  (no token)'}")
+
+
+@remote_group.command("remove")
+@click.argument("name")
+def remote_remove(name: str) -> None:
+    """Forget a remote and its stored token."""
+    from .remotes import config as remotes
+    from .remotes.base import check_name
+
+    check_name(name)
+    if not remotes.remove(name):
+        raise UsageError(f"no remote named {name!r} is stored", "`soopervisor remote list` shows them")
+    _say(f"remote {name} removed")
 
 
 # -- executors -----------------------------------------------------------------------

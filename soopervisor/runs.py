@@ -108,10 +108,38 @@ class Run:
     # the configured engine it ran on, by name (executors.yaml, or "local"): stop, reap and adopt
     # find its containers on that engine
     engine: str | None = None
+    # a run on a remote (a team server, GitHub Actions), by the remote's name; this record is fed by
+    # the remote's follower (soopervisor/remotes), and ``remote_ref`` (JSON) is its handle there
+    remote: str | None = None
+    remote_ref: str | None = None
 
     @property
     def short_commit(self) -> str:
         return self.commit[:7]
+
+    @property
+    def ref(self) -> dict[str, Any]:
+        """The remote's handle of this run ({} for a run of this machine's engines)."""
+        import json
+
+        try:
+            value = json.loads(self.remote_ref) if self.remote_ref else {}
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def where(self) -> str:
+        """Where it ran, in a word or two: the remote's name, else the engine's (``local``)."""
+        if self.remote:
+            return self.remote
+        return self.engine or "local"
+
+    @property
+    def set_id(self) -> str:
+        """The run id its artifact set is stored under: the remote's own run id for a remote run."""
+        run = self.ref.get("run")
+        return run if isinstance(run, str) and run else self.id
 
     @property
     def ok(self) -> bool:
@@ -381,6 +409,12 @@ class RunStore:
         with self._db() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _from_row(row) if row else None
+
+    def following(self) -> list[Run]:
+        """Every remote run not yet ended (queued or running), of any owner."""
+        with self._db() as db:
+            return [_from_row(r) for r in db.execute(
+                "SELECT * FROM runs WHERE remote IS NOT NULL AND status IN ('queued', 'running')")]
 
     def running(self) -> list[Run]:
         """Every run recorded as running, of any owner."""

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import posixpath
 import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ from .runs import Run, RunStore, now_iso, owner_gone, this_host
 if TYPE_CHECKING:
     from .engines import Engine, Engines
     from .project import Report
+    from .remotes.follower import ActiveRemote
 
 
 @dataclass
@@ -107,7 +109,10 @@ def _cancel_at_exit(wait: float = 15.0) -> None:
     """
     active = active_runs()
     for a in active:
-        a.cancel("soopervisor's process is exiting")
+        if getattr(a, "remote_run", False):
+            a.detach()  # the run goes on at the remote; the next process attaches to it
+        else:
+            a.cancel("soopervisor's process is exiting")
     deadline = time.monotonic() + wait
     for a in active:
         a.done.wait(max(0.0, deadline - time.monotonic()))
@@ -292,6 +297,87 @@ class RunService:
         active.begin(daemon=daemon)
         return active
 
+    def start_remote(self, opts: RunOptions, remote: str) -> ActiveRemote:
+        """Queue the project's commit on the remote named ``remote`` and follow it from this process.
+
+        The project is validated here first; the remote then checks what only it can (the commit
+        pushed, a workflow, the token). Options that belong to this machine's engines (secrets,
+        limits, image, storage, engine) are the remote's to set and are refused here.
+        """
+        from .remotes import config as remotes
+        from .remotes.follower import ActiveRemote, new_log, own
+
+        unsupported = [name for name, value in (
+            ("--secret", opts.secrets), ("--timeout", opts.timeout), ("--cpus", opts.cpus),
+            ("--memory", opts.memory), ("--network", opts.network), ("--ca-bundle", opts.ca_bundle),
+            ("--force", opts.force), ("--image", self.image), ("--storage", self.storage), ("--executor", self.engine),
+        ) if value]
+        if unsupported:
+            raise UsageError(f"{', '.join(unsupported)} cannot be given to a remote run: the remote decides them",
+                             f"set them where {remote} is configured (the server's server.yaml, or the workflow "
+                             "file `soopervisor github init` wrote), or run here without --remote")
+        target = remotes.load(remote)
+        report = self._inspect(opts)
+        if not report.ok:
+            raise InvalidProject(report)
+        project = report.project
+        mode = "sample" if opts.sample and project.declares_sample else "full"
+        submitted = target.submit(repo_root=str(project.repo_root), project=project.subdir or ".",
+                                  commit=project.commit, mode=mode)
+        run = Run(project=project.name, project_path=str(project.path), commit=project.commit, dirty=project.dirty,
+                  mode=mode, status="queued", started_at=now_iso(), storage_url=submitted.storage_url,
+                  executor=submitted.describe or remote, remote=remote, remote_ref=json.dumps(submitted.ref))
+        own(self.store, run)
+        new_log(run)
+        self.store.add(run)
+        active = ActiveRemote(self.store, run, target, opts.on_line)
+        active.note(f"run {run.id} of {run.project} at {run.commit[:7]} ({mode}) on {run.executor}")
+        for w in report.warnings:
+            active.note(f"warning: {w.what}")
+        if project.dirty:
+            active.note("warning: uncommitted changes are not part of it: the remote runs the commit as pushed")
+        _ensure_exit_hook()
+        active.begin()
+        return active
+
+    def attach(self, run_id: str, *, on_line: Callable[[str], None] | None = None) -> ActiveRemote | None:
+        """Follow a remote run from this process when nobody follows it any more (its kernel
+        restarted, its terminal closed); the follower resumes after the lines the log has.
+        None when there is nothing to do here: the run ended, is not remote, or another live
+        process follows it (its log file and record keep growing all the same)."""
+        from .remotes import config as remotes
+        from .remotes.follower import ActiveRemote, own, owner_left
+
+        run = self.store.get(run_id)
+        if run is None:
+            raise RunNotFound(f"no run with id '{run_id}'", "soopervisor.list_runs() or `soopervisor runs` shows the ids")
+        if run.remote is None or run.finished:
+            return None
+        active = active_run(run_id)
+        if active is not None:
+            return active if getattr(active, "remote_run", False) else None
+        why = owner_left(run)
+        if why is None:
+            return None
+        target = remotes.load(run.remote)
+        read = replace(run)
+        if not own(self.store, run, claim_from=read):
+            return None  # another process attached first
+        active = ActiveRemote(self.store, run, target, on_line)
+        active.note(f"following run {run.id} on {run.executor} again ({why})")
+        _ensure_exit_hook()
+        active.begin()
+        return active
+
+    def attach_all(self) -> list[Run]:
+        """Follow every remote run nobody follows (a long-lived process: the Jupyter server)."""
+        attached = []
+        for run in self.store.following():
+            with contextlib.suppress(SoopervisorError):
+                if self.attach(run.id) is not None:
+                    attached.append(run)
+        return attached
+
     def run(self, opts: RunOptions) -> Run:
         """Start and wait. Ctrl-C (or a Cancelled from a SIGTERM handler) cancels the run,
         waits until it is recorded and stored, then goes on up; errors that stopped the
@@ -332,12 +418,32 @@ class RunService:
         run = self.get(run_id)
         if run.finished:
             return run
+        if run.remote is not None:
+            return self._stop_remote(run, wait)
         active = active_run(run_id)
         if active is not None:
             active.cancel("stopped")
             active.done.wait(wait)
             return active.run
         return self._stop_foreign(run, wait)
+
+    def _stop_remote(self, run: Run, wait: float) -> Run:
+        """Ask the remote to stop the run, and wait for its end to be followed (by whoever follows it)."""
+        from .remotes import config as remotes
+
+        active = active_run(run.id) or self.attach(run.id)
+        if active is not None:
+            active.cancel("stopped")
+        else:
+            remotes.load(run.remote).cancel(run.ref)  # type: ignore[arg-type] - remote is set
+        deadline = time.monotonic() + wait
+        current: Run | None = run
+        while time.monotonic() < deadline:
+            current = self.store.get(run.id)
+            if current is None or current.finished:
+                break
+            time.sleep(WATCH_EVERY)
+        return current or run
 
     def _stop_foreign(self, run: Run, wait: float) -> Run:
         marker = cancel_marker(run.id)
@@ -372,6 +478,8 @@ class RunService:
         host, reaped = this_host(), []
         for run in self.store.running():
             if not self.in_scope(run):  # another engine's run: left to whoever uses that engine
+                continue
+            if run.remote is not None:  # it goes on at the remote whoever follows it: attach() resumes it
                 continue
             ours = active_run(run.id) is not None
             why = None if ours else owner_gone(run, host)

@@ -33,6 +33,8 @@ def run_json(run: Any) -> dict[str, Any]:
     """Run JSON: ``Run.to_dict()`` without ``log_path``, plus duration and short_commit."""
     d = run.to_dict()
     d.pop("log_path", None)
+    d.pop("remote_ref", None)  # the remote's handle: this machine's business, not a client's
+    d["where"] = run.where
     d["duration"] = run.duration
     d["short_commit"] = run.short_commit
     topic = run_topic(run)
