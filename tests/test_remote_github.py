@@ -507,3 +507,56 @@ class _Rewrite(HTTPAdapter):
     def send(self, request, **kw):  # type: ignore[no-untyped-def]
         request.url = request.url.replace("https://api.github.com", self.to, 1)
         return super().send(request, **kw)
+
+
+# -- through the run service: one local record, a restart, attach ------------------------------------------
+def test_a_github_run_through_the_run_service_survives_a_restart(tmp_path, monkeypatch):
+    import soopervisor
+    from soopervisor.remotes import config as remotes
+    from soopervisor.remotes import github
+    from soopervisor.service import RunOptions, RunService
+    from tests.projects import make_project
+
+    monkeypatch.setattr(github, "POLL", 0.02)
+    project = make_project(tmp_path)
+    workflow.write(project, storage="s3://bucket/team")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "workflow")
+    git(project, "remote", "add", "origin", f"git@github.com:{REPO}.git")
+    with FakeGitHub(token=TOKEN) as fake:
+        fake.add_repo(REPO)
+        fake.token_permissions["actions"] = "write"
+        fake.add_workflow()
+        fake.set_head("main", head(project))
+        remotes.add("gh", fake.api_url, kind="github", token=TOKEN)
+
+        seen: list[str] = []
+        active = RunService().start_remote(RunOptions(path=project, sample=True, on_line=seen.append), "gh")
+        run_id = active.run.id
+        assert fake.last_run().inputs == {"mode": "sample"}
+        gh_run = fake.last_run().id
+        fake.start_run(gh_run, STEPS)
+        fake.start_step(gh_run, 1)
+        until(lambda: any("step 1/4" in line and "started" in line for line in seen))
+        active.detach()  # the kernel restarts: the run goes on at GitHub
+        assert active.wait(WAIT)
+        assert soopervisor.get_run(run_id).status == "running"
+
+        for n in range(1, 5):
+            fake.finish_step(gh_run, n, f"{STEPS[n - 1]} printed {TOKEN}", took=n)
+        fake.conclude(gh_run)
+        again: list[str] = []
+        run = soopervisor.attach(run_id, on_line=again.append)
+        until(lambda: soopervisor.get_run(run_id).finished)
+
+    run = soopervisor.get_run(run_id)
+    assert run.status == "succeeded" and run.remote == "gh" and run.executor == f"GitHub Actions {REPO}"
+    assert run.storage_url == "s3://bucket/team"
+    log = Path(run.log_path).read_text().splitlines()
+    mine = [line for line in log if not line.startswith("soopervisor: ")]
+    assert len(mine) == len(set(mine)), log  # nothing twice across the restart
+    assert [line for line in mine if line.startswith("github: step")] == [
+        f'github: step {n}/4 "{name}" {what}' for n, name in enumerate(STEPS, 1)
+        for what in ("started", f"succeeded in {n} s")]
+    assert mine[-4:] == [f"{name} printed ***" for name in STEPS]
+    assert TOKEN not in Path(run.log_path).read_text() and TOKEN not in repr(run)

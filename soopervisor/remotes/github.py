@@ -58,13 +58,16 @@ class GitHubRemote:
     kind = "github"
 
     def __init__(self, name: str, api_url: str, token: str | None, repository: str | None = None, *,
-                 poll: float = POLL, find_timeout: float = FIND_TIMEOUT, log_wait: float = LOG_WAIT,
-                 unreachable_after: float = UNREACHABLE_AFTER) -> None:
+                 poll: float | None = None, find_timeout: float | None = None, log_wait: float | None = None,
+                 unreachable_after: float | None = None) -> None:
         self.name = name
         self.url = (api_url or "https://api.github.com").rstrip("/")
         self.repository = repository
-        self.poll, self.find_timeout, self.log_wait = poll, find_timeout, log_wait
-        self.unreachable_after = unreachable_after
+        # None: the module's value when the remote is made (tests set it shorter)
+        self.poll = POLL if poll is None else poll
+        self.find_timeout = FIND_TIMEOUT if find_timeout is None else find_timeout
+        self.log_wait = LOG_WAIT if log_wait is None else log_wait
+        self.unreachable_after = UNREACHABLE_AFTER if unreachable_after is None else unreachable_after
         self._token = token or None
         if self._token:
             CREDENTIALS.add(self._token)  # never printed, whatever error text quotes it
