@@ -509,12 +509,12 @@ class _Rewrite(HTTPAdapter):
         return super().send(request, **kw)
 
 
-# -- through the run service: one local record, a restart, attach ------------------------------------------
-def test_a_github_run_through_the_run_service_survives_a_restart(tmp_path, monkeypatch):
-    import soopervisor
+# -- through the run service: one local record, a restart, attach, stop ----------------------------------
+@pytest.fixture
+def pushed(tmp_path, monkeypatch):
+    """A valid project whose commit, with the workflow, is main's head on the fake; the remote ``gh``."""
     from soopervisor.remotes import config as remotes
     from soopervisor.remotes import github
-    from soopervisor.service import RunOptions, RunService
     from tests.projects import make_project
 
     monkeypatch.setattr(github, "POLL", 0.02)
@@ -529,25 +529,55 @@ def test_a_github_run_through_the_run_service_survives_a_restart(tmp_path, monke
         fake.add_workflow()
         fake.set_head("main", head(project))
         remotes.add("gh", fake.api_url, kind="github", token=TOKEN)
+        yield project, fake
 
-        seen: list[str] = []
-        active = RunService().start_remote(RunOptions(path=project, sample=True, on_line=seen.append), "gh")
-        run_id = active.run.id
-        assert fake.last_run().inputs == {"mode": "sample"}
-        gh_run = fake.last_run().id
-        fake.start_run(gh_run, STEPS)
-        fake.start_step(gh_run, 1)
-        until(lambda: any("step 1/4" in line and "started" in line for line in seen))
-        active.detach()  # the kernel restarts: the run goes on at GitHub
-        assert active.wait(WAIT)
-        assert soopervisor.get_run(run_id).status == "running"
 
-        for n in range(1, 5):
-            fake.finish_step(gh_run, n, f"{STEPS[n - 1]} printed {TOKEN}", took=n)
-        fake.conclude(gh_run)
-        again: list[str] = []
-        run = soopervisor.attach(run_id, on_line=again.append)
-        until(lambda: soopervisor.get_run(run_id).finished)
+def test_stop_run_cancels_a_github_run(pushed):
+    import soopervisor
+
+    project, fake = pushed
+    run = soopervisor.run(project, remote="gh", wait=False)
+    fake.start_run(fake.last_run().id, STEPS)
+    fake.start_step(fake.last_run().id, 1)
+    until(lambda: soopervisor.get_run(run.id).status == "running")
+    soopervisor.stop_run(run.id)
+    until(lambda: soopervisor.get_run(run.id).finished)
+    assert soopervisor.get_run(run.id).status == "cancelled"
+    assert fake.last_run().conclusion == "cancelled"
+    assert f"POST /repos/{REPO}/actions/runs/{fake.last_run().id}/cancel" in fake.calls("POST")
+
+
+def test_cancel_of_a_run_github_does_not_list_yet_says_so(fake, repo):
+    gh = GitHubRemote("github", fake.api_url, TOKEN, poll=0.01, find_timeout=0)
+    ref = {"repository": REPO, "run_id": None, "commit": head(repo), "branch": "feature",
+           "dispatched_at": "2026-01-01T00:00:00+00:00", "known_runs": []}
+    with pytest.raises(RemoteUnavailable) as e:
+        gh.cancel(ref)
+    assert "Actions tab" in e.value.hint
+
+
+def test_a_github_run_through_the_run_service_survives_a_restart(pushed):
+    import soopervisor
+    from soopervisor.service import RunOptions, RunService
+
+    project, fake = pushed
+    seen: list[str] = []
+    active = RunService().start_remote(RunOptions(path=project, sample=True, on_line=seen.append), "gh")
+    run_id = active.run.id
+    assert fake.last_run().inputs == {"mode": "sample"}
+    gh_run = fake.last_run().id
+    fake.start_run(gh_run, STEPS)
+    fake.start_step(gh_run, 1)
+    until(lambda: any("step 1/4" in line and "started" in line for line in seen))
+    active.detach()  # the kernel restarts: the run goes on at GitHub
+    assert active.wait(WAIT)
+    assert soopervisor.get_run(run_id).status == "running"
+
+    for n in range(1, 5):
+        fake.finish_step(gh_run, n, f"{STEPS[n - 1]} printed {TOKEN}", took=n)
+    fake.conclude(gh_run)
+    soopervisor.attach(run_id)  # the kernel is back: the widget re-attaches by run id
+    until(lambda: soopervisor.get_run(run_id).finished)
 
     run = soopervisor.get_run(run_id)
     assert run.status == "succeeded" and run.remote == "gh" and run.executor == f"GitHub Actions {REPO}"

@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 from ..redact import CREDENTIALS
 from .base import RemoteRefused, RemoteUnavailable, Sink, Submitted
@@ -173,10 +173,12 @@ class GitHubRemote:
     def cancel(self, ref: dict[str, Any]) -> None:
         self._need_token()
         run_id = ref.get("run_id")
-        if run_id is None:
-            run = self._find_run(ref)
-            if run is None:  # not created yet: nothing GitHub could stop
-                return
+        if run_id is None:  # dispatched, not listed yet: give GitHub the time submit gives it
+            run = self._find_run(ref, deadline=time.monotonic() + self.find_timeout)
+            if run is None:
+                raise RemoteUnavailable(f"GitHub does not list the run dispatched for {ref['commit'][:7]} yet, "
+                                        "so it cannot be cancelled",
+                                        hint=f"cancel it in the Actions tab of {ref['repository']} on GitHub")
             run_id = run["id"]
         self._request("POST", f"/repos/{quote_repo(ref['repository'])}/actions/runs/{run_id}/cancel",
                       expect=(202, 409), what="cancelling the workflow run", permission="actions: write",
@@ -281,7 +283,7 @@ class GitHubRemote:
             text = answer.text
         elif answer.status_code == 302 and answer.headers.get("location"):
             # a signed URL, valid a minute, on GitHub's blob store: fetched without our token
-            blob = self._plain(answer.headers["location"], stop)
+            blob = self._plain(urljoin(answer.url, answer.headers["location"]), stop)
             if blob is not None and blob.status_code == 200:
                 text = blob.content.decode("utf-8", errors="replace")
         if text is not None:
