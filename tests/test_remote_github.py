@@ -347,7 +347,7 @@ def test_a_workflow_for_another_project_is_refused(fake, repo):
 def test_no_token(fake, repo):
     with pytest.raises(RemoteRefused) as e:
         submit(remote(fake, token=None), repo)
-    assert "GITHUB_TOKEN" in e.value.hint and "soopervisor remote add github --github" in e.value.hint
+    assert "GITHUB_TOKEN" in e.value.hint and f"soopervisor remote add github {fake.api_url} --github" in e.value.hint
     assert fake.log == []
 
 
@@ -494,7 +494,7 @@ def test_an_enterprise_origin_with_the_github_com_remote_is_pointed_to_its_api_u
     gh._http().mount("https://api.github.com", _Rewrite(fake.api_url))
     with pytest.raises(RemoteRefused) as e:
         submit(gh, repo)
-    assert "--api-url https://ghe.corp.example/api/v3" in e.value.hint
+    assert "soopervisor remote add NAME https://ghe.corp.example/api/v3 --github" in e.value.hint
 
 
 class _Rewrite(HTTPAdapter):
@@ -590,3 +590,24 @@ def test_a_github_run_through_the_run_service_survives_a_restart(pushed):
         for what in ("started", f"succeeded in {n} s")]
     assert mine[-4:] == [f"{name} printed ***" for name in STEPS]
     assert TOKEN not in Path(run.log_path).read_text() and TOKEN not in repr(run)
+
+
+def test_the_cli_says_what_to_do_without_a_traceback(pushed, monkeypatch):
+    from soopervisor.remotes import config as remotes
+    from tests.conftest import cli
+
+    project, fake = pushed
+    (project / "later.txt").write_text("not pushed\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "later")
+    proc = cli("run", str(project), "--remote", "gh", check=2)
+    assert "is not the head of a branch" in proc.stderr and "git push origin HEAD:main" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout and TOKEN not in proc.stderr + proc.stdout
+
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.delenv("GH_TOKEN", raising=False)
+    remotes.add("bare", fake.api_url, kind="github")
+    proc = cli("run", str(project), "--remote", "bare", check=2)
+    assert "no GitHub token" in proc.stderr and "GITHUB_TOKEN" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not any(c.path.endswith("/dispatches") for c in fake.log)

@@ -39,8 +39,7 @@ SUBMIT_RATE_WAIT = 60.0
 #: the slack allowed between this machine's clock and GitHub's when looking for a new run
 CLOCK_SLACK = timedelta(minutes=5)
 
-TOKEN_HINT = ("set GITHUB_TOKEN (or GH_TOKEN), or store a token with `soopervisor remote add github --github` "
-              "(`--api-url https://HOST/api/v3` for GitHub Enterprise)")
+NEEDED = "Actions: read and write, Contents: read on the repository"
 PERMISSION_HINT = ("a fine-grained token needs the repository permissions Actions: read and write and Contents: "
                    "read; a classic token the `repo` scope (`public_repo` for a public repository)")
 #: GitHub's log lines start with a timestamp: 2026-12-03T01:05:38.1234567Z
@@ -90,7 +89,7 @@ class GitHubRemote:
         if self.url == "https://api.github.com" and origin_host and "." in origin_host and \
                 origin_host != "github.com":
             elsewhere = (f"; origin is on {origin_host}: for GitHub Enterprise, add a remote with "
-                         f"`soopervisor remote add NAME --github --api-url https://{origin_host}/api/v3`")
+                         f"`soopervisor remote add NAME https://{origin_host}/api/v3 --github`")
 
         wf = self._json("GET", f"/repos/{owner_repo}/actions/workflows/{quote(Path(WORKFLOW).name)}",
                         what=f"looking for {WORKFLOW} in {repository}", permission="actions: read",
@@ -187,7 +186,14 @@ class GitHubRemote:
     # -- submit's checks -----------------------------------------------------------------------
     def _need_token(self) -> None:
         if not self._token:
-            raise RemoteRefused(f"no GitHub token for the remote {self.name!r}", hint=TOKEN_HINT)
+            raise RemoteRefused(f"no GitHub token for the remote {self.name!r}", hint=self._token_hint())
+
+    def _token_hint(self) -> str:
+        """Where this remote's token comes from (remotes/config.py): its variable, GITHUB_TOKEN or
+        GH_TOKEN, or the credentials ``soopervisor remote add`` keeps."""
+        variable = "SOOPERVISOR_REMOTE_" + re.sub(r"[^A-Za-z0-9]", "_", self.name).upper() + "_TOKEN"
+        return (f"set GITHUB_TOKEN (or GH_TOKEN, or {variable}), or keep one with "
+                f"`soopervisor remote add {self.name} {self.url} --github`; it needs {NEEDED}")
 
     def _check_local_workflow(self, root: Path, commit: str, project: str) -> str | None:
         """The workflow as committed, when this repository has the commit: it must take a dispatch with a
@@ -333,7 +339,7 @@ class GitHubRemote:
             return answer.json()
         except ValueError:  # a proxy's or a captive portal's page, not GitHub
             raise RemoteUnavailable(f"{self.url} did not answer as the GitHub API does while {kw['what']}",
-                                    hint="check the API URL (GitHub Enterprise: https://HOST/api/v3) "
+                                    hint="check the remote's API URL (GitHub Enterprise: https://HOST/api/v3) "
                                          "and the proxy") from None
 
     def _request(self, method: str, path: str, *, what: str, permission: str, params: dict[str, Any] | None = None,
@@ -395,7 +401,7 @@ class GitHubRemote:
         if status == 401:
             return RemoteRefused(f"GitHub refused the token of the remote {self.name!r} while {what} "
                                  f"(401 {message or 'Bad credentials'})",
-                                 hint="the token is invalid or expired: " + TOKEN_HINT)
+                                 hint="the token is invalid or expired: " + self._token_hint())
         if status == 403:
             accepted = r.headers.get("x-accepted-github-permissions")
             return RemoteRefused(f"GitHub refused {what} (403 {message}): the token needs {permission}",
