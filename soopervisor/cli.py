@@ -1417,8 +1417,10 @@ def serve_token() -> None:
     """Make, list and revoke the bearer tokens of the server's API.
 
     Every request to the API sends one (Authorization: Bearer TOKEN). A read
-    token reads runs, logs, artifacts and status; an admin token also pauses
-    repositories, polls, cancels and retries jobs. The server keeps only each
+    token reads runs, logs, artifacts and status; a run token also queues runs
+    of a served repository's pushed commits and stops or cancels them (what
+    `soopervisor run --remote` needs); an admin token also pauses
+    repositories, polls and retries jobs. The server keeps only each
     token's sha256: a token is shown once, when it is made, and a lost one is
     revoked and replaced, never recovered. The commands use the database of
     the server's configuration: pass the same --config as the server.
@@ -1426,6 +1428,7 @@ def serve_token() -> None:
     \b
     Examples:
       soopervisor serve --config server.yaml token create --name dashboard
+      soopervisor serve --config server.yaml token create alice --scope run
       soopervisor serve --config server.yaml token create --admin --name ops
       soopervisor serve --config server.yaml token list
       soopervisor serve --config server.yaml token revoke 3f9a0c1b2d4e
@@ -1433,12 +1436,18 @@ def serve_token() -> None:
 
 
 @serve_token.command("create")
-@click.option("--admin", is_flag=True, help="Allow everything (pause, poll now, cancel, retry), not only reading.")
+@click.argument("name_arg", metavar="[NAME]", required=False)
+@click.option("--scope", type=click.Choice(["read", "run", "admin"]), default=None,
+              help="read: runs, logs, artifacts, status. run: also queue runs of the served repositories' "
+                   "commits and stop them (`soopervisor run --remote`). admin: everything. Default: read.")
+@click.option("--admin", is_flag=True, help="The same as --scope admin: pause, poll now, cancel, retry, not only reading.")
 @click.option("--name", metavar="NAME", default=None,
-              help="Whom or what the token is for, shown by `token list`. Default: USER@HOST of this shell.")
+              help="Whom or what the token is for, shown by `token list` (or as the argument NAME). "
+                   "Default: USER@HOST of this shell.")
 @_token_config_option
 @click.pass_context
-def serve_token_create(ctx: click.Context, admin: bool, name: str | None, config_path: str | None) -> None:
+def serve_token_create(ctx: click.Context, name_arg: str | None, scope: str | None, admin: bool, name: str | None,
+                       config_path: str | None) -> None:
     """Make a token and print it, once: it cannot be shown again.
 
     The token alone goes to stdout (so a script can capture it), what it is to
@@ -1447,14 +1456,20 @@ def serve_token_create(ctx: click.Context, admin: bool, name: str | None, config
     \b
     Examples:
       soopervisor serve --config server.yaml token create --name dashboard
+      soopervisor serve --config server.yaml token create alice --scope run
       soopervisor serve --config server.yaml token create --admin --name ops
       TOKEN=$(soopervisor serve --config server.yaml token create --name ci)
     """
     from .redact import CREDENTIALS
 
+    if name_arg is not None and name is not None and name_arg != name:
+        raise UsageError(f"two names given: {name_arg!r} and --name {name!r}", "give the name once")
+    if admin and scope not in (None, "admin"):
+        raise UsageError(f"--admin and --scope {scope} disagree", "give one of them: --scope read|run|admin")
+    name = name if name is not None else name_arg
     store = _token_store(ctx, config_path)
     info, secret = store.create(name if name is not None else _default_token_name(),
-                                "admin" if admin else "read")
+                                "admin" if admin else (scope or "read"))
     _say(f"✓ {info.scope} token {info.id} ({info.name}) created in {store.database}", fg="green", err=True)
     _say("warning: this is the only time the token is shown: the server keeps only its hash. Store it "
          "now as a secret; never commit, paste or log it. Send it as `Authorization: Bearer TOKEN`.",

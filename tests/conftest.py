@@ -152,10 +152,12 @@ def ssh_engine(tls_engine):
         engine.stop()
 
 
-def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600, check: int | None = None):
-    """The real console command, in a subprocess, as a user runs it."""
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600, check: int | None = None,
+        input: str | None = None):
+    """The real console command, in a subprocess, as a user runs it (``input``: its standard input)."""
     proc = subprocess.run(
         [sys.executable, "-m", "soopervisor", *args],
+        input=input,
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,

@@ -3,31 +3,35 @@
 The REST routes and the log websocket are soopervisor.api's, the same the
 Jupyter extension serves, mounted with this server's auth: a bearer token
 (``Authorization: Bearer TOKEN``) checked against the tokens' hashes in the
-database; "read" tokens may GET, every POST needs an "admin" one. Browsers
+database; "read" tokens may GET, "run" tokens may also queue, stop and cancel
+runs (``POST /repositories/{r}/runs``, ``/runs/{id}/stop``, ``/queue/{job}/cancel``),
+every other POST needs an "admin" one. Browsers
 cannot set headers on a websocket: they offer the token as a subprotocol
 (``soopervisor, soopervisor.bearer.TOKEN``) and the server selects
 ``soopervisor``. Added here: repositories and the queue (``/repositories``,
-``/queue``), the webhook, and outside the API ``/healthz``, ``/readyz``,
+``/queue``), runs asked for by a client (``POST /repositories/{r}/runs``), the webhook, and outside the API ``/healthz``, ``/readyz``,
 ``/metrics`` and ``/dashboard/``.
 """
 from __future__ import annotations
 
 import asyncio
 import errno
+import posixpath
+import re
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tornado import httpserver, netutil, web
 
 from ..api.base import ApiError, ApiHandler, LogSocketBase, api_error, call
-from ..api.handlers import LIMIT_DEFAULT, LIMIT_MAX, query_int
+from ..api.handlers import LIMIT_DEFAULT, LIMIT_MAX, StopHandler, query_int
 from ..errors import SoopervisorError, UsageError
 from .config import ServerConfig
 from .loop import IDLE, ServerState
 from .poller import GIT_TIMEOUT
-from .queue import JOB_STATES, JobNotFound
+from .queue import JOB_STATES, MODES, JobNotFound
 from .tokens import TokenStore, allows
 from .webhook import WebhookHandler
 
@@ -41,8 +45,13 @@ _BEARER_PROTOCOL = "soopervisor.bearer."
 TOKEN_HINT = ("send an API token as `Authorization: Bearer TOKEN`; "
               "`soopervisor serve --config server.yaml token create` makes one")
 ADMIN_HINT = "this needs an admin token: `soopervisor serve --config server.yaml token create --admin`"
-#: what each handler scope needs of a token: reading needs any token, everything else an admin one
-_NEEDS = {"read": "read"}
+RUN_HINT = ("this needs a run token (or an admin one): ask the server's admin for one "
+            "(`soopervisor serve --config server.yaml token create NAME --scope run`)")
+#: what each handler scope needs of a token: reading any token, queueing and stopping runs a run token,
+#: everything else an admin one
+_NEEDS = {"read": "read", "run": "run"}
+#: what a scope may do, for a 403's message
+_MAY = {"read": "may only read", "run": "may read and queue or stop runs, not this"}
 #: jobs shown per repository in GET /repositories
 LAST_JOBS = 5
 
@@ -52,6 +61,8 @@ LAST_JOBS = 5
 
 def _authorize(handler: web.RequestHandler, secret: str | None, scope: str) -> None:
     """ApiError(401) without a known token, (403) when its scope does not allow ``scope``."""
+    if scope == "write" and isinstance(handler, StopHandler):
+        scope = "run"  # the shared API's stop: what a run token is for (its own runs, started remotely)
     tokens: TokenStore = handler.settings["soopervisor_tokens"]
     try:
         info = tokens.verify(secret)
@@ -59,8 +70,10 @@ def _authorize(handler: web.RequestHandler, secret: str | None, scope: str) -> N
         raise ApiError(503, e.message, e.hint) from None
     if info is None:
         raise ApiError(401, "a valid API token is needed" if secret else "no API token was sent", TOKEN_HINT)
-    if not allows(info, _NEEDS.get(scope, "admin")):
-        raise ApiError(403, f"the token {info.id} ({info.name}) may only read", ADMIN_HINT)
+    need = _NEEDS.get(scope, "admin")
+    if not allows(info, need):
+        raise ApiError(403, f"the token {info.id} ({info.name}) {_MAY.get(info.scope, 'may not do this')}",
+                       RUN_HINT if need == "run" else ADMIN_HINT)
     handler.current_user = info  # type: ignore[misc] - who did it, for the log
 
 
@@ -217,6 +230,15 @@ class JobActionHandler(ServerHandler):
         except SoopervisorError as e:
             raise api_error(e) from None
 
+
+class JobHandler(JobActionHandler):
+    """One job: a client that queued a run waits here for its run id."""
+
+    async def get(self, job_id: str) -> None:
+        self.reply({"job": (await self.job_call(self.state.queue.get, job_id)).to_dict()})
+
+
+class JobChangeHandler(JobActionHandler):
     async def post(self, job_id: str) -> None:
         queue = self.state.queue
         if self.action == "cancel":
@@ -224,6 +246,12 @@ class JobActionHandler(ServerHandler):
                 job = await self.job_call(queue.get, job_id)
                 raise ApiError(409, f"job {job_id} has ended ({job.state}): there is nothing to cancel",
                                "POST /soopervisor/api/queue/ID/retry queues it again", job=job.to_dict())
+            job = await self.job_call(queue.get, job_id)
+            if job.run_id is not None:
+                # its worker would learn only at its next lease renewal (a third of the lease, 10 s by
+                # default): the run is stopped now, through the run service, as POST /runs/{id}/stop does.
+                # A run not attached yet is cancelled by its worker, whose attach then fails.
+                await call(self.state.runs.stop, job.run_id)
         elif await self.job_call(queue.retry, job_id) is None:
             job = await self.job_call(queue.get, job_id)
             raise ApiError(409, f"job {job_id} is {job.state}: it has not ended",
@@ -233,6 +261,58 @@ class JobActionHandler(ServerHandler):
         self.reply({"job": (await self.job_call(queue.get, job_id)).to_dict()})
 
 
+#: a commit as the API takes it: a full SHA-1
+_SHA = re.compile(r"[0-9a-fA-F]{40}")
+
+
+def _project_key(path: str) -> str:
+    """A project folder relative to the repository's top, as compared: ``./a/b/`` and ``a/b`` alike, "." the top."""
+    return posixpath.normpath(path.strip().replace("\\", "/") or ".").lstrip("/") or "."
+
+
+class SubmitHandler(ServerHandler):
+    """``POST /repositories/{repository}/runs``: a client (``soopervisor run --remote``) asks for a run
+    of a pushed commit. The remote is fetched first, so a push made a moment ago is seen."""
+
+    scopes: ClassVar[dict[str, str]] = {**ServerHandler.scopes, "POST": "run"}
+
+    async def post(self, repository: str) -> None:
+        name = self.repository(repository)
+        body = self.json_body()
+        commit, project, mode = body.get("commit"), body.get("project", "."), body.get("mode", "sample")
+        if not isinstance(commit, str) or not _SHA.fullmatch(commit):
+            shown = repr(commit)[:60] if isinstance(commit, str) else type(commit).__name__
+            raise ApiError(400, f"'commit' must be a full commit SHA (40 hex digits), not {shown}",
+                           "send the whole SHA: `git rev-parse HEAD`")
+        commit = commit.lower()
+        if not isinstance(project, str):
+            raise ApiError(400, "'project' must be a string", "the project's folder in the repository, \".\" for its top")
+        if mode not in MODES:
+            raise ApiError(400, f"'mode' must be one of {', '.join(MODES)}, not {mode!r}"[:200])
+        repo = next(r for r in self.state.config.repositories if r.name == name)
+        served = {_project_key(p): p for p in repo.projects}
+        if _project_key(project) not in served:
+            raise ApiError(422, f"project {project!r} is not served in repository {name}"[:300],
+                           f"this server runs {', '.join(repr(p) for p in repo.projects)} of {name}; "
+                           "its admin adds projects in server.yaml (`projects:`)")
+        project = served[_project_key(project)]  # as server.yaml spells it: the poller's jobs use the same key
+        poller = self.state.poller
+        if not await call(poller.fetch_commit, repo, commit):
+            raise ApiError(409, f"commit {commit[:12]} is not in {repo.shown_url}",
+                           "push it first (`git push origin <branch>`), then ask again; the server fetches "
+                           "the remote's branches when a run is asked for")
+        if not await call(poller.has_path, repo, commit, project):
+            raise ApiError(422, f"commit {commit[:12]} of {name} has no folder {project!r}",
+                           "the project was moved or removed in that commit: run a commit that has it")
+        # branch "": asked for through the API, not a polled head (and never superseded by one)
+        job, queued_now = await call(self.state.queue.submit, name, commit, project, mode, "")
+        if queued_now:
+            self.state.work.set()  # claimed now, not at the worker's next round
+            self.state.say(f"api: run of {name}@{commit[:12]} {project} {mode} asked by token "
+                           f"{self.current_user.id} ({self.current_user.name}): job {job.id}")
+        self.reply({"job": job.to_dict()}, status=201 if queued_now else 200)
+
+
 class EnginesHandler(ServerHandler):
     """The server's engines: slots, busy slots, and whether each is held (it did not answer) and why."""
 
@@ -240,11 +320,12 @@ class EnginesHandler(ServerHandler):
         self.reply({"engines": self.state.pool.status()})
 
 
-class CancelHandler(JobActionHandler):
+class CancelHandler(JobChangeHandler):
     action = "cancel"
+    scopes: ClassVar[dict[str, str]] = {**JobChangeHandler.scopes, "POST": "run"}  # a run token cancels its runs
 
 
-class RetryHandler(JobActionHandler):
+class RetryHandler(JobChangeHandler):
     action = "retry"
 
 
@@ -255,8 +336,10 @@ SERVER_ROUTES: list[tuple[str, type]] = [
     ("/repositories/{repository}/pause", PauseHandler),
     ("/repositories/{repository}/resume", ResumeHandler),
     ("/repositories/{repository}/poll", PollHandler),
+    ("/repositories/{repository}/runs", SubmitHandler),
     ("/queue", QueueHandler),
     ("/engines", EnginesHandler),
+    ("/queue/{job_id}", JobHandler),
     ("/queue/{job_id}/cancel", CancelHandler),
     ("/queue/{job_id}/retry", RetryHandler),
     ("/webhook/{repository}", WebhookHandler),

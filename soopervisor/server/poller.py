@@ -533,6 +533,41 @@ class Poller:
                 return _git_error(f"cannot read the mirror {git_dir}", err, repo.url)
         return dict(zip(branches, out.split(), strict=True))
 
+    def fetch_commit(self, repo: Repository, commit: str) -> bool:
+        """Whether the mirror has ``commit`` (a full SHA), fetching every branch of the remote first
+        when it does not (a run asked for through the API, of a commit just pushed to any branch).
+
+        The branches go to a namespace of their own (``refs/api/heads/*``, pruned): the poller's
+        ``refs/heads`` stay its own, and a branch deleted on the remote cannot block the fetch of
+        one named below it. CheckoutError (exit 3) when the remote cannot be fetched from."""
+        env = _env(repo)
+        if self._has_commit(repo, commit, env):
+            return True  # fetched already (polled, or asked for before): nothing to ask the remote
+        unusable = key_problem(repo)
+        if unusable:
+            raise CheckoutError(unusable[0], unusable[1])
+        with self._mirror_lock(repo):
+            error = self._ensure_mirror(repo, env)
+            if not error:
+                rc, _, err = _run_git(
+                    self.git, [*_NO_EXT, "--git-dir", str(self.mirror(repo)), "fetch", "--quiet", "--no-tags",
+                               "--no-write-fetch-head", "--prune", repo.url, "+refs/heads/*:refs/api/heads/*"],
+                    env=env, timeout=self.timeout)
+                if rc != 0:
+                    said = _git_error(f"cannot fetch from {repo.shown_url}", err, repo.url)
+                    raise CheckoutError(said, reach_hint(repo, said) if rc > 0 else
+                                        "the remote did not answer in time; try again")
+        if error:
+            raise CheckoutError(error, "check the free disk space and that the mirrors folder is writable")
+        return self._has_commit(repo, commit, env)
+
+    def has_path(self, repo: Repository, commit: str, path: str) -> bool:
+        """Whether ``path`` (a folder relative to the repository's top, "." for it) is a folder at ``commit``."""
+        spec = f"{commit}:" if path in (".", "") else f"{commit}:{path}"
+        rc, out, _ = _run_git(self.git, ["--git-dir", str(self.mirror(repo)), "cat-file", "-t", spec],
+                              env=_env(repo), timeout=self.timeout)
+        return rc == 0 and out.strip() == "tree"
+
     def checkout(self, repo: Repository, commit: str, dest: Path) -> Path:
         """A working tree of ``commit`` at ``dest`` (which must not exist or be empty), sharing the
         mirror's objects; its ``origin`` is the repository's URL, so the project gets the

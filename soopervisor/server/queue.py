@@ -391,6 +391,39 @@ class Queue:
             raise self._not_found(job_id)
         return _from_row(row) if done else None
 
+    def submit(self, repository: str, commit: str, project: str, mode: str, branch: str = "") -> tuple[Job, bool]:
+        """A run asked for through the API: ``(job, queued_now)``.
+
+        A new job, or the ended job of the same (repository, commit, project, mode) queued again (a
+        person asked for it again, as a retry): queued_now True. The job already queued or running
+        for that key: queued_now False (the caller follows it). Never supersedes anything.
+        """
+        job = self.enqueue(repository, commit, project, mode, branch)
+        if job is not None:
+            return job, True
+        existing = self.find(repository, commit, project, mode)
+        if existing is None:  # removed in between (a database moved aside): queue it anew
+            job = self.enqueue(repository, commit, project, mode, branch)
+            if job is not None:
+                return job, True
+            existing = self.find(repository, commit, project, mode)
+            if existing is None:
+                raise QueueUnavailable(f"the job of {repository}@{commit[:12]} {project} {mode} keeps vanishing",
+                                       "try again; check that nothing else rewrites the server's database")
+        if existing.finished:
+            again = self.retry(existing.id)
+            if again is not None:
+                return again, True
+            existing = self.get(existing.id)  # another request queued it again first
+        return existing, False
+
+    def find(self, repository: str, commit: str, project: str, mode: str) -> Job | None:
+        """The job of (repository, commit, project, mode), if any (there is at most one)."""
+        with self._tx(write=False) as db:
+            row = db.execute('SELECT * FROM jobs WHERE repository = ? AND "commit" = ? AND project = ? AND mode = ?',
+                             (repository, commit, project, mode)).fetchone()
+        return _from_row(row) if row is not None else None
+
     def get(self, job_id: str) -> Job:
         with self._tx(write=False) as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()

@@ -4,8 +4,10 @@ A token is ``sv_`` and 32 random bytes (URL-safe base64): shown once when it is
 made, never stored. The database keeps its sha256 — enough to recognise it,
 useless to anyone who copies the file — with an id (random, independent of the
 secret) to list and revoke it by, a name saying whom it is for, and a scope:
-"read" reads (runs, logs, artifacts, status), "admin" does everything
-(pause, poll now, cancel, retry, tokens).
+"read" reads (runs, logs, artifacts, status), "run" also queues runs of a
+served repository's commits and stops or cancels them (what a data scientist's
+`soopervisor run --remote` needs, nothing that changes the server's polling),
+"admin" does everything (pause, poll now, retry, tokens).
 
 The tokens live in the server's database (``config.database``), in a table of
 their own versioned as component "tokens" of the file's ``schema_versions``, as
@@ -33,9 +35,9 @@ from ..errors import StorageUnavailable, UsageError
 from . import db as dbm
 from .db import BUSY_TIMEOUT
 
-Scope = Literal["read", "admin"]
-#: what each scope may do: admin everything read may, and more
-SCOPES: dict[str, tuple[str, ...]] = {"read": ("read",), "admin": ("read", "admin")}
+Scope = Literal["read", "run", "admin"]
+#: what each scope may do: run everything read may and more, admin everything
+SCOPES: dict[str, tuple[str, ...]] = {"read": ("read",), "run": ("read", "run"), "admin": ("read", "run", "admin")}
 PREFIX = "sv_"
 #: a token is PREFIX + token_urlsafe(32): 43 characters of URL-safe base64
 _SHAPE = re.compile(r"sv_[A-Za-z0-9_-]{43}")
@@ -90,7 +92,7 @@ class TokenInfo:
 
 
 def allows(info: TokenInfo | None, need: str) -> bool:
-    """Whether a token of ``info``'s scope may do what needs ``need`` ("read" or "admin"); None: no token."""
+    """Whether a token of ``info``'s scope may do what needs ``need`` (a scope's name); None: no token."""
     if need not in SCOPES:
         raise ValueError(f"unknown scope {need!r}; one of {tuple(SCOPES)}")
     return info is not None and need in SCOPES.get(info.scope, ())

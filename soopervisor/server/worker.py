@@ -215,8 +215,12 @@ class Worker:
         except SoopervisorError as e:  # Docker, storage: not the commit's fault
             return self._release(job, e.message, cause=e, engine=engine)
         run_id = active.run.id
-        self.queue.attach_run(job, self.name, run_id)
-        lost = self._keep_lease(job, active)
+        if self.queue.attach_run(job, self.name, run_id):
+            lost = self._keep_lease(job, active)
+        else:  # cancelled (or taken over) while it was checked out and started: stop it now, not at a renewal
+            lost = threading.Event()
+            lost.set()
+            active.cancel("its job was cancelled or taken over by another worker")
         try:
             run = active.result()
         except SoopervisorError as e:
