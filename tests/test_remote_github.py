@@ -151,8 +151,11 @@ def test_dispatch_then_follow_to_success(fake, repo):
     gh = remote(fake)
     sub = submit(gh, repo, mode="full")
     run = fake.last_run()
-    dispatch = next(c for c in fake.log if c.path.endswith("/dispatches"))
-    assert dispatch.body == {"ref": "feature", "inputs": {"mode": "full"}}
+    dispatches = [c for c in fake.log if c.path.endswith("/dispatches")]
+    # github.com gives the run's id in the dispatch's answer: no guessing which run is ours
+    assert [(c.body, c.status) for c in dispatches] == [
+        ({"ref": "feature", "inputs": {"mode": "full"}, "return_run_details": True}, 200)]
+    assert fake.calls("GET").count(f"GET /repos/{REPO}/actions/runs") == 1  # the runs there before, only
     assert (run.event, run.head_branch, run.head_sha) == ("workflow_dispatch", "feature", head(repo))
     assert sub.ref["run_id"] == run.id and sub.ref["repository"] == REPO and sub.ref["commit"] == head(repo)
     assert sub.ref["html_url"] == f"https://github.com/{REPO}/actions/runs/{run.id}"
@@ -401,7 +404,11 @@ def test_github_enterprise_through_its_api_url(repo):
         assert fake.api_url.endswith("/api/v3")
         gh = remote(fake)
         sub = submit(gh, repo)
-        assert sub.ref["html_url"].startswith("https://ghe.example.com/")
+        assert sub.ref["html_url"].startswith("https://ghe.example.com/") and sub.ref["run_id"] == fake.last_run().id
+        # GHES 3.19 refuses return_run_details (nothing started): asked again without it, the run is found by listing
+        dispatches = [(c.body, c.status) for c in fake.log if c.path.endswith("/dispatches")]
+        assert [status for _, status in dispatches] == [422, 204]
+        assert "return_run_details" not in dispatches[1][0] and len(fake.runs) == 1
         f = Follower(gh, sub.ref)
         fake.start_run(sub.ref["run_id"], STEPS[:1])
         fake.finish_step(sub.ref["run_id"], 1, "on the enterprise server")
@@ -440,6 +447,7 @@ def test_the_run_is_found_late_by_the_follower(fake, repo):
     """GitHub may list the dispatched run only seconds later: the ref has no run id then, and the
     follower finds it (and keeps it in the ref)."""
     gh = GitHubRemote("github", fake.api_url, TOKEN, poll=0.02, find_timeout=0)
+    fake.run_details = False  # a GitHub that does not say which run a dispatch made
     fake.fail_next(200, "", path="/actions/runs", method="GET", times=2)  # two empty-looking answers
     sub = submit(gh, repo)
     assert sub.ref["run_id"] is None and sub.ref["known_runs"] == []

@@ -51,6 +51,10 @@ class _Stopped(Exception):
     """``stop`` was set while a call waited (a rate limit, GitHub not answering)."""
 
 
+class _Older(Exception):
+    """A GitHub (Enterprise Server) that does not know ``return_run_details`` refused the dispatch."""
+
+
 class GitHubRemote:
     """The repository's own soopervisor workflow on GitHub (or GitHub Enterprise Server)."""
 
@@ -104,18 +108,46 @@ class GitHubRemote:
         base = {"event": "workflow_dispatch", "head_sha": commit, "branch": branch, "per_page": 100}
         known = [r["id"] for r in self._runs(owner_repo, base, what="listing the workflow's runs")]
         dispatched = datetime.now(UTC)
-        self._request("POST", f"/repos/{owner_repo}/actions/workflows/{quote(Path(WORKFLOW).name)}/dispatches",
-                      json={"ref": branch, "inputs": {"mode": mode}}, expect=(204,),
-                      what=f"starting the workflow on {branch}", permission="actions: write", retry=False,
-                      unprocessable=lambda m: _dispatch_refused(m, repository, branch))
+        details = self._dispatch(owner_repo, repository, branch, mode)
         ref: dict[str, Any] = {"repository": repository, "run_id": None, "html_url": None, "commit": commit,
                                "branch": branch, "steps_sent": 0, "log_sent": 0,
                                "dispatched_at": _iso(dispatched), "known_runs": known}
-        run = self._find_run(ref, deadline=time.monotonic() + self.find_timeout)
+        run = ({"id": details["workflow_run_id"], "html_url": details.get("html_url")} if details
+               else self._find_run(ref, deadline=time.monotonic() + self.find_timeout))
         if run is not None:
             ref.update(run_id=run["id"], html_url=run.get("html_url"))
             del ref["known_runs"]
         return Submitted(ref=ref, storage_url=storage_url, describe=f"GitHub Actions {repository}")
+
+    def _dispatch(self, owner_repo: str, repository: str, branch: str, mode: str) -> dict[str, Any] | None:
+        """Start the workflow on ``branch``; the run's details when GitHub gives them (github.com
+        since 2026-02: ``return_run_details``), None when the run is to be found by listing runs (a
+        GitHub Enterprise Server that refuses the key is asked again without it: it started nothing)."""
+        path = f"/repos/{owner_repo}/actions/workflows/{quote(Path(WORKFLOW).name)}/dispatches"
+        body: dict[str, Any] = {"ref": branch, "inputs": {"mode": mode}, "return_run_details": True}
+
+        def refused(message: str) -> Exception:
+            if "return_run_details" in message:
+                return _Older()
+            return _dispatch_refused(message, repository, branch)
+
+        for _ in range(2):
+            try:
+                answer = self._request("POST", path, json=body, expect=(200, 204), retry=False,
+                                       what=f"starting the workflow on {branch}", permission="actions: write",
+                                       unprocessable=refused)
+            except _Older:
+                body.pop("return_run_details")
+                continue
+            if answer.status_code == 200:
+                try:
+                    details = answer.json()
+                except ValueError:
+                    details = None
+                if isinstance(details, dict) and isinstance(details.get("workflow_run_id"), int):
+                    return details
+            return None
+        return None  # not reached: the second request has no return_run_details
 
     def follow(self, ref: dict[str, Any], start: int, sink: Sink, stop: threading.Event) -> bool:
         self._need_token()

@@ -39,7 +39,11 @@ workflow-jobs), driven by the test through Python methods:
 * ``POST …/actions/workflows/{id}/dispatches`` ``{ref, inputs}``: 204 and a new
   queued run at the ref's head; 422 when the workflow has no
   ``workflow_dispatch`` trigger, the ref is not a branch or tag ("No ref found
-  for: X") or an input is not declared; needs ``actions: write``;
+  for: X") or an input is not declared; needs ``actions: write``. With
+  ``return_run_details: true`` (github.com since 2026-02-19): 200
+  ``{workflow_run_id, run_url, html_url}``; a server without it (GitHub
+  Enterprise Server 3.19, :attr:`FakeGitHub.run_details` False, the default
+  under a prefix) answers 422 ``"return_run_details" is not a permitted key.``;
 * ``GET …/actions/runs`` (filters ``event``, ``head_sha``, ``branch``,
   ``status``, ``created`` as ``>=``/``<=``/``>``/``<``/``A..B``; newest first),
   ``GET …/actions/runs/{id}``, ``GET …/actions/runs/{id}/jobs``: need
@@ -247,9 +251,12 @@ class FakeGitHub:
 
     def __init__(self, token: str = "ghs_fake_installation_token_0123456789", *, prefix: str = "",
                  identity: str = "github-actions[bot]", identity_type: str = "Bot",
-                 html_url: str = "https://github.com", rate_limit: int = 5000) -> None:
+                 html_url: str = "https://github.com", rate_limit: int = 5000,
+                 run_details: bool | None = None) -> None:
         self.token = token
         self.prefix = prefix.rstrip("/")
+        #: whether a dispatch may ask for the run's details (github.com does; GHES 3.19 refuses the key)
+        self.run_details = not self.prefix if run_details is None else run_details
         self.html_url = html_url.rstrip("/")
         self.rate_limit = rate_limit
         self.rate_used = 0
@@ -830,6 +837,9 @@ class FakeGitHub:
             sha = self.tags.get((repo.full_name, name))
         if sha is None:
             raise GitHubAPIError(422, f"No ref found for: {ref}")
+        extra = sorted(set(body) - {"ref", "inputs"} - ({"return_run_details"} if self.run_details else set()))
+        if extra:
+            raise GitHubAPIError(422, f"Invalid request.\n\n{json.dumps(extra[0])} is not a permitted key.")
         inputs = body.get("inputs") or {}
         unexpected = [k for k in inputs if k not in wf.inputs]
         if unexpected:
@@ -838,6 +848,10 @@ class FakeGitHub:
         run = WorkflowRun(next(self._ids), repo.full_name, wf.id, wf.path, wf.name, number, "workflow_dispatch",
                           name, sha, dict(inputs))
         self.runs[run.id] = run
+        if body.get("return_run_details") is True:
+            api = f"{self.api_url}/repos/{run.repo}/actions/runs/{run.id}"
+            return 200, {"workflow_run_id": run.id, "run_url": api,
+                         "html_url": f"{self.html_url}/{run.repo}/actions/runs/{run.id}"}, {}
         return 204, None, {}
 
     def blob(self, path: str, query: dict[str, str], authorized: bool) -> tuple[int, str, str]:
