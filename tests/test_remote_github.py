@@ -16,7 +16,7 @@ from requests.adapters import HTTPAdapter
 
 from soopervisor.github import workflow
 from soopervisor.remotes.base import RemoteRefused, RemoteUnavailable
-from soopervisor.remotes.github import GitHubRemote, repository_from_url
+from soopervisor.remotes.github import NO_STORAGE, GitHubRemote, repository_from_url
 from tests.fakes.github_api import FakeGitHub
 
 REPO = "octo/proj"
@@ -619,3 +619,32 @@ def test_the_cli_says_what_to_do_without_a_traceback(pushed, monkeypatch):
     assert "no GitHub token" in proc.stderr and "GITHUB_TOKEN" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not any(c.path.endswith("/dispatches") for c in fake.log)
+
+
+def test_githubs_workflow_commands_become_plain_text():
+    from soopervisor.remotes.github import _readable
+
+    text = ("\ufeff2026-12-03T01:05:38.1234567Z ##[group]Run actions/checkout@v5\n"
+            "2026-12-03T01:05:38.1234568Z with:\n"
+            "2026-12-03T01:05:38.1234569Z ##[endgroup]\n"
+            "2026-12-03T01:05:39.0000000Z ##[error]Process completed with exit code 1.\n"
+            "2026-12-03T01:05:39.0000001Z   indented ##[group] stays\n")
+    assert _readable(text) == ["Run actions/checkout@v5", "with:", "error: Process completed with exit code 1.",
+                               "  indented ##[group] stays"]
+
+
+def test_a_workflow_without_storage_says_where_the_artifacts_went(fake, repo):
+    workflow.write(repo, storage=None, force=True)
+    git(repo, "commit", "-qam", "no storage")
+    fake.set_head("feature", head(repo))
+    gh = remote(fake)
+    sub = submit(gh, repo)
+    assert sub.storage_url is None and sub.ref["stores"] is False
+    fake.start_run(sub.ref["run_id"], STEPS[:1])
+    fake.finish_step(sub.ref["run_id"], 1, "ran")
+    fake.conclude(sub.ref["run_id"])
+    f = Follower(gh, sub.ref)
+    assert f.join() is True
+    assert f.sink.lines_[-2:] == ["ran\n", NO_STORAGE]
+    again = Follower(gh, {**sub.ref, **f.sink.refs}, start=len(f.sink.lines_))
+    assert again.join() is True and again.sink.lines_ == []

@@ -44,6 +44,10 @@ PERMISSION_HINT = ("a fine-grained token needs the repository permissions Action
                    "read; a classic token the `repo` scope (`public_repo` for a public repository)")
 #: GitHub's log lines start with a timestamp: 2026-12-03T01:05:38.1234567Z
 _STAMP = re.compile(r"^\ufeff?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z ?")
+NO_STORAGE = ("github: the workflow has no `storage:`, so the artifacts stayed on GitHub's runner and are gone; "
+              "`soopervisor github init --storage URL` writes one that keeps them\n")
+#: the workflow commands GitHub writes into a log as ##[name]
+_COMMAND = re.compile(r"^##\[(group|endgroup|section|command|error|warning|notice|debug)\]")
 _CONCLUSIONS = {"success": "succeeded", "failure": "failed", "cancelled": "cancelled"}
 
 
@@ -87,7 +91,7 @@ class GitHubRemote:
         root = Path(repo_root)
         repository = self.repository or repository_of(root)
         owner_repo = quote_repo(repository)
-        storage_url = self._check_local_workflow(root, commit, project)
+        storage_url, stores = self._check_local_workflow(root, commit, project)
         elsewhere = ""
         origin_host = _host(_git(root, "remote", "get-url", "origin") or "")
         if self.url == "https://api.github.com" and origin_host and "." in origin_host and \
@@ -111,7 +115,7 @@ class GitHubRemote:
         details = self._dispatch(owner_repo, repository, branch, mode)
         ref: dict[str, Any] = {"repository": repository, "run_id": None, "html_url": None, "commit": commit,
                                "branch": branch, "steps_sent": 0, "log_sent": 0,
-                               "dispatched_at": _iso(dispatched), "known_runs": known}
+                               "dispatched_at": _iso(dispatched), "known_runs": known, "stores": stores}
         run = ({"id": details["workflow_run_id"], "html_url": details.get("html_url")} if details
                else self._find_run(ref, deadline=time.monotonic() + self.find_timeout))
         if run is not None:
@@ -188,6 +192,8 @@ class GitHubRemote:
                     if lines is not None:
                         logs[job["id"]] = lines
             stream, complete = _stream(run, jobs, logs)
+            if complete and ref.get("stores") is False:
+                stream.append(("step", NO_STORAGE))
             if len(stream) > sent:
                 new = stream[sent:]
                 sink.lines([CREDENTIALS.redact(text) for _, text in new])
@@ -227,9 +233,9 @@ class GitHubRemote:
         return (f"set GITHUB_TOKEN (or GH_TOKEN, or {variable}), or keep one with "
                 f"`soopervisor remote add {self.name} {self.url} --github`; it needs {NEEDED}")
 
-    def _check_local_workflow(self, root: Path, commit: str, project: str) -> str | None:
+    def _check_local_workflow(self, root: Path, commit: str, project: str) -> tuple[str | None, bool | None]:
         """The workflow as committed, when this repository has the commit: it must take a dispatch with a
-        ``mode``, run this project; its ``storage:`` is where the artifacts go (None: not said)."""
+        ``mode``, run this project. (its ``storage:``, whether it has one): (None, None) when not known."""
         from ..git import show_file
 
         text = show_file(root, commit, WORKFLOW)
@@ -239,7 +245,7 @@ class GitHubRemote:
             if proc.returncode == 0:  # the commit is here and has no workflow: GitHub will not run it either
                 raise RemoteRefused(f"commit {commit[:7]} has no {WORKFLOW}",
                                     hint="run `soopervisor github init`, commit the workflow, push, and run again")
-            return None
+            return None, None
         import yaml
 
         try:
@@ -247,7 +253,7 @@ class GitHubRemote:
         except yaml.YAMLError:
             doc = None
         if not isinstance(doc, dict):
-            return None
+            return None, None
         on = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` key as True
         triggers = [on] if isinstance(on, str) else list(on or ()) if isinstance(on, (list, dict)) else []
         if "workflow_dispatch" not in triggers:
@@ -255,7 +261,7 @@ class GitHubRemote:
                                 hint="run `soopervisor github init` again (it writes one that can), commit, push")
         found = _soopervisor_step(doc)
         if found is None:
-            return None
+            return None, None
         wanted = str(Path(project or ".").as_posix())
         theirs = str(found.get("project") or ".").strip("/") or "."
         if theirs != wanted:
@@ -263,7 +269,7 @@ class GitHubRemote:
                                 hint=f"run from {theirs!r}, or run `soopervisor github init --project {wanted}`, "
                                      "commit and push")
         storage = found.get("storage")
-        return str(storage) if storage else None
+        return (str(storage) if storage else None), bool(storage)
 
     def _branch_of(self, root: Path, repository: str, commit: str) -> str:
         """The branch on GitHub whose head is ``commit`` (a dispatch runs a branch's head): this
@@ -325,7 +331,7 @@ class GitHubRemote:
             if blob is not None and blob.status_code == 200:
                 text = blob.content.decode("utf-8", errors="replace")
         if text is not None:
-            return [_STAMP.sub("", line) for line in text.splitlines()]
+            return _readable(text)
         first = waited_since.setdefault(job["id"], time.monotonic())
         never_ran = not job.get("started_at") or job.get("conclusion") == "skipped"
         if never_ran or time.monotonic() - first >= self.log_wait:
@@ -476,6 +482,22 @@ def _stream(run: dict[str, Any], jobs: list[dict[str, Any]],
         out += [("log" if not line.startswith("github: the log of job") else "step", line + "\n")
                 for line in logs[job["id"]]]
     return out, True
+
+
+def _readable(text: str) -> list[str]:
+    """A job log's lines as a terminal shows them: GitHub's timestamps cut, its workflow commands
+    (``##[group]``, ``##[endgroup]``, ``##[error]``…) turned into plain text or dropped."""
+    out = []
+    for line in text.splitlines():
+        line = _STAMP.sub("", line)
+        m = _COMMAND.match(line)
+        if m:
+            command, rest = m.group(1), line[m.end():]
+            if command == "endgroup":
+                continue
+            line = rest if command in ("group", "section", "command") else f"{command}: {rest}"
+        out.append(line)
+    return out
 
 
 def _said(conclusion: str | None) -> str:
