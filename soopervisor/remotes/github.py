@@ -277,7 +277,11 @@ class GitHubRemote:
         heads = self._request("GET", f"/repos/{quote_repo(repository)}/commits/{commit}/branches-where-head",
                               expect=(200, 404, 422), what="looking for the branches whose head is the commit",
                               permission="contents: read")
-        names = [b.get("name") for b in (heads.json() if heads.status_code == 200 else []) if isinstance(b, dict)]
+        try:
+            listed = heads.json() if heads.status_code == 200 else []  # 404/422: GitHub has no such commit
+        except ValueError:
+            listed = []
+        names = [b.get("name") for b in listed if isinstance(b, dict)] if isinstance(listed, list) else []
         local, upstream = _local_branch(root)
         for candidate in (upstream, local):
             if candidate and candidate in names:

@@ -795,7 +795,7 @@ class FakeGitHub:
                             for k, a in (("event", "event"), ("head_sha", "head_sha"), ("branch", "head_branch")))
                     and (not query.get("status") or query["status"] in (r.status, r.conclusion))
                     and _created_matches(r.created_at, query.get("created"))]
-            code, page, headers = self._page([self._run(r) for r in runs], rest, query)
+            code, page, headers = self._page([self._run(r) for r in runs], f"/repos/{repo.full_name}{rest}", query)
             return code, {"total_count": len(runs), "workflow_runs": page}, headers
         if (m := re.fullmatch(r"/actions/runs/(\d+)", rest)) and method == "GET":
             self._need("actions", "read", "actions/workflow-runs#get-a-workflow-run")
@@ -803,7 +803,8 @@ class FakeGitHub:
         if (m := re.fullmatch(r"/actions/runs/(\d+)/jobs", rest)) and method == "GET":
             self._need("actions", "read", "actions/workflow-jobs#list-jobs-for-a-workflow-run")
             run = self._find_run(repo, m.group(1))
-            code, page, headers = self._page([self._job_json(run, j) for j in run.jobs], rest, query)
+            code, page, headers = self._page([self._job_json(run, j) for j in run.jobs],
+                                             f"/repos/{repo.full_name}{rest}", query)
             return code, {"total_count": len(run.jobs), "jobs": page}, headers
         if (m := re.fullmatch(r"/actions/runs/(\d+)/cancel", rest)) and method == "POST":
             self._need("actions", "write", "actions/workflow-runs#cancel-a-workflow-run")
