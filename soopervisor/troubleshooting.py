@@ -36,7 +36,7 @@ ERRORS = {
     "cloud-credentials": "Not signed in, or the sign-in expired",
     "github-error": "A GitHub API call failed",
     "server-checkout": "The server cannot check out a commit",
-    "remote-refused": "A remote refused the run",
+    "remote-refused": "A remote refuses the run",
     "remote-unavailable": "A remote does not answer",
     "internal-error": "An internal error",
 }

@@ -195,6 +195,16 @@ def test_a_plain_tornado_home_reads_and_is_refused_writes(tmp_path):
     asyncio.run(main())
 
 
+def test_a_home_without_a_root_offers_no_remotes():
+    """soopervisor serve has no user's remotes to offer: GET /remotes is a 404 that says so."""
+    async def main() -> None:
+        async with home(AllowAll, ReadOnlySocket) as url:
+            body = error(await fetch(f"{url}/remotes"), 404)
+            assert "not on this server" in body["error"] and body["hint"]
+
+    asyncio.run(main())
+
+
 def test_without_an_auth_base_every_route_is_refused(tmp_path):
     run = finished_run(tmp_path, ["one\n"])
 

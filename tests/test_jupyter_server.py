@@ -194,6 +194,7 @@ ROUTES = [
     ("POST", "runs"),
     ("GET", "runs/abc"),
     ("POST", "runs/abc/stop"),
+    ("GET", "remotes"),
     ("GET", "projects/proj/commits"),
     ("GET", "projects/proj/commits/latest"),
     ("GET", "projects/proj/commits/latest/files/a.txt"),
@@ -333,6 +334,77 @@ async def test_bad_input_is_a_400_with_a_hint(jp_fetch, jp_root_dir, jp_ws_fetch
         with pytest.raises(tornado.httpclient.HTTPClientError) as e:
             await jp_ws_fetch(*API, "runs", run.id, "log", params={"from": bad})
         assert e.value.code == 400
+
+
+# -- remotes ------------------------------------------------------------------------------------------
+
+SERVER_TOKEN = "sv-remote-token-0a1b2c3d4e5f"
+
+
+@on_loop
+async def test_remotes_lists_the_users_remotes_and_never_a_token(jp_fetch):
+    from soopervisor.remotes import config as remotes
+
+    github = {"name": "github", "kind": "github", "url": "https://api.github.com"}
+    assert await api(jp_fetch, "remotes") == (200, {"remotes": [github]})  # github always exists
+
+    remotes.add("ci", "https://ci.example.com:8008/", token=SERVER_TOKEN)
+    remotes.add("ghe", "https://ghe.example.com/api/v3", kind="github")
+    r = await jp_fetch(*API, "remotes")
+    assert SERVER_TOKEN.encode() not in r.body
+    assert json.loads(r.body) == {"remotes": [
+        {"name": "ci", "kind": "server", "url": "https://ci.example.com:8008"},
+        {"name": "ghe", "kind": "github", "url": "https://ghe.example.com/api/v3"},
+        github,
+    ]}
+
+    # a remotes file that does not parse: said, with what to do, never a traceback
+    remotes.remotes_file().write_text("remotes: [unclosed\n")
+    status, body = await api(jp_fetch, "remotes")
+    assert status == 400 and "remotes file" in body["error"] and "remote add" in body["hint"], body
+
+
+@on_loop
+async def test_a_run_on_a_remote_it_cannot_have_is_a_400_and_records_nothing(jp_fetch, jp_root_dir):
+    from soopervisor.remotes import config as remotes
+
+    make_project(jp_root_dir, name="proj")
+    remotes.add("ci", "https://ci.example.com:8008", token=SERVER_TOKEN)
+    for bad in (3, "", ["ci"], True, {"name": "ci"}, "../ci", "-ci", "x" * 41):
+        status, body = await api(jp_fetch, "runs", method="POST", body={"path": "proj", "remote": bad})
+        assert status == 400, (bad, body)
+        assert body["hint"], body
+
+    status, body = await api(jp_fetch, "runs", method="POST", body={"path": "proj", "remote": "nope"})
+    assert status == 400, body
+    assert "no remote named 'nope'" in body["error"] and "ci" in body["error"], body
+    assert "soopervisor remote add nope" in body["hint"], body
+
+    # what only a run here can have: a remote uses its own image, storage and secrets
+    for extra, said in (({"image": "python:3.12"}, "'image'"), ({"storage": "/elsewhere"}, "'storage'"),
+                        ({"secrets": ["HOME"]}, "secrets")):
+        status, body = await api(jp_fetch, "runs", method="POST", body={"path": "proj", "remote": "ci", **extra})
+        assert status == 400 and said in body["error"] and body["hint"], (extra, body)
+    assert SERVER_TOKEN not in json.dumps(body)
+    assert await api(jp_fetch, "runs") == (200, {"runs": []})  # refused before anything was recorded
+
+
+@on_loop
+async def test_run_json_says_where_a_run_ran_and_keeps_the_remote_handle_out(jp_fetch):
+    log = Path(os.environ["SOOPERVISOR_HOME"]) / "remote.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("one\n")
+    handle = {"job": 7, "run": "abc123", "url": "https://ci.example.com:8008/soopervisor/api/runs/abc123"}
+    remote = fake_run("running", log, remote="ci", remote_ref=json.dumps(handle), executor="server ci (https://ci.example.com:8008)")
+    here = fake_run("succeeded", log, engine="local", executor="docker")
+    status, body = await api(jp_fetch, "runs", remote.id)
+    assert status == 200 and body["remote"] == "ci" and body["where"] == "ci", body
+    assert body["executor"] == "server ci (https://ci.example.com:8008)"
+    assert "remote_ref" not in body and "abc123" not in json.dumps(body), body
+    status, body = await api(jp_fetch, "runs")
+    where = {r["id"]: (r["remote"], r["where"]) for r in body["runs"]}
+    assert where == {remote.id: ("ci", "ci"), here.id: (None, "local")}
+    assert all("remote_ref" not in r for r in body["runs"])
 
 
 @on_loop

@@ -30,7 +30,8 @@ def team(tmp_path: Path, home: Path) -> tuple[Remote, Served, Path]:
     """A served repository with a pausing pipeline, and a remote `team` added by the real command."""
     remote = Remote(tmp_path, {**VALID, **task(pause=6)})
     config = served_config(tmp_path, remote)
-    server = Served(config, env={"DB_PASSWORD": SECRET})
+    # the server's own run history apart from the user's, as on two machines
+    server = Served(config, env={"DB_PASSWORD": SECRET, "SOOPERVISOR_HOME": str(tmp_path / "server-home")})
     cli("remote", "add", "team", server.url, "--token-stdin", check=0, input=run_token(config) + "\n")
     yield remote, server, config
     server.stop()

@@ -60,6 +60,22 @@ export interface IRun {
   task_error?: string | null;
   /** the troubleshooting entry that explains why the run did not succeed */
   docs?: string | null;
+  /** where it ran, in words, e.g. "docker" or "server ci (https://ci:8008)" */
+  executor?: string | null;
+  /** the configured engine it ran on (executors.yaml), e.g. "local" */
+  engine?: string | null;
+  /** the remote it ran on, by name (GET /remotes); null: this machine's engine */
+  remote?: string | null;
+  /** where it ran, in a word: the remote's name, else the engine's ("local") */
+  where?: string;
+}
+
+/** A place runs may be sent to (`soopervisor remote add`): never a token. */
+export interface IRemote {
+  name: string;
+  kind: 'server' | 'github';
+  /** the server's URL, or the GitHub API URL */
+  url: string;
 }
 
 /** One stored set: every run keeps its own. */
@@ -116,6 +132,11 @@ export class ApiError extends Error {
 
 export function isRunning(run: IRun): boolean {
   return run.status === 'queued' || run.status === 'running';
+}
+
+/** Where a run ran, in a word: the remote's name, else the engine's ("local"). */
+export function runPlace(run: IRun): string {
+  return run.where || run.remote || run.engine || 'local';
 }
 
 /** How requests reach the server. `endpoint` is relative to <base>/soopervisor/api,

@@ -5,7 +5,7 @@
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ApiClient, ApiError, ICommitDetail, ICommitSummary, IReport, IRun, enc, isRunning } from './api';
+import { ApiClient, ApiError, ICommitDetail, ICommitSummary, IRemote, IReport, IRun, enc, isRunning } from './api';
 import { LogStream } from './logstream';
 import { DEFAULT_SETTINGS, ISidebarSettings, RunMode, isHidden } from './settings';
 
@@ -127,6 +127,12 @@ export class SoopervisorModel {
   actionError: ApiError | null = null;
   /** A run start in flight (buttons show it, and a second click is ignored). */
   starting: RunMode | null = null;
+  /** The remotes runs may be sent to (GET /remotes); empty until loaded, or when the server lists none. */
+  remotes: IRemote[] = [];
+  /** Where runs started from this page go: a remote's name, or null for this machine ("Run on…"). */
+  runOn: string | null = null;
+  /** Why the remotes could not be listed (a broken remotes file, say); null when they were. */
+  remotesError: ApiError | null = null;
   /** The Settings Editor's values (js/schema/plugin.json). */
   settings: ISidebarSettings = DEFAULT_SETTINGS;
   /** Runs going on the server, any project (the status bar counts them). */
@@ -140,7 +146,7 @@ export class SoopervisorModel {
   openCommit?: (project: string, commit: string, runId: string | null) => void;
 
   /** Emitted with the name of what changed: 'version', 'validation', 'runs',
-   *  'selection', 'commits', 'action', 'settings', 'activity'. */
+   *  'selection', 'commits', 'action', 'settings', 'activity', 'remotes'. */
   get changed(): ISignal<this, string> {
     return this._changed;
   }
@@ -229,6 +235,7 @@ export class SoopervisorModel {
       return; // every other call would 404: the banner says what to do
     }
     this._validate.refresh();
+    void this._loadRemotes();
   }
 
   dispose(): void {
@@ -266,6 +273,16 @@ export class SoopervisorModel {
     this._validate.refresh();
     this._runsLoop.refresh();
     this._commitsLoop.refresh();
+    void this._loadRemotes();
+  }
+
+  /** "Run on…": where the next runs started here go (a remote's name; null: this machine). */
+  setRunOn(remote: string | null): void {
+    const next = remote && this.remotes.some(r => r.name === remote) ? remote : null;
+    if (next !== this.runOn) {
+      this.runOn = next;
+      this._emit('remotes');
+    }
   }
 
   selectRun(id: string | null): void {
@@ -281,9 +298,13 @@ export class SoopervisorModel {
   }
 
   /** Start a run of the folder the panel shows, or of `path` (a folder relative to the server
-   *  root: the server runs the project enclosing it). Resolves to the run, or null when it could
-   *  not start (`actionError` says why). */
-  async startRun(mode: RunMode = this.settings.defaultMode, path: string = this.path): Promise<IRun | null> {
+   *  root: the server runs the project enclosing it), here or on the remote chosen ("Run on…").
+   *  Resolves to the run, or null when it could not start (`actionError` says why). */
+  async startRun(
+    mode: RunMode = this.settings.defaultMode,
+    path: string = this.path,
+    remote: string | null = this.runOn
+  ): Promise<IRun | null> {
     const here = path === this.path;
     // while the panel's check is still going (a command right after the page loaded), the
     // server's own check decides: it answers 422 with the report when the project is invalid
@@ -295,13 +316,19 @@ export class SoopervisorModel {
     this._emit('action');
     try {
       const { image, storage, secrets } = this.settings;
-      const body: Record<string, unknown> = { path, mode, secrets };
-      // empty: the server's own settings (c.Soopervisor.image / .storage)
-      if (image) {
-        body.image = image;
-      }
-      if (storage) {
-        body.storage = storage;
+      const body: Record<string, unknown> = { path, mode };
+      if (remote) {
+        // the remote runs the pushed commit with its own image, storage and secrets
+        body.remote = remote;
+      } else {
+        body.secrets = secrets;
+        // empty: the server's own settings (c.Soopervisor.image / .storage)
+        if (image) {
+          body.image = image;
+        }
+        if (storage) {
+          body.storage = storage;
+        }
       }
       const run = await this.client.post<IRun>('runs', body);
       this._watch(run);
@@ -376,6 +403,26 @@ export class SoopervisorModel {
       this.version = { state: error.status === 404 ? 'missing' : 'error', server: null, error };
     }
     this._emit('version');
+  }
+
+  /** The remotes of the server's user; a failure leaves the list empty (runs go here) and says why. */
+  private async _loadRemotes(): Promise<void> {
+    let remotes: IRemote[] = [];
+    let error: ApiError | null = null;
+    try {
+      ({ remotes } = await this.client.request<{ remotes: IRemote[] }>('remotes'));
+    } catch (e) {
+      error = e as ApiError;
+    }
+    if (this._disposed || JSON.stringify([remotes, error?.message]) === JSON.stringify([this.remotes, this.remotesError?.message])) {
+      return;
+    }
+    this.remotes = remotes;
+    this.remotesError = error;
+    if (this.runOn && !remotes.some(r => r.name === this.runOn)) {
+      this.runOn = null; // removed since: runs go here again, and the choice says so
+    }
+    this._emit('remotes');
   }
 
   private async _doValidate(): Promise<void> {

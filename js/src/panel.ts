@@ -4,7 +4,7 @@
  */
 import { Widget } from '@lumino/widgets';
 
-import { IRun, isRunning } from './api';
+import { IRun, isRunning, runPlace } from './api';
 import { CommitList, moveFocus } from './commits';
 import { badge, docsLink, errorBox, fmtWhen, h } from './dom';
 import { LogView } from './logview';
@@ -18,6 +18,7 @@ export class SoopervisorPanel extends Widget {
     this.addClass('sv-panel');
     this.node.dataset.testid = 'sv-panel';
     this._commitList = new CommitList(model);
+    this._actions.append(this._runOn, this._buttons);
     this.node.append(
       h(
         'header',
@@ -42,7 +43,7 @@ export class SoopervisorPanel extends Widget {
       this._section('Artifacts by commit', this._commits, this._commitCount)
     );
     model.changed.connect((_, what) => this._render(what), this);
-    for (const what of ['version', 'validation', 'action', 'runs', 'selection', 'commits']) {
+    for (const what of ['version', 'validation', 'action', 'remotes', 'runs', 'selection', 'commits']) {
       this._render(what);
     }
     // durations of running runs tick without a server round trip; "started 2m ago" stays true
@@ -91,6 +92,7 @@ export class SoopervisorPanel extends Widget {
         return this._renderActions();
       case 'action':
         this._renderActions();
+        this._renderRunOn(); // no change of place while a run starts
         return this._renderDetailHeader(true); // a failed stop re-enables its button
       case 'runs':
         this._renderRuns();
@@ -100,6 +102,9 @@ export class SoopervisorPanel extends Widget {
         return this._renderDetail();
       case 'commits':
         return this._renderCommits();
+      case 'remotes':
+        this._renderActions(); // the buttons say where they run
+        return this._renderRunOn();
       case 'settings':
         // the default mode moves the accent; hidden patterns change the open file lists
         this._renderActions();
@@ -194,15 +199,44 @@ export class SoopervisorPanel extends Widget {
         },
         m.starting === mode ? 'Starting…' : label
       );
-    this._actions.replaceChildren(
+    const where = m.runOn ? ` on ${m.runOn} (its pushed commit)` : '';
+    this._buttons.replaceChildren(
       h(
         'div',
         { class: 'sv-buttons' },
-        button('sample', '▶ Sample run', 'Run the pipeline with sample: true, in a clean container'),
-        button('full', '▶ Full run', 'Run the whole pipeline in a clean container')
+        button('sample', '▶ Sample run', `Run the pipeline with sample: true, in a clean container${where}`),
+        button('full', '▶ Full run', `Run the whole pipeline in a clean container${where}`)
       ),
       reason && !m.starting ? h('div', { class: 'sv-muted', 'data-testid': 'sv-run-blocked' }, `Disabled: ${reason}`) : '',
       m.actionError ? errorBox(m.actionError.message, m.actionError.hint, 'sv-action-error', m.actionError.docs) : ''
+    );
+  }
+
+  /**
+   * "Run on": this machine, or one of the remotes (GET /remotes); shown when there are any. The
+   * element stays (only its options change), so a keyboard user keeps the focus on it.
+   */
+  private _renderRunOn(): void {
+    const m = this.model;
+    const select = this._runOnSelect;
+    const options = [
+      h('option', { value: '' }, 'This machine'),
+      ...m.remotes.map(r =>
+        h('option', { value: r.name, title: r.url }, `${r.name} (${r.kind === 'github' ? 'GitHub Actions' : 'team server'})`)
+      )
+    ];
+    const key = JSON.stringify(m.remotes);
+    if (key !== this._remotesKey) {
+      this._remotesKey = key;
+      select.replaceChildren(...options);
+    }
+    select.value = m.runOn ?? '';
+    select.disabled = !!m.starting;
+    this._runOn.hidden = !m.remotes.length && !m.remotesError;
+    select.hidden = !m.remotes.length;
+    this._runOnLabel.hidden = !m.remotes.length;
+    this._runOnError.replaceChildren(
+      m.remotesError ? errorBox(`Cannot list the remotes: ${m.remotesError.message}`, m.remotesError.hint, 'sv-remotes-error') : ''
     );
   }
 
@@ -241,10 +275,11 @@ export class SoopervisorPanel extends Widget {
           'data-testid': 'sv-run-row',
           'data-run-id': run.id,
           'data-status': run.status,
+          'data-where': runPlace(run),
           role: 'option',
           tabindex: run.id === stop ? '0' : '-1',
           'aria-selected': String(run.id === this.model.selectedRunId),
-          'aria-label': `${run.status} ${run.mode} run at ${run.short_commit}` +
+          'aria-label': `${run.status} ${run.mode} run at ${run.short_commit} on ${runPlace(run)}` +
             (run.started_at ? `, started ${fmtWhen(run.started_at)}` : ''),
           title: `run ${run.id}, commit ${run.commit}${run.dirty ? ' (dirty)' : ''}`,
           onclick: () => this.model.selectRun(run.id),
@@ -279,6 +314,9 @@ export class SoopervisorPanel extends Widget {
           run.started_at
             ? h('span', { 'data-when': run.started_at, 'data-prefix': 'started ' }, `started ${fmtWhen(run.started_at)}`)
             : 'not started yet',
+          ' · ',
+          // where it ran: the remote's name, else the engine's; the executor says it in full
+          h('span', { class: 'sv-run-where', 'data-testid': 'sv-run-where', title: run.executor ?? '' }, `on ${runPlace(run)}`),
           run.dirty ? ' · uncommitted changes not included' : ''
         )
       )
@@ -405,6 +443,21 @@ export class SoopervisorPanel extends Widget {
   private _banner = h('div', { class: 'sv-banner', hidden: true });
   private _project = h('div', { class: 'sv-project', 'data-testid': 'sv-validation' });
   private _actions = h('div', { class: 'sv-actions', 'data-testid': 'sv-actions' });
+  private _buttons = h('div');
+  private _runOnSelect = h('select', {
+    id: 'sv-run-on-select',
+    class: 'jp-mod-styled sv-run-on-select',
+    'data-testid': 'sv-run-on',
+    title: 'Where the runs started here go: this machine, or a remote that runs the pushed commit',
+    onchange: (e: Event) => this.model.setRunOn((e.currentTarget as HTMLSelectElement).value || null)
+  });
+  private _runOnLabel = h('label', { for: 'sv-run-on-select' }, 'Run on');
+  private _runOnError = h('div');
+  private _runOn = h('div', { class: 'sv-run-on', 'data-testid': 'sv-run-on-box', hidden: true },
+    h('div', { class: 'sv-run-on-line' }, this._runOnLabel, this._runOnSelect),
+    this._runOnError
+  );
+  private _remotesKey = '';
   private _runs = h('div', { class: 'sv-runs-box' });
   private _detail = h('section', { class: 'sv-section sv-detail', 'data-testid': 'sv-run-detail', hidden: true });
   private _commits = h('div', { class: 'sv-commits-box', 'data-testid': 'sv-commits' });

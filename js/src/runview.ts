@@ -9,7 +9,7 @@ import { MainAreaWidget, Notification, WidgetTracker } from '@jupyterlab/apputil
 import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, IArtifactFile, ICommitDetail, IRun, enc, isRunning, runQuery } from './api';
+import { ApiError, IArtifactFile, ICommitDetail, IRun, enc, isRunning, runPlace, runQuery } from './api';
 import { moveFocus } from './commits';
 import { errorBox, fmtDuration, fmtSize, fmtWhen, h } from './dom';
 import { ITaskEvent, LogView, parseTaskLine } from './logview';
@@ -461,6 +461,7 @@ export class RunView extends Widget {
       ['Project', h('span', { title: run.project_path }, run.project)],
       ['Commit', h('code', { class: 'sv-sha' }, run.commit + (run.dirty ? ' (uncommitted changes not included)' : ''))],
       ['Mode', run.mode],
+      ['Ran on', h('span', { 'data-testid': 'sv-rv-where', title: run.executor ?? '' }, runPlace(run))],
       ['Started', run.started_at ? when(run.started_at) : 'not started yet'],
       ['Finished', isRunning(run) ? 'still running' : when(run.finished_at)],
       ['Duration', h('span', { class: 'sv-duration', 'data-run-id': run.id }, runDuration(run) || '—')],

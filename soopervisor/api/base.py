@@ -21,6 +21,7 @@ from tornado import httputil, web, websocket
 
 from soopervisor import errors
 from soopervisor.credentials import CredentialsError
+from soopervisor.remotes.base import RemoteUnavailable
 
 if TYPE_CHECKING:
     from soopervisor.service import RunService
@@ -44,7 +45,7 @@ def status_for(e: errors.SoopervisorError) -> int:
         return 422
     if isinstance(e, (errors.ArtifactsNotFound, errors.RunNotFound)):
         return 404
-    if isinstance(e, (errors.EngineUnavailable, errors.StorageUnavailable, CredentialsError)):
+    if isinstance(e, (errors.EngineUnavailable, errors.StorageUnavailable, CredentialsError, RemoteUnavailable)):
         return 503
     if isinstance(e, (errors.UnsafePath, errors.UsageError)):
         return 400

@@ -24,13 +24,14 @@ from soopervisor.project import enclosing_project
 from soopervisor.redact import Redactor
 from soopervisor.troubleshooting import run_topic, topic_url
 
-from .base import ApiError, ApiHandler, call
+from .base import ApiError, ApiHandler, api_error, call
 
 LIMIT_DEFAULT, LIMIT_MAX = 100, 1000
 
 
 def run_json(run: Any) -> dict[str, Any]:
-    """Run JSON: ``Run.to_dict()`` without ``log_path``, plus duration and short_commit."""
+    """Run JSON: ``Run.to_dict()`` without ``log_path`` and ``remote_ref``, plus duration, short_commit
+    and where (the remote's name, else the engine's)."""
     d = run.to_dict()
     d.pop("log_path", None)
     d.pop("remote_ref", None)  # the remote's handle: this machine's business, not a client's
@@ -158,6 +159,52 @@ def run_overrides(body: dict[str, Any], allowed: bool) -> dict[str, str]:
     return found
 
 
+def parse_remote(body: dict[str, Any]) -> str | None:
+    """``remote`` of a POST /runs body: the name of a configured remote, or None (this machine); else 400.
+
+    Whether such a remote is configured is the run service's to say (its error maps like any other).
+    """
+    from soopervisor.errors import UsageError
+    from soopervisor.remotes.base import check_name
+
+    remote = body.get("remote")
+    if remote is None:
+        return None
+    if not isinstance(remote, str) or not remote:
+        raise ApiError(400, f"'remote' must be the name of a remote, not {remote!r}",
+                       "GET /soopervisor/api/remotes lists them; leave 'remote' out to run on this machine")
+    try:
+        return check_name(remote)
+    except UsageError as e:
+        raise api_error(e) from None
+
+
+def remote_conflicts(secrets: list[str], overrides: dict[str, str]) -> None:
+    """400 when a run on a remote is asked for what only a run on this machine can have: the remote
+    runs with its own image, storage and secrets, never with this server's (dropped silently, a run
+    would go without the secrets it was promised)."""
+    if overrides:
+        keys = " and ".join(f"'{k}'" for k in overrides)
+        raise ApiError(400, f"a run on a remote uses the remote's own image and storage, not {keys} of the request",
+                       "leave them out (the sidebar does for a remote run); the remote's operator sets them")
+    if secrets:
+        raise ApiError(400, "a run on a remote cannot get this server's environment variables as secrets",
+                       "leave 'secrets' out: a team server keeps a repository's secrets itself, "
+                       "GitHub Actions reads the repository's secrets")
+
+
+class RemotesHandler(RootedHandler):
+    """The remotes runs may be sent to (``soopervisor remote list``): names, kinds and URLs, never a token."""
+
+    needs_root_for = "listing the remotes to run on (GET /remotes)"
+
+    async def get(self) -> None:
+        from soopervisor.remotes import config as remotes
+
+        self.root()  # soopervisor serve has no user's remotes to offer
+        self.reply({"remotes": await call(remotes.listed)})
+
+
 class RunsHandler(RootedHandler):
     needs_root_for = "starting a run of a folder (POST /runs)"
 
@@ -174,9 +221,18 @@ class RunsHandler(RootedHandler):
         body = self.json_body()
         rel, sample, secrets = parse_run_request(body)
         overrides = run_overrides(body, bool(self.settings.get("soopervisor_run_overrides")))
+        remote = parse_remote(body)
+        if remote is not None:
+            remote_conflicts(secrets, overrides)
         path = enclosing_project(resolve_path(root, rel), root)
         opts = RunOptions(path=path, sample=sample, secrets=secrets, force=parse_force(body))
         service = self.service
+        if remote is not None:
+            # the remote runs the pushed commit with its own image, storage and engine: the home's
+            # (c.Soopervisor) are for runs here; this process keeps the record and follows it
+            active = await call(RunService(store=service.store).start_remote, opts, remote=remote)
+            self.reply(run_json(active.run), status=201)
+            return
         if overrides:
             # the same store and engine; this run's own image or storage
             service = RunService(storage=overrides.get("storage", service.storage),

@@ -27,6 +27,7 @@ ROUTES: list[tuple[str, type]] = [
     ("/runs/{run_id}", h.RunHandler),
     ("/runs/{run_id}/stop", h.StopHandler),
     ("/runs/{run_id}/log", LogSocketHandler),
+    ("/remotes", h.RemotesHandler),
     ("/projects/{project}/commits", h.CommitsHandler),
     ("/projects/{project}/commits/{commit}", h.CommitHandler),
     ("/projects/{project}/commits/{commit}/files/{name}", h.FileHandler),
