@@ -581,15 +581,19 @@ def test_a_github_run_through_the_run_service_survives_a_restart(pushed):
     assert active.wait(WAIT)
     assert soopervisor.get_run(run_id).status == "running"
 
-    for n in range(1, 5):
-        fake.finish_step(gh_run, n, f"{STEPS[n - 1]} printed {TOKEN}", took=n)
+    fake.finish_step(gh_run, 1, f"{STEPS[0]} printed {TOKEN}", took=1)
+    fake.finish_step(gh_run, 2, f"{STEPS[1]} printed {TOKEN}", took=2)
+    # the Action's run, as soopervisor run prints it first: its id names the artifact set in the storage
+    fake.finish_step(gh_run, 3, f"soopervisor: run 3f2a9c1b7d0e of proj at {head(project)[:7]} (sample) on docker\n"
+                                f"{STEPS[2]} printed {TOKEN}", took=3)
+    fake.finish_step(gh_run, 4, f"{STEPS[3]} printed {TOKEN}", took=4)
     fake.conclude(gh_run)
     soopervisor.attach(run_id)  # the kernel is back: the widget re-attaches by run id
     until(lambda: soopervisor.get_run(run_id).finished)
 
     run = soopervisor.get_run(run_id)
     assert run.status == "succeeded" and run.remote == "gh" and run.executor == f"GitHub Actions {REPO}"
-    assert run.storage_url == "s3://bucket/team"
+    assert run.storage_url == "s3://bucket/team" and run.set_id == "3f2a9c1b7d0e"
     log = Path(run.log_path).read_text().splitlines()
     mine = [line for line in log if not line.startswith("soopervisor: ")]
     assert len(mine) == len(set(mine)), log  # nothing twice across the restart

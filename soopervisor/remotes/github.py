@@ -191,6 +191,11 @@ class GitHubRemote:
                     lines = self._job_log(owner_repo, job, stop, waited_since)
                     if lines is not None:
                         logs[job["id"]] = lines
+                        action_run = _action_run(lines, ref["commit"])
+                        if action_run and ref.get("run") != action_run:
+                            # the Action's own run id: its artifact set's name in the storage (Run.set_id)
+                            ref["run"] = action_run
+                            sink.ref(run=action_run)
             stream, complete = _stream(run, jobs, logs)
             if complete and ref.get("stores") is False:
                 stream.append(("step", NO_STORAGE))
@@ -502,6 +507,17 @@ def _readable(text: str) -> list[str]:
             line = rest if command in ("group", "section", "command") else f"{command}: {rest}"
         out.append(line)
     return out
+
+
+def _action_run(lines: list[str], commit: str) -> str | None:
+    """The id of the run the soopervisor Action made, from its first note in the job log
+    (``soopervisor: run ID of PROJECT at COMMIT7 (MODE) on …``)."""
+    pattern = re.compile(rf"^soopervisor: run ([0-9a-f]{{6,64}}) of .+ at {re.escape(commit[:7])} \((?:sample|full)\) on ")
+    for line in lines:
+        m = pattern.match(line)
+        if m:
+            return m.group(1)
+    return None
 
 
 def _said(conclusion: str | None) -> str:
