@@ -652,3 +652,18 @@ def test_a_workflow_without_storage_says_where_the_artifacts_went(fake, repo):
     assert f.sink.lines_[-2:] == ["ran\n", NO_STORAGE]
     again = Follower(gh, {**sub.ref, **f.sink.refs}, start=len(f.sink.lines_))
     assert again.join() is True and again.sink.lines_ == []
+
+
+def test_following_a_run_that_waits_costs_no_rate_limit(fake, repo):
+    gh = remote(fake)
+    sub = submit(gh, repo)
+    fake.start_run(sub.ref["run_id"], STEPS)
+    f = Follower(gh, sub.ref)
+    until(lambda: fake.not_modified >= 2)  # both the run and its jobs answered 304 once
+    used = fake.rate_used
+    until(lambda: fake.not_modified >= 12)
+    assert fake.rate_used == used  # conditional requests for what did not change: free, as on GitHub
+    fake.start_step(sub.ref["run_id"], 1)  # a change is seen at once all the same
+    f.sink.wait_for(lambda s: any("step 1/4" in line for line in s.lines_))
+    fake.conclude(sub.ref["run_id"])
+    assert f.join() is True

@@ -79,6 +79,7 @@ class GitHubRemote:
         if self._token:
             CREDENTIALS.add(self._token)  # never printed, whatever error text quotes it
         self._session: Any = None
+        self._etags: dict[tuple[str, tuple], tuple[str, Any]] = {}  # GET -> (ETag, the answer it names)
 
     def __repr__(self) -> str:  # no token
         return f"GitHubRemote({self.name!r}, {self.url!r}, repository={self.repository!r})"
@@ -401,16 +402,27 @@ class GitHubRemote:
         from ..github.api import rate_limit_wait
 
         url = self.url + path
+        # conditional GETs: GitHub answers 304 for what has not changed, and does not count it
+        # against the rate limit, so polling a run that waits costs nothing
+        key = (url, tuple(sorted((params or {}).items())))
+        cached = self._etags.get(key) if method == "GET" and redirect else None
         trouble_since: float | None = None
         while True:
             try:
                 r = self._http().request(method, url, params=params, json=json, timeout=30,
-                                         allow_redirects=redirect)
+                                         allow_redirects=redirect,
+                                         headers={"If-None-Match": cached[0]} if cached else None)
             except requests.RequestException as e:
                 reason, r = f"{type(e).__name__}", None
             else:
                 reason = f"{r.status_code}"
+            if r is not None and r.status_code == 304 and cached:
+                return cached[1]
             if r is not None and r.status_code in expect:
+                if method == "GET" and redirect and r.status_code == 200 and r.headers.get("etag"):
+                    if len(self._etags) >= 64:  # a few runs followed at a time: keep the newest answers
+                        self._etags.pop(next(iter(self._etags)))
+                    self._etags[key] = (r.headers["etag"], r)
                 return r
             if r is not None and r.status_code < 500:
                 message = _message(r)

@@ -28,7 +28,9 @@ rate-limit) closely enough for PyGithub to parse:
   else 401 ``Bad credentials``; writes need ``issues: write`` (or
   ``pull_requests: write`` on a pull request) in :attr:`FakeGitHub.token_permissions`,
   else 403 ``Resource not accessible by integration``;
-* every answer has ``x-ratelimit-limit/remaining/reset/used/resource``.
+* every answer has ``x-ratelimit-limit/remaining/reset/used/resource``; a GET's
+  answer has an ``etag``, and ``If-None-Match`` with it is answered 304 (not
+  counted against the rate limit, as documented for conditional requests).
 
 GitHub Actions (docs.github.com/en/rest/actions: workflows, workflow-runs,
 workflow-jobs), driven by the test through Python methods:
@@ -69,6 +71,7 @@ GitHub Enterprise Server serves the API under ``/api/v3``: pass ``prefix="/api/v
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -276,6 +279,8 @@ class FakeGitHub:
         self.workflows: dict[int, Workflow] = {}
         self.runs: dict[int, WorkflowRun] = {}
         self.failures: list[Failure] = []
+        #: how many conditional GETs were answered 304 Not Modified
+        self.not_modified = 0
         self.log: list[Call] = []
         self._ids = itertools.count(1001)
         self._lock = threading.RLock()
@@ -974,6 +979,15 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 call = Call(self.command, path, query, body, raw_path=path)
                 fake.log.append(call)
                 status, out, headers = self._answer(call, query, body, raw)
+                if self.command == "GET" and status == 200:
+                    # conditional requests, as documented: an ETag on every answer; If-None-Match with it
+                    # is a 304 without a body that does not count against the rate limit
+                    etag = '"' + hashlib.sha1(json.dumps(out, sort_keys=True).encode()).hexdigest() + '"'
+                    headers = {**headers, "etag": etag}
+                    if self.headers.get("If-None-Match") == etag:
+                        status, out = 304, None
+                        fake.rate_used = max(0, fake.rate_used - 1)
+                        fake.not_modified += 1
                 call.status = status
                 headers = {**fake._rate_headers(), **headers}
             self._send(status, out, headers)
