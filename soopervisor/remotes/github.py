@@ -6,8 +6,14 @@ since GitHub writes a job's log only then).
 Plain HTTP (requests) rather than PyGithub: the handful of calls made here need control that
 PyGithub hides — a log's download URL must be fetched *without* the token (it is a signed URL
 on another host, which refuses an Authorization header), a 404 from it means "not written
-yet", and a follower must wait out rate limits while it can still be stopped. The rate-limit
-rules are those of :mod:`soopervisor.github.api`.
+yet", polling uses conditional requests (a 304 does not count against the rate limit), a
+dispatch asks for its run's id (``return_run_details``) and falls back to listing runs where
+GitHub Enterprise Server refuses that key, and a follower must wait out rate limits while it
+can still be stopped. The rate-limit rules are those of :mod:`soopervisor.github.api`.
+
+The lines a follower sends are a sequence that only grows — the run's address, each step as it
+starts and ends, then each completed job's log (timestamps cut) — so a follower started again
+with the number of lines the local log has sends each line once.
 
 GitHub Enterprise Server: pass its API URL (``https://HOST/api/v3``).
 """
@@ -80,6 +86,7 @@ class GitHubRemote:
             CREDENTIALS.add(self._token)  # never printed, whatever error text quotes it
         self._session: Any = None
         self._etags: dict[tuple[str, tuple], tuple[str, Any]] = {}  # GET -> (ETag, the answer it names)
+        self._etags_lock = threading.Lock()  # the follower and a cancel (another thread) share them
 
     def __repr__(self) -> str:  # no token
         return f"GitHubRemote({self.name!r}, {self.url!r}, repository={self.repository!r})"
@@ -405,7 +412,8 @@ class GitHubRemote:
         # conditional GETs: GitHub answers 304 for what has not changed, and does not count it
         # against the rate limit, so polling a run that waits costs nothing
         key = (url, tuple(sorted((params or {}).items())))
-        cached = self._etags.get(key) if method == "GET" and redirect else None
+        with self._etags_lock:
+            cached = self._etags.get(key) if method == "GET" and redirect else None
         trouble_since: float | None = None
         while True:
             try:
@@ -420,9 +428,10 @@ class GitHubRemote:
                 return cached[1]
             if r is not None and r.status_code in expect:
                 if method == "GET" and redirect and r.status_code == 200 and r.headers.get("etag"):
-                    if len(self._etags) >= 64:  # a few runs followed at a time: keep the newest answers
-                        self._etags.pop(next(iter(self._etags)))
-                    self._etags[key] = (r.headers["etag"], r)
+                    with self._etags_lock:
+                        if len(self._etags) >= 64:  # a few runs followed at a time: keep the newest answers
+                            self._etags.pop(next(iter(self._etags)))
+                        self._etags[key] = (r.headers["etag"], r)
                 return r
             if r is not None and r.status_code < 500:
                 message = _message(r)
