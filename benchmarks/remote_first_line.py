@@ -37,25 +37,27 @@ TASK = function_task("import time\nfor i in range(4):\n    print('STAMP', repr(t
                      "    time.sleep(0.5)\n")
 
 
-def first_stamp_delay(widget, deadline: float) -> float:
+def first_stamp_delay(widget, run, deadline: float) -> float:
     """Seconds between the first STAMP line's time and its showing in ``widget``."""
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (run.finished and "STAMP " not in widget.text):
         text = widget.text
         at = text.find("STAMP ")
         if at >= 0 and "\n" in text[at:]:
             now = time.time()
             return now - float(text[at:].split("\n", 1)[0].split()[1])
         time.sleep(0.002)
-    sys.exit("no STAMP line reached the widget")
+    sys.exit(f"no STAMP line reached the widget; run {run.id} {run.status}: {run.error}\n{widget.text[-3000:]}")
 
 
 def one(soopervisor, work: Path, remote: str | None) -> float:
     from soopervisor_jupyter.widget import LogWidget
 
     widget = LogWidget()
-    run = soopervisor.run(str(work), sample=False, wait=False, on_line=widget.append, remote=remote)
+    # forced here: an incremental run would find the task up to date and print nothing (the server forces its runs)
+    run = soopervisor.run(str(work), sample=False, wait=False, on_line=widget.append, remote=remote,
+                          force=True if remote is None else None)
     widget.attach(run)
-    delay = first_stamp_delay(widget, time.monotonic() + 600)
+    delay = first_stamp_delay(widget, run, time.monotonic() + 600)
     if not widget.wait(600) or run.status != "succeeded":
         sys.exit(f"run {run.id} ended {run.status}: {run.error}")
     return delay
