@@ -55,6 +55,9 @@ def test_a_run_on_the_team_server_is_followed_in_the_terminal_and_recorded_here(
     # the artifacts are in the server's storage, under the server's run id
     arts = get_artifacts(run.commit, project=run.project, storage=run.storage_url, run=run.set_id)
     assert arts.manifest["status"] == "succeeded"
+    # the same set by the id recorded here alone
+    same = soopervisor.get_artifacts(run.commit, project=run.project, run=run.id)
+    assert same.manifest["run_id"] == run.set_id != run.id
     listing = cli("runs", check=0).stdout
     assert "WHERE" in listing and f"{run.id}" in listing and " team " in listing, listing
 
