@@ -22,7 +22,8 @@ from .projects import VALID, commit_all, write
 from .server.test_app import Remote, Served
 from .server.test_remote_server import SECRET, run_token, served_config, task
 
-pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("serve")]
+# no xdist group: each test has its own server, repositories and data folders, and spreads over the workers
+pytestmark = pytest.mark.docker
 
 
 @pytest.fixture

@@ -103,7 +103,6 @@ def follow_in_thread(client: ServerRemote, ref: dict, start: int, sink: Recorder
 
 
 @pytest.mark.docker
-@pytest.mark.xdist_group("serve")
 def test_a_pushed_commit_runs_on_the_server_and_is_followed_to_its_end(tmp_path, engine, remote, config, server):
     client = ServerRemote("team", server.url, run_token(config))
     commit = remote.head()
@@ -142,7 +141,6 @@ def test_a_pushed_commit_runs_on_the_server_and_is_followed_to_its_end(tmp_path,
 
 
 @pytest.mark.docker
-@pytest.mark.xdist_group("serve")
 @pytest.mark.parametrize("known", ["run", "job"])
 def test_a_running_run_is_cancelled_at_once_and_a_second_ask_follows_the_same_job(
         tmp_path, engine, remote, config, known):
@@ -261,7 +259,6 @@ class Forwarder:
 
 
 @pytest.mark.docker
-@pytest.mark.xdist_group("serve")
 def test_connections_cut_mid_run_are_resumed_without_a_line_lost_or_twice(tmp_path, engine, remote, config, server):
     write(remote.work, function_task("import time\nfor i in range(40):\n    print(f'line {i}', flush=True)\n"
                                      "    time.sleep(0.1)"))
