@@ -132,8 +132,16 @@ def list_runs(project: str | None = None, limit: int | None = None) -> list[Run]
 def get_artifacts(commit: str = "latest", project: str | None = None, storage: str | None = None, *,
                   mode: str | None = None, run: str | None = None) -> Artifacts:
     """The artifacts stored for ``commit`` (full SHA, unique prefix or "latest"): its newest succeeded set,
-    full before sample unless ``mode`` is given; ``run="ID"`` gives that run's set whatever its status."""
+    full before sample unless ``mode`` is given; ``run="ID"`` gives that run's set whatever its status.
+    The id of a remote run recorded here (``soopervisor runs``) reads its set where the remote stored it."""
     from .artifacts import get_artifacts as _get
+
+    if run is not None and storage is None:
+        from .runs import RunStore
+
+        record = RunStore().get(run)
+        if record is not None and record.remote is not None and record.storage_url:
+            storage, run = record.storage_url, record.set_id
 
     return _get(commit, project=project, storage=storage, mode=mode, run=run)
 

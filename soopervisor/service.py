@@ -363,6 +363,8 @@ class RunService:
         read = replace(run)
         if not own(self.store, run, claim_from=read):
             return None  # another process attached first
+        if run.error:  # what stopped the last follower is tried again here
+            self.store.update(run, error=None)
         active = ActiveRemote(self.store, run, target, on_line)
         active.note(f"following run {run.id} on {run.executor} again ({why})")
         _ensure_exit_hook()
@@ -373,6 +375,8 @@ class RunService:
         """Follow every remote run nobody follows (a long-lived process: the Jupyter server)."""
         attached = []
         for run in self.store.following():
+            if run.error:  # its last follower failed for good (a token revoked): only a person's attach retries
+                continue
             with contextlib.suppress(SoopervisorError):
                 if self.attach(run.id) is not None:
                     attached.append(run)

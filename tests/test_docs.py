@@ -105,7 +105,7 @@ def test_every_magic_and_its_options_are_in_the_reference(site: Path) -> None:
     html = (site / "reference" / "magics.html").read_text(encoding="utf-8")
     found = ids(site / "reference" / "magics.html")
     sub = next(a for a in _parser()._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(sub.choices) == {"validate", "run", "artifacts"}
+    assert set(sub.choices) == {"validate", "run", "attach", "artifacts"}
     for name, command in sub.choices.items():
         assert f"magic-{name}" in found
         for action in command._actions:
@@ -115,13 +115,19 @@ def test_every_magic_and_its_options_are_in_the_reference(site: Path) -> None:
 
 def test_every_soopervisor_variable_in_the_code_is_documented(site: Path) -> None:
     documented = {v.name for v in ENVIRONMENT_VARIABLES}
-    used = set()
+    used, code = set(), ""
     for path in [*(REPO / "soopervisor").rglob("*.py"), *(REPO / "jupyter_ext").glob("*.py"), REPO / "action.yml",
                  *(REPO / "soopervisor").rglob("*.sh")]:
-        used |= set(re.findall(r"\bSOOPERVISOR_[A-Z][A-Z0-9_]*[A-Z0-9]\b", path.read_text(encoding="utf-8")))
+        text = path.read_text(encoding="utf-8")
+        code += text
+        used |= set(re.findall(r"\bSOOPERVISOR_[A-Z][A-Z0-9_]*[A-Z0-9]\b", text))
     used -= set(NOT_VARIABLES)
     assert used - documented == set(), "add these to soopervisor/environment_variables.py"
-    assert {n for n in documented if n.startswith("SOOPERVISOR_")} - used == set(), "documented but never read"
+    # a name made from a template (SOOPERVISOR_REMOTE_<NAME>_TOKEN) is read through the literal parts it is built of
+    templates = {n for n in documented if "<" in n}
+    for name in templates:
+        assert all(f'"{part}' in code or f"{part}\"" in code for part in re.split(r"<[A-Z]+>", name) if part), name
+    assert {n for n in documented if n.startswith("SOOPERVISOR_")} - templates - used == set(), "documented but never read"
     page = (site / "reference" / "configuration.html").read_text(encoding="utf-8")
     for name in documented:
         assert name in page

@@ -22,7 +22,8 @@ from .projects import VALID, commit_all, write
 from .server.test_app import Remote, Served
 from .server.test_remote_server import SECRET, run_token, served_config, task
 
-pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("serve")]
+# no xdist group: each test has its own server, repositories and data folders, and spreads over the workers
+pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
@@ -55,6 +56,9 @@ def test_a_run_on_the_team_server_is_followed_in_the_terminal_and_recorded_here(
     # the artifacts are in the server's storage, under the server's run id
     arts = get_artifacts(run.commit, project=run.project, storage=run.storage_url, run=run.set_id)
     assert arts.manifest["status"] == "succeeded"
+    # the same set by the id recorded here alone
+    same = soopervisor.get_artifacts(run.commit, project=run.project, run=run.id)
+    assert same.manifest["run_id"] == run.set_id != run.id
     listing = cli("runs", check=0).stdout
     assert "WHERE" in listing and f"{run.id}" in listing and " team " in listing, listing
 
@@ -82,7 +86,9 @@ def test_stop_cancels_the_run_at_the_server(team):
 def execute(client, code: str) -> dict:
     outputs: list[dict] = []
     reply = client.execute_interactive(code, timeout=600, output_hook=outputs.append)
-    assert reply["content"]["status"] == "ok", (reply["content"], outputs)
+    said = [m["content"].get("text") or m["content"].get("data", {}).get("text/plain") or m["content"].get("traceback")
+            for m in outputs]
+    assert reply["content"]["status"] == "ok", (reply["content"].get("evalue"), said)
     return {"stdout": "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")}
 
 

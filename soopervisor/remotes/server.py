@@ -213,7 +213,8 @@ class ServerRemote:
             raise RemoteRefused(f"the server {self.name} ({self.url}) refuses the run: {said}",
                                 hint or "see the server's answer above")
         job = body["job"]
-        return Submitted(ref={"job": job["id"], "repository": name, "run": job.get("run_id")}, storage_url=None,
+        run = job.get("run_id") if job.get("state") == "running" else None  # a queued job's is an earlier attempt's
+        return Submitted(ref={"job": job["id"], "repository": name, "run": run}, storage_url=None,
                          describe=f"server {self.name} ({self.url})")
 
     # -- cancel -------------------------------------------------------------------------------
@@ -361,7 +362,8 @@ class _Follower:
                               "hint": "its queue was reset; run again"}
             job = body.get("job") or {}
             run_id, state = job.get("run_id"), job.get("state")
-            if run_id and run_id != before:
+            # a queued job's run_id is its previous attempt's (released after an infrastructure failure)
+            if run_id and run_id != before and state != "queued":
                 return run_id, job
             if state in _ENDED:
                 return None, job

@@ -27,7 +27,7 @@ from tornado import httpserver, netutil, web
 
 from ..api.base import ApiError, ApiHandler, LogSocketBase, api_error, call
 from ..api.handlers import LIMIT_DEFAULT, LIMIT_MAX, StopHandler, query_int
-from ..errors import SoopervisorError, UsageError
+from ..errors import RunNotFound, SoopervisorError, UsageError
 from .config import ServerConfig
 from .loop import IDLE, ServerState
 from .poller import GIT_TIMEOUT
@@ -250,8 +250,16 @@ class JobChangeHandler(JobActionHandler):
             if job.run_id is not None:
                 # its worker would learn only at its next lease renewal (a third of the lease, 10 s by
                 # default): the run is stopped now, through the run service, as POST /runs/{id}/stop does.
-                # A run not attached yet is cancelled by its worker, whose attach then fails.
-                await call(self.state.runs.stop, job.run_id)
+                # A run not attached yet is cancelled by its worker, whose attach then fails; a run this
+                # server's run store does not have (another server on a shared PostgreSQL queue runs it) is
+                # left to that worker's renewal.
+                try:
+                    await asyncio.to_thread(self.state.runs.stop, job.run_id)
+                except RunNotFound:
+                    pass
+                except SoopervisorError as e:  # the job is cancelled all the same: say why its run may go on
+                    self.state.say(f"job {job_id}: cancelled; its run {job.run_id} could not be stopped now "
+                                   f"({e.message}): its worker stops it at its next lease renewal")
         elif await self.job_call(queue.retry, job_id) is None:
             job = await self.job_call(queue.get, job_id)
             raise ApiError(409, f"job {job_id} is {job.state}: it has not ended",

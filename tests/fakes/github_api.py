@@ -28,7 +28,40 @@ rate-limit) closely enough for PyGithub to parse:
   else 401 ``Bad credentials``; writes need ``issues: write`` (or
   ``pull_requests: write`` on a pull request) in :attr:`FakeGitHub.token_permissions`,
   else 403 ``Resource not accessible by integration``;
-* every answer has ``x-ratelimit-limit/remaining/reset/used/resource``.
+* every answer has ``x-ratelimit-limit/remaining/reset/used/resource``; a GET's
+  answer has an ``etag``, and ``If-None-Match`` with it is answered 304 (not
+  counted against the rate limit, as documented for conditional requests).
+
+GitHub Actions (docs.github.com/en/rest/actions: workflows, workflow-runs,
+workflow-jobs), driven by the test through Python methods:
+
+* ``GET …/branches/{b}`` and ``GET …/commits/{sha}/branches-where-head`` from
+  the heads the test sets (:meth:`FakeGitHub.set_head`); need ``contents: read``;
+* ``GET …/actions/workflows/{id or file name}`` (404 when absent);
+* ``POST …/actions/workflows/{id}/dispatches`` ``{ref, inputs}``: 204 and a new
+  queued run at the ref's head; 422 when the workflow has no
+  ``workflow_dispatch`` trigger, the ref is not a branch or tag ("No ref found
+  for: X") or an input is not declared; needs ``actions: write``. With
+  ``return_run_details: true`` (github.com since 2026-02-19): 200
+  ``{workflow_run_id, run_url, html_url}``; a server without it (GitHub
+  Enterprise Server 3.19, :attr:`FakeGitHub.run_details` False, the default
+  under a prefix) answers 422 ``"return_run_details" is not a permitted key.``;
+* ``GET …/actions/runs`` (filters ``event``, ``head_sha``, ``branch``,
+  ``status``, ``created`` as ``>=``/``<=``/``>``/``<``/``A..B``; newest first),
+  ``GET …/actions/runs/{id}``, ``GET …/actions/runs/{id}/jobs``: need
+  ``actions: read``;
+* ``GET …/actions/jobs/{id}/logs``: 302 to a signed URL on this same server
+  (``/_blobs/…``, no prefix, no token) that answers 404 ``BlobNotFound`` (XML)
+  until the job's log is written, as GitHub's blob store does for a queued or
+  in-progress job, then ``text/plain`` lines with GitHub's timestamp prefix; a
+  blob request that carries an ``Authorization`` header is refused (403
+  ``AuthenticationFailed``), as Azure refuses a SAS URL with one;
+* ``POST …/actions/runs/{id}/cancel``: 202; 409 once the run has completed.
+
+The test drives a run: :meth:`FakeGitHub.start_run` (the job with its steps),
+:meth:`FakeGitHub.start_step`, :meth:`FakeGitHub.finish_step` (with the step's
+log text), :meth:`FakeGitHub.conclude`; the log is written when the job
+completes (``log_ready=False`` delays it until :meth:`FakeGitHub.write_log`).
 
 Test hooks: :meth:`FakeGitHub.limit_next` (primary limit: 403, remaining 0,
 reset epoch), :meth:`FakeGitHub.secondary_limit_next` (``retry-after``),
@@ -38,6 +71,7 @@ GitHub Enterprise Server serves the API under ``/api/v3``: pass ``prefix="/api/v
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -137,6 +171,73 @@ class Call:
     raw_path: str = ""  # as requested, with the prefix
 
 
+@dataclass
+class Workflow:
+    id: int
+    repo: str
+    path: str  # .github/workflows/NAME.yml
+    name: str
+    dispatch: bool = True  # has a workflow_dispatch trigger
+    inputs: tuple[str, ...] = ("mode",)  # the workflow_dispatch inputs it declares
+    state: str = "active"
+    created_at: str = field(default_factory=_now)
+
+
+@dataclass
+class Step:
+    number: int
+    name: str
+    status: str = "queued"  # queued, in_progress, completed
+    conclusion: str | None = None  # success, failure, cancelled, skipped
+    started_at: str | None = None
+    completed_at: str | None = None
+    log: list[str] = field(default_factory=list)  # lines, each with its timestamp prefix
+
+
+@dataclass
+class Job:
+    id: int
+    run_id: int
+    name: str
+    status: str = "queued"
+    conclusion: str | None = None
+    created_at: str = field(default_factory=_now)
+    started_at: str | None = None
+    completed_at: str | None = None
+    steps: list[Step] = field(default_factory=list)
+    log_written: bool = False
+    blob_sig: str = ""
+
+
+@dataclass
+class WorkflowRun:
+    id: int
+    repo: str
+    workflow_id: int
+    path: str
+    name: str
+    run_number: int
+    event: str
+    head_branch: str
+    head_sha: str
+    inputs: dict[str, Any]
+    status: str = "queued"  # queued, in_progress, completed
+    conclusion: str | None = None
+    created_at: str = field(default_factory=_now)
+    updated_at: str = ""
+    run_started_at: str | None = None
+    jobs: list[Job] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.updated_at = self.updated_at or self.created_at
+
+
+def _log_time() -> str:
+    """GitHub's log timestamp: seven fractional digits, UTC."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond:06d}0Z"
+
+
 class GitHubAPIError(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
@@ -153,9 +254,12 @@ class FakeGitHub:
 
     def __init__(self, token: str = "ghs_fake_installation_token_0123456789", *, prefix: str = "",
                  identity: str = "github-actions[bot]", identity_type: str = "Bot",
-                 html_url: str = "https://github.com", rate_limit: int = 5000) -> None:
+                 html_url: str = "https://github.com", rate_limit: int = 5000,
+                 run_details: bool | None = None) -> None:
         self.token = token
         self.prefix = prefix.rstrip("/")
+        #: whether a dispatch may ask for the run's details (github.com does; GHES 3.19 refuses the key)
+        self.run_details = not self.prefix if run_details is None else run_details
         self.html_url = html_url.rstrip("/")
         self.rate_limit = rate_limit
         self.rate_used = 0
@@ -169,7 +273,14 @@ class FakeGitHub:
         #: commit statuses by (repository, sha), oldest first, as GitHub answers them
         self.statuses: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.users: dict[str, User] = {}
+        #: branch and tag heads by (repository, name)
+        self.branches: dict[tuple[str, str], str] = {}
+        self.tags: dict[tuple[str, str], str] = {}
+        self.workflows: dict[int, Workflow] = {}
+        self.runs: dict[int, WorkflowRun] = {}
         self.failures: list[Failure] = []
+        #: how many conditional GETs were answered 304 Not Modified
+        self.not_modified = 0
         self.log: list[Call] = []
         self._ids = itertools.count(1001)
         self._lock = threading.RLock()
@@ -300,6 +411,90 @@ class FakeGitHub:
         with self._lock:
             return [(content, login) for _, content, login, _ in self.comments[comment_id].reactions]
 
+
+    # -- GitHub Actions: state the test sets and drives ---------------------------------------
+    def set_head(self, branch: str, sha: str, *, repo: str | None = None) -> None:
+        """A push: ``branch`` (created if new) now points at ``sha``."""
+        with self._lock:
+            self.branches[(repo or self.default_repo, branch)] = sha
+
+    add_branch = set_head
+
+    def add_tag(self, tag: str, sha: str, *, repo: str | None = None) -> None:
+        with self._lock:
+            self.tags[(repo or self.default_repo, tag)] = sha
+
+    def add_workflow(self, path: str = ".github/workflows/soopervisor.yml", *, name: str = "soopervisor",
+                     dispatch: bool = True, inputs: tuple[str, ...] = ("mode",), repo: str | None = None) -> int:
+        """A workflow file GitHub knows on the default branch; returns its id."""
+        with self._lock:
+            wf = Workflow(next(self._ids), repo or self.default_repo, path, name, dispatch, tuple(inputs))
+            self.workflows[wf.id] = wf
+            return wf.id
+
+    def last_run(self) -> WorkflowRun:
+        with self._lock:
+            assert self.runs, "no workflow run yet"
+            return self.runs[max(self.runs)]
+
+    def start_run(self, run_id: int, steps: list[str], *, job: str = "run") -> Job:
+        """A runner took the run: its one job starts, with these steps (all queued)."""
+        with self._lock:
+            run = self.runs[run_id]
+            now = _now()
+            run.status, run.run_started_at, run.updated_at = "in_progress", now, now
+            j = Job(next(self._ids), run.id, job, status="in_progress", started_at=now,
+                    steps=[Step(i + 1, name) for i, name in enumerate(steps)], blob_sig=f"sig{next(self._ids)}")
+            run.jobs.append(j)
+            return j
+
+    def _job(self, run_id: int) -> Job:
+        run = self.runs[run_id]
+        assert run.jobs, "start the run first"
+        return run.jobs[-1]
+
+    def start_step(self, run_id: int, number: int) -> None:
+        with self._lock:
+            step = self._job(run_id).steps[number - 1]
+            step.status, step.started_at = "in_progress", _now()
+
+    def finish_step(self, run_id: int, number: int, log: str = "", *, conclusion: str = "success",
+                    took: int | None = None) -> None:
+        """The step ends (started first if it was not); ``log`` is what it printed; ``took``: its
+        ``completed_at`` that many seconds after its ``started_at`` (else now)."""
+        with self._lock:
+            step = self._job(run_id).steps[number - 1]
+            if step.status == "queued":
+                step.started_at = _now()
+            end = _now()
+            if took is not None:
+                start = datetime.fromisoformat(step.started_at or end)
+                end = datetime.fromtimestamp(start.timestamp() + took, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            step.status, step.conclusion, step.completed_at = "completed", conclusion, end
+            step.log += [f"{_log_time()} {line}" for line in log.splitlines()]
+
+    def conclude(self, run_id: int, conclusion: str = "success", *, log_ready: bool = True) -> None:
+        """The job and the run complete; steps not run are skipped. The log is written unless ``log_ready``
+        is False (then :meth:`write_log` does it): GitHub writes it a moment after the job completes."""
+        with self._lock:
+            run = self.runs[run_id]
+            now = _now()
+            for j in run.jobs:
+                for step in j.steps:
+                    if step.status == "in_progress":
+                        step.status, step.conclusion, step.completed_at = "completed", conclusion, now
+                    elif step.status == "queued":
+                        step.status, step.conclusion = "completed", "skipped"
+                if j.status != "completed":
+                    j.status, j.conclusion, j.completed_at = "completed", conclusion, now
+                j.log_written = j.log_written or (log_ready and j.started_at is not None)
+            run.status, run.conclusion, run.updated_at = "completed", conclusion, now
+
+    def write_log(self, run_id: int) -> None:
+        with self._lock:
+            for j in self.runs[run_id].jobs:
+                j.log_written = j.started_at is not None
+
     # -- faults ----------------------------------------------------------------
     def limit_next(self, n: int = 1, *, reset_in: float = 60, status: int = 403) -> None:
         """The next ``n`` requests hit the primary rate limit, which resets ``reset_in`` s from now."""
@@ -398,6 +593,43 @@ class FakeGitHub:
         rid, content, login, created = r
         return {"id": rid, "node_id": f"REA_fake{rid}", "user": self._user(login), "content": content,
                 "created_at": created}
+
+
+    def _run(self, run: WorkflowRun) -> dict[str, Any]:
+        api = f"{self.api_url}/repos/{run.repo}/actions/runs/{run.id}"
+        return {"id": run.id, "node_id": f"WFR_fake{run.id}", "name": run.name, "display_title": run.name,
+                "path": run.path, "run_number": run.run_number, "run_attempt": 1, "event": run.event,
+                "status": run.status, "conclusion": run.conclusion, "workflow_id": run.workflow_id,
+                "head_branch": run.head_branch, "head_sha": run.head_sha, "url": api,
+                "html_url": f"{self.html_url}/{run.repo}/actions/runs/{run.id}", "jobs_url": api + "/jobs",
+                "logs_url": api + "/logs", "cancel_url": api + "/cancel", "rerun_url": api + "/rerun",
+                "workflow_url": f"{self.api_url}/repos/{run.repo}/actions/workflows/{run.workflow_id}",
+                "created_at": run.created_at, "updated_at": run.updated_at, "run_started_at": run.run_started_at,
+                "actor": self._user(self.identity), "triggering_actor": self._user(self.identity),
+                "pull_requests": [], "repository": self._repo(self.repos[run.repo])}
+
+    def _job_json(self, run: WorkflowRun, j: Job) -> dict[str, Any]:
+        api = f"{self.api_url}/repos/{run.repo}/actions"
+        return {"id": j.id, "run_id": run.id, "run_url": f"{api}/runs/{run.id}", "node_id": f"CR_fake{j.id}",
+                "head_sha": run.head_sha, "head_branch": run.head_branch, "url": f"{api}/jobs/{j.id}",
+                "html_url": f"{self.html_url}/{run.repo}/actions/runs/{run.id}/job/{j.id}",
+                "status": j.status, "conclusion": j.conclusion, "created_at": j.created_at,
+                "started_at": j.started_at, "completed_at": j.completed_at, "name": j.name,
+                "workflow_name": run.name, "run_attempt": 1, "labels": ["ubuntu-latest"],
+                "runner_name": "GitHub Actions 2" if j.started_at else None,
+                "steps": [{"name": st.name, "status": st.status, "conclusion": st.conclusion, "number": st.number,
+                           "started_at": st.started_at, "completed_at": st.completed_at} for st in j.steps]}
+
+    def _workflow(self, wf: Workflow) -> dict[str, Any]:
+        return {"id": wf.id, "node_id": f"W_fake{wf.id}", "name": wf.name, "path": wf.path, "state": wf.state,
+                "created_at": wf.created_at, "updated_at": wf.created_at,
+                "url": f"{self.api_url}/repos/{wf.repo}/actions/workflows/{wf.id}",
+                "html_url": f"{self.html_url}/{wf.repo}/blob/main/{wf.path}",
+                "badge_url": f"{self.html_url}/{wf.repo}/workflows/{quote(wf.name)}/badge.svg"}
+
+    def _branch(self, repo: Repo, name: str, sha: str) -> dict[str, Any]:
+        return {"name": name, "protected": False,
+                "commit": {"sha": sha, "url": f"{self.api_url}/repos/{repo.full_name}/commits/{sha}"}}
 
     # -- routing ---------------------------------------------------------------
     def _rate_headers(self) -> dict[str, str]:
@@ -516,7 +748,132 @@ class FakeGitHub:
                 r = (next(self._ids), content, self.identity, _now())
                 c.reactions.append(r)
                 return 201, self._reaction(r), {}
+        answer = self._actions(repo, method, rest, query, body)
+        if answer is not None:
+            return answer
         raise GitHubAPIError(404, "Not Found")
+
+    # -- GitHub Actions: routes ----------------------------------------------------------------
+    def _need(self, permission: str, level: str, doc: str) -> None:
+        """403 unless the token has ``permission`` at ``level`` (read is implied by write)."""
+        have = self.token_permissions.get(permission)
+        if have == "write" or (level == "read" and have == "read"):
+            return
+        raise GitHubAPIError(403, "Resource not accessible by integration",
+                             {"x-accepted-github-permissions": f"{permission}={level}"},
+                             documentation_url=f"{DOCS}/{doc}")
+
+    def _find_workflow(self, repo: Repo, ident: str) -> Workflow:
+        for wf in self.workflows.values():
+            if wf.repo == repo.full_name and (str(wf.id) == ident or wf.path.rsplit("/", 1)[-1] == ident):
+                return wf
+        raise GitHubAPIError(404, "Not Found")
+
+    def _find_run(self, repo: Repo, rid: str) -> WorkflowRun:
+        run = self.runs.get(int(rid))
+        if run is None or run.repo != repo.full_name:
+            raise GitHubAPIError(404, "Not Found")
+        return run
+
+    def _actions(self, repo: Repo, method: str, rest: str, query: dict[str, str],
+                 body: Any) -> tuple[int, Any, dict[str, str]] | None:
+        if (m := re.fullmatch(r"/branches/(.+)", rest)) and method == "GET":
+            self._need("contents", "read", "branches/branches#get-a-branch")
+            name = unquote(m.group(1))
+            sha = self.branches.get((repo.full_name, name))
+            if sha is None:
+                raise GitHubAPIError(404, "Branch not found")
+            return 200, self._branch(repo, name, sha), {}
+        if (m := re.fullmatch(r"/commits/([0-9a-fA-F]{40})/branches-where-head", rest)) and method == "GET":
+            self._need("contents", "read", "commits/commits#list-branches-for-head-commit")
+            return 200, [self._branch(repo, name, sha) for (r, name), sha in sorted(self.branches.items())
+                         if r == repo.full_name and sha == m.group(1).lower()], {}
+        if (m := re.fullmatch(r"/actions/workflows/([^/]+)", rest)) and method == "GET":
+            self._need("actions", "read", "actions/workflows#get-a-workflow")
+            return 200, self._workflow(self._find_workflow(repo, unquote(m.group(1)))), {}
+        if (m := re.fullmatch(r"/actions/workflows/([^/]+)/dispatches", rest)) and method == "POST":
+            return self._dispatch(repo, self._find_workflow(repo, unquote(m.group(1))), body or {})
+        if rest == "/actions/runs" and method == "GET":
+            self._need("actions", "read", "actions/workflow-runs#list-workflow-runs-for-a-repository")
+            runs = [r for r in sorted(self.runs.values(), key=lambda r: -r.id) if r.repo == repo.full_name
+                    and all(not query.get(k) or getattr(r, a) == query[k]
+                            for k, a in (("event", "event"), ("head_sha", "head_sha"), ("branch", "head_branch")))
+                    and (not query.get("status") or query["status"] in (r.status, r.conclusion))
+                    and _created_matches(r.created_at, query.get("created"))]
+            code, page, headers = self._page([self._run(r) for r in runs], f"/repos/{repo.full_name}{rest}", query)
+            return code, {"total_count": len(runs), "workflow_runs": page}, headers
+        if (m := re.fullmatch(r"/actions/runs/(\d+)", rest)) and method == "GET":
+            self._need("actions", "read", "actions/workflow-runs#get-a-workflow-run")
+            return 200, self._run(self._find_run(repo, m.group(1))), {}
+        if (m := re.fullmatch(r"/actions/runs/(\d+)/jobs", rest)) and method == "GET":
+            self._need("actions", "read", "actions/workflow-jobs#list-jobs-for-a-workflow-run")
+            run = self._find_run(repo, m.group(1))
+            code, page, headers = self._page([self._job_json(run, j) for j in run.jobs],
+                                             f"/repos/{repo.full_name}{rest}", query)
+            return code, {"total_count": len(run.jobs), "jobs": page}, headers
+        if (m := re.fullmatch(r"/actions/runs/(\d+)/cancel", rest)) and method == "POST":
+            self._need("actions", "write", "actions/workflow-runs#cancel-a-workflow-run")
+            run = self._find_run(repo, m.group(1))
+            if run.status == "completed":
+                raise GitHubAPIError(409, "Cannot cancel a workflow run that is completed.")
+            self.conclude(run.id, "cancelled")
+            return 202, {}, {}
+        if (m := re.fullmatch(r"/actions/jobs/(\d+)/logs", rest)) and method == "GET":
+            self._need("actions", "read", "actions/workflow-jobs#download-job-logs-for-a-workflow-run")
+            for run in self.runs.values():
+                for j in run.jobs:
+                    if j.id == int(m.group(1)) and run.repo == repo.full_name:
+                        # a signed URL on the blob store, valid a minute; no token needed (nor accepted) there
+                        return 302, None, {"location": f"{self.origin}/_blobs/job-logs/{j.id}?sig={j.blob_sig}"}
+            raise GitHubAPIError(404, "Not Found")
+        return None
+
+    def _dispatch(self, repo: Repo, wf: Workflow, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        self._need("actions", "write", "actions/workflows#create-a-workflow-dispatch-event")
+        ref = body.get("ref")
+        if not isinstance(ref, str) or not ref:
+            raise GitHubAPIError(422, "Invalid request.\n\n\"ref\" wasn't supplied.")
+        if not wf.dispatch:
+            raise GitHubAPIError(422, "Workflow does not have 'workflow_dispatch' trigger")
+        name = ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
+        sha = None
+        if not ref.startswith("refs/tags/"):
+            sha = self.branches.get((repo.full_name, name))
+        if sha is None and not ref.startswith("refs/heads/"):
+            sha = self.tags.get((repo.full_name, name))
+        if sha is None:
+            raise GitHubAPIError(422, f"No ref found for: {ref}")
+        extra = sorted(set(body) - {"ref", "inputs"} - ({"return_run_details"} if self.run_details else set()))
+        if extra:
+            raise GitHubAPIError(422, f"Invalid request.\n\n{json.dumps(extra[0])} is not a permitted key.")
+        inputs = body.get("inputs") or {}
+        unexpected = [k for k in inputs if k not in wf.inputs]
+        if unexpected:
+            raise GitHubAPIError(422, f"Unexpected inputs provided: {json.dumps(unexpected)}")
+        number = 1 + sum(1 for r in self.runs.values() if r.workflow_id == wf.id)
+        run = WorkflowRun(next(self._ids), repo.full_name, wf.id, wf.path, wf.name, number, "workflow_dispatch",
+                          name, sha, dict(inputs))
+        self.runs[run.id] = run
+        if body.get("return_run_details") is True:
+            api = f"{self.api_url}/repos/{run.repo}/actions/runs/{run.id}"
+            return 200, {"workflow_run_id": run.id, "run_url": api,
+                         "html_url": f"{self.html_url}/{run.repo}/actions/runs/{run.id}"}, {}
+        return 204, None, {}
+
+    def blob(self, path: str, query: dict[str, str], authorized: bool) -> tuple[int, str, str]:
+        """The blob store behind a log's signed URL: (status, content type, text)."""
+        m = re.fullmatch(r"/_blobs/job-logs/(\d+)", path)
+        job = next((j for r in self.runs.values() for j in r.jobs if m and j.id == int(m.group(1))), None)
+        if authorized:
+            return 403, "application/xml", ("<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthenticationFailed"
+                                            "</Code><Message>Server failed to authenticate the request.</Message></Error>")
+        if job is None or query.get("sig") != job.blob_sig:
+            return 403, "application/xml", "<Error><Code>AuthenticationFailed</Code></Error>"
+        if not job.log_written:
+            return 404, "application/xml", ("<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>BlobNotFound</Code>"
+                                            "<Message>The specified blob does not exist.</Message></Error>")
+        lines = [line for step in job.steps for line in step.log]
+        return 200, "text/plain; charset=utf-8", "\ufeff" + "".join(line + "\n" for line in lines)
 
     def _create_status(self, repo: Repo, sha: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
         if self.token_permissions.get("statuses") != "write":
@@ -559,6 +916,26 @@ class FakeGitHub:
         return 200, items[(page - 1) * per_page: page * per_page], headers
 
 
+def _created_matches(created: str, spec: str | None) -> bool:
+    """GitHub's date search syntax for ``created``: ``>=T``, ``<=T``, ``>T``, ``<T``, ``A..B`` or a date."""
+    if not spec:
+        return True
+    def at(text: str) -> datetime:
+        text = text.strip()
+        if len(text) == 10:
+            text += "T00:00:00Z"
+        return datetime.fromisoformat(text)
+    when = at(created)
+    for op, test in ((">=", lambda a, b: a >= b), ("<=", lambda a, b: a <= b), (">", lambda a, b: a > b),
+                     ("<", lambda a, b: a < b)):
+        if spec.startswith(op):
+            return test(when, at(spec[len(op):]))
+    if ".." in spec:
+        lo, hi = spec.split("..", 1)
+        return (lo == "*" or when >= at(lo)) and (hi == "*" or when <= at(hi))
+    return created.startswith(spec)
+
+
 def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -587,10 +964,30 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = None
             path = parts.path
+            if path.startswith("/_blobs/"):  # the blob store: no prefix, no token, not rate limited
+                with fake._lock:
+                    fake.log.append(Call(self.command, path, query, None, raw_path=path))
+                    status, ctype, text = fake.blob(path, query, bool(self.headers.get("Authorization")))
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             with fake._lock:
                 call = Call(self.command, path, query, body, raw_path=path)
                 fake.log.append(call)
                 status, out, headers = self._answer(call, query, body, raw)
+                if self.command == "GET" and status == 200:
+                    # conditional requests, as documented: an ETag on every answer; If-None-Match with it
+                    # is a 304 without a body that does not count against the rate limit
+                    etag = '"' + hashlib.sha1(json.dumps(out, sort_keys=True).encode()).hexdigest() + '"'
+                    headers = {**headers, "etag": etag}
+                    if self.headers.get("If-None-Match") == etag:
+                        status, out = 304, None
+                        fake.rate_used = max(0, fake.rate_used - 1)
+                        fake.not_modified += 1
                 call.status = status
                 headers = {**fake._rate_headers(), **headers}
             self._send(status, out, headers)

@@ -9,8 +9,11 @@ when the server is down. The sink here records what a run record would get.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +103,6 @@ def follow_in_thread(client: ServerRemote, ref: dict, start: int, sink: Recorder
 
 
 @pytest.mark.docker
-@pytest.mark.xdist_group("serve")
 def test_a_pushed_commit_runs_on_the_server_and_is_followed_to_its_end(tmp_path, engine, remote, config, server):
     client = ServerRemote("team", server.url, run_token(config))
     commit = remote.head()
@@ -139,7 +141,6 @@ def test_a_pushed_commit_runs_on_the_server_and_is_followed_to_its_end(tmp_path,
 
 
 @pytest.mark.docker
-@pytest.mark.xdist_group("serve")
 @pytest.mark.parametrize("known", ["run", "job"])
 def test_a_running_run_is_cancelled_at_once_and_a_second_ask_follows_the_same_job(
         tmp_path, engine, remote, config, known):
@@ -202,6 +203,87 @@ def test_a_job_cancelled_before_its_run_started_ends_the_record(config, remote):
         assert client.follow(other.ref, 0, Recorder(), stopped) is False
     finally:
         server.close()
+
+
+class Forwarder:
+    """A TCP forwarder on 127.0.0.1 in front of the server whose connections the test cuts (a proxy restarting,
+    a laptop changing networks), so the follower must connect again and resume."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urllib.parse.urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.open: list[socket.socket] = []
+        self.requests: list[str] = []  # the first line of what each connection sent first
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            with self.lock:
+                self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b, a is client), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, asking: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if asking:
+                    self.requests.append(data.split(b"\r\n", 1)[0].decode(errors="replace"))
+                    asking = False
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Cut every connection open now (new ones still go through)."""
+        with self.lock:
+            cut, self.open = self.open, []
+        for s in cut:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+@pytest.mark.docker
+def test_connections_cut_mid_run_are_resumed_without_a_line_lost_or_twice(tmp_path, engine, remote, config, server):
+    write(remote.work, function_task("import time\nfor i in range(40):\n    print(f'line {i}', flush=True)\n"
+                                     "    time.sleep(0.1)"))
+    commit = commit_all(remote.work, "a steady task")
+    git(remote.work, "push", "-q", "origin", "HEAD:main")
+    forwarder = Forwarder(server.url)
+    try:
+        client = ServerRemote("team", forwarder.url, run_token(config))
+        submitted = client.submit(repo_root=str(remote.work), project=".", commit=commit, mode="sample")
+        sink = Recorder()
+        thread, result = follow_in_thread(client, submitted.ref, 0, sink, threading.Event())
+        for n in (3, 20):  # cut twice while the task prints
+            wait_for(f"line {n}", lambda n=n: any(line.strip() == f"line {n}" for line in sink.log), 600)
+            forwarder.cut()
+        thread.join(300)
+        assert not thread.is_alive() and result == [True]
+    finally:
+        forwarder.close()
+    assert sink.fields["status"] == "succeeded", sink.fields
+    resumed = [r for r in forwarder.requests if "/log?from=" in r and "/log?from=0 " not in r]
+    assert len(resumed) >= 2, forwarder.requests  # the log's connection was opened again after each cut
+    messages, _ = websocket_lines(server.url, sink.refs["run"],
+                                  headers={"Authorization": f"Bearer {run_token(config, 'reader')}"})
+    assert sink.log == [line for m in messages if m["type"] == "lines" for line in m["lines"]]
+    assert [line.strip() for line in sink.log if line.strip().startswith("line ")] == [f"line {i}" for i in range(40)]
 
 
 # -- refusals: no Docker needed (nothing is queued) ------------------------------------------------------
