@@ -264,7 +264,6 @@ def start_on_team(page, lab: JupyterLab, remote, mode: str = "sample") -> str:
 
 
 @pytest.mark.docker
-@pytest.mark.xdist_group("serve")
 def test_a_sample_run_on_the_team_server_from_the_sidebar(team):
     remote, lab, page, token, secret = team
     run_id = start_on_team(page, lab, remote)
@@ -286,7 +285,6 @@ def test_a_sample_run_on_the_team_server_from_the_sidebar(team):
 
 
 @pytest.mark.docker
-@pytest.mark.xdist_group("serve")
 @pytest.mark.parametrize("team", [600], indirect=True)
 def test_stop_in_the_sidebar_cancels_the_run_at_the_team_server(team):
     remote, lab, page, _token, _secret = team
