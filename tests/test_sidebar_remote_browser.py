@@ -297,3 +297,63 @@ def test_stop_in_the_sidebar_cancels_the_run_at_the_team_server(team):
     run = soopervisor.get_run(run_id)
     assert (run.remote, run.status) == ("team", "cancelled")
     assert "done" not in Path(run.log_path).read_text().splitlines()
+
+
+# -- against GitHub Actions (the stateful GitHub API fake on loopback) -------------------------------
+
+
+def test_a_run_on_github_from_the_sidebar_streams_its_steps(server_root: Path, home: Path):
+    """The remote `gh` is a GitHub API (the fake, in this process); JupyterLab dispatches the workflow
+    and follows the run in its own process, as for github.com."""
+    from soopervisor.github import workflow
+    from tests.fakes.github_api import FakeGitHub
+    from tests.projects import commit_all, git
+
+    repo, token = "octo/proj", "ghp_sidebarTestToken0123456789abcdefXYZ"
+    steps = ["Set up job", "Run actions/checkout@v5", "Run the pipeline", "Complete job"]
+    project = make_project(server_root)
+    workflow.write(project, storage="s3://bucket/team")
+    commit_all(project, "workflow")
+    git(project, "remote", "add", "origin", f"git@github.com:{repo}.git")
+    sha = git(project, "rev-parse", "HEAD").strip()
+    with FakeGitHub(token=token) as fake:
+        fake.add_repo(repo)
+        fake.token_permissions["actions"] = "write"
+        fake.add_workflow()
+        fake.set_head("main", sha)
+        remotes.add("gh", fake.api_url, kind="github", token=token)
+        with start_lab(server_root, home) as lab, new_page(console=True) as page:
+            open_panel(page, lab, "proj")
+            page.locator(tid("sv-validation-ok")).wait_for()
+            page.wait_for_function("() => document.querySelectorAll('[data-testid=sv-run-on] option').length === 3")
+            names = page.locator(f'{tid("sv-run-on")} option').all_inner_texts()
+            assert names == ["This machine", "gh (GitHub Actions)", "github (GitHub Actions)"]
+            page.locator(tid("sv-run-on")).select_option("gh")
+            page.locator(tid("sv-run-sample")).click()
+            row = page.locator(f'{tid("sv-run-row")}.sv-run--selected[data-where="gh"]')
+            row.wait_for()
+            run_id = row.get_attribute("data-run-id")
+            assert row.locator(tid("sv-run-where")).get_attribute("title") == f"GitHub Actions {repo}"
+            assert fake.last_run().inputs == {"mode": "sample"}
+
+            gh_run = fake.last_run().id
+            fake.start_run(gh_run, steps)
+            fake.start_step(gh_run, 1)
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=sv-log]')?.innerText.includes('step 1/4')",
+                timeout=60_000)
+            for n, name in enumerate(steps, 1):
+                if n > 1:
+                    fake.start_step(gh_run, n)
+                fake.finish_step(gh_run, n, f"{name} printed {token}", took=n)
+            fake.conclude(gh_run)
+            page.locator(f'{tid("sv-run-row")}[data-run-id="{run_id}"][data-status="succeeded"]').wait_for(
+                timeout=60_000)
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=sv-log]')?.innerText.includes('Complete job printed')",
+                timeout=60_000)
+            shown = page.locator(f'{tid("sv-log")} .sv-log-line').all_inner_texts()
+            assert [line for line in shown if line.endswith(" printed ***")] == [f"{n} printed ***" for n in steps]
+            assert token not in page.content()
+            run = soopervisor.get_run(run_id)
+            assert (run.remote, run.status, run.commit) == ("gh", "succeeded", sha)
