@@ -189,7 +189,10 @@ def test_the_jobs_pod_template_runs_under_podman_against_a_real_exchange(tmp_pat
         play = tmp_path / "pod.yaml"
         play.write_text(json.dumps(pod))  # JSON is YAML; go-yaml misreads PyYAML's dump of the bootstrap
         conf = tmp_path / "containers.conf"
-        conf.write_text('[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n')
+        # runc, not podman's default crun: crun refuses hosts whose cgroups are mixed v1 and v2 ("hybrid mode
+        # not supported", a kernel that puts hugetlb on cgroup2), which runc, Docker's own, runs on
+        conf.write_text('[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n'
+                        '[engine]\nruntime = "runc"\n')
         env = {**os.environ, "CONTAINERS_CONF": str(conf)}
         try:
             played = subprocess.run(["podman", "kube", "play", str(play)], check=False, capture_output=True,
