@@ -23,4 +23,10 @@ def _load_jupyter_server_extension(serverapp) -> None:
     setup_handlers(serverapp)
 
 
+def _unload_jupyter_server_extension(serverapp) -> None:
+    from .server import teardown
+
+    teardown(serverapp)
+
+
 __all__ = ["__version__"]

@@ -67,16 +67,29 @@ def _adopt(service: RunService, log: Any) -> None:
 FOLLOW_EVERY = 2.0
 
 
-def _follow_remotes(service: RunService, log: Any) -> None:
+def _follow_remotes(service: RunService, log: Any, stop: threading.Event) -> None:
     """Follow, from this long-lived process, every remote run whose follower left: the sidebar
-    and a restarted kernel's widget see it move on without anyone attaching by hand."""
-    while True:
+    and a restarted kernel's widget see it move on without anyone attaching by hand. Ends when
+    the server stops (``stop``)."""
+    while not stop.wait(FOLLOW_EVERY):
         try:
             for run in service.attach_all():
                 log.info("soopervisor: following remote run %s on %s again", run.id, run.remote)
         except SoopervisorError as e:
             log.warning("soopervisor: could not look for remote runs to follow: %s", e.message)
-        threading.Event().wait(FOLLOW_EVERY)
+
+
+def teardown(serverapp: Any) -> None:
+    """The server stops: no more following, and the remote runs it follows are let go at once
+    (the next Jupyter server or kernel follows them from where this one stopped)."""
+    from soopervisor.lifecycle import active_runs
+
+    stop = serverapp.web_app.settings.get("soopervisor_stop")
+    if stop is not None:
+        stop.set()
+    for active in active_runs():
+        if getattr(active, "remote_run", False):
+            active.detach()
 
 
 def setup_handlers(serverapp: Any) -> None:
@@ -85,7 +98,10 @@ def setup_handlers(serverapp: Any) -> None:
     service = Soopervisor(config=getattr(serverapp, "config", None)).service()
     log = getattr(serverapp, "log", logging.getLogger("soopervisor"))
     threading.Thread(target=_adopt, args=(service, log), name="soopervisor-adopt", daemon=True).start()
-    threading.Thread(target=_follow_remotes, args=(service, log), name="soopervisor-remotes", daemon=True).start()
+    stop = threading.Event()
+    web_app.settings["soopervisor_stop"] = stop
+    threading.Thread(target=_follow_remotes, args=(service, log, stop), name="soopervisor-remotes",
+                     daemon=True).start()
     root = getattr(serverapp, "root_dir", None) or serverapp.contents_manager.root_dir
     # realpath once: every path parameter is compared against the real root
     settings = {"soopervisor_service": service, "soopervisor_root": os.path.realpath(os.path.expanduser(root)),
