@@ -54,7 +54,7 @@ ENVIRONMENT_VARIABLES = (
     EnvVar("SOOPERVISOR_REMOTES", "the remotes file: the team servers and GitHub workflows runs can go to with "
            "``--remote`` (how-to: remote runs); tokens are never in it", "``remotes.yaml`` in ``SOOPERVISOR_CONFIG_DIR``"),
     EnvVar("SOOPERVISOR_REMOTE_<NAME>_TOKEN", "the token of the remote NAME (upper case, other characters as "
-           "``_``: ``SOOPERVISOR_REMOTE_TEAM_CI_TOKEN`` for ``team-ci``); wins over the stored one",
+           "``_``: ``TEAM_CI`` in place of ``<NAME>`` for ``team-ci``); wins over the stored one",
            "what ``soopervisor remote add`` stored", "cloud credentials"),
     EnvVar("SOOPERVISOR_NO_KEYRING", "any value: never use the system keyring, keep credentials in the file"),
     EnvVar("SOOPERVISOR_SERVER_CONFIG", "the server's configuration file, when ``soopervisor serve`` gets no "
