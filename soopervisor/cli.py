@@ -944,9 +944,10 @@ def remote_list(as_json: bool) -> None:
     """The remotes runs can go to (`soopervisor run --remote NAME`), and whether each has a token."""
     from .remotes import config as remotes
 
-    found = remotes.listed()
+    entries = remotes.entries()  # the file read once
+    found = remotes.listed(entries)
     for r in found:
-        r["token"] = remotes.token(remotes.get(r["name"])) is not None
+        r["token"] = remotes.token(entries[r["name"]]) is not None
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return

@@ -111,6 +111,23 @@ def active_runs() -> list[ActiveRun]:
         return list(_ACTIVE.values())
 
 
+def register(run_id: str, active: Any) -> None:
+    """Count ``active`` (a run this process executes or follows) among this process's runs."""
+    with _LOCK:
+        _ACTIVE[run_id] = active
+
+
+def forget(run_id: str) -> None:
+    with _LOCK:
+        _ACTIVE.pop(run_id, None)
+
+
+def owner_fields() -> dict[str, Any]:
+    """This process as a record's owner, with a fresh lease."""
+    return {"owner_host": this_host(), "owner_pid": os.getpid(), "owner_started": process_started(os.getpid()),
+            "lease_until": lease_until()}
+
+
 # -- what a run writes ------------------------------------------------------------------------------
 
 
@@ -213,10 +230,7 @@ class ActiveRun:
             status="running",
             started_at=now_iso(),
             storage_url=prepared.storage.url,
-            owner_host=this_host(),
-            owner_pid=os.getpid(),
-            owner_started=process_started(os.getpid()),
-            lease_until=lease_until(),
+            **owner_fields(),
             executor=executor.where,
             engine=getattr(executor, "engine", None),
         )
@@ -269,8 +283,7 @@ class ActiveRun:
     # -- control ----------------------------------------------------------------------------
     def begin(self, daemon: bool = True) -> None:
         """Execute the run in a thread of its own; it counts among this process's runs until it is done."""
-        with _LOCK:
-            _ACTIVE[self.run.id] = self
+        register(self.run.id, self)
         threading.Thread(target=self._main, name=f"soopervisor-run-{self.run.id}", daemon=daemon).start()
         threading.Thread(target=self._watch, name=f"soopervisor-watch-{self.run.id}", daemon=True).start()
 
@@ -278,6 +291,10 @@ class ActiveRun:
         """Ask the run to stop (signal-safe: sets a flag; the watcher kills the container)."""
         if self.cancel_reason is None:
             self.cancel_reason = reason
+
+    def leave(self, reason: str) -> None:
+        """This process is exiting: a run of its own engine cannot outlive it, so it is cancelled."""
+        self.cancel(reason)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
@@ -346,8 +363,7 @@ class ActiveRun:
         except BaseException as e:  # noqa: BLE001 - the record says what happened; result() raises it again
             self.error = self.error or e
         finally:
-            with _LOCK:
-                _ACTIVE.pop(self.run.id, None)
+            forget(self.run.id)
             self.done.set()
 
     def _to_file(self, line: str) -> None:

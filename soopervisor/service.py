@@ -109,10 +109,7 @@ def _cancel_at_exit(wait: float = 15.0) -> None:
     """
     active = active_runs()
     for a in active:
-        if getattr(a, "remote_run", False):
-            a.detach()  # the run goes on at the remote; the next process attaches to it
-        else:
-            a.cancel("soopervisor's process is exiting")
+        a.leave("soopervisor's process is exiting")  # a local run is cancelled, a remote one let go
     deadline = time.monotonic() + wait
     for a in active:
         a.done.wait(max(0.0, deadline - time.monotonic()))

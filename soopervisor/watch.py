@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from .errors import SoopervisorError
@@ -44,7 +45,7 @@ def watch(run: Run, on_line: Callable[[str], None] | None = None, *, every: floa
                 run.refresh_from(fresh)  # the end shows only once every line was given
             if run.finished:
                 return
-            threading.Event().wait(every)
+            time.sleep(every)
 
     threading.Thread(target=loop, name=f"soopervisor-watch-{run.id}", daemon=True).start()
     return run

@@ -81,9 +81,10 @@ def entries() -> dict[str, Entry]:
     return found
 
 
-def listed() -> list[dict[str, Any]]:
+def listed(found: dict[str, Entry] | None = None) -> list[dict[str, Any]]:
     """``[{"name", "kind", "url"}]``, the file's first then ``github``: what a client may show (no token)."""
-    return [e.to_dict() for e in sorted(entries().values(), key=lambda e: (e.name == GITHUB, e.name))]
+    found = entries() if found is None else found
+    return [e.to_dict() for e in sorted(found.values(), key=lambda e: (e.name == GITHUB, e.name))]
 
 
 def check_url(url: str, kind: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..errors import SoopervisorError
-from ..lifecycle import _ACTIVE, _LOCK, WATCH_EVERY, _reason, _Sink
+from ..lifecycle import WATCH_EVERY, _reason, _Sink, forget, owner_fields, register
 from ..redact import CREDENTIALS
-from ..runs import STATUSES, Run, lease_seconds, lease_until, now_iso, owner_gone, process_started, this_host
+from ..runs import STATUSES, Run, lease_seconds, lease_until, now_iso, owner_gone, this_host
 from .base import FIELDS, RemoteUnavailable
 
 if TYPE_CHECKING:
@@ -65,7 +64,7 @@ def lines_in(path: str) -> int:
 class ActiveRemote:
     """One remote run followed by this process: ``begin()``, ``cancel()``, ``detach()``, ``result()``."""
 
-    remote_run = True  # the exit hook detaches these instead of cancelling them
+    remote_run = True
 
     def __init__(self, store: RunStore, run: Run, remote: Remote,
                  on_line: Callable[[str], None] | None = None) -> None:
@@ -141,8 +140,7 @@ class ActiveRemote:
 
     # -- control -------------------------------------------------------------------------------
     def begin(self, daemon: bool = True) -> None:
-        with _LOCK:
-            _ACTIVE[self.run.id] = self  # type: ignore[assignment] - duck-typed: cancel, done, run, wait
+        register(self.run.id, self)
         threading.Thread(target=self._main, name=f"soopervisor-remote-{self.run.id}", daemon=daemon).start()
         threading.Thread(target=self._watch, name=f"soopervisor-lease-{self.run.id}", daemon=True).start()
 
@@ -154,6 +152,10 @@ class ActiveRemote:
     def detach(self) -> None:
         """Stop following; the run goes on at the remote and anyone may attach to it again."""
         self._leave.set()
+
+    def leave(self, reason: str) -> None:
+        """This process is exiting: the run goes on at the remote; the next process attaches to it."""
+        self.detach()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
@@ -179,8 +181,7 @@ class ActiveRemote:
             with contextlib.suppress(SoopervisorError):
                 self._record(error=CREDENTIALS.redact(f"not followed any more: {_reason(e)}"))
         finally:
-            with _LOCK:
-                _ACTIVE.pop(self.run.id, None)
+            forget(self.run.id)
             if not self.run.finished:  # let go of the record at once: the next reader may attach
                 with contextlib.suppress(SoopervisorError):
                     self.store.update_if(self.run.id, self._ours(), lease_until=now_iso())
@@ -228,8 +229,7 @@ class ActiveRemote:
 def own(store: RunStore, run: Run, *, claim_from: Run | None = None) -> bool:
     """Make this process the follower of ``run`` (its record is changed here); with ``claim_from``,
     only when the record still is as read then (of two processes attaching, one wins)."""
-    mine = {"owner_host": this_host(), "owner_pid": os.getpid(), "owner_started": process_started(os.getpid()),
-            "lease_until": lease_until()}
+    mine = owner_fields()
     if claim_from is None:
         for k, v in mine.items():
             setattr(run, k, v)
