@@ -148,6 +148,7 @@ def token(entry: Entry) -> str | None:
 
 
 def get(name: str) -> Entry:
+    check_name(name)  # a name no remote can have is said so, not offered to `remote add`
     found = entries()
     if name not in found:
         known = ", ".join(sorted(found))
