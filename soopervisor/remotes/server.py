@@ -198,6 +198,11 @@ class ServerRemote:
         # pushed? only what this machine knows of its remotes: never a fetch, never a push
         rc, out, _ = _git(repo_root, "branch", "-r", "--contains", sha)
         if rc != 0 or not [b for b in out.splitlines() if b.strip() and "->" not in b]:
+            if not _git(repo_root, "remote")[1].strip():
+                raise RemoteRefused(f"the repository at {repo_root} has no remote, so the server {self.name} "
+                                    f"cannot fetch commit {sha[:12]}",
+                                    "add the remote the server polls (`git remote add origin URL`), push, "
+                                    "then run again")
             raise RemoteRefused(f"commit {sha[:12]} is not pushed: no remote branch contains it, so the server "
                                 f"{self.name} cannot fetch it",
                                 f"push it first: `{push_command(repo_root)}` (soopervisor never pushes for you)")

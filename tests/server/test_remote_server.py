@@ -302,6 +302,14 @@ def test_a_commit_not_pushed_is_refused_before_asking_and_the_servers_409_says_t
     assert "not pushed" in refused.value.message and "git push origin main" in refused.value.hint
     assert token not in str(refused.value)
 
+    # a repository with no remote at all: said so, not "push it" (there is nowhere to push)
+    alone = tmp_path / "alone"
+    git(tmp_path, "init", "-q", "-b", "main", str(alone))
+    write(alone, {"notes.md": "alone\n"})
+    with pytest.raises(RemoteRefused) as refused:
+        down.submit(repo_root=str(alone), project=".", commit=commit_all(alone, "first"), mode="sample")
+    assert "has no remote" in refused.value.message and "git remote add origin" in refused.value.hint
+
     # pushed to another remote only (a fork): this machine thinks it is pushed, the server does not have it
     fork = tmp_path / "git" / "fork.git"
     git(tmp_path, "init", "-q", "--bare", str(fork))
