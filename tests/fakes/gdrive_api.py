@@ -360,20 +360,30 @@ def _parse_q(q: str):
 
 
 def _multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], bytes]:
+    """The metadata and media of a multipart/related body (RFC 2046): the line break before each
+    delimiter belongs to the delimiter, so a media part is kept byte for byte, even one that ends in a
+    line break of its own. The line breaks are those of the first delimiter line (googleapiclient
+    writes ``\\n``, other clients ``\\r\\n``)."""
     m = re.search(r'boundary="?([^";]+)"?', content_type)
     if not content_type.startswith("multipart/related") or m is None:
         raise ApiError(400, "badContent", "multipart/related with a boundary expected")
-    delim = b"--" + m.group(1).encode()
+    dash = b"--" + m.group(1).encode()
+    start = body.find(dash)
+    if start < 0:
+        raise ApiError(400, "badContent", "no multipart delimiter in the body")
+    rest = body[start + len(dash):]
+    eol = b"\r\n" if rest.startswith(b"\r\n") else b"\n"
     parts = []
-    for chunk in body.split(delim)[1:]:
-        if chunk.startswith(b"--"):
+    for chunk in rest.split(eol + dash):
+        if chunk.startswith(b"--"):  # the close delimiter
             break
-        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk[1:] if chunk.startswith(b"\n") else chunk
-        for sep in (b"\r\n\r\n", b"\n\n"):
-            _, found, payload = chunk.partition(sep)
-            if found:
-                break
-        payload = payload[:-2] if payload.endswith(b"\r\n") else payload[:-1] if payload.endswith(b"\n") else payload
+        chunk = chunk[len(eol):]  # the end of the delimiter line
+        if chunk.startswith(eol):  # no headers
+            payload = chunk[len(eol):]
+        else:
+            _, found, payload = chunk.partition(eol + eol)
+            if not found:
+                raise ApiError(400, "badContent", "a part without the blank line after its headers")
         parts.append(payload)
     if len(parts) != 2:
         raise ApiError(400, "badContent", "expected metadata and media parts")
