@@ -112,6 +112,8 @@ def shellchecked(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple, str]:
     }
 
 
+# one worker checks every variant: the module fixture runs once per xdist worker, ~20 s of CPU each time
+@pytest.mark.xdist_group("shellcheck")
 @pytest.mark.parametrize(
     "sample,declares_sample,env,installable,subdir", VARIANTS,
     ids=[
