@@ -579,8 +579,9 @@ class RunService:
         return reaped
 
     def sweep(self, engine: str) -> None:
-        """Remove what finished runs left on the engine named ``engine`` (containers by label) and the
-        staging folders of finished runs; EngineUnavailable when it does not answer."""
+        """Remove what finished runs left on the engine named ``engine`` (containers by label), helper
+        containers of killed processes, and the staging folders of finished runs; EngineUnavailable when
+        it does not answer."""
         self._sweep(_executor_on(self._pick(engine)))
 
     def _sweep(self, executor: Executor) -> None:
@@ -593,6 +594,8 @@ class RunService:
             if run is not None and run.finished:
                 with contextlib.suppress(EngineUnavailable):
                     executor.remove_by_label(run_id)
+        with contextlib.suppress(EngineUnavailable):  # containers made to read an image, their maker killed
+            executor.remove_stale_helpers()
         root = staging_root()
         for folder in root.iterdir() if root.is_dir() else ():
             run = self.store.get(folder.name)

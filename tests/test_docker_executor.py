@@ -5,6 +5,7 @@ look at the containers themselves with their own docker client, by label.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
 import threading
@@ -266,3 +267,35 @@ def test_remove_by_label_removes_a_container_nobody_owns(docker_client, base_ima
     docker_client.containers.create(base_image, ["sleep", "300"], labels={"soopervisor.run": label})
     assert DockerExecutor().remove_by_label(label) == 1
     assert no_containers_left(docker_client, label)
+
+
+def test_a_helper_container_left_by_a_killed_process_is_removed_and_one_at_work_is_not(docker_client, base_image,
+                                                                                       home):
+    # read_file creates a container (never started) to read an image's file, then removes it; a process
+    # killed in between leaves it. Simulated by its label: created an hour ago, or just now (at work).
+    import time
+
+    import docker
+
+    from soopervisor.executors.docker import HELPER_LABEL
+    from soopervisor.service import RunService
+
+    def helper(age: float):
+        return docker_client.containers.create(base_image, ["true"], labels={
+            "soopervisor": "1", HELPER_LABEL: str(int(time.time() - age))})
+
+    def there(container) -> bool:
+        return any(c.id == container.id for c in docker_client.containers.list(all=True, filters={"label": HELPER_LABEL}))
+
+    stale, at_work = helper(3600), helper(0)
+    try:
+        assert DockerExecutor().read_file(base_image, "/etc/debian_version")  # a helper of its own, removed
+        assert not there(stale) and there(at_work)
+        # a server's sweep (on start, and every while) removes them too
+        stale = helper(3600)
+        RunService().adopt()
+        assert not there(stale) and there(at_work)
+    finally:
+        for c in (stale, at_work):
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True)

@@ -166,6 +166,11 @@ class _NoEngine:
     def labelled(self) -> dict[str, int]:
         return {}
 
+    def remove_stale_helpers(self) -> int:
+        from soopervisor.errors import EngineUnavailable
+
+        raise EngineUnavailable("cannot reach the Docker engine", "start it")
+
 
 def test_without_an_engine_the_run_is_still_reaped_and_says_what_was_left(home):
     pid, started = dead_process()

@@ -121,6 +121,8 @@ class Executor(Protocol):
 
     def labelled(self) -> dict[str, int]: ...
 
+    def remove_stale_helpers(self) -> int: ...
+
 
 def for_engine(engine: Engine) -> Executor:
     """The executor of a configured engine, whatever its type (connected: EngineUnavailable when it

@@ -13,6 +13,7 @@ import os
 import posixpath
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +26,10 @@ from . import RUN_LABEL, CollectTo, ContainerSpec, ExecResult, ImageInfo, KeepAs
 T = TypeVar("T")
 
 LABEL = "soopervisor"
+#: on the containers a helper creates and never starts (read_file, the CA volume's filler): when it was
+#: created, so that one left by a process killed before removing it is removed by a later sweep
+HELPER_LABEL = "soopervisor.helper"
+HELPER_MAX_AGE = 600  # seconds; a helper lives for well under one
 CA_PATH = "/etc/soopervisor/ca.crt"
 CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -274,7 +279,7 @@ class DockerExecutor:
 
         docker = _docker()
         try:
-            container = self.client.containers.create(image, ["true"], labels={LABEL: "1"})
+            container = self._helper(image)
         except Exception as e:  # noqa: BLE001 - any failure of the engine
             raise _lost(e).error from None
         try:
@@ -292,6 +297,31 @@ class DockerExecutor:
         finally:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
+
+    def _helper(self, image: str, **kwargs: Any) -> Any:
+        """A container of ``image`` created (never started) to reach its files; the caller removes it.
+        Those of killed processes go first (helpers are rare: an image described once, a CA volume filled once)."""
+        with contextlib.suppress(EngineUnavailable):
+            self.remove_stale_helpers()
+        return self.client.containers.create(image, ["true"], labels={LABEL: "1", HELPER_LABEL: str(int(time.time()))},
+                                             **kwargs)
+
+    def remove_stale_helpers(self, max_age: float = HELPER_MAX_AGE) -> int:
+        """Remove the helper containers created over ``max_age`` seconds ago (their process was killed
+        before it removed them); how many."""
+        try:
+            found = self.client.containers.list(all=True, sparse=True, ignore_removed=True,
+                                                filters={"label": HELPER_LABEL})
+        except Exception as e:  # noqa: BLE001 - any failure of the engine
+            raise _lost(e).error from None
+        removed = 0
+        for c in found:
+            created = (c.attrs.get("Labels") or {}).get(HELPER_LABEL, "")
+            if created.isdigit() and time.time() - int(created) > max_age:
+                with contextlib.suppress(Exception):
+                    c.remove(force=True)
+                    removed += 1
+        return removed
 
     def has_image(self, name: str) -> bool:
         try:
@@ -536,9 +566,8 @@ class DockerExecutor:
             tar.addfile(info, io.BytesIO(data))
         helper = None
         try:
-            helper = self.client.containers.create(
-                spec.image, ["true"], labels={LABEL: "1"},
-                mounts=[docker.types.Mount("/ca", name, type="volume", labels={"soopervisor.ca": "1"})])
+            helper = self._helper(
+                spec.image, mounts=[docker.types.Mount("/ca", name, type="volume", labels={"soopervisor.ca": "1"})])
             helper.put_archive("/ca", buf.getvalue())
         except Exception as e:  # noqa: BLE001 - any failure of the engine
             raise _lost(e) from None

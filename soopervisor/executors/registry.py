@@ -127,6 +127,9 @@ class BuildsOnDocker:
     def read_file(self, image: str, path: str) -> bytes | None:
         return self.builder.read_file(image, path)
 
+    def remove_stale_helpers(self) -> int:
+        return self.builder.remove_stale_helpers()
+
     def to_registry(self, image: str, builder: str, note: Callable[[str], None] | None = None) -> str:
         """What the nodes pull ``image`` by (``registry/repo@digest``); the image itself without a registry."""
         if not self.registry:
