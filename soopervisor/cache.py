@@ -7,8 +7,9 @@ a container uses (a run in progress) is never removed. With
 ``SOOPERVISOR_CACHE_MAX_SIZE`` (``20g``) set, the cache is pruned to that size
 after each environment build.
 
-The size of an image here is what it adds to its base image (the installed
-environment): the base's layers are shared by every image built from it.
+The size of an image here is what it adds to its nearest ancestor: its base
+image, or the earlier environment it was built on (a changed requirement
+installs only the difference). Shared layers are counted once.
 docker-py is imported only when the engine is needed.
 """
 from __future__ import annotations
@@ -104,17 +105,22 @@ def _iso(created: str) -> str:
     return when.replace(tzinfo=UTC).isoformat(timespec="seconds")
 
 
-def _own_size(image, bases: dict[str, object]) -> int:
-    """What ``image`` adds to its base: its size less the base's when the base's layers come first."""
+def _layers(image) -> tuple[str, ...]:
+    return tuple(image.attrs.get("RootFS", {}).get("Layers") or ())
+
+
+def _own_size(image, known: list) -> int:
+    """What ``image`` adds to its nearest ancestor in ``known`` (its base image, or the earlier environment
+    it was built on): its size less the size of the image whose layers are the longest proper prefix of
+    its own. Shared layers are counted once, by the image that added them."""
     size = int(image.attrs.get("Size") or 0)
-    base = bases.get(image.labels.get("soopervisor.base-image", ""))
-    if base is None:
+    mine = _layers(image)
+    ancestors = [k for k in known if k.id != image.id and 0 < len(_layers(k)) < len(mine)
+                 and mine[: len(_layers(k))] == _layers(k)]
+    if not ancestors:
         return size
-    layers = image.attrs.get("RootFS", {}).get("Layers") or []
-    base_layers = base.attrs.get("RootFS", {}).get("Layers") or []
-    if base_layers and layers[: len(base_layers)] == base_layers:
-        return max(size - int(base.attrs.get("Size") or 0), 0)
-    return size
+    nearest = max(ancestors, key=lambda k: len(_layers(k)))
+    return max(size - int(nearest.attrs.get("Size") or 0), 0)
 
 
 def list_images(client=None, base: str | None = None) -> list[EnvImage]:
@@ -134,6 +140,7 @@ def list_images(client=None, base: str | None = None) -> list[EnvImage]:
         if name and name not in bases:
             with contextlib.suppress(Exception):  # docker.errors.ImageNotFound: the base is gone
                 bases[name] = client.images.get(name)
+    known = [*bases.values(), *images]
     found: list[EnvImage] = []
     for image in images:
         created = _iso(image.attrs.get("Created", ""))
@@ -142,7 +149,7 @@ def list_images(client=None, base: str | None = None) -> list[EnvImage]:
                 continue
             found.append(EnvImage(
                 ref=ref, id=image.id, base=image.labels.get("soopervisor.base-image", ""),
-                size=_own_size(image, bases), created=created, last_used=used.get(ref, created),
+                size=_own_size(image, known), created=created, last_used=used.get(ref, created),
                 in_use=image.id in in_use,
             ))
     found.sort(key=lambda e: (e.last_used, e.created, e.ref), reverse=True)

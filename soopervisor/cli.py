@@ -1044,7 +1044,8 @@ def _engine_client(executor: str | None):
 def cache_list(base: str | None, as_json: bool, executor: str | None) -> None:
     """The cached environment images, most recently used first.
 
-    SIZE is what an image adds to its base image (the base's layers are shared).
+    SIZE is what an image adds to its base image, or to the earlier environment
+    it was built on (shared layers count once).
     """
     from . import cache
     from .artifacts import format_size

@@ -79,6 +79,36 @@ def test_cache_list_shows_base_size_and_last_use_most_recent_first(images, in_us
     assert rows[0]["last_used"] == "2026-01-04T10:00:00+00:00" and rows[0]["base"] == images["base"]
 
 
+def test_an_environment_built_on_an_earlier_one_counts_only_what_it_adds(docker_client, base_image, home):
+    # a changed requirement builds on the last environment (soopervisor.env-depth 1): its image holds the
+    # earlier one's layers, which the earlier image already counts
+    uid = uuid.uuid4().hex[:10]
+    base = f"soopervisor-test-base:{uid}"
+    docker_client.images.get(base_image).tag(base)
+    first, second = f"soopervisor-env:test-{uid}-0", f"soopervisor-env:test-{uid}-1"
+    try:
+        for ref, parent, depth, blob in ((first, base, "0", 7), (second, first, "1", 3)):
+            c = docker_client.containers.run(parent, ["sh", "-c", f"head -c {blob * MB} /dev/urandom > /blob{depth}"],
+                                             detach=True)
+            try:
+                assert c.wait(timeout=120)["StatusCode"] == 0
+                repo, tag = ref.split(":")
+                c.commit(repository=repo, tag=tag, conf={"Labels": {
+                    "soopervisor.env-hash": f"{uid}{depth}", "soopervisor.base-image": base,
+                    "soopervisor.env-depth": depth, "soopervisor.run": ""}})
+            finally:
+                c.remove(force=True)
+        rows = {r["image"]: r for r in json.loads(cli("cache", "list", "--base", base, "--json", check=0).stdout)}
+        assert round(rows[first]["size"] / MB) == 7 and round(rows[second]["size"] / MB) == 3, rows
+        assert cli("cache", "list", "--base", base, check=0).stdout.splitlines()[-1] == "2 images, 10.0 MB"
+    finally:
+        for ref in (second, first, base):
+            try:
+                docker_client.images.remove(ref, force=True)
+            except Exception:  # noqa: BLE001, S110 - not made
+                pass
+
+
 def test_prune_keep_removes_least_recently_used_first_never_one_in_use(images, in_use, docker_client):
     refs, base = images["refs"], images["base"]
 
