@@ -23,6 +23,8 @@ USAGE = """\
                  [--cpus N] [--memory SIZE] [--network NAME] [--entry-point ENTRY] [--force] [--executor NAME]
                  [--remote NAME]
 %soopervisor attach RUN_ID
+%soopervisor reproduce [COMMIT] [--run ID] [--mode sample|full] [--path PATH] [--project NAME] [--storage URL]
+                       [--image IMAGE] [--secret NAME]... [--timeout SECONDS] [--executor NAME]
 %soopervisor artifacts [COMMIT] [--run ID] [--mode sample|full] [--project NAME] [--storage URL]"""
 
 
@@ -48,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> _Parser:
     parser = _Parser(prog="%soopervisor", usage=USAGE.replace("%", "%%"), add_help=True)
-    sub = parser.add_subparsers(dest="command", metavar="{validate,run,attach,artifacts}", parser_class=_Parser,
+    sub = parser.add_subparsers(dest="command", metavar="{validate,run,attach,reproduce,artifacts}", parser_class=_Parser,
                                 prog="%soopervisor")
 
     v = sub.add_parser("validate", help="check the project without running anything")
@@ -78,6 +80,20 @@ def _parser() -> _Parser:
 
     t = sub.add_parser("attach", help="a run's live log and status by its id (a remote run after a kernel restart)")
     t.add_argument("run_id", metavar="RUN_ID")
+
+    p = sub.add_parser("reproduce", help="run a commit again from its set's recorded lock; which products "
+                                         "came out the same")
+    p.add_argument("commit", nargs="?", default="latest", help="full SHA, unique prefix or 'latest' (the default)")
+    p.add_argument("--run", metavar="ID", help="reproduce that run's set (default: the commit's newest succeeded one)")
+    p.add_argument("--mode", choices=("sample", "full"), help="the commit's newest succeeded set of this mode")
+    p.add_argument("--path", default=".", help="the project folder in the repository that holds the commit")
+    p.add_argument("--project", metavar="NAME", help="project name (default: the project at --path)")
+    p.add_argument("--storage", metavar="URL", help="where the sets are")
+    p.add_argument("--image", help="base image (default: the one the original run asked for)")
+    p.add_argument("--secret", dest="secrets", action="append", default=[], metavar="NAME",
+                   help="pass the environment variable NAME into the container, redacted everywhere; repeatable")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the run after this long")
+    p.add_argument("--executor", metavar="NAME", help="the engine to run on, by its name in the executors file")
 
     a = sub.add_parser("artifacts", help="stored commits and runs, or one commit's files")
     a.add_argument("commit", nargs="?", help="full SHA, unique prefix or 'latest': its newest succeeded set")
@@ -116,6 +132,8 @@ class SoopervisorMagics(Magics):
                            [--network NAME] [--entry-point ENTRY] [--force] [--executor NAME]
           %soopervisor run [PATH] --remote NAME [--sample | --full]
           %soopervisor attach RUN_ID
+          %soopervisor reproduce [COMMIT] [--run ID] [--mode sample|full] [--path PATH]
+                                 [--image IMAGE] [--secret NAME]... [--timeout SECONDS] [--executor NAME]
           %soopervisor artifacts [COMMIT] [--run ID] [--mode sample|full] [--project NAME] [--storage URL]
 
         Examples:
@@ -125,6 +143,8 @@ class SoopervisorMagics(Magics):
           %soopervisor run --force               rebuild every task, not only what changed
           %soopervisor run --remote ci --full    the pushed commit on the team's server, followed here
           %soopervisor attach 0f3e9a1c2b4d       a run's log and status again (after a kernel restart)
+          %soopervisor reproduce a1b2c3d         run it again from its recorded lock; the cell waits,
+                                                 the log live, then says which products came out the same
           %soopervisor artifacts                 stored commits and recent runs
           %soopervisor artifacts a1b2c3d         the files of one commit's newest succeeded set
           %soopervisor artifacts a1b2c3d --run 0f3e9a1c2b4d   the set of one run (a failed one too)
@@ -148,7 +168,7 @@ class SoopervisorMagics(Magics):
         try:
             return getattr(self, f"_{args.command}")(args)
         except SoopervisorError as e:
-            _show_error(e, "the run did not start" if args.command == "run" else "")
+            _show_error(e, {"run": "the run did not start", "reproduce": "nothing was reproduced"}.get(args.command, ""))
             return None
 
     def _validate(self, args: argparse.Namespace) -> ReportView:
@@ -185,6 +205,23 @@ class SoopervisorMagics(Magics):
         self.widgets[run.id] = widget
         display(widget)
         return run
+
+    def _reproduce(self, args: argparse.Namespace) -> Any:
+        from soopervisor import reproduction
+
+        from .widget import LogWidget
+
+        widget = LogWidget()
+        started = reproduction.start(args.commit, run=args.run, path=args.path, project=args.project,
+                                     storage=args.storage, mode=args.mode, image=args.image, secrets=args.secrets,
+                                     on_line=widget.append, executor=args.executor, timeout=args.timeout)
+        run = started.active.run
+        widget.attach(run)
+        self.widgets[run.id] = widget
+        display(widget)
+        # the comparison needs the run's end: the cell waits for it, the log live above (an interrupt of
+        # the kernel, or Stop, cancels the run, as Ctrl-C does in the terminal)
+        return reproduction.finish(started, started.active.result(), args.storage)
 
     def _artifacts(self, args: argparse.Namespace) -> Any:
         import soopervisor

@@ -72,6 +72,7 @@ def test_load_ext_registers_the_magic_with_help(shell):
         ("run --sample --full", "not allowed with argument"),
         ("run --timeout soon", "invalid float value: 'soon'"),
         ("run 'unclosed", "No closing quotation"),
+        ("reproduce --mode half", "invalid choice: 'half'"),
     ],
 )
 def test_bad_arguments_give_one_line_and_usage(shell, line, message):
@@ -153,6 +154,20 @@ def test_run_options_are_checked_before_anything_runs(shell, tmp_path, monkeypat
         result, captured = run_cell(shell, f"%soopervisor run {project} {option}")
         text = shown(captured)
         assert result.result is None and said in text and "hint:" in text and "Traceback" not in text, text
+    assert soopervisor.list_runs() == []
+
+
+def test_reproduce_of_a_set_without_a_lock_says_so_and_runs_nothing(shell, tmp_path, monkeypatch):
+    from .sets import store_set
+
+    project = make_project(tmp_path)
+    commit = git(project, "rev-parse", "HEAD").strip()
+    store_set("proj", commit, {"output/a.txt": "a"}, mode="full", environment={"image_id": "x", "packages": None})
+    monkeypatch.chdir(project)
+    result, captured = run_cell(shell, f"%soopervisor reproduce {commit[:7]}")
+    text = shown(captured)
+    assert result.result is None and "did not record its environment" in text and "nothing was reproduced" in text
+    assert "soopervisor run --force" in text and "Traceback" not in text
     assert soopervisor.list_runs() == []
 
 
@@ -409,6 +424,23 @@ def test_run_magic_streams_into_the_widget_and_never_shows_the_secret(shell, tmp
     assert arts.load("output/stats.json") == {"rows": 1}
     assert arts.load("output/emitted.txt") == "done"
     assert arts.load("output/pixel.png").data == PNG
+
+
+@pytest.mark.docker
+def test_reproduce_magic_shows_the_log_live_then_the_comparison(shell, tmp_path, engine, monkeypatch):
+    project = make_project(tmp_path, function_task("print('made it', flush=True)"))
+    first = soopervisor.run(str(project), force=True)
+    assert first.ok, first.error
+    monkeypatch.chdir(project)
+
+    result, captured = run_cell(shell, f"%soopervisor reproduce {first.commit[:7]}")
+    repro = result.result
+    assert repro.run.ok and repro.same and "output/emitted.txt" in repro.identical, repr(repro)
+    widget = magics(shell).widgets[repro.run.id]  # the log was shown while the cell waited
+    assert any("application/vnd.jupyter.widget-view+json" in o.data for o in captured.outputs)
+    assert widget.wait(60) and "succeeded" in widget.status.value
+    assert "made it" in log_text(widget) and "reproducing run " + first.id in log_text(widget)
+    assert "reproduced identically" in repro._repr_html_()
 
 
 @pytest.mark.docker
