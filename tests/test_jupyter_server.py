@@ -387,18 +387,27 @@ async def test_a_run_on_a_remote_it_cannot_have_is_a_400_and_records_nothing(jp_
         assert status == 400 and said in body["error"] and body["hint"], (extra, body)
     assert SERVER_TOKEN not in json.dumps(body)
 
-    # a commit not pushed: said with the push command (never pushed for you)
+    # a repository with no remote at all: said so, with how to add one
     status, body = await api(jp_fetch, "runs", method="POST", body={"path": "proj", "remote": "ci"})
-    assert status == 400 and "git push" in body["hint"], body
+    assert status == 400 and "has no remote" in body["error"] and "git remote add" in body["hint"], body
+
+    from tests.conftest import free_port
+    from tests.projects import commit_all, git, write
+
+    proj = jp_root_dir / "proj"
+    bare = jp_root_dir.parent / "origin.git"
+    git(jp_root_dir.parent, "clone", "-q", "--bare", str(proj), str(bare))
+    git(proj, "remote", "add", "origin", str(bare))
+    git(proj, "fetch", "-q", "origin")
+
+    # a commit not pushed: said with the push command (never pushed for you)
+    write(proj, {"notes.md": "not pushed yet\n"})
+    commit_all(proj, "local only")
+    status, body = await api(jp_fetch, "runs", method="POST", body={"path": "proj", "remote": "ci"})
+    assert status == 400 and "not pushed" in body["error"] and "git push origin" in body["hint"], body
 
     # pushed, to a server that does not answer (nothing listens on its port): 503, with what to check
-    from tests.conftest import free_port
-    from tests.projects import git
-
-    bare = jp_root_dir.parent / "origin.git"
-    git(jp_root_dir.parent, "clone", "-q", "--bare", str(jp_root_dir / "proj"), str(bare))
-    git(jp_root_dir / "proj", "remote", "add", "origin", str(bare))
-    git(jp_root_dir / "proj", "fetch", "-q", "origin")
+    git(proj, "push", "-q", "origin", "HEAD")
     remotes.add("down", f"http://127.0.0.1:{free_port()}", token=SERVER_TOKEN)
     status, body = await api(jp_fetch, "runs", method="POST", body={"path": "proj", "remote": "down"})
     assert status == 503 and body["hint"], body
