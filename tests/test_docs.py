@@ -106,7 +106,7 @@ def test_every_magic_and_its_options_are_in_the_reference(site: Path) -> None:
     html = (site / "reference" / "magics.html").read_text(encoding="utf-8")
     found = ids(site / "reference" / "magics.html")
     sub = next(a for a in _parser()._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(sub.choices) == {"validate", "run", "attach", "artifacts"}
+    assert set(sub.choices) == {"validate", "run", "attach", "reproduce", "artifacts"}
     for name, command in sub.choices.items():
         assert f"magic-{name}" in found
         for action in command._actions:

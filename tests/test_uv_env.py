@@ -72,10 +72,12 @@ def _manifest(home: Path, out: str) -> dict:
 
 
 def test_a_changed_requirement_builds_on_the_last_environment_from_the_cache(engine, tmp_path, home):
-    # environments are shared by every repository with the same spec: this test's are its own
+    # environments are shared by every repository with the same spec: this test's are its own; and a
+    # repository's earlier environments are found by its folder, which an earlier session's run of
+    # this test had too (pytest numbers its temporary folders anew once they are removed)
     token = f"# {uuid.uuid4().hex}\n"
     files = function_task("print('cache mounted:', os.path.ismount('/var/cache/soopervisor'))")
-    project = make_project(tmp_path, {**files, "requirements.txt": token})
+    project = make_project(tmp_path / uuid.uuid4().hex[:12], {**files, "requirements.txt": token})
     first = _run(project, "auto", cache="repository")
     out = first.stdout
     assert "soopervisor: download cache at /var/cache/soopervisor" in out
